@@ -1,0 +1,345 @@
+"""The `emostream` command line."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from emostream.settings import Settings, SettingsError, load_settings
+
+SCHEMA_DIR = Path(__file__).resolve().parent.parent / "deployments" / "schemas"
+SHARED_SAMPLE = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "faces-pyfeat" / "WolfgangLanger_Pexels.mp4"
+
+
+def _settings(args: argparse.Namespace) -> Settings:
+    overrides: dict[str, dict[str, object]] = {}
+    if getattr(args, "bootstrap_servers", None):
+        overrides.setdefault("kafka", {})["bootstrap_servers"] = args.bootstrap_servers
+    return load_settings(args.config, **overrides)
+
+
+# -- schema --------------------------------------------------------------------------------------
+
+
+def schema_documents() -> dict[str, str]:
+    """File name → JSON Schema text of every wire contract."""
+    from emostream.contracts import SCHEMA_VERSION, WIRE_CONTRACTS
+
+    documents = {}
+    for name, model in WIRE_CONTRACTS.items():
+        schema = model.model_json_schema()
+        schema["$id"] = f"https://emostream.dev/schemas/{SCHEMA_VERSION}/{name}.schema.json"
+        schema["$schema"] = "https://json-schema.org/draft/2020-12/schema"
+        documents[f"{name}.schema.json"] = json.dumps(schema, indent=2, sort_keys=True) + "\n"
+    return documents
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    drifted = []
+    for file_name, text in schema_documents().items():
+        path = out / file_name
+        if args.check:
+            if not path.exists() or path.read_text() != text:
+                drifted.append(str(path))
+        else:
+            out.mkdir(parents=True, exist_ok=True)
+            path.write_text(text)
+            print(f"wrote {path}")
+    if drifted:
+        print("JSON Schemas differ from the contracts; run `emostream schema`:\n  " + "\n  ".join(drifted), file=sys.stderr)
+        return 1
+    return 0
+
+
+# -- broker --------------------------------------------------------------------------------------
+
+
+def _broker(args: argparse.Namespace, settings: Settings):  # type: ignore[no-untyped-def]
+    from emostream.kafka.broker import EmbeddedBroker
+
+    kafka = settings.kafka if args.partitions is None else settings.kafka.model_copy(update={"partitions": args.partitions})
+    return EmbeddedBroker(
+        port=args.port or settings.broker.port,
+        state_dir=Path(args.state_dir or settings.broker.state_dir),
+        kafka=kafka,
+        start_timeout=settings.broker.start_timeout_seconds,
+    )
+
+
+def cmd_broker(args: argparse.Namespace) -> int:
+    settings = _settings(args)
+    broker = _broker(args, settings)
+    if args.action == "start":
+        state = broker.start()
+        print(f"embedded Kafka broker (Tansu) running: pid {state.pid}, bootstrap servers {state.bootstrap_servers}")
+        print(f"topics: {broker.kafka.media_topic}, {broker.kafka.emotions_topic}, {broker.kafka.deadletter_topic}")
+        return 0
+    if args.action == "stop":
+        print("stopped" if broker.stop() else f"no broker recorded in {broker.state_dir} is running")
+        return 0
+    state = broker.state()
+    if state is None:
+        print(f"not running (state directory {broker.state_dir})")
+        return 3
+    from emostream.kafka.clients import admin
+
+    client = admin(broker.kafka)
+    try:
+        topics = sorted(client.list_topics())
+    finally:
+        client.close()
+    print(f"running: pid {state.pid}, bootstrap servers {state.bootstrap_servers}, topics: {', '.join(topics) or '-'}")
+    return 0
+
+
+# -- publish -------------------------------------------------------------------------------------
+
+
+def cmd_publish(args: argparse.Namespace) -> int:
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from emostream.ingest.publish import publish
+    from emostream.ingest.segmenter import probe
+
+    settings = _settings(args)
+    channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else None
+    total = probe(args.input).duration or None
+    with Progress(TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed:.1f}/{task.total:.1f} s"),
+                  TimeElapsedColumn(), disable=args.quiet) as progress:
+        task = progress.add_task(f"publishing {args.stream_id}", total=total)
+        report = publish(
+            args.input, args.stream_id, settings, realtime=args.realtime, segment_seconds=args.segment_seconds,
+            channels=channels,
+            on_segment=lambda s: progress.update(task, completed=s.start + s.duration),
+        )
+    print(f"published {report.segments} segments ({report.media_seconds:.1f} s of media, {report.bytes / 1e6:.1f} MB) "
+          f"of stream {report.stream_id!r} to {settings.kafka.media_topic} in {report.wall_seconds:.1f} s")
+    return 0
+
+
+# -- consume and tail ----------------------------------------------------------------------------
+
+
+def describe_segment(segment) -> str:  # type: ignore[no-untyped-def]
+    if segment.end_of_stream and not segment.frames.size and not segment.audio.size:
+        return f"{segment.stream_id} seq {segment.seq}: end of stream at {segment.start:.2f} s"
+    parts = [f"{segment.stream_id} seq {segment.seq}: {segment.start:7.2f}–{segment.end:7.2f} s"]
+    if len(segment.frames):
+        height, width = segment.frames.shape[1:3]
+        parts.append(f"{len(segment.frames)} frames {width}×{height}")
+    if segment.audio.size:
+        roles = f" ({','.join(segment.channels)})" if segment.channels else ""
+        parts.append(f"audio {segment.audio.shape[0]} ch{roles} {segment.audio_seconds:.2f} s")
+    return ", ".join(parts)
+
+
+def cmd_consume(args: argparse.Namespace) -> int:
+    from emostream.ingest.consumer import SegmentConsumer
+
+    settings = _settings(args)
+    ended: set[str] = set()
+
+    def show(segment) -> None:  # type: ignore[no-untyped-def]
+        print(describe_segment(segment), flush=True)
+        if segment.end_of_stream:
+            ended.add(segment.stream_id)
+
+    consumer = SegmentConsumer(settings, show, group_id=args.group_id)
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        consumer.run(until=lambda: (args.until_end_of and args.until_end_of in ended)
+                     or (deadline is not None and time.monotonic() > deadline))
+    except KeyboardInterrupt:
+        pass
+    finally:
+        consumer.close()
+    stats = consumer.stats
+    print(f"{stats.segments} segments, dead letters: {stats.dead_letters or 'none'}, gaps: {len(stats.gaps)}")
+    return 0
+
+
+def format_event(topic: str, value: bytes, settings: Settings) -> str:
+    try:
+        event = json.loads(value)
+    except ValueError:
+        return f"[{topic}] {len(value)} bytes (not JSON)"
+    if topic == settings.kafka.deadletter_topic and isinstance(event, dict) and "reason" in event:
+        src = event.get("source", {})
+        return (f"DEAD LETTER {event['reason']} {event.get('stream_id') or '-'} seq {event.get('seq')} "
+                f"at {src.get('topic')}/{src.get('partition')}/{src.get('offset')}: {event.get('detail')}")
+    if isinstance(event, dict) and "utterance_id" in event:
+        speaker = event.get("speaker", {}).get("id")
+        words = f' "{event["transcript"]}"' if event.get("transcript") else ""
+        p = event.get("probabilities", {}).get(event.get("label"), 0.0)
+        return (f"{event['stream_id']} {event['start']:.2f}–{event['end']:.2f} {speaker}: {event['label']} ({p:.2f}) "
+                f"valence {event['valence']:+.2f} arousal {event['arousal']:+.2f}{words} — {event.get('explanation', '')}")
+    return json.dumps(event)
+
+
+def cmd_tail(args: argparse.Namespace) -> int:
+    from emostream.kafka.clients import consumer
+
+    settings = _settings(args)
+    topic = args.topic or settings.kafka.emotions_topic
+    reader = consumer(settings.kafka, [topic], group_id=None,
+                      auto_offset_reset="earliest" if args.from_beginning else "latest")
+    shown = 0
+    deadline = time.monotonic() + args.timeout if args.timeout else None
+    try:
+        while (deadline is None or time.monotonic() < deadline) and (not args.max_events or shown < args.max_events):
+            for records in reader.poll(timeout_ms=200).values():
+                for record in records:
+                    print(record.value.decode(errors="replace") if args.json else format_event(topic, record.value, settings),
+                          flush=True)
+                    shown += 1
+    except KeyboardInterrupt:
+        pass
+    finally:
+        reader.close()
+    return 0
+
+
+# -- demo ----------------------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from emostream.ingest.consumer import SegmentConsumer
+    from emostream.ingest.publish import publish
+    from emostream.ingest.synthetic import write_clip
+    from emostream.kafka.broker import EmbeddedBroker
+
+    settings = load_settings(args.config, kafka={"bootstrap_servers": f"127.0.0.1:{args.port}"})
+    with tempfile.TemporaryDirectory(prefix="emostream-demo-") as tmp:
+        if args.input:
+            sample = Path(args.input)
+        elif SHARED_SAMPLE.exists():
+            sample = SHARED_SAMPLE
+        else:
+            sample = write_clip(Path(tmp) / "test-pattern.mp4", seconds=6, audio_channels=2)
+            print("no sample recording found: using a generated test pattern with a stereo tone")
+        print(f"1. starting the embedded Kafka broker (Tansu) on 127.0.0.1:{args.port}")
+        with EmbeddedBroker(args.port, Path(tmp) / "broker", settings.kafka, settings.broker.start_timeout_seconds):
+            print(f"2. publishing {sample.name} as stream 'demo' in {settings.ingest.segment_seconds:g} s segments")
+            report = publish(sample, "demo", settings)
+            print(f"   {report.segments} segments, {report.media_seconds:.1f} s of media, {report.bytes / 1e6:.1f} MB")
+            print("3. consuming the media topic and decoding each segment:")
+            done = threading.Event()
+
+            def show(segment) -> None:  # type: ignore[no-untyped-def]
+                print("   " + describe_segment(segment), flush=True)
+                if segment.end_of_stream:
+                    done.set()
+
+            consumer = SegmentConsumer(settings, show, group_id="emostream-demo")
+            deadline = time.monotonic() + 120
+            try:
+                consumer.run(until=lambda: done.is_set() or time.monotonic() > deadline)
+            finally:
+                consumer.close()
+            print(f"   dead letters: {consumer.stats.dead_letters or 'none'}")
+            print("4. stopping the broker")
+    return 0 if done.is_set() else 1
+
+
+# -- parser --------------------------------------------------------------------------------------
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="emostream",
+        description="Score the emotion of every utterance in live call and meeting media streams.",
+    )
+    parser.add_argument("--config", metavar="FILE", help="YAML settings file (default: $EMOSTREAM_CONFIG; "
+                        "EMOSTREAM_* variables override it)")
+    parser.add_argument("--log-level", default="WARNING", choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                        help="how much the library logs to stderr (default: WARNING)")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    schema = commands.add_parser("schema", help="write the JSON Schemas of the wire contracts",
+                                 description="Write the JSON Schema of every wire contract (media segment headers, "
+                                             "utterance emotion event, dead-letter event).")
+    schema.add_argument("--out", default=str(SCHEMA_DIR), metavar="DIR",
+                        help="folder for the *.schema.json files (default: deployments/schemas)")
+    schema.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 when the files differ from the contracts")
+    schema.set_defaults(func=cmd_schema)
+
+    broker = commands.add_parser("broker", help="start, stop or check the embedded Kafka broker",
+                                 description="Manage the embedded Kafka broker (Tansu, in memory, on 127.0.0.1) "
+                                             "for local runs; `start` also creates the media, emotions and "
+                                             "dead-letter topics.")
+    broker.add_argument("action", choices=["start", "stop", "status"], help="what to do")
+    broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: broker.port, 9092)")
+    broker.add_argument("--state-dir", metavar="DIR", help="where the pid file and log go (default: broker.state_dir)")
+    broker.add_argument("--partitions", type=int, help="partitions of created topics (default: kafka.partitions)")
+    broker.set_defaults(func=cmd_broker)
+
+    publish = commands.add_parser("publish", help="publish a media file as a stream of segments",
+                                  description="Cut a video or audio file (mp4, mov, mkv, webm, wav, flac, mp3) into "
+                                              "self-contained segments and publish them to the media topic, then an "
+                                              "end-of-stream marker.")
+    publish.add_argument("input", metavar="INPUT", help="the media file")
+    publish.add_argument("--stream-id", required=True, metavar="ID",
+                         help="the stream's id: message key and header (letters, digits, . _ : @ / -)")
+    publish.add_argument("--realtime", action="store_true", help="pace segments to the media clock, like a live source")
+    publish.add_argument("--segment-seconds", type=float, metavar="S",
+                         help="target segment length; video is cut at the next key frame (default: ingest.segment_seconds)")
+    publish.add_argument("--channels", metavar="ROLES",
+                         help="comma-separated role of each audio channel, e.g. agent,customer")
+    publish.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to publish to (default: kafka.bootstrap_servers)")
+    publish.add_argument("--quiet", action="store_true", help="no progress bar")
+    publish.set_defaults(func=cmd_publish)
+
+    consume = commands.add_parser("consume", help="decode the media topic and print each segment",
+                                  description="Join the consumer group, put each stream's segments in order, decode "
+                                              "them and print what they hold; bad input goes to the dead-letter topic.")
+    consume.add_argument("--group-id", metavar="GROUP", help="consumer group (default: kafka.group_id)")
+    consume.add_argument("--until-end-of", metavar="STREAM", help="stop after this stream's end-of-stream marker")
+    consume.add_argument("--timeout", type=float, metavar="S", help="stop after this many seconds")
+    consume.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to read (default: kafka.bootstrap_servers)")
+    consume.set_defaults(func=cmd_consume)
+
+    tail = commands.add_parser("tail", help="follow a topic and print its events",
+                               description="Follow a topic (default: the emotions topic) and pretty-print its events.")
+    tail.add_argument("topic", nargs="?", metavar="TOPIC", help="topic to follow (default: kafka.emotions_topic)")
+    tail.add_argument("--json", action="store_true", help="print each event as one JSON object a line")
+    tail.add_argument("--from-beginning", action="store_true", help="start at the oldest event, not the next new one")
+    tail.add_argument("--max-events", type=int, metavar="N", help="stop after N events")
+    tail.add_argument("--timeout", type=float, metavar="S", help="stop after this many seconds")
+    tail.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to read (default: kafka.bootstrap_servers)")
+    tail.set_defaults(func=cmd_tail)
+
+    demo = commands.add_parser("demo", help="run the pipeline on a sample with an embedded broker",
+                               description="Start an embedded broker, publish a sample recording, consume and decode "
+                                           "it, print what comes back, and stop the broker.")
+    demo.add_argument("--input", metavar="FILE", help="media file to use (default: the shared sample video, "
+                      "or a generated test pattern)")
+    demo.add_argument("--port", type=int, default=19092, help="port of the demo's broker on 127.0.0.1 (default: 19092)")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=args.log_level, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args))
+    except SettingsError as error:
+        print(f"emostream: {error}", file=sys.stderr)
+        return 2
+    except (ValueError, RuntimeError, TimeoutError, OSError) as error:
+        print(f"emostream {args.command}: {error}", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,273 @@
+"""Wire contracts: what goes into and comes out of Kafka (ARCHITECTURE.md §2).
+
+Every message carries `schema_version`; a consumer rejects a major version it
+does not know. JSON Schemas of these models live in `deployments/schemas/`
+(`emostream schema` writes them).
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+SCHEMA_VERSION = "1.0"
+
+# Kafka header names of a media segment (values are UTF-8 text).
+HEADER_PREFIX = "emostream-"
+
+# Content types a segment may have. Parameters follow a `;` (e.g. raw PCM).
+CONTAINER_CONTENT_TYPES = {
+    "video/mp2t": "mpegts",
+    "video/mp4": "mp4",
+    "video/webm": "webm",
+    "video/x-matroska": "matroska",
+    "audio/wav": "wav",
+    "audio/webm": "webm",
+    "audio/ogg": "ogg",
+    "audio/mpeg": "mp3",
+}
+# Raw little-endian 16-bit PCM, e.g. "audio/pcm;rate=8000;channels=2" (telephony).
+RAW_PCM_CONTENT_TYPE = "audio/pcm"
+SUPPORTED_CONTENT_TYPES = (*CONTAINER_CONTENT_TYPES, RAW_PCM_CONTENT_TYPE)
+
+StreamId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@/-]+$")]
+
+
+class ContractError(ValueError):
+    """A message does not follow its wire contract; the text says which field and why."""
+
+
+class _Contract(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    schema_version: str = SCHEMA_VERSION  # major.minor of this contract
+
+    @field_validator("schema_version")
+    @classmethod
+    def _known_major(cls, value: str) -> str:
+        if value.split(".")[0] != SCHEMA_VERSION.split(".")[0]:
+            raise ValueError(f"unsupported schema version {value!r} (this build reads {SCHEMA_VERSION.split('.')[0]}.x)")
+        return value
+
+
+class SegmentHeaders(_Contract):
+    """Kafka headers of one message on the media topic (key = stream id)."""
+
+    stream_id: StreamId  # the call or meeting this segment belongs to
+    seq: int = Field(ge=0)  # position of the segment in its stream, 0, 1, 2, … without gaps
+    start: float = Field(ge=0)  # stream time (s) of the earliest sample in the segment
+    duration: float | None = Field(None, ge=0)  # media seconds in the segment, to detect truncation
+    # Stream time = container timestamp + this. When absent, the segment's earliest
+    # timestamp stands for `start`. Media decoding to before stream time 0 is pre-roll and dropped.
+    timestamp_offset: float | None = None
+    content_type: str  # one of SUPPORTED_CONTENT_TYPES, with parameters for raw PCM
+    end_of_stream: bool = False  # true on the last segment or on an empty end marker
+    channels: tuple[str, ...] | None = None  # role of each audio channel, e.g. ("agent", "customer")
+    sent_at: float | None = None  # producer wall clock (Unix seconds), for ingest lag
+
+    @field_validator("content_type")
+    @classmethod
+    def _supported(cls, value: str) -> str:
+        base = value.split(";")[0].strip().lower()
+        if base not in SUPPORTED_CONTENT_TYPES:
+            raise ValueError(f"unsupported content type {value!r} (supported: {', '.join(SUPPORTED_CONTENT_TYPES)})")
+        if base == RAW_PCM_CONTENT_TYPE:
+            raw_pcm_format(value)
+        return value
+
+    def to_kafka(self) -> list[tuple[str, bytes]]:
+        """Headers as kafka-python wants them: (name, bytes) pairs; unset fields are left out."""
+        headers = []
+        for name, value in self.model_dump(exclude_none=True).items():
+            if isinstance(value, bool):
+                text = "true" if value else "false"
+            elif isinstance(value, (tuple, list)):
+                text = ",".join(value)
+            else:
+                text = str(value)
+            headers.append((HEADER_PREFIX + name.replace("_", "-"), text.encode()))
+        return headers
+
+    @classmethod
+    def from_kafka(cls, headers: list[tuple[str, bytes]] | None) -> SegmentHeaders:
+        """Parse Kafka headers; raise ContractError naming what is missing or malformed."""
+        values: dict[str, object] = {}
+        for name, raw in headers or []:
+            if not name.startswith(HEADER_PREFIX):
+                continue  # other systems' headers (tracing, …) pass through untouched
+            field = name[len(HEADER_PREFIX):].replace("-", "_")
+            try:
+                text = raw.decode()
+            except (UnicodeDecodeError, AttributeError):
+                raise ContractError(f"header {name!r} is not UTF-8 text") from None
+            if field == "channels":
+                values[field] = tuple(part.strip() for part in text.split(",")) if text else None
+            elif field == "end_of_stream":
+                if text.lower() not in ("true", "false", "1", "0"):
+                    raise ContractError(f"header {name!r} = {text!r}: expected true or false")
+                values[field] = text.lower() in ("true", "1")
+            else:
+                values[field] = text
+        try:
+            return cls.model_validate(values)
+        except ValidationError as error:
+            raise ContractError(describe_validation_error(error, prefix=HEADER_PREFIX)) from None
+
+
+def raw_pcm_format(content_type: str) -> tuple[int, int]:
+    """(sample rate, channels) of an `audio/pcm;rate=R;channels=C` content type."""
+    params = dict(
+        part.strip().split("=", 1) for part in content_type.split(";")[1:] if "=" in part
+    )
+    try:
+        rate, channels = int(params["rate"]), int(params.get("channels", "1"))
+    except (KeyError, ValueError):
+        raise ValueError(f"raw PCM needs integer parameters, e.g. 'audio/pcm;rate=8000;channels=1', got {content_type!r}") from None
+    if not (1000 <= rate <= 384_000 and 1 <= channels <= 64):
+        raise ValueError(f"raw PCM rate {rate} or channels {channels} out of range (1000–384000 Hz, 1–64)")
+    return rate, channels
+
+
+def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
+    parts = []
+    for item in error.errors():
+        field = ".".join(str(p) for p in item["loc"]) or "message"
+        name = prefix + field.replace("_", "-") if prefix else field
+        if item["type"] == "missing":
+            parts.append(f"{name} is missing")
+        else:
+            parts.append(f"{name} = {item.get('input')!r}: {item['msg']}")
+    return "; ".join(parts)
+
+
+# -- output ------------------------------------------------------------------------------------
+
+
+class Speaker(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str  # channel role ("customer"), channel index ("ch1") or diarised id ("spk2")
+    role: str | None = None  # from the channel map, when there is one
+    channel: int | None = None  # audio channel the voice came from
+    face_track: int | None = None  # track id of the speaking face, when one is visible
+
+
+class Cue(BaseModel):
+    """One measured signal behind the decision, e.g. pitch 1.8 σ above the speaker's mean."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    modality: Literal["face", "voice", "words"]
+    name: str  # e.g. "pitch_mean", "brow_lower", "expression:angry"
+    value: float  # the measurement (z-score, probability, …)
+    detail: str  # human-readable form of the same
+
+
+class ListenerEmotion(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    face_track: int
+    label: str  # most likely facial expression over the utterance
+    probabilities: dict[str, float]
+
+
+class Timings(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    ingest_lag_seconds: float | None = None  # producer send → first processing of the utterance's audio
+    processing_seconds: float  # utterance closed → event produced
+    stages: dict[str, float] = {}  # per-stage seconds, e.g. {"asr": 0.2, "model": 0.01}
+
+
+class ModelInfo(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+
+    name: str  # e.g. "emostream-lite"
+    version: str  # checkpoint version or hash
+
+
+class UtteranceEmotionEvent(_Contract):
+    """One message on the emotions topic: the emotion of one utterance (key = stream id)."""
+
+    stream_id: StreamId
+    utterance_id: str  # deterministic: utterance_id(stream, speaker, start)
+    speaker: Speaker
+    start: float = Field(ge=0)  # stream time (s)
+    end: float = Field(ge=0)
+    transcript: str | None = None  # None when ASR is off or nothing was heard
+    label: str  # most likely emotion in `labels`
+    probabilities: dict[str, float]  # over the configured label set, summing to 1
+    valence: float = Field(ge=-1, le=1)  # unpleasant −1 … pleasant +1
+    arousal: float = Field(ge=-1, le=1)  # calm −1 … excited +1
+    open_vocabulary: list[str] = []  # free emotion words, e.g. ["irritated", "impatient"]
+    explanation: str  # why, in one or two sentences grounded in the cues
+    cues: list[Cue] = []
+    listeners: list[ListenerEmotion] = []  # other visible faces during the utterance
+    model: ModelInfo
+    timings: Timings
+    produced_at: datetime  # UTC
+
+    @field_validator("end")
+    @classmethod
+    def _after_start(cls, value: float, info) -> float:  # type: ignore[no-untyped-def]
+        start = info.data.get("start")
+        if start is not None and value < start:
+            raise ValueError(f"end {value} is before start {start}")
+        return value
+
+
+_UTTERANCE_NAMESPACE = uuid.UUID("6f1c3c1e-8a0d-4c43-9c59-6d0c2b7c5e11")
+
+
+def utterance_id(stream_id: str, speaker_id: str, start: float) -> str:
+    """Deterministic id, so a replay after a crash yields the same id (start rounded to ms)."""
+    return str(uuid.uuid5(_UTTERANCE_NAMESPACE, f"{stream_id}|{speaker_id}|{round(start * 1000)}"))
+
+
+class DeadLetterReason(StrEnum):
+    BAD_HEADERS = "bad_headers"  # missing or malformed emostream-* headers
+    EMPTY_VALUE = "empty_value"  # no bytes and not an end-of-stream marker
+    OVERSIZED = "oversized"  # larger than kafka.max_message_bytes
+    UNSUPPORTED_CONTENT_TYPE = "unsupported_content_type"
+    CORRUPT_SEGMENT = "corrupt_segment"  # the container or codec could not decode it
+    TRUNCATED_SEGMENT = "truncated_segment"  # decodes to less media than its header says
+    DUPLICATE_SEQ = "duplicate_seq"  # the same stream and seq was already processed
+    TOO_LATE = "too_late"  # the stream had moved past this seq (declared a gap) before it came
+    AFTER_END_OF_STREAM = "after_end_of_stream"  # the stream had already ended
+    PROCESSING_ERROR = "processing_error"  # a later stage failed on this input
+
+
+class SourceCoordinates(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    topic: str
+    partition: int
+    offset: int
+
+
+class DeadLetterEvent(_Contract):
+    """One message on the dead-letter topic: something that could not be processed."""
+
+    reason: DeadLetterReason
+    detail: str  # what exactly was wrong, naming the field, value or codec
+    source: SourceCoordinates  # where the original message is
+    stream_id: str | None = None  # when the headers named one
+    seq: int | None = None
+    key: str | None = None  # the original message key, as text
+    value_bytes: int  # size of the original value; the media itself is never copied here
+    produced_at: datetime
+
+
+def now_utc() -> datetime:
+    return datetime.now(UTC)
+
+
+WIRE_CONTRACTS: dict[str, type[BaseModel]] = {
+    "segment-headers": SegmentHeaders,
+    "utterance-emotion-event": UtteranceEmotionEvent,
+    "dead-letter-event": DeadLetterEvent,
+}

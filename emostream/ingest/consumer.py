@@ -1,0 +1,268 @@
+"""Read the media topic and hand each stream's segments to a callback, in order.
+
+Bad input never stops a stream: each problem becomes one event on the
+dead-letter topic (reason, detail, topic/partition/offset) and the next good
+segment goes on. An offset is committed only once its message and every
+message before it on the partition was processed or dead-lettered.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numpy as np
+from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
+from kafka.consumer.fetcher import ConsumerRecord
+from kafka.structs import OffsetAndMetadata
+
+from emostream.contracts import (
+    ContractError,
+    DeadLetterEvent,
+    DeadLetterReason,
+    SegmentHeaders,
+    SourceCoordinates,
+    now_utc,
+)
+from emostream.ingest.ordering import Gap, Rejection, StreamOrderer
+from emostream.kafka.clients import consumer as make_consumer
+from emostream.kafka.clients import producer as make_producer
+from emostream.perception.decode import DecodedSegment, DecodeError, decode_segment
+from emostream.settings import Settings
+
+log = logging.getLogger(__name__)
+
+SegmentHandler = Callable[[DecodedSegment], None]
+
+
+@dataclass(frozen=True)
+class MediaMessage:
+    """One media-topic record whose headers passed validation."""
+
+    headers: SegmentHeaders
+    payload: bytes
+    topic: str
+    partition: int
+    offset: int
+
+
+@dataclass
+class ConsumerStats:
+    segments: int = 0  # handed to the callback (end markers included)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
+    gaps: list[Gap] = field(default_factory=list)
+
+
+class OffsetTracker:
+    """Per partition, the offsets still in flight; the commit point is the lowest of them."""
+
+    def __init__(self) -> None:
+        self._pending: dict[TopicPartition, set[int]] = {}
+        self._next: dict[TopicPartition, int] = {}
+
+    def add(self, tp: TopicPartition, offset: int) -> None:
+        self._pending.setdefault(tp, set()).add(offset)
+        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
+
+    def done(self, tp: TopicPartition, offset: int) -> None:
+        self._pending.get(tp, set()).discard(offset)
+
+    def commit_points(self) -> dict[TopicPartition, int]:
+        return {tp: min(self._pending[tp]) if self._pending.get(tp) else nxt for tp, nxt in self._next.items()}
+
+    def forget(self, partitions: list[TopicPartition]) -> None:
+        for tp in partitions:
+            self._pending.pop(tp, None)
+            self._next.pop(tp, None)
+
+
+def end_marker(headers: SegmentHeaders) -> DecodedSegment:
+    """The decoded form of an empty end-of-stream marker."""
+    return DecodedSegment(
+        stream_id=headers.stream_id, seq=headers.seq, start=headers.start,
+        frames=np.zeros((0, 0, 0, 3), np.uint8), frame_times=np.zeros(0),
+        audio=np.zeros((0, 0), np.float32), audio_start=headers.start, end_of_stream=True,
+    )
+
+
+class SegmentConsumer:
+    """Consume the media topic in a consumer group; call `handle` per decoded segment, in seq order."""
+
+    def __init__(self, settings: Settings, handle: SegmentHandler, group_id: str | None = None,
+                 on_gap: Callable[[Gap], None] | None = None) -> None:
+        self.settings = settings
+        self.handle = handle
+        self.on_gap = on_gap
+        self.stats = ConsumerStats()
+        ingest = settings.ingest
+        self.orderer: StreamOrderer[MediaMessage] = StreamOrderer(
+            ingest.reorder_buffer, ingest.gap_timeout_seconds, ingest.stream_idle_seconds)
+        self.offsets = OffsetTracker()
+        self._stream_partition: dict[str, TopicPartition] = {}
+        kafka = settings.kafka
+        self.consumer = make_consumer(kafka, group_id=group_id or kafka.group_id)
+        self.consumer.subscribe([kafka.media_topic], listener=_Rebalance(self))
+        self.producer: KafkaProducer = make_producer(kafka)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self, stop: threading.Event | None = None, until: Callable[[], bool] | None = None,
+            poll_ms: int = 200) -> ConsumerStats:
+        """Poll until `stop` is set or `until()` is true."""
+        stop = stop or threading.Event()
+        while not stop.is_set() and not (until and until()):
+            self.poll_once(poll_ms)
+        return self.stats
+
+    def poll_once(self, timeout_ms: int = 200) -> None:
+        batches = self.consumer.poll(timeout_ms=timeout_ms)
+        for records in batches.values():
+            for record in records:
+                self._accept(record)
+        self._apply(self.orderer.tick())
+        self.commit()
+
+    def commit(self) -> None:
+        points = self.offsets.commit_points()
+        if not points:
+            return
+        self.producer.flush()  # dead letters are out before the offsets that produced them move on
+        self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()})
+
+    def close(self) -> None:
+        try:
+            self.commit()
+        finally:
+            self.consumer.close()
+            self.producer.close()
+
+    # -- one record ---------------------------------------------------------------------------
+
+    def _accept(self, record: ConsumerRecord) -> None:
+        tp = TopicPartition(record.topic, record.partition)
+        self.offsets.add(tp, record.offset)
+        message = self._validate(record)
+        if message is None:
+            self.offsets.done(tp, record.offset)
+            return
+        self._stream_partition[message.headers.stream_id] = tp
+        outcome = self.orderer.push(message.headers.stream_id, message.headers.seq, message,
+                                    message.headers.end_of_stream)
+        if outcome.rejected is not None:
+            self._dead_letter_message(message, outcome.rejected)
+        self._apply(outcome)
+
+    def _validate(self, record: ConsumerRecord) -> MediaMessage | None:
+        value = record.value or b""
+        stream_hint = record.key.decode(errors="replace") if record.key else None
+        if len(value) > self.settings.kafka.max_message_bytes:
+            self._dead_letter(record, DeadLetterReason.OVERSIZED,
+                              f"value of {len(value)} bytes is over kafka.max_message_bytes ({self.settings.kafka.max_message_bytes})",
+                              stream_hint)
+            return None
+        try:
+            headers = SegmentHeaders.from_kafka(record.headers)
+        except ContractError as error:
+            reason = (DeadLetterReason.UNSUPPORTED_CONTENT_TYPE if "unsupported content type" in str(error)
+                      else DeadLetterReason.BAD_HEADERS)
+            self._dead_letter(record, reason, str(error), stream_hint)
+            return None
+        if record.key is not None and stream_hint != headers.stream_id:
+            self._dead_letter(record, DeadLetterReason.BAD_HEADERS,
+                              f"message key {stream_hint!r} differs from emostream-stream-id {headers.stream_id!r}",
+                              headers.stream_id, headers.seq)
+            return None
+        if not value and not headers.end_of_stream:
+            self._dead_letter(record, DeadLetterReason.EMPTY_VALUE,
+                              "empty value without emostream-end-of-stream: true", headers.stream_id, headers.seq)
+            return None
+        return MediaMessage(headers, value, record.topic, record.partition, record.offset)
+
+    def _apply(self, outcome) -> None:  # type: ignore[no-untyped-def]
+        for gap in outcome.gaps:
+            log.warning("stream %r: segments %d…%d never came; moving on", gap.stream_id, gap.first_missing,
+                        gap.next_present - 1)
+            self.stats.gaps.append(gap)
+            if self.on_gap is not None:
+                self.on_gap(gap)
+        for message, rejection in outcome.dropped:
+            self._dead_letter_message(message, rejection)
+        for message in outcome.released:
+            self._process(message)
+            if message.headers.end_of_stream:
+                self._stream_partition.pop(message.headers.stream_id, None)
+
+    def _process(self, message: MediaMessage) -> None:
+        ingest = self.settings.ingest
+        try:
+            if message.payload:
+                segment = decode_segment(message.headers, message.payload, ingest.decode_threads,
+                                         ingest.max_decoded_megabytes, ingest.max_frame_side)
+            else:
+                segment = end_marker(message.headers)
+        except DecodeError as error:
+            reason = DeadLetterReason.TRUNCATED_SEGMENT if error.truncated else DeadLetterReason.CORRUPT_SEGMENT
+            self._dead_letter_message(message, Rejection(reason, str(error)))
+            return
+        try:
+            self.handle(segment)
+            self.stats.segments += 1
+        except Exception as error:  # a failing stage loses this segment, never the stream
+            log.exception("stream %r seq %d: handler failed", message.headers.stream_id, message.headers.seq)
+            self._dead_letter_message(message, Rejection(DeadLetterReason.PROCESSING_ERROR, f"{type(error).__name__}: {error}"))
+            return
+        self.offsets.done(TopicPartition(message.topic, message.partition), message.offset)
+
+    # -- dead letters ---------------------------------------------------------------------------
+
+    def _dead_letter_message(self, message: MediaMessage, rejection: Rejection) -> None:
+        self._send_dead_letter(
+            DeadLetterEvent(
+                reason=rejection.reason, detail=rejection.detail,
+                source=SourceCoordinates(topic=message.topic, partition=message.partition, offset=message.offset),
+                stream_id=message.headers.stream_id, seq=message.headers.seq, key=message.headers.stream_id,
+                value_bytes=len(message.payload), produced_at=now_utc(),
+            )
+        )
+        self.offsets.done(TopicPartition(message.topic, message.partition), message.offset)
+
+    def _dead_letter(self, record: ConsumerRecord, reason: DeadLetterReason, detail: str,
+                     stream_id: str | None, seq: int | None = None) -> None:
+        self._send_dead_letter(
+            DeadLetterEvent(
+                reason=reason, detail=detail,
+                source=SourceCoordinates(topic=record.topic, partition=record.partition, offset=record.offset),
+                stream_id=stream_id, seq=seq, key=record.key.decode(errors="replace") if record.key else None,
+                value_bytes=len(record.value or b""), produced_at=now_utc(),
+            )
+        )
+
+    def _send_dead_letter(self, event: DeadLetterEvent) -> None:
+        log.warning("dead letter %s at %s/%d/%d: %s", event.reason.value, event.source.topic,
+                    event.source.partition, event.source.offset, event.detail)
+        self.stats.dead_letters[event.reason.value] = self.stats.dead_letters.get(event.reason.value, 0) + 1
+        self.producer.send(self.settings.kafka.deadletter_topic,
+                           key=event.key.encode() if event.key else None,
+                           value=event.model_dump_json().encode())
+
+
+class _Rebalance(ConsumerRebalanceListener):
+    def __init__(self, owner: SegmentConsumer) -> None:
+        self.owner = owner
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        # No commit here (kafka-python runs this on its IO thread, where blocking calls are
+        # refused): what is done was committed after the last poll, and the partitions' next
+        # owner replays the rest from there.
+        gone = set(revoked)
+        streams = [s for s, tp in self.owner._stream_partition.items() if tp in gone]
+        self.owner.orderer.forget(streams)
+        for stream in streams:
+            self.owner._stream_partition.pop(stream)
+        self.owner.offsets.forget(list(revoked))
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        pass
+

@@ -1,0 +1,67 @@
+"""Write small generated clips: the demo's fallback sample and test inputs with chosen properties.
+
+These are test patterns (moving colour bars and tones), not recordings; real
+media for tests lives in ../shared/data.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def write_clip(
+    path: str | Path,
+    seconds: float = 4.0,
+    width: int = 320,
+    height: int = 240,
+    fps: int = 25,
+    gop: int = 50,  # frames between key frames
+    audio_channels: int = 1,  # 0 writes a silent-free video-only clip
+    sample_rate: int = 48000,
+    video: bool = True,
+    video_codec: str = "libx264",
+) -> Path:
+    """Write a clip whose channel k carries a 220·(k+1) Hz tone, so channel order is checkable."""
+    path = Path(path)
+    with av.open(str(path), "w") as out:
+        v_stream = None
+        if video:
+            v_stream = out.add_stream(video_codec, rate=fps)
+            v_stream.width, v_stream.height, v_stream.pix_fmt = width, height, "yuv420p"
+            v_stream.codec_context.gop_size = gop
+            if video_codec == "libx264":
+                v_stream.codec_context.options = {"preset": "ultrafast", "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
+        a_stream = None
+        if audio_channels:
+            codec = "pcm_s16le" if path.suffix in (".wav", ".mov", ".mkv") else ("flac" if path.suffix == ".flac" else "aac")
+            a_stream = out.add_stream(codec, rate=sample_rate)
+            a_stream.codec_context.layout = {1: "mono", 2: "stereo"}.get(audio_channels, f"{audio_channels}c")
+        if v_stream is not None:
+            bars = np.repeat(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None], height, axis=0)
+            for i in range(round(seconds * fps)):
+                image = np.concatenate([np.roll(bars, i * 4, axis=1), np.flip(bars, 1), np.full_like(bars, i % 256)], axis=2)
+                frame = av.VideoFrame.from_ndarray(image, format="rgb24")
+                frame.pts, frame.time_base = i, Fraction(1, fps)
+                for packet in v_stream.encode(frame):
+                    out.mux(packet)
+            for packet in v_stream.encode(None):
+                out.mux(packet)
+        if a_stream is not None:
+            total = round(seconds * sample_rate)
+            t = np.arange(total) / sample_rate
+            tones = np.stack([0.3 * np.sin(2 * np.pi * 220 * (k + 1) * t) for k in range(audio_channels)])
+            samples = (tones * 32767).astype(np.int16)
+            chunk = 1024
+            for start in range(0, total, chunk):
+                block = np.ascontiguousarray(samples[:, start:start + chunk].T).reshape(1, -1)
+                frame = av.AudioFrame.from_ndarray(block, format="s16", layout=a_stream.codec_context.layout)
+                frame.sample_rate, frame.pts, frame.time_base = sample_rate, start, Fraction(1, sample_rate)
+                for packet in a_stream.encode(frame):
+                    out.mux(packet)
+            for packet in a_stream.encode(None):
+                out.mux(packet)
+    return path

@@ -1,0 +1,157 @@
+"""One settings object for the whole system.
+
+Values come, highest priority first, from keyword arguments, `EMOSTREAM_*`
+environment variables (nested fields joined with `__`, e.g.
+`EMOSTREAM_KAFKA__BOOTSTRAP_SERVERS=broker:9092`), a YAML file (the `path`
+argument of `load_settings`, or `EMOSTREAM_CONFIG`), then the defaults here.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+CONFIG_ENV = "EMOSTREAM_CONFIG"
+
+
+class SettingsError(ValueError):
+    """A setting has a wrong value; the message names the field, the value and what is allowed."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class KafkaSettings(_Section):
+    bootstrap_servers: str = "127.0.0.1:9092"  # comma-separated host:port list of any Kafka
+    client_id: str = "emostream"
+    media_topic: str = "emostream.media"  # input: one message per media segment
+    emotions_topic: str = "emostream.emotions"  # output: one event per utterance
+    deadletter_topic: str = "emostream.deadletter"  # everything that could not be processed
+    partitions: int = Field(3, ge=1, le=1024)  # partitions for topics we create
+    group_id: str = "emostream"  # consumer group of the live job
+    max_message_bytes: int = Field(1_000_000, ge=1024)  # Kafka's default message.max.bytes
+    # Passed through to kafka-python unchanged; see its KafkaProducer docs.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: Literal["PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512", "OAUTHBEARER", "GSSAPI"] | None = None
+    sasl_plain_username: str | None = None
+    sasl_plain_password: str | None = None
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+
+    @field_validator("bootstrap_servers")
+    @classmethod
+    def _host_ports(cls, value: str) -> str:
+        for server in value.split(","):
+            host, _, port = server.strip().rpartition(":")
+            if not host or not port.isdigit():
+                raise ValueError(f"expected host:port[,host:port…], got {server.strip()!r}")
+        return value
+
+    def client_options(self) -> dict[str, Any]:
+        """Connection options shared by every kafka-python client."""
+        options: dict[str, Any] = {
+            "bootstrap_servers": [s.strip() for s in self.bootstrap_servers.split(",")],
+            "client_id": self.client_id,
+            "security_protocol": self.security_protocol,
+        }
+        for name in ("sasl_mechanism", "sasl_plain_username", "sasl_plain_password",
+                     "ssl_cafile", "ssl_certfile", "ssl_keyfile"):
+            if getattr(self, name) is not None:
+                options[name] = getattr(self, name)
+        return options
+
+
+class BrokerSettings(_Section):
+    """The embedded Tansu broker for local runs and tests (always on 127.0.0.1)."""
+
+    port: int = Field(9092, ge=1, le=65535)
+    state_dir: Path = Path(".emostream")  # where the pid file and log of a started broker go
+    start_timeout_seconds: float = Field(20.0, gt=0)
+
+
+class IngestSettings(_Section):
+    segment_seconds: float = Field(2.0, gt=0, le=60)  # target segment length; cuts happen at key frames
+    # Key frames further apart than this make the publisher re-encode the video.
+    max_segment_seconds: float = Field(10.0, gt=0, le=120)
+    decode_threads: int = Field(1, ge=1, le=16)  # PyAV codec threads per decode (1 is fastest on 2 cores)
+    max_decoded_megabytes: int = Field(512, ge=1)  # a segment that decodes to more is dead-lettered
+    max_frame_side: int = Field(0, ge=0)  # downscale decoded frames to this longest side; 0 keeps them
+    reorder_buffer: int = Field(32, ge=1)  # out-of-order segments held per stream before a gap is declared
+    gap_timeout_seconds: float = Field(10.0, gt=0)  # wait this long for a missing seq before skipping it
+    stream_idle_seconds: float = Field(600.0, gt=0)  # forget a stream's ordering state after this long
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="EMOSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True
+    )
+
+    kafka: KafkaSettings = KafkaSettings()
+    broker: BrokerSettings = BrokerSettings()
+    ingest: IngestSettings = IngestSettings()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return init_settings, env_settings
+
+
+def _deep_merge(base: dict[str, Any], override: dict[str, Any]) -> dict[str, Any]:
+    merged = dict(base)
+    for key, value in override.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        data = yaml.safe_load(path.read_text()) or {}
+    except OSError as error:
+        raise SettingsError(f"config file {path}: {error.strerror}") from error
+    except yaml.YAMLError as error:
+        raise SettingsError(f"config file {path}: not valid YAML ({error})") from error
+    if not isinstance(data, dict):
+        raise SettingsError(f"config file {path}: expected a mapping of sections, got {type(data).__name__}")
+    return data
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid settings ({source}):"]
+    for item in error.errors():
+        field = ".".join(str(part) for part in item["loc"])
+        lines.append(f"  {field} = {item.get('input')!r}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load_settings(path: str | Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from a YAML file, the environment and overrides.
+
+    Raises SettingsError naming each wrong field, its value and what is allowed.
+    """
+    path = path or os.environ.get(CONFIG_ENV)
+    file_values = _read_yaml(Path(path)) if path else {}
+    source = f"file {path} and EMOSTREAM_* variables" if path else "EMOSTREAM_* variables"
+    try:
+        # The environment wins over the file: build from the environment alone first,
+        # then lay only the fields it set over the file's values.
+        from_env = Settings().model_dump(exclude_unset=True)
+        merged = _deep_merge(_deep_merge(file_values, from_env), overrides)
+        return Settings.model_validate(merged)
+    except ValidationError as error:
+        raise SettingsError(_describe(error, source)) from None
