@@ -27,6 +27,8 @@ from typing import IO
 import av
 import numpy as np
 
+from emostream.perception.decode import channel_layout
+
 log = logging.getLogger(__name__)
 
 # Codecs MPEG-TS carries, so their packets can be copied as they are.
@@ -279,7 +281,7 @@ def _reencode_to_ts(
         if audio is not None:
             if reencode_audio:
                 a_out = out.add_stream(REENCODE_AUDIO_CODEC, rate=REENCODE_AUDIO_RATE)
-                a_out.codec_context.layout = audio.codec_context.layout
+                a_out.codec_context.layout = channel_layout(audio.codec_context.channels)
             else:
                 a_out = out.add_stream_from_template(audio)
         outputs = {video.index: (v_out, reencode_video)}

@@ -12,6 +12,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from emostream.perception.decode import channel_layout
+
 
 def write_clip(
     path: str | Path,
@@ -39,7 +41,7 @@ def write_clip(
         if audio_channels:
             codec = "pcm_s16le" if path.suffix in (".wav", ".mov", ".mkv") else ("flac" if path.suffix == ".flac" else "aac")
             a_stream = out.add_stream(codec, rate=sample_rate)
-            a_stream.codec_context.layout = {1: "mono", 2: "stereo"}.get(audio_channels, f"{audio_channels}c")
+            a_stream.codec_context.layout = channel_layout(audio_channels)
         if v_stream is not None:
             bars = np.repeat(np.linspace(0, 255, width, dtype=np.uint8)[None, :, None], height, axis=0)
             for i in range(round(seconds * fps)):
@@ -65,3 +67,32 @@ def write_clip(
             for packet in a_stream.encode(None):
                 out.mux(packet)
     return path
+
+
+def mux_files(video_path: str | Path, audio_path: str | Path, out_path: str | Path, audio_codec: str = "aac") -> Path:
+    """Write the video stream of one file (copied) with the audio of another (encoded) into one container.
+
+    The result lasts as long as the longer of the two; used to build audio-visual test
+    streams from a face video and a speech recording.
+    """
+    out_path = Path(out_path)
+    with av.open(str(video_path)) as video_in, av.open(str(audio_path)) as audio_in, av.open(str(out_path), "w") as out:
+        v_in = video_in.streams.video[0]
+        a_in = audio_in.streams.audio[0]
+        v_out = out.add_stream_from_template(v_in)
+        a_out = out.add_stream(audio_codec, rate=a_in.codec_context.sample_rate)
+        a_out.codec_context.layout = channel_layout(a_in.codec_context.channels)
+        a_out.codec_context.format = "fltp"  # the native AAC encoder's only sample format
+        a_out.codec_context.bit_rate = 64_000  # within AAC's limit at 16 kHz mono (the default 128k is not)
+        for packet in video_in.demux(v_in):
+            if packet.dts is None:
+                continue
+            packet.stream = v_out
+            out.mux(packet)
+        for frame in audio_in.decode(a_in):
+            frame.pts = None  # let the encoder number samples from 0
+            for packet in a_out.encode(frame):
+                out.mux(packet)
+        for packet in a_out.encode(None):
+            out.mux(packet)
+    return out_path

@@ -109,18 +109,19 @@ def _raw_pcm(payload: bytes, rate: int, n_channels: int) -> np.ndarray:
         return samples
     frame = av.AudioFrame.from_ndarray(
         np.ascontiguousarray(np.frombuffer(payload, dtype="<i2").reshape(1, -1)),
-        format="s16", layout=_layout(n_channels),
+        format="s16", layout=channel_layout(n_channels),
     )
     frame.sample_rate = rate
     return _resample_all([frame], n_channels)
 
 
-def _layout(n_channels: int) -> str:
+def channel_layout(n_channels: int) -> str:
+    """A named FFmpeg layout for a channel count (sources may say only "1 channels", which encoders refuse)."""
     return {1: "mono", 2: "stereo"}.get(n_channels, f"{n_channels}c")
 
 
 def _resample_all(frames: list[av.AudioFrame], n_channels: int) -> np.ndarray:
-    resampler = av.AudioResampler(format="fltp", layout=_layout(n_channels), rate=SAMPLE_RATE)
+    resampler = av.AudioResampler(format="fltp", layout=channel_layout(n_channels), rate=SAMPLE_RATE)
     chunks = [out.to_ndarray() for frame in [*frames, None] for out in resampler.resample(frame)]
     return np.concatenate(chunks, axis=1) if chunks else np.zeros((n_channels, 0), dtype=np.float32)
 

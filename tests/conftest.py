@@ -1,0 +1,65 @@
+"""Shared fixtures: the real recordings in ../shared/data and a real Tansu broker on 127.0.0.1."""
+
+from __future__ import annotations
+
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from emostream.kafka.broker import EmbeddedBroker
+from emostream.kafka.clients import ensure_topics
+from emostream.settings import Settings, load_settings
+
+SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real test media not found: {SHARED_DATA} (the shared data folder sits beside the project)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def wolfgang(shared_data: Path) -> Path:
+    return shared_data / "faces-pyfeat" / "WolfgangLanger_Pexels.mp4"
+
+
+@pytest.fixture(scope="session")
+def librivox(shared_data: Path) -> list[Path]:
+    return sorted((shared_data / "speech-librivox").glob("*.wav"))
+
+
+@pytest.fixture(scope="session")
+def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
+    """One real Tansu broker for the session, started and stopped by pid."""
+    with EmbeddedBroker(free_port(), tmp_path_factory.mktemp("broker")) as running:
+        yield running
+
+
+@pytest.fixture
+def settings(broker: EmbeddedBroker) -> Settings:
+    """Settings pointing at the broker, with topics of this test's own."""
+    tag = uuid.uuid4().hex[:8]
+    configured = load_settings(
+        kafka={
+            "bootstrap_servers": broker.bootstrap_servers,
+            "media_topic": f"media-{tag}",
+            "emotions_topic": f"emotions-{tag}",
+            "deadletter_topic": f"deadletter-{tag}",
+            "group_id": f"group-{tag}",
+            "partitions": 2,
+        },
+        ingest={"gap_timeout_seconds": 2.0},
+    )
+    ensure_topics(configured.kafka)
+    return configured
