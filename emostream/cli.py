@@ -276,7 +276,9 @@ def build_parser() -> argparse.ArgumentParser:
                                  description="Manage the embedded Kafka broker (Tansu, in memory, on 127.0.0.1) "
                                              "for local runs; `start` also creates the media, emotions and "
                                              "dead-letter topics.")
-    broker.add_argument("action", choices=["start", "stop", "status"], help="what to do")
+    broker.add_argument("action", choices=["start", "stop", "status"],
+                        help="start: run it in the background and create the topics; stop: end it by its pid; "
+                             "status: say whether it runs (exit 3 when not) and list its topics")
     broker.add_argument("--port", type=int, help="port on 127.0.0.1 (default: broker.port, 9092)")
     broker.add_argument("--state-dir", metavar="DIR", help="where the pid file and log go (default: broker.state_dir)")
     broker.add_argument("--partitions", type=int, help="partitions of created topics (default: kafka.partitions)")

@@ -132,7 +132,7 @@ def _decode_container(
     try:
         container = av.open(io.BytesIO(payload), format=format_name)
     except av.error.FFmpegError as error:
-        raise DecodeError(f"not a readable {format_name} container ({error})") from error
+        raise DecodeError(f"corrupt {format_name} segment: the container cannot be read ({error})") from error
     with container:
         video = container.streams.video[0] if container.streams.video else None
         audio = container.streams.audio[0] if container.streams.audio else None
@@ -169,7 +169,7 @@ def _decode_container(
                     if used > budget:
                         raise DecodeError(f"segment decodes to more than {budget // 2**20} MiB (max_decoded_megabytes)")
         except av.error.FFmpegError as error:
-            raise DecodeError(f"{format_name} segment is corrupt ({error})") from error
+            raise DecodeError(f"corrupt {format_name} segment: decoding failed ({error})") from error
         if video is not None and not frames and audio is None:
             raise DecodeError("video segment decodes to no frame (does it start at a key frame?)")
         n_channels = audio.codec_context.channels if audio is not None else 1
