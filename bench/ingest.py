@@ -295,6 +295,12 @@ def progress(message: str) -> None:
     print(message, file=sys.stderr, flush=True)
 
 
+def report_runs(rows: list[Row]) -> None:
+    """Every run's wall time, on stderr: the table shows only medians."""
+    for row in rows:
+        progress(f"  {row.input} {row.stage} runs (s): " + " ".join(f"{s.wall:.3f}" for s in row.samples))
+
+
 # -- main -----------------------------------------------------------------------------------------
 
 
@@ -334,6 +340,7 @@ def main(argv: list[str] | None = None) -> int:
             progress(f"segment + decode {media.label}…")
             row, segments = bench_segment(media, args.runs, args.segment_seconds, settings)
             rows += [row, bench_decode(media, segments, args.runs, settings)]
+            report_runs(rows[-2:])
 
         progress(f"starting the embedded broker on 127.0.0.1:{port}…")
         with EmbeddedBroker(port, tmp / "broker", settings.kafka, settings.broker.start_timeout_seconds):
@@ -355,9 +362,11 @@ def main(argv: list[str] | None = None) -> int:
                 for media in inputs:
                     progress(f"publish {media.label}…")
                     rows.append(bench_publish(media, args.runs, args.segment_seconds, settings, producer))
+                    report_runs(rows[-1:])
                     if e2e is not None:
                         progress(f"publish + consume + decode {media.label}…")
                         rows.append(bench_e2e(media, args.runs, args.segment_seconds, e2e, producer))
+                        report_runs(rows[-1:])
             finally:
                 producer.close()
                 if e2e is not None:
