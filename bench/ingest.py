@@ -32,11 +32,11 @@ from kafka import KafkaProducer
 from emostream.ingest.consumer import SegmentConsumer
 from emostream.ingest.publish import PublishReport, publish, segment_headers
 from emostream.ingest.segmenter import MediaError, MediaSegment, probe, segment_file
-from emostream.ingest.synthetic import write_clip
+from emostream.ingest.synthetic import mux_files, write_clip
 from emostream.kafka.broker import EmbeddedBroker
 from emostream.kafka.clients import ensure_topics
 from emostream.kafka.clients import producer as make_producer
-from emostream.perception.decode import DecodedSegment, decode_segment
+from emostream.perception.decode import DecodedSegment, DecodeError, decode_segment
 from emostream.settings import Settings, load_settings
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -79,29 +79,6 @@ class Row:
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def mux(video_path: Path, audio_path: Path, out_path: Path) -> Path:
-    """An mp4 with the video packets of `video_path` copied and the audio of `audio_path` encoded to AAC."""
-    with av.open(str(video_path)) as video_in, av.open(str(audio_path)) as audio_in, av.open(str(out_path), "w") as out:
-        v_in, a_in = video_in.streams.video[0], audio_in.streams.audio[0]
-        v_out = out.add_stream_from_template(v_in)
-        a_out = out.add_stream("aac", rate=a_in.codec_context.sample_rate)
-        # By channel count: a WAV's layout may be unnamed ("1 channels"), which the AAC encoder refuses.
-        channels = a_in.codec_context.channels
-        a_out.codec_context.layout = {1: "mono", 2: "stereo"}.get(channels, f"{channels}c")
-        packets: list[av.Packet] = []
-        for packet in video_in.demux(v_in):
-            if packet.dts is not None and packet.size:
-                packet.stream = v_out
-                packets.append(packet)
-        for frame in audio_in.decode(a_in):
-            packets.extend(a_out.encode(frame))
-        packets.extend(a_out.encode(None))
-        packets.sort(key=lambda p: p.dts * p.time_base)  # interleave the two streams by time
-        for packet in packets:
-            out.mux(packet)
-    return out_path
-
-
 def prepare_inputs(data_dir: Path, tmp: Path) -> tuple[list[Input], str]:
     """The three inputs (video+audio, speech only, the two muxed) and where they come from."""
     video, speech = data_dir / VIDEO, data_dir / SPEECH
@@ -111,7 +88,7 @@ def prepare_inputs(data_dir: Path, tmp: Path) -> tuple[list[Input], str]:
         video = write_clip(tmp / "test-pattern.mp4", seconds=20, width=640, height=360, fps=25, gop=75, audio_channels=2)
         speech = write_clip(tmp / "test-tone.wav", seconds=7, audio_channels=1, sample_rate=16000, video=False)
         source = f"GENERATED test patterns and tones ({data_dir / VIDEO} or {data_dir / SPEECH} not found)"
-    muxed = mux(video, speech, tmp / f"{video.stem}+{speech.stem}.mp4")
+    muxed = mux_files(video, speech, tmp / f"{video.stem}+{speech.stem}.mp4")
     return [Input("video", video), Input("speech", speech), Input("muxed", muxed)], source
 
 
@@ -154,10 +131,14 @@ def bench_decode(media: Input, segments: list[MediaSegment], runs: int, settings
     for _ in range(runs):
         frames, audio = 0, 0.0
         started = time.perf_counter()
-        for headers, payload in work:
-            decoded = decode_segment(headers, payload, ingest.decode_threads, ingest.max_decoded_megabytes, ingest.max_frame_side)
-            frames += len(decoded.frames)
-            audio += decoded.audio_seconds
+        try:
+            for headers, payload in work:
+                decoded = decode_segment(headers, payload, ingest.decode_threads, ingest.max_decoded_megabytes, ingest.max_frame_side)
+                frames += len(decoded.frames)
+                audio += decoded.audio_seconds
+        except DecodeError as error:
+            row.note = f"segment {headers.seq}: {error}"
+            return row
         wall = time.perf_counter() - started
         row.samples.append(Sample(wall, len(work), media_end(segments), sum(len(p) for _, p in work), frames, audio))
     return row
@@ -179,7 +160,12 @@ def bench_publish(media: Input, runs: int, segment_seconds: float, settings: Set
 
 
 class EndToEnd:
-    """One SegmentConsumer, joined once, that counts what it decodes for the stream being timed."""
+    """One SegmentConsumer, joined once, that counts what it decodes for the stream being timed.
+
+    It has its own producer: a kafka-python 3.0 producer that has sent to two topics can lose one
+    topic's leaders on a metadata refresh and then spin its sender thread for seconds, holding the
+    GIL, which would make decoding here look several times slower than it is.
+    """
 
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
@@ -188,6 +174,7 @@ class EndToEnd:
         self.audio_seconds = 0.0
         self.done = threading.Event()
         self.consumer = SegmentConsumer(settings, self.handle, group_id="emostream-bench")
+        self.producer = make_producer(settings.kafka)
 
     def join(self) -> float:
         """Poll until the group assigned partitions; returns the seconds it took (raises TimeoutError)."""
@@ -210,7 +197,7 @@ class EndToEnd:
         if segment.end_of_stream:
             self.done.set()
 
-    def run(self, path: Path, stream_id: str, segment_seconds: float, producer: KafkaProducer) -> Sample:
+    def run(self, path: Path, stream_id: str, segment_seconds: float) -> Sample:
         self.stream_id, self.frames, self.segments, self.audio_seconds = stream_id, 0, 0, 0.0
         self.done.clear()
         reports: list[PublishReport] = []
@@ -218,7 +205,7 @@ class EndToEnd:
 
         def send() -> None:
             try:
-                reports.append(publish(path, stream_id, self.settings, segment_seconds=segment_seconds, producer=producer))
+                reports.append(publish(path, stream_id, self.settings, segment_seconds=segment_seconds, producer=self.producer))
             except BaseException as error:  # reported by the caller's thread
                 errors.append(error)
 
@@ -237,18 +224,23 @@ class EndToEnd:
         return Sample(wall, self.segments, report.media_seconds, report.bytes, self.frames, self.audio_seconds)
 
     def close(self) -> None:
-        self.consumer.close()
+        try:
+            self.consumer.close()
+        finally:
+            self.producer.close()
 
 
-def bench_e2e(media: Input, runs: int, segment_seconds: float, e2e: EndToEnd, producer: KafkaProducer) -> Row:
+def bench_e2e(media: Input, runs: int, segment_seconds: float, e2e: EndToEnd) -> Row:
     row = Row(media.label, "e2e")
+    dead_before = dict(e2e.consumer.stats.dead_letters)
     for run in range(runs):
         try:
-            row.samples.append(e2e.run(media.path, f"bench-e2e-{media.label}-{run}", segment_seconds, producer))
+            row.samples.append(e2e.run(media.path, f"bench-e2e-{media.label}-{run}", segment_seconds))
         except (MediaError, TimeoutError) as error:
             row.note = str(error)
             break
-    dead = e2e.consumer.stats.dead_letters
+    dead = {reason: n - dead_before.get(reason, 0) for reason, n in e2e.consumer.stats.dead_letters.items()
+            if n > dead_before.get(reason, 0)}
     if dead:
         row.note = (row.note + "; " if row.note else "") + f"dead letters: {dead}"
     return row
@@ -365,7 +357,7 @@ def main(argv: list[str] | None = None) -> int:
                     report_runs(rows[-1:])
                     if e2e is not None:
                         progress(f"publish + consume + decode {media.label}…")
-                        rows.append(bench_e2e(media, args.runs, args.segment_seconds, e2e, producer))
+                        rows.append(bench_e2e(media, args.runs, args.segment_seconds, e2e))
                         report_runs(rows[-1:])
             finally:
                 producer.close()
@@ -378,7 +370,8 @@ def main(argv: list[str] | None = None) -> int:
     print()
     print(table(rows))
     print()
-    print("segment = segment_file() only; decode = decode_segment() over pre-cut segments (1 thread, RGB frames, 16 kHz audio);")
+    print(f"segment = segment_file() only; decode = decode_segment() over pre-cut segments "
+          f"({settings.ingest.decode_threads} thread(s), RGB frames, 16 kHz audio);")
     print("publish = publish() to an embedded Tansu broker with one warm producer (acks=all), including segmenting;")
     print(f"e2e = publish() in a thread while one SegmentConsumer consumes + decodes until the end marker; {e2e_note}.")
     print("x real time = media seconds processed per wall second.")

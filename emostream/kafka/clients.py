@@ -40,6 +40,9 @@ def consumer(kafka: KafkaSettings, topics: Iterable[str] = (), group_id: str | N
         # Short session and heartbeat: a group join takes ~3 s instead of ~20 s on Tansu.
         "session_timeout_ms": 6000,
         "heartbeat_interval_ms": 500,
+        # A fetch returns after at most 50 ms even when little data is waiting (default 500 ms):
+        # live segments should not sit in the broker.
+        "fetch_max_wait_ms": 50,
         "max_partition_fetch_bytes": kafka.max_message_bytes + REQUEST_OVERHEAD_BYTES,
         "fetch_max_bytes": max(52_428_800, kafka.max_message_bytes + REQUEST_OVERHEAD_BYTES),
     }
