@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from collections.abc import Callable
 
 from emostream.ingest.consumer import ConsumerStats, SegmentConsumer
 from emostream.kafka.clients import consumer
@@ -14,23 +15,27 @@ from emostream.settings import Settings
 
 def consume_streams(settings: Settings, streams: set[str], timeout: float = 60.0
                     ) -> tuple[dict[str, list[DecodedSegment]], ConsumerStats]:
-    """Run a SegmentConsumer until every stream in `streams` has ended (or the timeout)."""
-    received: dict[str, list[DecodedSegment]] = defaultdict(list)
-    ended: set[str] = set()
+    """Run a SegmentConsumer until every stream in `streams` has ended; segments grouped by stream."""
+    received, stats = consume_until(
+        settings, lambda got: streams <= {s.stream_id for s in got if s.end_of_stream}, timeout)
+    by_stream: dict[str, list[DecodedSegment]] = defaultdict(list)
+    for segment in received:
+        by_stream[segment.stream_id].append(segment)
+    return dict(by_stream), stats
 
-    def handle(segment: DecodedSegment) -> None:
-        received[segment.stream_id].append(segment)
-        if segment.end_of_stream:
-            ended.add(segment.stream_id)
 
-    reader = SegmentConsumer(settings, handle)
+def consume_until(settings: Settings, done: Callable[[list[DecodedSegment]], bool], timeout: float = 60.0
+                  ) -> tuple[list[DecodedSegment], ConsumerStats]:
+    """Run a SegmentConsumer until `done(received)` is true, then close it (committing its offsets)."""
+    received: list[DecodedSegment] = []
+    reader = SegmentConsumer(settings, received.append)
     deadline = time.monotonic() + timeout
     try:
-        reader.run(until=lambda: streams <= ended or time.monotonic() > deadline)
+        reader.run(until=lambda: done(received) or time.monotonic() > deadline)
     finally:
         reader.close()
-    assert streams <= ended, f"streams {streams - ended} did not end within {timeout} s; got {dict(received)}"
-    return dict(received), reader.stats
+    assert done(received), f"condition not met within {timeout} s; got seqs {[s.seq for s in received]}"
+    return received, reader.stats
 
 
 def read_topic(settings: Settings, topic: str, expect: int, timeout: float = 20.0) -> list[dict]:

@@ -10,7 +10,7 @@ from emostream.ingest.segmenter import MediaError
 from emostream.ingest.synthetic import mux_files
 from emostream.perception.decode import SAMPLE_RATE, DecodedSegment
 from emostream.settings import Settings
-from tests.kafka_helpers import consume_streams
+from tests.kafka_helpers import consume_streams, consume_until
 from tests.media_helpers import correlation, read_wav, source_audio_seconds, source_frame_times, write_stereo_call
 
 pytestmark = pytest.mark.broker
@@ -71,3 +71,30 @@ def test_realtime_publishing_follows_the_media_clock(settings: Settings, librivo
     report = publish(librivox[0], "live", settings, realtime=True, segment_seconds=1.0)
     # A live source cannot send 7.1 s of speech faster than it is spoken.
     assert report.wall_seconds >= report.media_seconds - 0.05
+
+
+def test_a_restarted_consumer_resumes_after_the_last_commit(settings: Settings, librivox: list[Path]) -> None:
+    from emostream.ingest.publish import end_of_stream_headers, segment_headers
+    from emostream.ingest.segmenter import segment_file
+    from emostream.kafka.clients import producer
+
+    segments = list(segment_file(librivox[0], 1.0))  # 8 segments
+    out = producer(settings.kafka)
+
+    def send(seqs: range) -> None:
+        for seq in seqs:
+            headers = segment_headers("resume", segments[seq], None)
+            out.send(settings.kafka.media_topic, key=b"resume", value=segments[seq].payload, headers=headers.to_kafka())
+        out.flush()
+
+    send(range(0, 3))
+    first, _ = consume_until(settings, lambda got: len(got) >= 3)
+    send(range(3, 8))
+    out.send(settings.kafka.media_topic, key=b"resume", value=b"",
+             headers=end_of_stream_headers("resume", 8, 8.0).to_kafka())
+    out.flush()
+    out.close()
+    second, _ = consume_streams(settings, {"resume"})
+    # Nothing lost, nothing processed twice: the second consumer starts where the first committed.
+    assert [s.seq for s in first] == [0, 1, 2]
+    assert [s.seq for s in second["resume"]] == [3, 4, 5, 6, 7, 8]
