@@ -69,7 +69,7 @@ def publish(
     sent = total_bytes = 0
     end = 0.0
     try:
-        for segment in segment_file(path, seconds, settings.ingest.max_segment_seconds):
+        for segment in segment_file(path, seconds, settings.ingest.max_segment_seconds, info):
             if len(segment.payload) > kafka.max_message_bytes:
                 raise MediaError(
                     f"{path}: segment {segment.seq} is {len(segment.payload)} bytes, over kafka.max_message_bytes "

@@ -100,10 +100,13 @@ def probe(path: str | Path) -> MediaInfo:
 
 
 def segment_file(
-    path: str | Path, segment_seconds: float = 2.0, max_segment_seconds: float = 10.0
+    path: str | Path, segment_seconds: float = 2.0, max_segment_seconds: float = 10.0, info: MediaInfo | None = None
 ) -> Iterator[MediaSegment]:
-    """Yield the file's segments in order; see the module docstring for the format."""
-    info = probe(path)
+    """Yield the file's segments in order; see the module docstring for the format.
+
+    `info` is the file's `probe` result, when the caller has it already.
+    """
+    info = info or probe(path)
     if not info.has_video:
         yield from _wav_segments(path, segment_seconds)
         return
