@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import os
 import platform
-import socket
 import statistics
 import sys
 import tempfile
@@ -33,7 +32,7 @@ from emostream.ingest.consumer import SegmentConsumer
 from emostream.ingest.publish import PublishReport, publish, segment_headers
 from emostream.ingest.segmenter import MediaError, MediaSegment, probe, segment_file
 from emostream.ingest.synthetic import mux_files, write_clip
-from emostream.kafka.broker import EmbeddedBroker
+from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
 from emostream.kafka.clients import producer as make_producer
 from emostream.perception.decode import DecodedSegment, DecodeError, decode_segment
@@ -188,7 +187,7 @@ class EndToEnd:
     def handle(self, segment: DecodedSegment) -> None:
         if segment.stream_id != self.stream_id:
             return
-        if segment.end_of_stream and not segment.frames.size and not segment.audio.size:
+        if segment.is_end_marker:
             self.done.set()
             return
         self.segments += 1
@@ -294,12 +293,6 @@ def report_runs(rows: list[Row]) -> None:
 
 
 # -- main -----------------------------------------------------------------------------------------
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe_socket:
-        probe_socket.bind(("127.0.0.1", 0))
-        return int(probe_socket.getsockname()[1])
 
 
 def main(argv: list[str] | None = None) -> int:

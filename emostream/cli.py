@@ -129,7 +129,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
 
 
 def describe_segment(segment) -> str:  # type: ignore[no-untyped-def]
-    if segment.end_of_stream and not segment.frames.size and not segment.audio.size:
+    if segment.is_end_marker:
         return f"{segment.stream_id} seq {segment.seq}: end of stream at {segment.start:.2f} s"
     parts = [f"{segment.stream_id} seq {segment.seq}: {segment.start:7.2f}–{segment.end:7.2f} s"]
     if len(segment.frames):

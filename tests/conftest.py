@@ -2,24 +2,17 @@
 
 from __future__ import annotations
 
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from emostream.kafka.broker import EmbeddedBroker
+from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
 from emostream.settings import Settings, load_settings
 
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-
-
-def free_port() -> int:
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return probe.getsockname()[1]
 
 
 @pytest.fixture(scope="session")

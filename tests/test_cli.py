@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from emostream.cli import build_parser, main
-from tests.conftest import free_port
+from emostream.kafka.broker import free_port
 
 EMOSTREAM = [sys.executable, "-m", "emostream.cli"]
 

@@ -48,7 +48,7 @@ def test_stereo_call_comes_back_as_two_channels_in_order(settings: Settings, tmp
     call = write_stereo_call(librivox[0], librivox[1], tmp_path / "call.wav")
     publish(call, "call-1", settings, channels=("agent", "customer"))
     received, _ = consume_streams(settings, {"call-1"})
-    media = [s for s in received["call-1"] if not s.end_of_stream or s.audio.size]
+    media = [s for s in received["call-1"] if not s.is_end_marker]
     assert all(s.channels == ("agent", "customer") for s in media)
     audio = np.concatenate([s.audio for s in media], axis=1)
     assert audio.shape[0] == 2

@@ -49,6 +49,13 @@ class BrokerState:
         return f"{HOST}:{self.port}"
 
 
+def free_port() -> int:
+    """A port on 127.0.0.1 that nothing listens on now (for tests, benches and throwaway brokers)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.bind((HOST, 0))
+        return int(probe.getsockname()[1])
+
+
 def _port_in_use(port: int) -> bool:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
         return probe.connect_ex((HOST, port)) == 0

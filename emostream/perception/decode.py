@@ -44,6 +44,11 @@ class DecodedSegment:
     end_of_stream: bool = False
 
     @property
+    def is_end_marker(self) -> bool:
+        """An empty end-of-stream marker: the stream ended and this segment holds no media."""
+        return self.end_of_stream and not self.frames.size and not self.audio.size
+
+    @property
     def audio_seconds(self) -> float:
         return self.audio.shape[1] / SAMPLE_RATE
 
@@ -104,13 +109,10 @@ def _raw_pcm(payload: bytes, rate: int, n_channels: int) -> np.ndarray:
     frame_bytes = 2 * n_channels
     if len(payload) % frame_bytes:
         raise DecodeError(f"raw PCM of {len(payload)} bytes is not a whole number of {n_channels}-channel s16 frames")
-    samples = np.frombuffer(payload, dtype="<i2").reshape(-1, n_channels).T.astype(np.float32) / 32768.0
+    interleaved = np.frombuffer(payload, dtype="<i2")
     if rate == SAMPLE_RATE:
-        return samples
-    frame = av.AudioFrame.from_ndarray(
-        np.ascontiguousarray(np.frombuffer(payload, dtype="<i2").reshape(1, -1)),
-        format="s16", layout=channel_layout(n_channels),
-    )
+        return interleaved.reshape(-1, n_channels).T.astype(np.float32) / 32768.0
+    frame = av.AudioFrame.from_ndarray(interleaved.reshape(1, -1), format="s16", layout=channel_layout(n_channels))
     frame.sample_rate = rate
     return _resample_all([frame], n_channels)
 
