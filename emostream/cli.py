@@ -261,11 +261,14 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_serve_config(args: argparse.Namespace) -> int:
-    from emostream.serve.config import render
+    from emostream.serve.config import render, render_rayservice
 
+    files = []
     for profile in args.profile or ("local", "cluster"):
-        path = DEPLOYMENTS_DIR / f"serve-{profile}.yaml"
-        text = render(profile)
+        files.append((DEPLOYMENTS_DIR / f"serve-{profile}.yaml", render(profile)))
+        if profile == "cluster":  # the Kubernetes RayService serves the same config
+            files.append((DEPLOYMENTS_DIR.parent / "k8s" / "base" / "rayservice-serve-config.yaml", render_rayservice(files[-1][1])))
+    for path, text in files:
         if args.check:
             if not path.exists() or path.read_text() != text:
                 print(f"{path} is out of date: run `emostream serve-config`", file=sys.stderr)
