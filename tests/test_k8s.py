@@ -37,9 +37,10 @@ JOBS = ("jobs/train", "jobs/backfill")
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())  # oldest supported, newest known
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KubeRay CRDs are 1-1.4 MB each
 
-# Secrets the manifests use but do not contain: Strimzi writes the first two, the operator
+# Secrets the manifests use but do not contain: Strimzi writes the first three, the operator
 # creates the Ray token once (docs/deploy.md step 3), the API token is optional.
-EXTERNAL_SECRETS = {"emostream-app", "emostream-cluster-ca-cert", "emostream-batch-ray-token", "emostream-api-token"}
+EXTERNAL_SECRETS = {"emostream-app", "emostream-producer", "emostream-cluster-ca-cert", "emostream-batch-ray-token",
+                    "emostream-api-token"}
 
 # Ray's own metric names that the dashboard and alerts may use, as Ray documents them.
 # https://docs.ray.io/en/latest/ray-observability/reference/system-metrics.html
@@ -252,7 +253,10 @@ def test_pods_get_valid_settings_that_match_the_kafka_cluster(overlay: str, monk
     objects = render(f"overlays/{overlay}")
     kafka = one(objects, "Kafka")
     listener = next(lst for lst in kafka["spec"]["kafka"]["listeners"] if lst["authentication"]["type"] == "scram-sha-512")
-    user = one(objects, "KafkaUser")
+    user = one(objects, "KafkaUser", "emostream-app")
+    acls = {(a["resource"]["type"], a["resource"].get("name")): set(a["operations"]) for a in user["spec"]["authorization"]["acls"]}
+    assert {"Read"} <= acls[("topic", "emostream.media")] and {"Write"} <= acls[("topic", "emostream.emotions")]
+    assert {"Write"} <= acls[("topic", "emostream.deadletter")] and {"Read"} <= acls[("group", "emostream")]
     live = one(objects, "RayJob", "emostream-live")
     live_env = yaml.safe_load(live["spec"]["runtimeEnvYAML"])["env_vars"]
     for obj in objects:
