@@ -135,11 +135,16 @@ def is_core(obj: dict[str, Any]) -> bool:
 
 # --- walking pod templates ----------------------------------------------------------------------
 
+def ray_cluster(obj: dict[str, Any]) -> dict[str, Any] | None:
+    """The RayCluster spec inside a KubeRay resource (None for other kinds and selector RayJobs)."""
+    spec = obj.get("spec", {})
+    return {"RayCluster": spec, "RayService": spec.get("rayClusterConfig"), "RayJob": spec.get("rayClusterSpec")}.get(obj["kind"])
+
+
 def pod_specs(obj: dict[str, Any]) -> Iterator[tuple[str, dict[str, Any], dict[str, Any]]]:
     """(where, pod template metadata, pod spec) of every pod an object makes."""
     spec = obj.get("spec", {})
-    clusters = {"RayCluster": spec, "RayService": spec.get("rayClusterConfig"), "RayJob": spec.get("rayClusterSpec")}
-    cluster = clusters.get(obj["kind"])
+    cluster = ray_cluster(obj)
     if cluster:
         groups = [("head", cluster["headGroupSpec"])] + [(g["groupName"], g) for g in cluster.get("workerGroupSpecs", [])]
         for name, group in groups:
@@ -309,6 +314,13 @@ def test_every_reference_resolves(overlay: str) -> None:
                         assert var["valueFrom"]["secretKeyRef"]["name"] in EXTERNAL_SECRETS, where
                 mounted = {m["name"] for m in container.get("volumeMounts", [])}
                 assert mounted <= {v["name"] for v in pod.get("volumes", [])}, where
+        cluster = ray_cluster(obj)
+        if cluster:  # the autoscaler sidecar runs in the head pod and mounts the head's volumes
+            autoscaler = cluster["autoscalerOptions"]
+            head_volumes = {v["name"] for v in cluster["headGroupSpec"]["template"]["spec"]["volumes"]}
+            assert {m["name"] for m in autoscaler.get("volumeMounts", [])} <= head_volumes, obj["metadata"]["name"]
+            assert autoscaler["securityContext"]["readOnlyRootFilesystem"] is True, obj["metadata"]["name"]
+            assert cluster["enableInTreeAutoscaling"] is True and cluster["authOptions"]["mode"] == "token"
     users = {o["metadata"]["name"] for o in objects if o["kind"] == "KafkaUser"}
     kafka = one(objects, "Kafka")["metadata"]["name"]
     assert EXTERNAL_SECRETS >= users | {f"{kafka}-cluster-ca-cert"}
