@@ -525,6 +525,17 @@ def test_alerts_cover_lag_dead_letters_and_the_latency_slo() -> None:
         assert rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"]
 
 
+def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
+    """Prometheus' own checker (expressions, `for`, annotation templates), where Debian's prometheus package is installed."""
+    promtool = shutil.which("promtool")
+    if not promtool:
+        pytest.skip("promtool not installed (Debian: apt-get install prometheus)")
+    rules = tmp_path / "rules.yaml"
+    rules.write_text(yaml.safe_dump({"groups": one(render("overlays/prod"), "PrometheusRule", "emostream")["spec"]["groups"]}))
+    result = subprocess.run([promtool, "check", "rules", str(rules)], capture_output=True, text=True, timeout=60)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_dashboard_is_a_grafana_model_shipped_as_a_configmap() -> None:
     dashboard = json.loads(DASHBOARD.read_text())
     assert dashboard["uid"] == "emostream" and dashboard["schemaVersion"] >= 36
