@@ -239,6 +239,22 @@ def test_rayservice_serves_the_cluster_serve_config() -> None:
         assert service["spec"]["upgradeStrategy"]["type"] == "NewCluster"  # zero-downtime upgrades
 
 
+def test_serve_config_check_fails_when_the_rayservice_drifts(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                              capsys: pytest.CaptureFixture[str]) -> None:
+    import emostream.cli as cli
+
+    deployments, patch = tmp_path / "deployments", tmp_path / "k8s" / "base" / "rayservice-serve-config.yaml"
+    deployments.mkdir()
+    patch.parent.mkdir(parents=True)
+    monkeypatch.setattr(cli, "DEPLOYMENTS_DIR", deployments)
+    assert cli.main(["serve-config", "--profile", "cluster"]) == 0  # writes both files
+    assert patch.read_text() == (K8S / "base" / "rayservice-serve-config.yaml").read_text()
+    assert cli.main(["serve-config", "--profile", "cluster", "--check"]) == 0
+    patch.write_text(patch.read_text().replace("max_replicas: 16", "max_replicas: 17", 1))
+    assert cli.main(["serve-config", "--profile", "cluster", "--check"]) == 1
+    assert "rayservice-serve-config.yaml is out of date" in capsys.readouterr().err
+
+
 def pod_settings_env(objects: tuple[dict[str, Any], ...], pod: dict[str, Any]) -> dict[str, str]:
     """The EMOSTREAM_* variables a Ray container sees: its ConfigMaps, its own env (Secrets as placeholders)."""
     configmaps = {o["metadata"]["name"]: o.get("data", {}) for o in objects if o["kind"] == "ConfigMap"}
