@@ -155,6 +155,28 @@ class ServeSettings(_Section):
     batch_wait_seconds: float = Field(0.01, ge=0)
 
 
+class LiveSettings(_Section):
+    """The live job (`emostream run`) and the backfill: Ray Data, session actors, metrics."""
+
+    serve_app: str = "emostream"  # the Ray Serve application whose deployments encode and score
+    source_tasks: int = Field(1, ge=1)  # endless Kafka read tasks; the media topic's partitions are spread over them
+    perception_actors: int = Field(1, ge=1)  # Ray Data actor pool for per-segment perception
+    perception_cpus: float = Field(0.4, gt=0)  # CPUs each perception actor reserves (fractional on small machines)
+    session_actors: int = Field(2, ge=1)  # streams are hashed onto this many session actors
+    block_bytes: int = Field(65_536, ge=1024)  # Ray Data block size: small, or nothing flows until 128 MiB is buffered
+    poll_seconds: float = Field(0.1, gt=0)  # Kafka poll timeout of the read tasks
+    commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
+    max_in_flight: int = Field(64, ge=1)  # utterances being scored at once; ingestion waits beyond this
+    score_roles: tuple[str, ...] = ()  # score only speakers with these roles (e.g. "customer"); empty scores everyone
+    metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
+    metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint
+
+    @field_validator("score_roles", mode="before")
+    @classmethod
+    def _roles(cls, value: Any) -> Any:
+        return tuple(r.strip() for r in value.split(",") if r.strip()) if isinstance(value, str) else value
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="EMOSTREAM_", env_nested_delimiter="__", extra="forbid", frozen=True
@@ -166,6 +188,7 @@ class Settings(BaseSettings):
     faces: FaceSettings = FaceSettings()
     voice: VoiceSettings = VoiceSettings()
     serve: ServeSettings = ServeSettings()
+    live: LiveSettings = LiveSettings()
 
     @classmethod
     def settings_customise_sources(

@@ -1,0 +1,59 @@
+"""The `emostream_*` Prometheus metrics of the live job and the backfill.
+
+One `Metrics` object per job, on its own registry, served over HTTP next to
+Ray's own metrics (`serve_metrics`). The names here are the ones the Grafana
+dashboard and the alert rules in `k8s/` query; a test checks them against
+this registry.
+"""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
+STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
+
+# stage label values of emostream_stage_seconds
+STAGES = ("decode", "perceive", "session", "score", "produce")
+
+
+class Metrics:
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self.registry = registry or CollectorRegistry()
+        r = self.registry
+        self.segments = Counter("emostream_segments", "Media segments taken from Kafka or files", ["outcome"], registry=r)
+        self.frames = Counter("emostream_frames_analysed", "Video frames run through face analysis", registry=r)
+        self.faces = Counter("emostream_faces", "Faces found in analysed frames", registry=r)
+        self.utterances = Counter("emostream_utterances", "Utterance events emitted, by emotion label", ["label"], registry=r)
+        self.stream_utterances = Counter("emostream_stream_utterances", "Utterance events per stream and label",
+                                         ["stream", "label"], registry=r)
+        self.skipped = Counter("emostream_utterances_skipped", "Utterances not scored, by reason (e.g. role)",
+                               ["reason"], registry=r)
+        self.errors = Counter("emostream_errors", "Inputs dead-lettered or failed, by reason", ["reason"], registry=r)
+        self.lag = Gauge("emostream_consumer_lag", "Media messages not yet committed, per partition",
+                         ["topic", "partition"], registry=r)
+        self.streams = Gauge("emostream_active_streams", "Streams with open sessions", registry=r)
+        self.latency = Histogram("emostream_end_to_end_latency_seconds",
+                                 "From the end of an utterance (wall clock of its media) to its event on Kafka",
+                                 buckets=LATENCY_BUCKETS, registry=r)
+        self.stage = Histogram("emostream_stage_seconds", "Time spent per stage and call", ["stage"],
+                               buckets=STAGE_BUCKETS, registry=r)
+        self.batch = Histogram("emostream_score_batch_size", "Utterances per scoring call", buckets=BATCH_BUCKETS,
+                               registry=r)
+
+    def names(self) -> set[str]:
+        """Every sample name this registry exports (`_total`, `_bucket`, `_sum`, `_count` included)."""
+        names = set()
+        for family in self.registry.collect():
+            names.add(family.name)
+            for suffix in {"counter": ("_total", "_created"), "histogram": ("_bucket", "_sum", "_count", "_created"),
+                           "gauge": ()}.get(family.type, ()):
+                names.add(family.name + suffix)
+        return names
+
+
+def serve_metrics(metrics: Metrics, host: str, port: int) -> None:
+    """Serve `metrics` at http://host:port/metrics from a daemon thread (port 0: not served)."""
+    if port:
+        start_http_server(port, addr=host, registry=metrics.registry)
