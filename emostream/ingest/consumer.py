@@ -30,7 +30,7 @@ from emostream.ingest.ordering import Gap, Rejection, StreamOrderer
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.kafka.clients import producer as make_producer
 from emostream.perception.decode import DecodedSegment, DecodeError, decode_segment
-from emostream.settings import Settings
+from emostream.settings import IngestSettings, Settings
 
 log = logging.getLogger(__name__)
 
@@ -76,6 +76,54 @@ class OffsetTracker:
         for tp in partitions:
             self._pending.pop(tp, None)
             self._next.pop(tp, None)
+
+
+@dataclass(frozen=True)
+class RecordRejection:
+    """A media-topic record refused before ordering: its dead-letter reason and what it claimed to be."""
+
+    reason: DeadLetterReason
+    detail: str
+    stream_id: str | None
+    seq: int | None = None
+
+
+def validate_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+                    headers: list[tuple[str, bytes]], max_message_bytes: int) -> MediaMessage | RecordRejection:
+    """Check one media-topic record's size, headers and key; the message, or why it is refused."""
+    value = value or b""
+    stream_hint = key.decode(errors="replace") if key else None
+    if len(value) > max_message_bytes:
+        return RecordRejection(DeadLetterReason.OVERSIZED,
+                               f"value of {len(value)} bytes is over kafka.max_message_bytes ({max_message_bytes})",
+                               stream_hint)
+    try:
+        parsed = SegmentHeaders.from_kafka(headers)
+    except ContractError as error:
+        reason = (DeadLetterReason.UNSUPPORTED_CONTENT_TYPE if "unsupported content type" in str(error)
+                  else DeadLetterReason.BAD_HEADERS)
+        return RecordRejection(reason, str(error), stream_hint)
+    if key is not None and stream_hint != parsed.stream_id:
+        return RecordRejection(DeadLetterReason.BAD_HEADERS,
+                               f"message key {stream_hint!r} differs from emostream-stream-id {parsed.stream_id!r}",
+                               parsed.stream_id, parsed.seq)
+    if not value and not parsed.end_of_stream:
+        return RecordRejection(DeadLetterReason.EMPTY_VALUE, "empty value without emostream-end-of-stream: true",
+                               parsed.stream_id, parsed.seq)
+    return MediaMessage(parsed, value, topic, partition, offset)
+
+
+def decode_message(message: MediaMessage, ingest: IngestSettings) -> DecodedSegment:
+    """The decoded segment of a valid message (the end marker for an empty end-of-stream); DecodeError if not."""
+    if not message.payload:
+        return end_marker(message.headers)
+    return decode_segment(message.headers, message.payload, ingest.decode_threads, ingest.max_decoded_megabytes,
+                          ingest.max_frame_side)
+
+
+def decode_rejection(error: DecodeError) -> Rejection:
+    reason = DeadLetterReason.TRUNCATED_SEGMENT if error.truncated else DeadLetterReason.CORRUPT_SEGMENT
+    return Rejection(reason, str(error))
 
 
 def end_marker(headers: SegmentHeaders) -> DecodedSegment:
@@ -155,30 +203,12 @@ class SegmentConsumer:
         self._apply(outcome)
 
     def _validate(self, record: ConsumerRecord) -> MediaMessage | None:
-        value = record.value or b""
-        stream_hint = record.key.decode(errors="replace") if record.key else None
-        if len(value) > self.settings.kafka.max_message_bytes:
-            self._dead_letter(record, DeadLetterReason.OVERSIZED,
-                              f"value of {len(value)} bytes is over kafka.max_message_bytes ({self.settings.kafka.max_message_bytes})",
-                              stream_hint)
+        checked = validate_record(record.topic, record.partition, record.offset, record.key, record.value,
+                                  record.headers, self.settings.kafka.max_message_bytes)
+        if isinstance(checked, RecordRejection):
+            self._dead_letter(record, checked.reason, checked.detail, checked.stream_id, checked.seq)
             return None
-        try:
-            headers = SegmentHeaders.from_kafka(record.headers)
-        except ContractError as error:
-            reason = (DeadLetterReason.UNSUPPORTED_CONTENT_TYPE if "unsupported content type" in str(error)
-                      else DeadLetterReason.BAD_HEADERS)
-            self._dead_letter(record, reason, str(error), stream_hint)
-            return None
-        if record.key is not None and stream_hint != headers.stream_id:
-            self._dead_letter(record, DeadLetterReason.BAD_HEADERS,
-                              f"message key {stream_hint!r} differs from emostream-stream-id {headers.stream_id!r}",
-                              headers.stream_id, headers.seq)
-            return None
-        if not value and not headers.end_of_stream:
-            self._dead_letter(record, DeadLetterReason.EMPTY_VALUE,
-                              "empty value without emostream-end-of-stream: true", headers.stream_id, headers.seq)
-            return None
-        return MediaMessage(headers, value, record.topic, record.partition, record.offset)
+        return checked
 
     def _apply(self, outcome) -> None:  # type: ignore[no-untyped-def]
         for gap in outcome.gaps:
@@ -195,16 +225,10 @@ class SegmentConsumer:
                 self._stream_partition.pop(message.headers.stream_id, None)
 
     def _process(self, message: MediaMessage) -> None:
-        ingest = self.settings.ingest
         try:
-            if message.payload:
-                segment = decode_segment(message.headers, message.payload, ingest.decode_threads,
-                                         ingest.max_decoded_megabytes, ingest.max_frame_side)
-            else:
-                segment = end_marker(message.headers)
+            segment = decode_message(message, self.settings.ingest)
         except DecodeError as error:
-            reason = DeadLetterReason.TRUNCATED_SEGMENT if error.truncated else DeadLetterReason.CORRUPT_SEGMENT
-            self._dead_letter_message(message, Rejection(reason, str(error)))
+            self._dead_letter_message(message, decode_rejection(error))
             return
         try:
             self.handle(segment)
