@@ -220,6 +220,40 @@ def _ray_local(cpus: int | None) -> None:
         ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
 
 
+def _ray_connect(address: str | None, cpus: int | None) -> None:
+    """Join the Ray cluster at `address` ("auto" inside a cluster pod), or start a local one."""
+    import ray
+
+    if address:
+        ray.init(address=address, log_to_driver=True)
+    else:
+        _ray_local(cpus)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    from emostream.live.job import LiveJob, serve_scorer
+    from emostream.metrics import Metrics, serve_metrics
+    from emostream.serve.app import deploy
+
+    settings = _settings(args)
+    _ray_connect(args.address, args.cpus)
+    deploy(settings, args.profile)
+    metrics = Metrics()
+    serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
+    print(f"live job: {settings.kafka.media_topic} → {settings.kafka.emotions_topic} at {settings.kafka.bootstrap_servers} "
+          f"(group {settings.kafka.group_id}); metrics on {settings.live.metrics_host}:{settings.live.metrics_port}", flush=True)
+    stats = job.run(stop)
+    print(f"stopped: {stats.segments} segments, {stats.events} events, {stats.dead_letters} dead letters, "
+          f"{stats.restarts} restarts")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from emostream.training.train import load_train_config, train
 
@@ -364,45 +398,65 @@ def demo_sample(tmp: Path) -> Path:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from emostream.ingest.consumer import SegmentConsumer
-    from emostream.ingest.publish import publish
-    from emostream.kafka.broker import EmbeddedBroker
-    from emostream.models.score import StreamContexts, default_scorer
-    from emostream.perception.pipeline import Perception
+    from ray import serve
 
-    settings = load_settings(args.config, kafka={"bootstrap_servers": f"127.0.0.1:{args.port}"})
+    from emostream.events import EmotionEvents
+    from emostream.ingest.publish import publish
+    from emostream.ingest.segmenter import probe
+    from emostream.kafka.broker import EmbeddedBroker
+    from emostream.live.job import LiveJob, serve_scorer
+    from emostream.metrics import Metrics, serve_metrics
+    from emostream.report import write_report
+    from emostream.serve.app import deploy
+
+    settings = load_settings(args.config, kafka={"bootstrap_servers": f"127.0.0.1:{args.port}", "group_id": "emostream-demo"},
+                             serve={"port": args.serve_port}, live={"metrics_port": args.metrics_port})
     with tempfile.TemporaryDirectory(prefix="emostream-demo-") as tmp:
         sample = Path(args.input) if args.input else demo_sample(Path(tmp))
-        print("1. loading the perception models (faces, voice activity, speakers, Whisper, sentence embeddings)")
-        print("   and the emotion model (the embedded default, lite trained on RAVDESS speech)")
-        perception = Perception(settings)
-        scorer, contexts = default_scorer(), StreamContexts()
-        print(f"2. starting the embedded Kafka broker (Tansu) on 127.0.0.1:{args.port}")
+        media_seconds = probe(sample).duration or 60.0
+        print(f"1. starting the embedded Kafka broker (Tansu) on 127.0.0.1:{args.port}", flush=True)
         with EmbeddedBroker(args.port, Path(tmp) / "broker", settings.kafka, settings.broker.start_timeout_seconds):
-            print(f"3. publishing {sample.name} as stream 'demo' in {settings.ingest.segment_seconds:g} s segments")
-            report = publish(sample, "demo", settings)
-            print(f"   {report.segments} segments, {report.media_seconds:.1f} s of media, {report.bytes / 1e6:.1f} MB")
-            print("4. consuming the media topic: decoding, faces and voices per segment, an emotion per utterance:")
-            done = threading.Event()
-
-            def show(segment) -> None:  # type: ignore[no-untyped-def]
-                print("   " + describe_segment(segment), flush=True)
-                bundles = perception.push(segment)
-                for bundle, event in zip(bundles, scorer.score(bundles, contexts), strict=True):
-                    print("     " + describe_utterance(bundle), flush=True)
-                    print("       → " + format_event(settings.kafka.emotions_topic, event.model_dump_json().encode(), settings), flush=True)
-                if segment.end_of_stream:
-                    done.set()
-
-            consumer = SegmentConsumer(settings, show, group_id="emostream-demo")
-            deadline = time.monotonic() + 180
+            print("2. starting Ray and the Serve app: perception, Whisper, sentence embeddings and the emotion model "
+                  "(the embedded default, lite trained on RAVDESS speech)", flush=True)
+            _ray_local(args.cpus)
             try:
-                consumer.run(until=lambda: done.is_set() or time.monotonic() > deadline)
+                deploy(settings)
+                metrics = Metrics()
+                serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
+                print(f"   HTTP API on http://127.0.0.1:{args.serve_port}/docs, metrics on "
+                      f"http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
+                stop = threading.Event()
+                job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
+                runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: "demo" in s.ended_streams},
+                                          name="emostream-live-job")
+                runner.start()
+                pace = "in real time" if not args.fast else "as fast as it goes"
+                print(f"3. publishing {sample.name} ({media_seconds:.0f} s) as stream 'demo' {pace}; the live job scores "
+                      "each utterance as it ends:", flush=True)
+                publisher = threading.Thread(target=publish, args=(sample, "demo", settings),
+                                             kwargs={"realtime": not args.fast}, daemon=True)
+                publisher.start()
+                events = []
+                deadline = time.monotonic() + media_seconds + 300
+                with EmotionEvents(settings.kafka, group_id="emostream-demo-viewer", timeout=1.0) as reader:
+                    while runner.is_alive() and time.monotonic() < deadline:
+                        for event in reader:
+                            events.append(event.model_dump(mode="json"))
+                            print("   " + format_event(settings.kafka.emotions_topic, event.model_dump_json().encode(), settings),
+                                  flush=True)
+                    stop.set()
+                    runner.join()
+                    events += [event.model_dump(mode="json") for event in reader]
+                report = write_report(events, Path(args.report), f"emostream demo: {sample.name}")
+                print(f"4. {len(events)} utterances, {job.stats.dead_letters} dead letters; report with an emotion timeline "
+                      f"per speaker: {report}", flush=True)
             finally:
-                consumer.close()
-            print(f"   dead letters: {consumer.stats.dead_letters or 'none'}")
-            print("5. stopping the broker")
-    return 0 if done.is_set() else 1
+                print("5. stopping the live job, Serve, Ray and the broker", flush=True)
+                serve.shutdown()
+                import ray
+
+                ray.shutdown()
+    return 0 if events else 1
 
 
 # -- parser --------------------------------------------------------------------------------------
@@ -475,6 +529,19 @@ def build_parser() -> argparse.ArgumentParser:
     analyze.add_argument("--no-asr", action="store_true", help="do not transcribe (no words are processed)")
     analyze.set_defaults(func=cmd_analyze)
 
+    run = commands.add_parser("run", help="the live job: score every utterance of the media topic's streams",
+                              description="Read the media topic (from the consumer group's committed offsets), perceive "
+                                          "each segment with Ray Data, stitch utterances in session actors, score them "
+                                          "through the Ray Serve app (deployed if it is not running) and write one event "
+                                          "per utterance to the emotions topic. Stops on SIGINT/SIGTERM; a restart "
+                                          "resumes from the last commit.")
+    run.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to read and write (default: from settings)")
+    run.add_argument("--address", metavar="ADDR", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
+    run.add_argument("--cpus", type=int, metavar="N", help="CPUs for a local Ray instance (default: all)")
+    run.add_argument("--profile", default="local", choices=["local", "cluster"],
+                     help="Serve replicas and resources if the job deploys the app (default: local)")
+    run.set_defaults(func=cmd_run)
+
     train = commands.add_parser("train", help="train an emotion model (Ray Train + DeepSpeed)",
                                 description="Extract features of a labelled dataset (cached, Ray Data), train with Ray "
                                             "Train workers running DeepSpeed, checkpoint every epoch (a re-run resumes), "
@@ -509,12 +576,19 @@ def build_parser() -> argparse.ArgumentParser:
     tail.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to read (default: kafka.bootstrap_servers)")
     tail.set_defaults(func=cmd_tail)
 
-    demo = commands.add_parser("demo", help="run the pipeline on a sample with an embedded broker",
-                               description="Start an embedded broker, publish a sample recording, consume and decode "
-                                           "it, print what comes back, and stop the broker.")
-    demo.add_argument("--input", metavar="FILE", help="media file to use (default: the shared sample video, "
-                      "or a generated test pattern)")
+    demo = commands.add_parser("demo", help="run the live pipeline on a sample with an embedded broker",
+                               description="Start an embedded broker, local Ray and the Serve app; publish a sample "
+                                           "recording in real time; run the live job; print each utterance's event as it "
+                                           "arrives; write an HTML report; stop everything.")
+    demo.add_argument("--input", metavar="FILE", help="media file to use (default: a meeting built from the shared "
+                      "sample video and LibriVox speech)")
     demo.add_argument("--port", type=int, default=19092, help="port of the demo's broker on 127.0.0.1 (default: 19092)")
+    demo.add_argument("--serve-port", type=int, default=18000, help="HTTP port of the Serve app (default: 18000)")
+    demo.add_argument("--metrics-port", type=int, default=19464, help="port of the job's /metrics (default: 19464)")
+    demo.add_argument("--cpus", type=int, metavar="N", help="CPUs for the local Ray instance (default: all)")
+    demo.add_argument("--fast", action="store_true", help="publish as fast as possible instead of in real time")
+    demo.add_argument("--report", default=".emostream/demo-report.html", metavar="FILE",
+                      help="where to write the HTML report (default: .emostream/demo-report.html)")
     demo.set_defaults(func=cmd_demo)
     return parser
 

@@ -163,7 +163,8 @@ class LiveSettings(_Section):
     perception_actors: int = Field(1, ge=1)  # Ray Data actor pool for per-segment perception
     perception_cpus: float = Field(0.4, gt=0)  # CPUs each perception actor reserves (fractional on small machines)
     session_actors: int = Field(2, ge=1)  # streams are hashed onto this many session actors
-    block_bytes: int = Field(65_536, ge=1024)  # Ray Data block size: small, or nothing flows until 128 MiB is buffered
+    # Ray Data holds rows back until a block is this large (default 128 MiB): 1 sends every segment and tick on at once
+    block_bytes: int = Field(1, ge=1)
     poll_seconds: float = Field(0.1, gt=0)  # Kafka poll timeout of the read tasks
     commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
     max_in_flight: int = Field(64, ge=1)  # utterances being scored at once; ingestion waits beyond this

@@ -73,6 +73,23 @@ class StreamContexts:
         self._memory.pop(stream_id, None)
         self._voices.pop(stream_id, None)
 
+    def take(self, stream_id: str, new_id: str | None = None) -> StreamContexts:
+        """Move one stream's context out into a StreamContexts of its own (under `new_id` if given):
+        how a caller that keeps contexts hands one stream's to a shared scorer and gets it back."""
+        taken = StreamContexts(self.max_streams)
+        key = new_id or stream_id
+        if stream_id in self._memory:
+            taken._memory[key] = self._memory.pop(stream_id)
+        if stream_id in self._voices:
+            taken._voices[key] = self._voices.pop(stream_id)
+        return taken
+
+    def absorb(self, other: StreamContexts) -> None:
+        """Add the contexts of `other` (streams it holds replace ours)."""
+        for stream, value in other._memory.items():
+            self.put(stream, *value)
+        self._voices.update(other._voices)
+
     def __len__(self) -> int:
         return len(self._memory)
 

@@ -123,26 +123,37 @@ class EmotionModel:
                 "label_set": config.label_set, "llm": config.llm_config is not None,
                 "parameters": sum(p.numel() for p in self.scorer.model.parameters())}
 
-    async def score(self, bundles: list[Any]) -> list[dict[str, Any]]:
-        return await self.score_batch(bundles)
+    async def score(self, bundles: list[Any], contexts: Any = None) -> tuple[list[dict[str, Any]], Any]:
+        """Events of `bundles`, and the streams' contexts after them.
+
+        contexts : a `StreamContexts` the caller keeps for these streams (the live job: speaker statistics
+        and model memory carry over between calls); None scores the bundles on their own.
+        """
+        return await self.score_batch((bundles, contexts))
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
-    async def score_batch(self, requests: list[list[Any]]) -> list[list[dict[str, Any]]]:
-        """Each request's utterances keep their own stream memory: stream ids are made unique per request."""
+    async def score_batch(self, requests: list[tuple[list[Any], Any]]) -> list[tuple[list[dict[str, Any]], Any]]:
+        """Requests' streams are kept apart in the batch: their ids are made unique per request."""
         from emostream.models.score import StreamContexts  # noqa: PLC0415
 
         names: dict[str, tuple[int, str]] = {}  # request-unique stream id -> (request, the stream's own id)
         tagged = []
-        for i, bundles in enumerate(requests):
+        merged = StreamContexts()
+        for i, (bundles, contexts) in enumerate(requests):
             for bundle in bundles:
                 tag = f"r{i}-{bundle.stream_id}"[:200]
+                if tag not in names and contexts is not None:
+                    merged.absorb(contexts.take(bundle.stream_id, tag))
                 names[tag] = (i, bundle.stream_id)
                 tagged.append(replace(bundle, stream_id=tag))
-        events = await asyncio.to_thread(self.scorer.score, tagged, StreamContexts())
-        out: list[list[dict[str, Any]]] = [[] for _ in requests]
+        events = await asyncio.to_thread(self.scorer.score, tagged, merged)
+        out: list[tuple[list[dict[str, Any]], Any]] = [([], contexts) for _, contexts in requests]
         for event in events:
             index, stream = names[event.stream_id]
-            out[index].append(event.model_copy(update={"stream_id": stream}).model_dump(mode="json"))
+            out[index][0].append(event.model_copy(update={"stream_id": stream}).model_dump(mode="json"))
+        for tag, (index, stream) in names.items():
+            if requests[index][1] is not None:
+                requests[index][1].absorb(merged.take(tag, stream))
         return out
 
 
@@ -159,11 +170,17 @@ class Ingress:
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
     async def _score(self, bundles: list[Any]) -> list[dict[str, Any]]:
+        events, _ = await self.score_bundles(bundles)
+        return events
+
+    async def score_bundles(self, bundles: list[Any], contexts: Any = None) -> tuple[list[dict[str, Any]], Any]:
+        """Encode and score utterance bundles (the live job calls this through a handle, with its streams'
+        `StreamContexts`); the events and the contexts after them."""
         if not bundles:
-            return []
+            return [], contexts
         bundles = await self.audio.encode.remote(bundles)
         bundles = await self.text.embed.remote(bundles)
-        return await self.model.score.remote(bundles)
+        return await self.model.score.remote(bundles, contexts)
 
     @api.get("/v1/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -219,18 +236,19 @@ class Ingress:
             bundle = replace(row_bundle(row), stream_id=features.stream_id)
         except (ValueError, TypeError) as error:
             raise HTTPException(status_code=422, detail=f"bad utterance features: {error}") from error
-        return (await self.model.score.remote([bundle]))[0]
+        events, _ = await self.model.score.remote([bundle])
+        return events[0]
 
 
 # Replicas, resources and autoscaling per profile; `emostream serve-config` writes them into
 # deployments/serve-<profile>.yaml (the format `serve build` writes), which is what a deployment reads.
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
-    "local": {  # one machine, two cores: a replica each, fractional CPUs
-        "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}},
-        "SegmentPerception": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},
-        "AudioEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},
-        "TextEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.25}},
-        "EmotionModel": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.5}},
+    "local": {  # one machine, two cores, shared with the live job's perception and sessions: small CPU shares
+        "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+        "SegmentPerception": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}},
+        "AudioEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.4}},
+        "TextEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
+        "EmotionModel": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}, "max_ongoing_requests": 32},
     },
     "cluster": {  # KubeRay: autoscaling on queue length, a CPU per replica (GPUs in the prod overlay)
         "Ingress": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5}},
@@ -261,3 +279,18 @@ def build_app(args: dict[str, Any] | None = None, profile: str = "local") -> ser
     part = {d.name: d.options(**options[d.name]) for d in (Ingress, SegmentPerception, AudioEncoder, TextEncoder, EmotionModel)}
     encoders = (part["SegmentPerception"].bind(blob), part["AudioEncoder"].bind(blob), part["TextEncoder"].bind(blob))
     return part["Ingress"].bind(blob, *encoders, part["EmotionModel"].bind(blob))
+
+
+def deploy(settings: Settings, profile: str = "local") -> None:
+    """Deploy the application as `settings.live.serve_app` with exactly these settings, unless it runs already
+    (call from a process connected to Ray)."""
+    from ray.serve.exceptions import RayServeException  # noqa: PLC0415
+
+    try:
+        serve.get_app_handle(settings.live.serve_app)
+        return
+    except RayServeException:
+        pass
+    serve.start(http_options={"host": settings.serve.host, "port": settings.serve.port})
+    serve.run(build_app({**settings.model_dump(mode="json"), "profile": profile}), name=settings.live.serve_app,
+              route_prefix="/")

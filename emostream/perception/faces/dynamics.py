@@ -31,8 +31,10 @@ class RunningStats:
     def add(self, values: np.ndarray) -> None:
         self.count += 1
         delta = values - self.mean
-        self.mean += delta / self.count
-        self._m2 += delta * (values - self.mean)
+        # New arrays, not in-place: statistics that travelled through Ray (a stream's context sent to the
+        # scorer and back) come back as read-only views of the object store.
+        self.mean = self.mean + delta / self.count
+        self._m2 = self._m2 + delta * (values - self.mean)
 
     @property
     def std(self) -> np.ndarray:

@@ -1,0 +1,51 @@
+"""Session actors: each holds the stream sessions of the streams hashed onto it.
+
+A stream's perceived segments go, in seq order, to the one actor that owns it
+(`owner`); the actor stitches them into utterances (voice activity, speakers, face
+tracks). State is in memory only: when an actor dies, the job replays its open streams
+from their first segment.
+"""
+
+from __future__ import annotations
+
+import zlib
+
+import ray
+
+from emostream.live.stages import perceived
+from emostream.perception.session import StreamSessions
+from emostream.perception.utterance import UtteranceBundle
+from emostream.settings import Settings
+
+
+def owner(stream_id: str, actors: int) -> int:
+    """The session actor of a stream: a stable hash, the same in every process and run."""
+    return zlib.crc32(stream_id.encode()) % actors
+
+
+@ray.remote(num_cpus=0.1, max_concurrency=1)
+class SessionActor:
+    def __init__(self, settings_json: str) -> None:
+        from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
+        threadpool_limits(1)  # voice activity and speaker models: one thread each, no spinning second core
+        import torch  # noqa: PLC0415
+
+        torch.set_num_threads(1)
+        self.sessions = StreamSessions(Settings.model_validate_json(settings_json))
+
+    def push(self, payload: bytes) -> list[UtteranceBundle]:
+        """The utterances the segment closed, in time order."""
+        return self.sessions.push(perceived(payload))
+
+    def flush_idle(self) -> dict[str, list[UtteranceBundle]]:
+        """Streams idle for `voice.idle_seconds`, flushed and forgotten: their last utterances."""
+        before = set(self.sessions.sessions)
+        bundles = self.sessions.flush_idle()
+        flushed: dict[str, list[UtteranceBundle]] = {s: [] for s in before - set(self.sessions.sessions)}
+        for bundle in bundles:
+            flushed[bundle.stream_id].append(bundle)
+        return flushed
+
+    def ping(self) -> bool:
+        return True

@@ -1,0 +1,120 @@
+"""An endless Ray Data source over the media topic, from the consumer group's committed offsets.
+
+`ray.data.read_kafka` reads bounded offset ranges only, so the live job has its own
+`Datasource`: each read task owns a share of the topic's partitions, starts at the
+group's committed offsets and yields one small block per poll forever. Nothing is
+committed here: the job commits an offset once the utterances that need it are out.
+
+When a poll brings nothing, a task yields a "tick" row per partition carrying the
+partition's high watermark, so the job sees time pass (idle flushing, commits, lag)
+even when no media arrives.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pyarrow as pa
+from kafka import TopicPartition
+from ray.data.block import BlockMetadata
+from ray.data.datasource import Datasource, ReadTask
+
+from emostream.kafka.clients import consumer as make_consumer
+from emostream.settings import KafkaSettings
+
+RECORD, TICK = "record", "tick"
+SCHEMA = pa.schema([
+    ("kind", pa.string()),
+    ("topic", pa.string()),
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("key", pa.binary()),
+    ("value", pa.large_binary()),
+    ("header_keys", pa.list_(pa.string())),
+    ("header_values", pa.list_(pa.binary())),
+    ("timestamp_ms", pa.int64()),  # when the producer sent the segment (wall clock)
+    ("highwater", pa.int64()),  # the partition's end offset when the record was read (for lag)
+    ("task", pa.int32()),  # the read task that read the row
+    ("index", pa.int64()),  # its position in that task's output (0, 1, 2, …; ticks included): the job restores
+                            # this order after the parallel perception actors
+])
+
+
+def media_partitions(kafka: KafkaSettings) -> list[int]:
+    consumer = make_consumer(kafka)
+    try:
+        deadline = time.monotonic() + 30
+        while not (partitions := consumer.partitions_for_topic(kafka.media_topic)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"topic {kafka.media_topic!r} not found at {kafka.bootstrap_servers}")
+            time.sleep(0.5)
+        return sorted(partitions)
+    finally:
+        consumer.close()
+
+
+def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], poll_seconds: float, task: int = 0,
+                    tick_seconds: float = 0.5) -> Iterator[pa.Table]:
+    """Blocks of media records of `partitions`, from the group's committed offsets, forever."""
+    consumer = make_consumer(kafka, group_id=group_id)
+    assigned = [TopicPartition(kafka.media_topic, p) for p in partitions]
+    consumer.assign(assigned)
+    for tp in assigned:
+        committed = consumer.committed(tp)
+        if committed is None:
+            consumer.seek_to_beginning(tp)
+        else:
+            consumer.seek(tp, committed)
+    last_tick = 0.0
+    index = 0
+    try:
+        while True:
+            rows: list[dict] = []
+            for tp, records in consumer.poll(timeout_ms=int(poll_seconds * 1000)).items():
+                highwater = consumer.highwater(tp)
+                rows += [{
+                    "kind": RECORD, "topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key,
+                    "value": r.value or b"", "header_keys": [k for k, _ in r.headers],
+                    "header_values": [v for _, v in r.headers], "timestamp_ms": r.timestamp,
+                    "highwater": highwater if highwater is not None else r.offset + 1,
+                } for r in records]
+            now = time.monotonic()
+            if not rows and now - last_tick >= tick_seconds:
+                last_tick = now
+                rows = [{"kind": TICK, "topic": tp.topic, "partition": tp.partition, "offset": -1, "key": None,
+                         "value": b"", "header_keys": [], "header_values": [], "timestamp_ms": int(time.time() * 1000),
+                         "highwater": consumer.highwater(tp) if consumer.highwater(tp) is not None else -1}
+                        for tp in assigned]
+            for row in rows:
+                row["task"], row["index"] = task, index
+                index += 1
+                yield pa.Table.from_pylist([row], schema=SCHEMA)  # one row per block: a segment never waits for another
+    finally:
+        consumer.close()
+
+
+class KafkaMediaSource(Datasource):
+    """The media topic as an unbounded dataset; `tasks` read tasks share its partitions."""
+
+    def __init__(self, kafka: KafkaSettings, group_id: str, tasks: int, poll_seconds: float) -> None:
+        super().__init__()
+        self.kafka, self.group_id, self.tasks, self.poll_seconds = kafka, group_id, tasks, poll_seconds
+
+    def estimate_inmemory_data_size(self) -> int | None:
+        return None
+
+    def get_read_tasks(self, parallelism: int, per_task_row_limit: int | None = None,
+                       data_context: object | None = None) -> list[ReadTask]:
+        partitions = media_partitions(self.kafka)
+        count = max(1, min(self.tasks, len(partitions)))
+        shares = [partitions[i::count] for i in range(count)]
+        kafka, group, poll = self.kafka, self.group_id, self.poll_seconds
+        return [
+            ReadTask(lambda share=share, task=task: read_partitions(kafka, group, share, poll, task),
+                     BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None), schema=SCHEMA)
+            for task, share in enumerate(shares)
+        ]
+
+    def get_name(self) -> str:
+        return "KafkaMedia"

@@ -1,0 +1,107 @@
+"""The per-segment Ray Data stage: check, decode and perceive media records (live and backfill).
+
+Input rows are media records (`source.SCHEMA`); output rows (`SCHEMA`) carry either a
+perceived segment (pickled; it holds the segment's 16 kHz audio, face measurements and a
+few thumbnails, never the full frames) or the dead-letter event that replaces it.
+"""
+
+from __future__ import annotations
+
+import pickle
+import time
+from typing import Any
+
+import pyarrow as pa
+
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, now_utc
+from emostream.ingest.consumer import RecordRejection, decode_message, decode_rejection, validate_record
+from emostream.ingest.ordering import Rejection
+from emostream.live.source import TICK
+from emostream.perception.decode import DecodeError
+from emostream.perception.segment import PerceivedSegment, SegmentPerceiver
+from emostream.settings import Settings
+
+SEGMENT, REJECTED = "segment", "rejected"
+SCHEMA = pa.schema([
+    ("kind", pa.string()),  # segment | rejected | tick
+    ("topic", pa.string()),
+    ("partition", pa.int32()),
+    ("offset", pa.int64()),
+    ("timestamp_ms", pa.int64()),
+    ("highwater", pa.int64()),
+    ("stream_id", pa.string()),
+    ("seq", pa.int64()),  # null when a record was refused before its headers could be read
+    ("end_of_stream", pa.bool_()),
+    ("start", pa.float64()),
+    ("end", pa.float64()),
+    ("payload", pa.large_binary()),  # pickled PerceivedSegment, or the DeadLetterEvent's JSON
+    ("frames", pa.int32()),  # frames analysed for faces
+    ("faces", pa.int32()),  # faces found in them
+    ("decode_seconds", pa.float64()),
+    ("perceive_seconds", pa.float64()),
+    ("task", pa.int32()),
+    ("index", pa.int64()),
+])
+
+
+def dead_letter(rejection: Rejection | RecordRejection, row: dict[str, Any], stream_id: str | None,
+                seq: int | None) -> DeadLetterEvent:
+    key = row["key"].decode(errors="replace") if row.get("key") else None
+    return DeadLetterEvent(
+        reason=rejection.reason, detail=rejection.detail,
+        source=SourceCoordinates(topic=row["topic"], partition=row["partition"], offset=row["offset"]),
+        stream_id=stream_id, seq=seq, key=key, value_bytes=len(row["value"] or b""), produced_at=now_utc(),
+    )
+
+
+def perceived(payload: bytes) -> PerceivedSegment:
+    segment = pickle.loads(payload)  # noqa: S301 (our own stage wrote it, inside the job)
+    if not isinstance(segment, PerceivedSegment):
+        raise TypeError(f"expected a PerceivedSegment, got {type(segment).__name__}")
+    return segment
+
+
+class SegmentStage:
+    """Ray Data `map_batches` callable (one per actor: the face models load once)."""
+
+    def __init__(self, settings_json: str) -> None:
+        self.settings = Settings.model_validate_json(settings_json)
+        self.perceiver = SegmentPerceiver(self.settings)
+
+    def __call__(self, batch: pa.Table) -> pa.Table:
+        return pa.Table.from_pylist([self.process(row) for row in batch.to_pylist()], schema=SCHEMA)
+
+    def process(self, row: dict[str, Any]) -> dict[str, Any]:
+        out: dict[str, Any] = {name: row.get(name) for name in ("topic", "partition", "offset", "timestamp_ms", "highwater",
+                                                                   "task", "index")}
+        out.update(kind=TICK, stream_id=None, seq=None, end_of_stream=False, start=None, end=None, payload=b"",
+                   frames=0, faces=0, decode_seconds=0.0, perceive_seconds=0.0)
+        if row["kind"] == TICK:
+            return out
+        checked = validate_record(row["topic"], row["partition"], row["offset"], row["key"], row["value"],
+                                  list(zip(row["header_keys"], row["header_values"], strict=True)),
+                                  self.settings.kafka.max_message_bytes)
+        if isinstance(checked, RecordRejection):
+            event = dead_letter(checked, row, checked.stream_id, checked.seq)
+            return {**out, "kind": REJECTED, "stream_id": checked.stream_id, "payload": event.model_dump_json().encode()}
+        headers = checked.headers
+        out.update(stream_id=headers.stream_id, seq=headers.seq, end_of_stream=headers.end_of_stream,
+                   start=headers.start, end=headers.start + (headers.duration or 0.0))
+        started = time.perf_counter()
+        try:
+            segment = decode_message(checked, self.settings.ingest)
+        except DecodeError as error:
+            event = dead_letter(decode_rejection(error), row, headers.stream_id, headers.seq)
+            return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}
+        out["decode_seconds"] = time.perf_counter() - started
+        started = time.perf_counter()
+        try:
+            result = self.perceiver(segment)
+        except Exception as error:  # a failing model loses this segment, never the stream  # noqa: BLE001
+            rejection = Rejection(DeadLetterReason.PROCESSING_ERROR, f"{type(error).__name__}: {error}")
+            event = dead_letter(rejection, row, headers.stream_id, headers.seq)
+            return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}
+        out["perceive_seconds"] = time.perf_counter() - started
+        analysed = result.faces.analysed if result.faces is not None else ()
+        return {**out, "kind": SEGMENT, "end": result.end, "payload": pickle.dumps(result, protocol=5),
+                "frames": len(analysed), "faces": sum(len(frame.faces) for frame in analysed)}

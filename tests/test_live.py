@@ -1,0 +1,195 @@
+"""The live job end to end on a real broker, real Ray (Data, actors, Serve) and real recordings.
+
+A meeting-like audio+video stream and a two-channel call are published in real time; the
+job must emit exactly one schema-valid event per utterance, with the right speakers, in
+time order, and the same utterances `POST /v1/analyze` finds in the same files. A killed
+session actor must cost nothing but repeats with the same ids. The metrics endpoint must
+show the run.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import threading
+import time
+import urllib.request
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import soundfile
+
+from emostream.contracts import UtteranceEmotionEvent
+from emostream.ingest.publish import publish
+from emostream.ingest.synthetic import mux_files, speech_track
+from emostream.kafka.broker import free_port
+from emostream.kafka.clients import consumer
+from emostream.metrics import Metrics, serve_metrics
+from emostream.settings import Settings, load_settings
+
+pytestmark = pytest.mark.broker  # starts Ray: loopback-only namespace
+
+
+@pytest.fixture(scope="module")
+def cluster():  # type: ignore[no-untyped-def]
+    """Local Ray with the Serve app deployed once for the module; yields the app's HTTP address."""
+    import ray
+    from ray import serve
+
+    from emostream.serve.app import deploy
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    port = free_port()
+    deploy(load_settings(serve={"port": port}))
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
+@pytest.fixture(scope="module")
+def media(tmp_path_factory: pytest.TempPathFactory, wolfgang: Path, librivox: list[Path], shared_data: Path) -> dict[str, Path]:
+    """An audio+video meeting (face video, read speech) and a stereo call (customer first, then the agent)."""
+    tmp = tmp_path_factory.mktemp("live-media")
+    meeting = mux_files(wolfgang, speech_track(librivox[:1], tmp / "speech.wav"), tmp / "meeting.mp4")
+    ravdess = shared_data / "ravdess-speech-16k"
+    customer, _ = soundfile.read(ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac", dtype="float32")  # angry
+    agent, rate = soundfile.read(ravdess / "Actor_08" / "03-01-02-01-02-01-08.flac", dtype="float32")  # calm
+    gap = int(1.5 * rate)
+    call = np.zeros((len(customer) + gap + len(agent), 2), np.float32)
+    call[: len(customer), 0] = customer
+    call[len(customer) + gap :, 1] = agent
+    soundfile.write(tmp / "call.wav", call, rate, subtype="PCM_16")
+    return {"meeting": meeting, "call": tmp / "call.wav"}
+
+
+CHANNELS = {"meeting": None, "call": ("customer", "agent")}
+
+
+def analyze(server: str, path: Path, stream_id: str, channels: tuple[str, ...] | None) -> list[dict[str, Any]]:
+    query = f"stream_id={stream_id}" + (f"&channels={','.join(channels)}" if channels else "")
+    request = urllib.request.Request(f"{server}/v1/analyze?{query}", data=path.read_bytes(), method="POST")
+    with urllib.request.urlopen(request, timeout=300) as response:
+        return json.loads(response.read())
+
+
+def emotions(settings: Settings, timeout: float = 10.0) -> list[dict[str, Any]]:
+    """Everything on the emotions topic, in topic order per partition."""
+    reader = consumer(settings.kafka, [settings.kafka.emotions_topic], group_id=None)
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    try:
+        while time.monotonic() < deadline:
+            for records in reader.poll(timeout_ms=500).values():
+                events += [json.loads(r.value) for r in records]
+                deadline = time.monotonic() + 3  # stop 3 s after the last event
+    finally:
+        reader.close()
+    return events
+
+
+def run_job(settings: Settings, streams: set[str], metrics: Metrics | None = None,
+            during: Any = None) -> Any:
+    """Run the live job in a thread until `streams` ended; `during(job)` runs meanwhile in this thread."""
+    from emostream.live.job import LiveJob, serve_scorer
+
+    job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
+    stop = threading.Event()
+    runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: streams <= s.ended_streams})
+    runner.start()
+    try:
+        if during is not None:
+            during(job)
+        runner.join(timeout=300)
+    finally:
+        stop.set()
+        runner.join(timeout=60)
+    assert streams <= job.stats.ended_streams, f"streams did not end: {job.stats}"
+    return job
+
+
+def publish_all(settings: Settings, media: dict[str, Path], names: list[str]) -> None:
+    threads = [threading.Thread(target=publish, args=(media[name], name, settings),
+                                kwargs={"channels": CHANNELS[name], "realtime": True}) for name in names]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+
+
+def test_every_utterance_once_in_order_with_speakers_and_metrics(cluster: str, settings: Settings,
+                                                                  media: dict[str, Path]) -> None:
+    metrics = Metrics()
+    port = free_port()
+    serve_metrics(metrics, "127.0.0.1", port)
+    publisher = threading.Thread(target=publish_all, args=(settings, media, ["meeting", "call"]))
+    publisher.start()
+    job = run_job(settings, {"meeting", "call"}, metrics)
+    publisher.join()
+    events = emotions(settings)
+
+    assert job.stats.dead_letters == 0
+    ids = Counter(e["utterance_id"] for e in events)
+    assert ids and max(ids.values()) == 1, f"repeated events: {ids}"
+    for event in events:
+        UtteranceEmotionEvent.model_validate(event)
+    for name in ("meeting", "call"):
+        ours = [e for e in events if e["stream_id"] == name]
+        assert [e["start"] for e in ours] == sorted(e["start"] for e in ours), f"{name}: not in time order"
+        reference = analyze(cluster, media[name], name, CHANNELS[name])
+        assert {e["utterance_id"] for e in ours} == {e["utterance_id"] for e in reference}, (
+            f"{name}: live {[(e['speaker']['id'], e['start']) for e in ours]} vs analyze "
+            f"{[(e['speaker']['id'], e['start']) for e in reference]}")
+    call = [e for e in events if e["stream_id"] == "call"]
+    assert [e["speaker"]["role"] for e in call] == ["customer", "agent"]
+    assert all(e["transcript"] for e in events)
+
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        scraped = {line.split(" ")[0]: float(line.split(" ")[1]) for line in response.read().decode().splitlines()
+                   if line and not line.startswith("#")}
+    assert sum(v for k, v in scraped.items() if k.startswith("emostream_utterances_total")) == len(events)
+    assert scraped['emostream_segments_total{outcome="processed"}'] > 0
+    assert scraped["emostream_frames_analysed_total"] > 0 and scraped["emostream_faces_total"] > 0
+    assert scraped["emostream_end_to_end_latency_seconds_count"] == len(events)
+    assert scraped["emostream_end_to_end_latency_seconds_sum"] > 0
+    assert scraped['emostream_stage_seconds_count{stage="score"}'] > 0
+
+
+def test_only_configured_roles_are_scored(cluster: str, settings: Settings, media: dict[str, Path]) -> None:
+    settings = settings.model_copy(update={"live": settings.live.model_copy(update={"score_roles": ("customer",)})})
+    metrics = Metrics()
+    publish(media["call"], "call", settings, channels=CHANNELS["call"])
+    run_job(settings, {"call"}, metrics)
+    events = emotions(settings)
+    assert [e["speaker"]["role"] for e in events] == ["customer"]
+    assert metrics.skipped.labels("role")._value.get() == 1
+
+
+def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Settings, media: dict[str, Path],
+                                                   librivox: list[Path], tmp_path: Path) -> None:
+    import ray
+
+    from emostream.live.sessions import owner
+
+    talk = speech_track(librivox[:3], tmp_path / "talk.wav")
+
+    def kill_after_first_event(job: Any) -> None:
+        deadline = time.monotonic() + 120
+        while job.stats.events < 1 and time.monotonic() < deadline:
+            time.sleep(0.2)
+        index = owner("talk", settings.live.session_actors)
+        ray.kill(ray.get_actor(f"emostream-session-{settings.kafka.group_id}-{index}"))
+
+    publisher = threading.Thread(target=publish, args=(talk, "talk", settings), kwargs={"realtime": True})
+    publisher.start()
+    job = run_job(settings, {"talk"}, during=kill_after_first_event)
+    publisher.join()
+    events = emotions(settings)
+
+    assert job.stats.restarts == 1
+    reference = {e["utterance_id"] for e in analyze(cluster, talk, "talk", None)}
+    assert {e["utterance_id"] for e in events} == reference
+    assert len(events) >= len(reference)  # repeats allowed, always with the same id

@@ -1,0 +1,49 @@
+"""Parts of the live job that need no broker or Ray: stream ownership, contexts through serialisation,
+the HTML report and the consumer helper's de-duplication."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from emostream.live.sessions import owner
+from emostream.models.score import StreamContexts
+from emostream.perception.faces.dynamics import RunningStats
+from emostream.report import render_report
+
+
+def test_stream_contexts_keep_working_after_a_trip_through_ray_serialisation() -> None:
+    """Contexts travel to the Serve scorer and back; their arrays come back read-only."""
+    stats = RunningStats(3)
+    stats.add(np.ones(3))
+    stats.mean.setflags(write=False)  # as numpy arrays come out of Ray's object store
+    stats._m2.setflags(write=False)
+    stats.add(np.full(3, 3.0))
+    assert stats.count == 2 and np.allclose(stats.mean, 2.0) and np.allclose(stats.std, np.sqrt(2.0))
+
+
+def test_contexts_move_between_callers_under_new_names() -> None:
+    contexts = StreamContexts()
+    contexts._voices["call-1"] = {"agent": RunningStats(2)}
+    taken = contexts.take("call-1", "r0-call-1")
+    assert "call-1" not in contexts._voices and "r0-call-1" in taken._voices
+    back = StreamContexts()
+    back.absorb(taken.take("r0-call-1", "call-1"))
+    assert set(back._voices) == {"call-1"}
+
+
+def test_a_stream_always_has_the_same_owner() -> None:
+    owners = {owner(f"call-{i}", 4) for i in range(200)}
+    assert owners == {0, 1, 2, 3}
+    assert all(owner("call-7", 4) == owner("call-7", 4) for _ in range(3))
+
+
+def test_report_has_a_timeline_row_per_speaker_and_escapes_text() -> None:
+    def event(speaker: str, start: float, label: str, transcript: str) -> dict:
+        return {"stream_id": "call", "speaker": {"id": speaker}, "start": start, "end": start + 2, "label": label,
+                "probabilities": {label: 0.8}, "valence": 0.1, "arousal": 0.2, "transcript": transcript,
+                "explanation": f"{label} voice"}
+
+    html = render_report([event("agent", 0, "calm", "hello"), event("customer", 3, "angry", "<script>x</script>"),
+                          event("agent", 6, "happy", "sure")])
+    assert html.count("<rect") == 3 and "call · agent" in html and "call · customer" in html
+    assert "<script>" not in html and "&lt;script&gt;" in html
