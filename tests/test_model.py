@@ -42,6 +42,14 @@ def test_shapes_through_every_block(model: EmotionModel) -> None:
     assert output.memory.shape == (3, config.memory_size, config.hidden_size) and output.memory_mask[:, -1].all()
 
 
+def test_voice_read_out_is_its_own_expert_and_silent_without_audio(model: EmotionModel) -> None:
+    inputs = collate([random_bundle(seed=1), random_bundle(seed=2, audio=False)], model.config)
+    output = model(inputs)
+    expected = model.voice_head(model.audio_adapter.voice_features(inputs))[0]
+    torch.testing.assert_close(output.voice_logits[0], expected)  # the logits training puts a loss on of its own
+    assert output.voice_logits[0].abs().sum() > 0 and not output.voice_logits[1].any()
+
+
 @pytest.mark.parametrize("audio,face,frames,text", [m for m in itertools.product([False, True], repeat=4) if any(m)])
 def test_every_modality_subset(model: EmotionModel, audio: bool, face: bool, frames: bool, text: bool) -> None:
     bundles = [random_bundle(seed=1, audio=audio, face=face, frames=frames, text=text), random_bundle(seed=2)]

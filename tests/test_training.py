@@ -16,9 +16,9 @@ from emostream.models.labels import LABEL_SETS
 from emostream.models.llm import bundled_tokenizer, generate
 from emostream.models.presets import load_model, tiny
 from emostream.models.score import EmotionScorer, StreamContexts
-from emostream.training.data import batch, samples_from_rows
+from emostream.training.data import SpeakerPools, batch, samples_from_rows
 from emostream.training.datasets import Example
-from emostream.training.features import bundle_row
+from emostream.training.features import bundle_row, read_features
 from emostream.training.train import TrainConfig, _loss, fit
 from tests.model_helpers import random_bundle
 
@@ -66,8 +66,6 @@ def config(tmp_path: Path, epochs: int, **changes: object) -> TrainConfig:
 
 
 def fixed_batch_loss(model, cache: Path, cfg: TrainConfig) -> float:  # type: ignore[no-untyped-def]
-    from emostream.training.features import read_features
-
     samples = samples_from_rows([r for r in read_features(cache) if r["speaker"] != "spk3"], model.config.labels, "ravdess8")[:32]
     model.eval()
     with torch.no_grad():
@@ -77,11 +75,12 @@ def fixed_batch_loss(model, cache: Path, cfg: TrainConfig) -> float:  # type: ig
 
 def test_two_workers_zero2_train_stop_resume_and_export(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
     cache = synthetic_cache(tmp_path / "cache")
-    first = config(tmp_path, epochs=2)
+    recipe = {"expert_weight": 1.0, "early_speaker_fraction": 0.5}  # the lite default's
+    first = config(tmp_path, epochs=2, **recipe)
     torch.manual_seed(first.seed)
     before = fixed_batch_loss(tiny(), cache, first)
     fit(first, cache)  # "stopped" after its second epoch's checkpoint
-    resumed = config(tmp_path, epochs=4)
+    resumed = config(tmp_path, epochs=4, **recipe)
     exported, metrics = fit(resumed, cache)
     epochs = [int(row["epoch"]) for row in csv.DictReader((tmp_path / "runs" / "test-run" / "metrics.csv").open())]
     assert epochs == [0, 1, 2, 3]  # the second run continued at epoch 2, it did not start over
@@ -108,3 +107,21 @@ def test_llm_captions_train_with_lora_and_the_merged_export_generates(tmp_path: 
 
     texts = generate(model, model(collate([bundle], model.config)), bundled_tokenizer(), [None], max_new_tokens=6)
     assert texts[0]
+
+
+def test_early_speaker_statistics_leave_the_utterance_itself_out(tmp_path: Path) -> None:
+    rows = [r for r in read_features(synthetic_cache(tmp_path / "cache", speakers=1, per_speaker=5)) if r["speaker"] == "spk0"]
+    shared = np.asarray(rows[1]["audio_embedding"], np.float32)
+    rng = np.random.default_rng(0)
+    for k, row in enumerate(rows):  # four near-identical utterances and one a whole unit away from them
+        row["audio_embedding"] = (shared + (1.0 if k == 0 else rng.normal(0, 0.01, shared.shape))).tolist()
+    samples = samples_from_rows(rows, LABELS, "ravdess8")
+    pools = SpeakerPools(samples, floor=np.full(1024, 1e-3))
+    for seed in range(10):
+        z = pools.early_z(samples[0], np.random.default_rng(seed))
+        assert np.median(np.abs(z[:768])) > 20  # counted in its own statistics it would stay within 2 (5 values)
+    inputs, _ = batch(samples, tiny().config, np.random.default_rng(0), 0.0, pools, early_fraction=1.0)
+    full = np.stack([s.speaker_z for s in samples])
+    assert not np.allclose(inputs.voice_z.numpy(), np.clip(full, -5, 5)) and bool(inputs.voice_z_known.all())
+    hidden, _ = batch(samples, tiny().config, np.random.default_rng(0), 1.0, pools, early_fraction=1.0)
+    assert not hidden.voice_z_known.any()

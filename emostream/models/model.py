@@ -199,7 +199,7 @@ class AudioAdapter(nn.Module):
 
 @dataclass
 class EmotionOutput:
-    logits: torch.Tensor  # shape = (B, n_labels), before the expression prior
+    logits: torch.Tensor  # shape = (B, n_labels), before the expression prior: the deep path's plus voice_logits
     probabilities: torch.Tensor  # shape = (B, n_labels), with the expression prior
     valence: torch.Tensor  # shape = (B,), in [-1, 1]
     arousal: torch.Tensor  # shape = (B,)
@@ -207,6 +207,7 @@ class EmotionOutput:
     memory_mask: torch.Tensor  # shape = (B, memory_size) bool
     tokens: torch.Tensor  # shape = (B, n_tokens, d): fused tokens (the LLM's multimodal input)
     token_mask: torch.Tensor  # shape = (B, n_tokens) bool
+    voice_logits: torch.Tensor  # shape = (B, n_labels), the linear read-out of the voice features alone (0 without audio)
 
 
 class EmotionModel(PreTrainedModel):
@@ -302,15 +303,15 @@ class EmotionModel(PreTrainedModel):
         fused = self.norm(self.fusion(tokens, src_key_padding_mask=~mask))
         summary = fused[:, 0]
         logits = self.emotion_head(summary)
-        voice_logits = self.voice_head(self.audio_adapter.voice_features(inputs))
-        logits = logits + voice_logits * inputs.has_audio.unsqueeze(1).float()
+        voice_logits = self.voice_head(self.audio_adapter.voice_features(inputs)) * inputs.has_audio.unsqueeze(1).float()
+        logits = logits + voice_logits
         valence, arousal = torch.tanh(self.valence_arousal_head(summary)).unbind(dim=1)
         probabilities = self._with_expression_prior(logits, inputs)
         # The stream's memory rolls: drop the oldest slot, append this utterance's query summary.
         remembered = queries.mean(dim=1, keepdim=True).detach()
         new_memory = torch.cat([memory[:, 1:], remembered], dim=1)
         new_mask = torch.cat([memory_mask[:, 1:], torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)], dim=1)
-        return EmotionOutput(logits, probabilities, valence, arousal, new_memory, new_mask, fused, mask)
+        return EmotionOutput(logits, probabilities, valence, arousal, new_memory, new_mask, fused, mask, voice_logits)
 
     def _with_expression_prior(self, logits: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
         """Product of experts with the pretrained FER network: log-probabilities add, weighted, where a face spoke."""

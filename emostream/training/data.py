@@ -4,7 +4,9 @@ The live scorer z-scores each utterance's voice features and prosody against
 the running statistics of its speaker in its stream. Training has every
 utterance of a speaker at hand and uses all of them (like a completed call in
 backfill); `unknown_fraction` of the examples are shown with the statistics
-unknown, as a live stream's first utterances are.
+unknown, as a live stream's first utterances are, and `early_fraction` with
+statistics from only a few of the speaker's other utterances, as the next ones
+are (`SpeakerPools`).
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from emostream.perception.voice.prosody import PROSODY_NAMES
 from emostream.training.features import row_bundle
 
 STD_FLOOR = 1e-3
+EARLY_MOST = 60  # early statistics come from 2 to this many other utterances of the speaker (a RAVDESS actor has 60)
 
 
 @dataclass(frozen=True)
@@ -76,10 +79,41 @@ def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: 
     return samples
 
 
+class SpeakerPools:
+    """Every training speaker's voice features, to z-score an utterance against a few of the others, as a live
+    stream's running statistics do early on (noisier than the statistics over a whole call)."""
+
+    def __init__(self, samples: list[Sample], floor: np.ndarray) -> None:
+        grouped: dict[str, list[np.ndarray]] = defaultdict(list)
+        for sample in samples:
+            if (vector := voice_vector(sample.bundle)) is not None:
+                grouped[sample.bundle.speaker_id].append(vector)
+        self.vectors = {speaker: np.stack(vectors) for speaker, vectors in grouped.items()}
+        self.floor = floor  # smallest standard deviation per feature, as the scorer's (score.speaker_floor)
+
+    def early_z(self, sample: Sample, rng: np.random.Generator) -> np.ndarray | None:
+        """The sample's voice features in the standard deviations of 2..EARLY_MOST other utterances of its speaker."""
+        vector = voice_vector(sample.bundle)
+        pool = self.vectors.get(sample.bundle.speaker_id)
+        if vector is None or pool is None or len(pool) < 4:
+            return sample.speaker_z
+        others = pool[~np.all(pool == vector, axis=1)]
+        count = int(rng.integers(2, min(EARLY_MOST, len(others)) + 1))
+        seen = others[rng.choice(len(others), count, replace=False)]
+        return ((vector - seen.mean(axis=0)) / np.maximum(seen.std(axis=0, ddof=1), self.floor)).astype(np.float32)
+
+
 def batch(samples: list[Sample], config: EmotionConfig, rng: np.random.Generator | None = None,
-          unknown_fraction: float = 0.0) -> tuple[ModelInputs, dict[str, torch.Tensor]]:
-    """Collate samples; hide the speaker statistics of `unknown_fraction` of them (training only)."""
-    speaker_z = [s.speaker_z if rng is None or rng.random() >= unknown_fraction else None for s in samples]
+          unknown_fraction: float = 0.0, pools: SpeakerPools | None = None,
+          early_fraction: float = 0.0) -> tuple[ModelInputs, dict[str, torch.Tensor]]:
+    """Collate samples. Training only (with rng): `early_fraction` of them get their speaker statistics from a
+    few of the speaker's other utterances (`pools`), and `unknown_fraction` none at all."""
+    speaker_z = []
+    for sample in samples:
+        z = sample.speaker_z
+        if rng is not None and pools is not None and rng.random() < early_fraction:
+            z = pools.early_z(sample, rng)
+        speaker_z.append(None if rng is not None and rng.random() < unknown_fraction else z)
     inputs = collate([s.bundle for s in samples], config, speaker_z=speaker_z)
     targets = {
         "label": torch.tensor([s.label for s in samples]),

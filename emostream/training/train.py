@@ -74,8 +74,13 @@ class TrainConfig(_Section):
     stages: list[StageConfig]
     class_balance: bool = True  # weight the loss by inverse class frequency
     valence_arousal_weight: float = Field(0.5, ge=0)
+    # > 0: the voice read-out and the deep path are also each trained as a classifier of their own (this weight on
+    # each loss), so the model sums two experts that each can classify, rather than a deep path that leaves the rest
+    # to a read-out that stopped learning once the deep path fit the training speakers.
+    expert_weight: float = Field(0.0, ge=0)
     language_weight: float = Field(1.0, ge=0)  # LLM presets: the captioning loss next to the classification loss
     unknown_speaker_fraction: float = Field(0.15, ge=0, le=1)  # shown without speaker statistics, as at a stream's start
+    early_speaker_fraction: float = Field(0.0, ge=0, le=1)  # z-scored against a few of the speaker's utterances, as early in a stream
     seed: int = 0
     run_dir: Path = Path(".emostream/runs")
     name: str = "emotion"
@@ -152,7 +157,12 @@ def _loss(model, output, targets, weights, config: TrainConfig, samples, tokeniz
     labelled = targets["label"] >= 0
     loss = torch.zeros((), device=output.logits.device)
     if labelled.any():
-        loss = loss + F.cross_entropy(output.logits[labelled], targets["label"][labelled], weight=weights, label_smoothing=0.05)
+        truth = targets["label"][labelled]
+        loss = loss + F.cross_entropy(output.logits[labelled], truth, weight=weights, label_smoothing=0.05)
+        if config.expert_weight > 0:
+            voice = output.voice_logits[labelled]
+            for expert in (voice, output.logits[labelled] - voice):
+                loss = loss + config.expert_weight * F.cross_entropy(expert, truth, weight=weights, label_smoothing=0.05)
     for name, predicted in (("valence", output.valence), ("arousal", output.arousal)):
         known = torch.isfinite(targets[name])
         if known.any() and config.valence_arousal_weight > 0:
@@ -181,7 +191,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     import ray.train  # noqa: PLC0415
 
     from emostream.models.llm import add_lora, bundled_tokenizer  # noqa: PLC0415
-    from emostream.training.data import batch, samples_from_rows, voice_statistics  # noqa: PLC0415
+    from emostream.models.score import speaker_floor  # noqa: PLC0415
+    from emostream.training.data import SpeakerPools, batch, samples_from_rows, voice_statistics  # noqa: PLC0415
     from emostream.training.evaluate import evaluate_samples  # noqa: PLC0415
     from emostream.training.features import read_features  # noqa: PLC0415
 
@@ -197,6 +208,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     mean, std = voice_statistics(train_samples)
     model.audio_adapter.voice_mean.copy_(mean)
     model.audio_adapter.voice_std.copy_(std)
+    pools = SpeakerPools(train_samples, speaker_floor(model)) if config.early_speaker_fraction > 0 else None
     tokenizer = bundled_tokenizer() if model.language_model is not None else None
     counts = np.bincount([s.label for s in train_samples if s.label >= 0], minlength=len(labels)).astype(np.float64)
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(labels), dtype=torch.float32) if config.class_balance else None
@@ -253,7 +265,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         started, losses = time.perf_counter(), []
         for first in range(0, len(order), config.batch_size):
             chosen = [train_samples[i] for i in order[first : first + config.batch_size]]
-            inputs, targets = batch(chosen, model.config, rng, config.unknown_speaker_fraction)
+            inputs, targets = batch(chosen, model.config, rng, config.unknown_speaker_fraction, pools, config.early_speaker_fraction)
             inputs, targets = inputs.to(engine.device), {k: v.to(engine.device) for k, v in targets.items()}
             output = engine(inputs)
             loss = _loss(model, output, targets, weights.to(engine.device) if weights is not None else None, config, chosen, tokenizer)
