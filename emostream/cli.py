@@ -254,6 +254,33 @@ def cmd_run(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_backfill(args: argparse.Namespace) -> int:
+    from emostream.live.backfill import backfill, records_from_files, records_from_kafka, write_events
+
+    settings = _settings(args)
+    if bool(args.files) == bool(args.from_kafka):
+        print("give media files/folders, or --from-kafka (not both)", file=sys.stderr)
+        return 2
+    _ray_connect(args.address, args.cpus)
+    started = time.monotonic()
+    if args.files:
+        paths = [p for given in map(Path, args.files) for p in (sorted(x for x in given.iterdir() if x.is_file())
+                                                               if given.is_dir() else [given])]
+        missing = [str(p) for p in paths if not p.exists()]
+        if missing or not paths:
+            print(f"no such media file: {', '.join(missing) or args.files}", file=sys.stderr)
+            return 2
+        records = records_from_files(paths, settings, tuple(args.channels.split(",")) if args.channels else None)
+    else:
+        records = records_from_kafka(settings, args.start, args.end)
+    counts = write_events(backfill(records, settings, args.perception_actors), settings, args.to,
+                          Path(args.out) if args.out else None)
+    seconds = time.monotonic() - started
+    where = settings.kafka.emotions_topic if args.to == "kafka" else args.out
+    print(f"{counts['event']} events, {counts['dead_letter']} dead letters → {where} in {seconds:.1f} s")
+    return 0
+
+
 def cmd_train(args: argparse.Namespace) -> int:
     from emostream.training.train import load_train_config, train
 
@@ -541,6 +568,24 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="local", choices=["local", "cluster"],
                      help="Serve replicas and resources if the job deploys the app (default: local)")
     run.set_defaults(func=cmd_run)
+
+    backfill = commands.add_parser("backfill", help="score recorded media (files or a Kafka offset range) with Ray Data",
+                                   description="A bounded Ray Data job through the live job's operators: media files "
+                                               "(each one stream, named after the file) or the media topic between two "
+                                               "points in time, scored and written to Kafka, JSONL or Parquet.")
+    backfill.add_argument("files", nargs="*", metavar="FILE_OR_DIR", help="media files, or folders of them")
+    backfill.add_argument("--from-kafka", action="store_true", help="read the media topic instead of files")
+    backfill.add_argument("--start", default="earliest", help="with --from-kafka: earliest or an ISO time (default: earliest)")
+    backfill.add_argument("--end", default="latest", help="with --from-kafka: latest or an ISO time (default: latest)")
+    backfill.add_argument("--channels", metavar="ROLES", help="files: role of each audio channel, e.g. agent,customer")
+    backfill.add_argument("--to", default="jsonl", choices=["kafka", "jsonl", "parquet"], help="where events go (default: jsonl)")
+    backfill.add_argument("--out", metavar="FILE", help="output file for jsonl or parquet")
+    backfill.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: from settings)")
+    backfill.add_argument("--address", metavar="ADDR", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
+    backfill.add_argument("--cpus", type=int, metavar="N", help="CPUs for a local Ray instance (default: all)")
+    backfill.add_argument("--perception-actors", type=int, default=1, metavar="N",
+                          help="parallel per-segment perception actors (default: 1)")
+    backfill.set_defaults(func=cmd_backfill)
 
     train = commands.add_parser("train", help="train an emotion model (Ray Train + DeepSpeed)",
                                 description="Extract features of a labelled dataset (cached, Ray Data), train with Ray "

@@ -193,3 +193,23 @@ def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Setti
     reference = {e["utterance_id"] for e in analyze(cluster, talk, "talk", None)}
     assert {e["utterance_id"] for e in events} == reference
     assert len(events) >= len(reference)  # repeats allowed, always with the same id
+
+
+def test_backfill_of_files_and_of_a_kafka_range_gives_the_same_utterances(cluster: str, settings: Settings,
+                                                                        media: dict[str, Path], tmp_path: Path) -> None:
+    from emostream.live.backfill import backfill, records_from_files, records_from_kafka, write_events
+
+    out = tmp_path / "events.jsonl"
+    counts = write_events(backfill(records_from_files([media["meeting"]], settings, None), settings), settings, "jsonl", out)
+    from_files = [json.loads(line) for line in out.read_text().splitlines()]
+    assert counts == {"event": len(from_files), "dead_letter": 0}
+    reference = analyze(cluster, media["meeting"], "meeting", None)
+    assert [e["utterance_id"] for e in from_files] == [e["utterance_id"] for e in reference]
+
+    publish(media["call"], "call", settings, channels=CHANNELS["call"])
+    publish(media["call"], "call", settings, channels=CHANNELS["call"])  # sent twice: the repeats count once
+    counts = write_events(backfill(records_from_kafka(settings, "earliest", "latest"), settings), settings, "kafka", None)
+    events = emotions(settings)
+    assert counts["event"] == len(events) == 2
+    assert [e["speaker"]["role"] for e in events] == ["customer", "agent"]
+    assert {e["utterance_id"] for e in events} == {e["utterance_id"] for e in analyze(cluster, media["call"], "call", CHANNELS["call"])}

@@ -102,6 +102,7 @@ class LiveJob:
         self.metrics = metrics or Metrics()
         self.group_id = group_id or settings.kafka.group_id
         self.stats = JobStats()
+        self.latencies: deque[float] = deque(maxlen=100_000)  # end-to-end seconds of the latest events (benchmarks)
         self.producer = make_producer(settings.kafka)
         self.committer = make_consumer(settings.kafka, group_id=self.group_id)
         self._lock = threading.Lock()  # offsets and stats, shared with the scorer threads
@@ -311,7 +312,9 @@ class LiveJob:
             self.producer.send(topic, key=job.stream_id.encode(), value=_json(event))
             self.metrics.utterances.labels(event["label"]).inc()
             self.metrics.stream_utterances.labels(job.stream_id, event["label"]).inc()
-            self.metrics.latency.observe(max(0.0, time.time() - wall_end))
+            latency = max(0.0, time.time() - wall_end)
+            self.metrics.latency.observe(latency)
+            self.latencies.append(latency)
         self.metrics.stage.labels("produce").observe(time.perf_counter() - started)
         with self._lock:
             for held in job.release:

@@ -10,6 +10,7 @@ from __future__ import annotations
 import time
 from collections import OrderedDict
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -204,6 +205,16 @@ class EmotionScorer:
 
 def default_scorer() -> EmotionScorer:
     """The embedded default model, ready to score."""
+    return load_scorer(None)
+
+
+def load_scorer(model: str | Path | None, model_name: str | None = None) -> EmotionScorer:
+    """A scorer for a model folder or preset name (None: the embedded default), named as events will report it."""
+    from emostream.models.llm import bundled_tokenizer  # noqa: PLC0415
     from emostream.models.presets import DEFAULT_CHECKPOINT, DEFAULT_NAME, checkpoint_version, load_model  # noqa: PLC0415
 
-    return EmotionScorer(load_model(DEFAULT_CHECKPOINT), DEFAULT_NAME, checkpoint_version(DEFAULT_CHECKPOINT))
+    loaded = load_model(model)
+    version = checkpoint_version(model or DEFAULT_CHECKPOINT)
+    name = model_name or (DEFAULT_NAME if model is None else f"emostream-{loaded.config.label_set}")
+    tokenizer = bundled_tokenizer() if loaded.language_model is not None else None
+    return EmotionScorer(loaded, name, version, tokenizer)

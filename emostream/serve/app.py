@@ -104,16 +104,10 @@ class EmotionModel:
     """The emotion model; utterance lists of concurrent requests are scored in one batch."""
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.models.llm import bundled_tokenizer  # noqa: PLC0415
-        from emostream.models.presets import DEFAULT_CHECKPOINT, DEFAULT_NAME, checkpoint_version, load_model  # noqa: PLC0415
-        from emostream.models.score import EmotionScorer  # noqa: PLC0415
+        from emostream.models.score import load_scorer  # noqa: PLC0415
 
         settings = Settings.model_validate_json(settings_json).serve
-        model = load_model(settings.model)
-        version = checkpoint_version(settings.model or DEFAULT_CHECKPOINT)
-        name = settings.model_name or (DEFAULT_NAME if settings.model is None else f"emostream-{model.config.label_set}")
-        tokenizer = bundled_tokenizer() if model.language_model is not None else None
-        self.scorer = EmotionScorer(model, name, version, tokenizer)
+        self.scorer = load_scorer(settings.model, settings.model_name)
         self.score_batch.set_max_batch_size(settings.max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(settings.batch_wait_seconds)
 
