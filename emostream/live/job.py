@@ -265,6 +265,7 @@ class LiveJob:
         with self._lock:
             self.stats.segments += 1
         self._submit(stream, bundles, row["end_of_stream"])
+        self.metrics.streams.set(len(self.held))
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
         """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
