@@ -20,7 +20,6 @@ import statistics
 import tempfile
 import threading
 import time
-import uuid
 from pathlib import Path
 
 from emostream.ingest.publish import publish
@@ -39,42 +38,47 @@ def percentile(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))] if ordered else float("nan")
 
 
-def run_load(base: Settings, streams: int, media: Path) -> dict[str, float]:
-    tag = uuid.uuid4().hex[:6]
-    settings = base.model_copy(update={"kafka": base.kafka.model_copy(update={
-        "media_topic": f"media-{tag}", "emotions_topic": f"emotions-{tag}", "deadletter_topic": f"dead-{tag}",
-        "group_id": f"bench-{tag}"})})
-    ensure_topics(settings.kafka)
-    names = {f"s{i}" for i in range(streams)}
-    metrics = Metrics()
-    job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
-    stop = threading.Event()
-    runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: names <= s.ended_streams})
-    runner.start()
-    time.sleep(5)  # the pipeline's actors start before the media does, as in a running deployment
-    lags: list[float] = []
+def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: str) -> dict[str, object]:
+    """Publish `streams` copies of `media` at once, in real time, to the running job; wait for all of them."""
+    names = {f"{tag}-s{i}" for i in range(streams)}
     publishers = [threading.Thread(target=publish, args=(media, name, settings), kwargs={"realtime": True})
                   for name in sorted(names)]
+    stage_before = _stage_totals(job.metrics)
+    lags: list[float] = []
     started = time.monotonic()
     for thread in publishers:
         thread.start()
-    while runner.is_alive() and time.monotonic() - started < 600:
-        lags.append(sum(sample.value for family in metrics.lag.collect() for sample in family.samples))
-        runner.join(timeout=1.0)
-    stop.set()
-    runner.join()
-    latencies = list(job.latencies)
+    while not names <= job.stats.ended_streams and time.monotonic() - started < 600:
+        lags.append(sum(sample.value for family in job.metrics.lag.collect() for sample in family.samples))
+        time.sleep(1.0)
+    latencies = [latency for stream, latency in job.latencies if stream in names]
     half = len(latencies) // 2
     drift = statistics.median(latencies[half:]) - statistics.median(latencies[:half]) if half else float("nan")
-    return {"streams": streams, "events": len(latencies), "p50": percentile(latencies, 0.5),
-            "p95": percentile(latencies, 0.95), "drift": drift, "max_lag": max(lags, default=0.0),
-            "wall": time.monotonic() - started}
+    stage_after = _stage_totals(job.metrics)
+    stages = {k: (stage_after[k][0] - stage_before.get(k, (0, 0))[0]) / (stage_after[k][1] - stage_before.get(k, (0, 0))[1])
+              for k in stage_after if stage_after[k][1] > stage_before.get(k, (0, 0))[1]}
+    return {"events": len(latencies), "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
+            "drift": drift, "max_lag": max(lags, default=0.0), "stages": stages}
+
+
+def _stage_totals(metrics: Metrics) -> dict[str, tuple[float, float]]:
+    sums, counts = {}, {}
+    for family in metrics.stage.collect():
+        for sample in family.samples:
+            if sample.name.endswith("_sum"):
+                sums[sample.labels["stage"]] = sample.value
+            elif sample.name.endswith("_count"):
+                counts[sample.labels["stage"]] = sample.value
+    return {k: (sums[k], counts.get(k, 0.0)) for k in sums}
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--streams", default="1,2,4,8", help="comma-separated numbers of concurrent streams")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs for the local Ray instance")
+    parser.add_argument("--segment-seconds", type=float, default=0.5,
+                        help="media per segment (default 0.5: telephony audio is sent in small chunks; latency "
+                             "cannot be lower than a segment)")
     args = parser.parse_args()
     import ray
 
@@ -83,20 +87,31 @@ def main() -> None:
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(free_port(), Path(tmp) / "broker") as broker:
         media = speech_track(sorted(SPEECH.glob("*.wav"))[:3], Path(tmp) / "talk.wav")
-        settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4},
-                                 serve={"port": free_port()})
+        settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "partitions": 4, "group_id": "bench"},
+                                 serve={"port": free_port()}, ingest={"segment_seconds": args.segment_seconds})
         ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
         deploy(settings)
-        print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, streams of read speech published in real time")
-        print("streams  events  p50_s  p95_s  drift_s  max_lag  real_time")
+        print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, streams of read speech published in real time "
+              f"in {args.segment_seconds:g} s segments")
+        ensure_topics(settings.kafka)
+        job = LiveJob(settings, serve_scorer(settings.live.serve_app), Metrics())
+        stop = threading.Event()
+        runner = threading.Thread(target=job.run, kwargs={"stop": stop})
+        runner.start()
+        warm = run_load(job, settings, 1, media, "warm")  # models load on first use in the actors: not counted
+        print(f"warm-up stream: p50 {warm['p50']:.2f} s (first use of every model)")
+        print("streams  events  p50_s  p95_s  drift_s  max_lag  real_time  mean stage seconds")
         sustained = 0
         for streams in (int(n) for n in args.streams.split(",")):
-            r = run_load(settings, streams, media)
+            r = run_load(job, settings, streams, media, f"load{streams}")
             real_time = r["p95"] <= 1.5 and not r["drift"] > 0.5
             sustained = streams if real_time else sustained
+            stages = " ".join(f"{k} {v:.3f}" for k, v in r["stages"].items())
             print(f"{streams:7d}  {r['events']:6d}  {r['p50']:5.2f}  {r['p95']:5.2f}  {r['drift']:+7.2f}  {r['max_lag']:7.0f}  "
-                  f"{'yes' if real_time else 'no'}", flush=True)
+                  f"{'yes' if real_time else 'no ':9s}  {stages}", flush=True)
         print(f"largest load that stayed real time: {sustained} streams")
+        stop.set()
+        runner.join()
         ray.shutdown()
 
 

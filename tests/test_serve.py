@@ -96,3 +96,27 @@ def test_serve_config_files_are_generated_from_the_app() -> None:
     names = {d["name"] for d in cluster["applications"][0]["deployments"]}
     assert names == {"Ingress", "SegmentPerception", "AudioEncoder", "TextEncoder", "EmotionModel"}
     assert cluster["applications"][0]["args"] == {"profile": "cluster"}
+
+
+def test_an_llm_preset_is_served_with_generation(server: str, tmp_path_factory: pytest.TempPathFactory) -> None:
+    """The emotion-model deployment serves any preset: here the tiny LLM one (random weights), as a second app."""
+    from ray import serve
+
+    from emostream.models.presets import tiny
+    from emostream.serve.app import build_app
+
+    folder = tmp_path_factory.mktemp("tiny-llm")
+    tiny(llm=True).save_pretrained(folder)
+    serve.run(build_app({"serve": {"bearer_token": TOKEN, "model": str(folder)}}), name="emostream-llm", route_prefix="/llm")
+    try:
+        status, info = call(f"{server}/llm/v1/model")
+        assert status == 200 and info["llm"] is True and info["name"] == "emostream-ravdess8"
+        features = {"stream_id": "call-3", "speaker": "agent", "start": 0.5, "end": 2.0, "transcript": "sure, one moment",
+                    "prosody": [150.0, 4.0, 1.0, -22.0, 12.0, 4.0, 1.0, 0.2, 0.5, 0.02, 0.1], "audio_embedding": [0.1] * 768}
+        status, event = call(f"{server}/llm/v1/score", json.dumps(features).encode(), content_type="application/json")
+        assert status == 200, event
+        parsed = UtteranceEmotionEvent.model_validate(event)
+        assert parsed.model.name == "emostream-ravdess8" and parsed.explanation
+        assert isinstance(parsed.open_vocabulary, list)  # parsed from the generation (random words for random weights)
+    finally:
+        serve.delete("emostream-llm")

@@ -102,7 +102,7 @@ class LiveJob:
         self.metrics = metrics or Metrics()
         self.group_id = group_id or settings.kafka.group_id
         self.stats = JobStats()
-        self.latencies: deque[float] = deque(maxlen=100_000)  # end-to-end seconds of the latest events (benchmarks)
+        self.latencies: deque[tuple[str, float]] = deque(maxlen=100_000)  # (stream, end-to-end seconds) of recent events
         self.producer = make_producer(settings.kafka)
         self.committer = make_consumer(settings.kafka, group_id=self.group_id)
         self._lock = threading.Lock()  # offsets and stats, shared with the scorer threads
@@ -221,6 +221,8 @@ class LiveJob:
         if row["kind"] == TICK:
             return
         self.metrics.stage.labels("decode").observe(row["decode_seconds"])
+        # sent by the producer → here, through Kafka, the read task, the perception actor and Ray Data's queues
+        self.metrics.stage.labels("ingest").observe(max(0.0, time.time() - row["timestamp_ms"] / 1000))
         self.read_up_to[tp] = row["offset"] + 1
         with self._lock:
             self.offsets.add(tp, row["offset"])
@@ -315,7 +317,7 @@ class LiveJob:
             self.metrics.stream_utterances.labels(job.stream_id, event["label"]).inc()
             latency = max(0.0, time.time() - wall_end)
             self.metrics.latency.observe(latency)
-            self.latencies.append(latency)
+            self.latencies.append((job.stream_id, latency))
         self.metrics.stage.labels("produce").observe(time.perf_counter() - started)
         with self._lock:
             for held in job.release:
