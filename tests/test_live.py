@@ -26,9 +26,10 @@ from emostream.contracts import UtteranceEmotionEvent
 from emostream.ingest.publish import publish
 from emostream.ingest.synthetic import mux_files, speech_track
 from emostream.kafka.broker import free_port
-from emostream.kafka.clients import consumer
+from emostream.kafka.clients import consumer, producer
 from emostream.metrics import Metrics, serve_metrics
 from emostream.settings import Settings, load_settings
+from tests.kafka_helpers import read_topic
 
 pytestmark = pytest.mark.broker  # starts Ray: loopback-only namespace
 
@@ -158,14 +159,24 @@ def test_every_utterance_once_in_order_with_speakers_and_metrics(cluster: str, s
     assert scraped['emostream_stage_seconds_count{stage="score"}'] > 0
 
 
-def test_only_configured_roles_are_scored(cluster: str, settings: Settings, media: dict[str, Path]) -> None:
+def test_only_configured_roles_are_scored_and_bad_input_is_dead_lettered(cluster: str, settings: Settings,
+                                                                         media: dict[str, Path]) -> None:
     settings = settings.model_copy(update={"live": settings.live.model_copy(update={"score_roles": ("customer",)})})
     metrics = Metrics()
+    out = producer(settings.kafka)
+    corrupt = [("emostream-stream-id", b"junk"), ("emostream-seq", b"0"), ("emostream-start", b"0"),
+               ("emostream-content-type", b"video/mp2t")]
+    out.send(settings.kafka.media_topic, key=b"junk", value=bytes(range(256)) * 40, headers=corrupt)
+    out.send(settings.kafka.media_topic, key=b"junk", value=b"no headers at all", headers=[])
+    out.flush()
     publish(media["call"], "call", settings, channels=CHANNELS["call"])
-    run_job(settings, {"call"}, metrics)
+    job = run_job(settings, {"call"}, metrics)
     events = emotions(settings)
-    assert [e["speaker"]["role"] for e in events] == ["customer"]
+    assert [e["speaker"]["role"] for e in events] == ["customer"]  # the agent's utterance was never scored
     assert metrics.skipped.labels("role")._value.get() == 1
+    letters = read_topic(settings, settings.kafka.deadletter_topic, expect=2)
+    assert sorted(letter["reason"] for letter in letters) == ["bad_headers", "corrupt_segment"]
+    assert job.stats.dead_letters == 2 and metrics.errors.labels("corrupt_segment")._value.get() == 1
 
 
 def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Settings, media: dict[str, Path],
