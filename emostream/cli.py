@@ -230,22 +230,27 @@ def _ray_connect(address: str | None, cpus: int | None) -> None:
         _ray_local(cpus)
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    import signal
-
+def _live_job(settings: Settings, profile: str = "local"):  # type: ignore[no-untyped-def]
+    """The live job on the connected Ray: the Serve app deployed if absent, the metrics endpoint up."""
     from emostream.live.job import LiveJob, serve_scorer
     from emostream.metrics import Metrics, serve_metrics
     from emostream.serve.app import deploy
 
-    settings = _settings(args)
-    _ray_connect(args.address, args.cpus)
-    deploy(settings, args.profile)
+    deploy(settings, profile)
     metrics = Metrics()
     serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
+    return LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    import signal
+
+    settings = _settings(args)
+    _ray_connect(args.address, args.cpus)
+    job = _live_job(settings, args.profile)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
     print(f"live job: {settings.kafka.media_topic} → {settings.kafka.emotions_topic} at {settings.kafka.bootstrap_servers} "
           f"(group {settings.kafka.group_id}); metrics on {settings.live.metrics_host}:{settings.live.metrics_port}", flush=True)
     stats = job.run(stop)
@@ -431,10 +436,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from emostream.ingest.publish import publish
     from emostream.ingest.segmenter import probe
     from emostream.kafka.broker import EmbeddedBroker
-    from emostream.live.job import LiveJob, serve_scorer
-    from emostream.metrics import Metrics, serve_metrics
     from emostream.report import write_report
-    from emostream.serve.app import deploy
 
     settings = load_settings(args.config, kafka={"bootstrap_servers": f"127.0.0.1:{args.port}", "group_id": "emostream-demo"},
                              serve={"port": args.serve_port}, live={"metrics_port": args.metrics_port})
@@ -447,13 +449,10 @@ def cmd_demo(args: argparse.Namespace) -> int:
                   "(the embedded default, lite trained on RAVDESS speech)", flush=True)
             _ray_local(args.cpus)
             try:
-                deploy(settings)
-                metrics = Metrics()
-                serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
+                job = _live_job(settings)
                 print(f"   HTTP API on http://127.0.0.1:{args.serve_port}/docs, metrics on "
                       f"http://127.0.0.1:{args.metrics_port}/metrics", flush=True)
                 stop = threading.Event()
-                job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
                 runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: "demo" in s.ended_streams},
                                           name="emostream-live-job")
                 runner.start()
@@ -487,6 +486,13 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
 
 # -- parser --------------------------------------------------------------------------------------
+
+
+def _add_cluster_options(command: argparse.ArgumentParser) -> None:
+    """Where a Ray job runs and which Kafka it talks to (`run`, `backfill`)."""
+    command.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to read and write (default: from settings)")
+    command.add_argument("--address", metavar="ADDR", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
+    command.add_argument("--cpus", type=int, metavar="N", help="CPUs for a local Ray instance (default: all)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -562,9 +568,7 @@ def build_parser() -> argparse.ArgumentParser:
                                           "through the Ray Serve app (deployed if it is not running) and write one event "
                                           "per utterance to the emotions topic. Stops on SIGINT/SIGTERM; a restart "
                                           "resumes from the last commit.")
-    run.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka to read and write (default: from settings)")
-    run.add_argument("--address", metavar="ADDR", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
-    run.add_argument("--cpus", type=int, metavar="N", help="CPUs for a local Ray instance (default: all)")
+    _add_cluster_options(run)
     run.add_argument("--profile", default="local", choices=["local", "cluster"],
                      help="Serve replicas and resources if the job deploys the app (default: local)")
     run.set_defaults(func=cmd_run)
@@ -580,9 +584,7 @@ def build_parser() -> argparse.ArgumentParser:
     backfill.add_argument("--channels", metavar="ROLES", help="files: role of each audio channel, e.g. agent,customer")
     backfill.add_argument("--to", default="jsonl", choices=["kafka", "jsonl", "parquet"], help="where events go (default: jsonl)")
     backfill.add_argument("--out", metavar="FILE", help="output file for jsonl or parquet")
-    backfill.add_argument("--bootstrap-servers", metavar="HOST:PORT", help="Kafka (default: from settings)")
-    backfill.add_argument("--address", metavar="ADDR", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
-    backfill.add_argument("--cpus", type=int, metavar="N", help="CPUs for a local Ray instance (default: all)")
+    _add_cluster_options(backfill)
     backfill.add_argument("--perception-actors", type=int, default=1, metavar="N",
                           help="parallel per-segment perception actors (default: 1)")
     backfill.set_defaults(func=cmd_backfill)

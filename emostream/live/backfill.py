@@ -23,7 +23,7 @@ import ray
 
 from emostream.ingest.publish import end_of_stream_headers, segment_headers
 from emostream.ingest.segmenter import probe, segment_file
-from emostream.live.sessions import owner
+from emostream.live.sessions import owner, with_roles
 from emostream.live.source import RECORD
 from emostream.live.stages import REJECTED, SEGMENT, SegmentStage, perceived
 from emostream.settings import Settings
@@ -111,8 +111,7 @@ class StreamScorer:
         return self._score(bundles)
 
     def _score(self, bundles: list[Any]) -> list[dict[str, Any]]:
-        roles = self.settings.live.score_roles
-        bundles = [b for b in bundles if not roles or b.role in roles]
+        bundles = with_roles(bundles, self.settings.live.score_roles)
         if not bundles:
             return []
         events = self.scorer.score(self.encoder(bundles), self.contexts)

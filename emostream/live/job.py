@@ -3,9 +3,9 @@
     KafkaMediaSource (endless read tasks, our offsets)
       → map_batches(SegmentStage)       per segment: check, decode, faces, prosody  (actor pool)
       → driver: per-stream seq order    (StreamOrderer; duplicates and late segments dead-lettered)
-      → SessionActor (stream hashed)    utterances, speakers, what media is still needed
+      → SessionActor (stream hashed)    utterances, speakers, face tracks
       → scorer threads (stream hashed)  Serve: ASR + audio, text, emotion model, with the stream's context
-      → emotions topic; offsets committed once every utterance that needs them is out
+      → emotions topic; offsets committed past a stream once it ended and all its events are out
 
 Delivery: a partition's commit never passes the first segment of a stream that is still open,
 and moves past an ended stream only once all of its events were sent (and the producer
@@ -37,14 +37,14 @@ from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 from ray.exceptions import RayActorError
 
-from emostream.contracts import DeadLetterEvent, SourceCoordinates, now_utc
+from emostream.contracts import DeadLetterEvent
 from emostream.ingest.consumer import OffsetTracker
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.kafka.clients import producer as make_producer
-from emostream.live.sessions import SessionActor, owner
+from emostream.live.sessions import SessionActor, owner, with_roles
 from emostream.live.source import TICK, KafkaMediaSource, media_partitions
-from emostream.live.stages import REJECTED, SegmentStage
+from emostream.live.stages import REJECTED, SegmentStage, dead_letter
 from emostream.metrics import Metrics
 from emostream.models.score import StreamContexts
 from emostream.perception.utterance import UtteranceBundle
@@ -142,8 +142,7 @@ class LiveJob:
         self.orderer: StreamOrderer[dict[str, Any]] = StreamOrderer(ingest.reorder_buffer, ingest.gap_timeout_seconds,
                                                                      ingest.stream_idle_seconds)
         self.offsets = OffsetTracker()
-        self.held: dict[str, deque[Held]] = defaultdict(deque)  # per stream, in seq order
-        self.recent: dict[str, deque[Held]] = defaultdict(lambda: deque(maxlen=64))  # for the latency clock
+        self.held: dict[str, deque[Held]] = defaultdict(deque)  # per open stream, in seq order
         self.highwater: dict[TopicPartition, int] = {}
         self.contexts: dict[str, StreamContexts] = {}
         self.unordered: dict[int, dict[int, dict[str, Any]]] = {}  # per read task: rows ahead of their turn
@@ -256,7 +255,6 @@ class LiveJob:
         self.metrics.stage.labels("perceive").observe(row["perceive_seconds"])
         held = Held(tp, row["offset"], row["start"], row["end"], row["timestamp_ms"])
         self.held[stream].append(held)
-        self.recent[stream].append(held)
         actor = self._actors[owner(stream, len(self._actors))]
         started = time.perf_counter()
         try:
@@ -271,19 +269,16 @@ class LiveJob:
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
         """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
-        release = list(self.held.pop(stream, ())) if ended else []
-        roles = self.live.score_roles
-        scored = [b for b in bundles if not roles or b.role in roles]
+        scored = with_roles(bundles, self.live.score_roles)
         if len(scored) < len(bundles):
             self.metrics.skipped.labels("role").inc(len(bundles) - len(scored))
-        job = ScoreJob(stream, scored, release, ended, [self._wall_end(stream, b.end) for b in scored])
-        self._scorers[owner(stream, len(self._scorers))].put(job)
-        if ended:
-            self.recent.pop(stream, None)
+        wall_ends = [self._wall_end(stream, b.end) for b in scored]
+        release = list(self.held.pop(stream, ())) if ended else []
+        self._scorers[owner(stream, len(self._scorers))].put(ScoreJob(stream, scored, release, ended, wall_ends))
 
     def _wall_end(self, stream: str, end: float) -> float:
         """Wall-clock time at which the stream's media reached `end` (from the sending time of its segment)."""
-        for held in reversed(self.recent.get(stream, ())):
+        for held in reversed(self.held.get(stream, ())):
             if held.start <= end <= held.end + 1e-6:
                 return held.sent_ms / 1000 - (held.end - end)
         return time.time()
@@ -406,10 +401,8 @@ class _Scorer:
 
 
 def _rejected(row: dict[str, Any], rejection: Rejection) -> DeadLetterEvent:
-    return DeadLetterEvent(reason=rejection.reason, detail=rejection.detail,
-                           source=SourceCoordinates(topic=row["topic"], partition=row["partition"], offset=row["offset"]),
-                           stream_id=row["stream_id"], seq=row["seq"], key=row["stream_id"],
-                           value_bytes=len(row["payload"] or b""), produced_at=now_utc())
+    """A perceived row refused by the orderer (duplicate, too late, after the end)."""
+    return dead_letter(rejection, row, row["stream_id"], row["seq"], row["stream_id"], row["value_bytes"])
 
 
 def _json(event: dict[str, Any]) -> bytes:

@@ -23,6 +23,11 @@ def owner(stream_id: str, actors: int) -> int:
     return zlib.crc32(stream_id.encode()) % actors
 
 
+def with_roles(bundles: list[UtteranceBundle], roles: tuple[str, ...]) -> list[UtteranceBundle]:
+    """The bundles to score under `live.score_roles` (empty: all of them)."""
+    return [b for b in bundles if not roles or b.role in roles]
+
+
 @ray.remote(num_cpus=0.1, max_concurrency=1)
 class SessionActor:
     def __init__(self, settings_json: str) -> None:

@@ -84,7 +84,7 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
                 last_tick = now
                 rows = [{"kind": TICK, "topic": tp.topic, "partition": tp.partition, "offset": -1, "key": None,
                          "value": b"", "header_keys": [], "header_values": [], "timestamp_ms": int(time.time() * 1000),
-                         "highwater": consumer.highwater(tp) if consumer.highwater(tp) is not None else -1}
+                         "highwater": -1 if (high := consumer.highwater(tp)) is None else high}
                         for tp in assigned]
             for row in rows:
                 row["task"], row["index"] = task, index

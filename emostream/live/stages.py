@@ -41,16 +41,17 @@ SCHEMA = pa.schema([
     ("perceive_seconds", pa.float64()),
     ("task", pa.int32()),
     ("index", pa.int64()),
+    ("value_bytes", pa.int64()),  # size of the record's value, for dead letters
 ])
 
 
-def dead_letter(rejection: Rejection | RecordRejection, row: dict[str, Any], stream_id: str | None,
-                seq: int | None) -> DeadLetterEvent:
-    key = row["key"].decode(errors="replace") if row.get("key") else None
+def dead_letter(rejection: Rejection | RecordRejection, row: dict[str, Any], stream_id: str | None, seq: int | None,
+                key: str | None, value_bytes: int) -> DeadLetterEvent:
+    """The dead-letter event of a record or perceived row (`row` gives its topic, partition and offset)."""
     return DeadLetterEvent(
         reason=rejection.reason, detail=rejection.detail,
         source=SourceCoordinates(topic=row["topic"], partition=row["partition"], offset=row["offset"]),
-        stream_id=stream_id, seq=seq, key=key, value_bytes=len(row["value"] or b""), produced_at=now_utc(),
+        stream_id=stream_id, seq=seq, key=key, value_bytes=value_bytes, produced_at=now_utc(),
     )
 
 
@@ -75,14 +76,14 @@ class SegmentStage:
         out: dict[str, Any] = {name: row.get(name) for name in ("topic", "partition", "offset", "timestamp_ms", "highwater",
                                                                    "task", "index")}
         out.update(kind=TICK, stream_id=None, seq=None, end_of_stream=False, start=None, end=None, payload=b"",
-                   frames=0, faces=0, decode_seconds=0.0, perceive_seconds=0.0)
+                   frames=0, faces=0, decode_seconds=0.0, perceive_seconds=0.0, value_bytes=len(row["value"] or b""))
         if row["kind"] == TICK:
             return out
         checked = validate_record(row["topic"], row["partition"], row["offset"], row["key"], row["value"],
                                   list(zip(row["header_keys"], row["header_values"], strict=True)),
                                   self.settings.kafka.max_message_bytes)
         if isinstance(checked, RecordRejection):
-            event = dead_letter(checked, row, checked.stream_id, checked.seq)
+            event = self._dead_letter(checked, row, checked.stream_id, checked.seq)
             return {**out, "kind": REJECTED, "stream_id": checked.stream_id, "payload": event.model_dump_json().encode()}
         headers = checked.headers
         out.update(stream_id=headers.stream_id, seq=headers.seq, end_of_stream=headers.end_of_stream,
@@ -91,7 +92,7 @@ class SegmentStage:
         try:
             segment = decode_message(checked, self.settings.ingest)
         except DecodeError as error:
-            event = dead_letter(decode_rejection(error), row, headers.stream_id, headers.seq)
+            event = self._dead_letter(decode_rejection(error), row, headers.stream_id, headers.seq)
             return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}
         out["decode_seconds"] = time.perf_counter() - started
         started = time.perf_counter()
@@ -99,9 +100,15 @@ class SegmentStage:
             result = self.perceiver(segment)
         except Exception as error:  # a failing model loses this segment, never the stream  # noqa: BLE001
             rejection = Rejection(DeadLetterReason.PROCESSING_ERROR, f"{type(error).__name__}: {error}")
-            event = dead_letter(rejection, row, headers.stream_id, headers.seq)
+            event = self._dead_letter(rejection, row, headers.stream_id, headers.seq)
             return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}
         out["perceive_seconds"] = time.perf_counter() - started
         analysed = result.faces.analysed if result.faces is not None else ()
         return {**out, "kind": SEGMENT, "end": result.end, "payload": pickle.dumps(result, protocol=5),
                 "frames": len(analysed), "faces": sum(len(frame.faces) for frame in analysed)}
+
+    @staticmethod
+    def _dead_letter(rejection: Rejection | RecordRejection, record: dict[str, Any], stream_id: str | None,
+                     seq: int | None) -> DeadLetterEvent:
+        key = record["key"].decode(errors="replace") if record.get("key") else None
+        return dead_letter(rejection, record, stream_id, seq, key, len(record["value"] or b""))

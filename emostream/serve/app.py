@@ -163,10 +163,6 @@ class Ingress:
         if token and request.headers.get("authorization") != f"Bearer {token}":
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
-    async def _score(self, bundles: list[Any]) -> list[dict[str, Any]]:
-        events, _ = await self.score_bundles(bundles)
-        return events
-
     async def score_bundles(self, bundles: list[Any], contexts: Any = None) -> tuple[list[dict[str, Any]], Any]:
         """Encode and score utterance bundles (the live job calls this through a handle, with its streams'
         `StreamContexts`); the events and the contexts after them."""
@@ -217,7 +213,8 @@ class Ingress:
                     bundles += session.push(perceived) if perceived is not None else session.flush()
             except (MediaError, DecodeError, ValueError) as error:
                 raise HTTPException(status_code=422, detail=f"cannot read the upload: {error}") from error
-        return await self._score(bundles)
+        events, _ = await self.score_bundles(bundles)
+        return events
 
     @api.post("/v1/score", response_model=UtteranceEmotionEvent)
     async def score(self, request: Request, features: UtteranceFeatures) -> dict[str, Any]:
