@@ -119,7 +119,8 @@ class VoiceSettings(_Section):
 
     vad_onset: float = Field(0.5, gt=0, lt=1)  # speech probability at which speech starts (or resumes after a pause)
     vad_offset: float = Field(0.35, gt=0, lt=1)  # ... and below which it pauses
-    merge_gap_seconds: float = Field(0.5, ge=0)  # pauses shorter than this stay inside one utterance
+    merge_gap_seconds: float = Field(0.3, ge=0)  # pauses shorter than this stay inside one utterance
+    min_resume_seconds: float = Field(0.25, ge=0)  # speech in a pause counts once it lasts this long (VAD blips do not)
     min_utterance_seconds: float = Field(0.4, ge=0)  # shorter utterances (coughs, clicks) are dropped
     max_utterance_seconds: float = Field(15.0, gt=1, le=30)  # longer speech is cut (Whisper hears at most 30 s)
     diarize: bool = True  # tell speakers apart by voice when one audio channel carries several
@@ -167,7 +168,7 @@ class LiveSettings(_Section):
     block_bytes: int = Field(1, ge=1)
     poll_seconds: float = Field(0.1, gt=0)  # Kafka poll timeout of the read tasks
     commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
-    max_in_flight: int = Field(64, ge=1)  # utterances being scored at once; ingestion waits beyond this
+    max_in_flight: int = Field(64, ge=1)  # score calls queued or running (streams in parallel); ingestion waits beyond
     score_roles: tuple[str, ...] = ()  # score only speakers with these roles (e.g. "customer"); empty scores everyone
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint

@@ -35,6 +35,24 @@ def test_hysteresis_merging_and_minimum_length() -> None:
     assert cut([0.9] * 2 + [0.1] * 20) == []
 
 
+def test_a_short_vad_blip_in_a_pause_neither_joins_nor_holds_the_utterance() -> None:
+    s = FRAME_SECONDS
+    speech, blip = [0.9] * 20, [0.1] * 4 + [0.7] * 4 + [0.1] * 20  # a 128 ms blip 128 ms into the pause
+    # without min_resume the blip joins the utterance (its end moves to the blip's end)
+    assert cut(speech + blip, merge_gap=0.3) == [Span(pytest.approx(0.0), pytest.approx(28 * s))]
+    # with it, the utterance ends at its speech and closes once the blip is over
+    cutter = UtteranceCutter(0.5, 0.35, 0.3, 0.1, 5.0, min_resume=0.25)
+    probabilities = np.array(speech + blip)
+    closed = cutter.push(np.arange(len(probabilities)) * s, probabilities)
+    assert closed == [Span(pytest.approx(0.0), pytest.approx(20 * s))]
+    # speech that lasts min_resume after a short pause continues the utterance
+    spans = cut(speech + [0.1] * 4 + [0.9] * 12 + [0.1] * 20, merge_gap=0.3, min_resume=0.25)
+    assert spans == [Span(pytest.approx(0.0), pytest.approx(36 * s))]
+    # and speech that resumes after a long pause starts the next utterance where it began
+    spans = cut(speech + [0.1] * 12 + [0.9] * 12 + [0.1] * 20, merge_gap=0.3, min_resume=0.25)
+    assert spans == [Span(pytest.approx(0.0), pytest.approx(20 * s)), Span(pytest.approx(32 * s), pytest.approx(44 * s))]
+
+
 def test_forced_cut_and_emission_before_the_stream_ends() -> None:
     cutter = UtteranceCutter(0.5, 0.35, 0.2, 0.1, max_seconds=1.0)
     times = np.arange(100) * FRAME_SECONDS  # 3.2 s of unbroken speech

@@ -167,7 +167,8 @@ class StreamSession:
 
     def _new_channel(self, index: int) -> _Channel:
         v = self.voice
-        cutter = UtteranceCutter(v.vad_onset, v.vad_offset, v.merge_gap_seconds, v.min_utterance_seconds, v.max_utterance_seconds)
+        cutter = UtteranceCutter(v.vad_onset, v.vad_offset, v.merge_gap_seconds, v.min_utterance_seconds, v.max_utterance_seconds,
+                                 v.min_resume_seconds)
         channel = self._channels[index] = _Channel(cutter)
         return channel
 

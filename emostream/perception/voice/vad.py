@@ -9,8 +9,11 @@ up to 0.95 on real speech, so VAD is per-stream state, not per-segment work.
 
 `UtteranceCutter` turns probabilities into utterances with hysteresis: speech
 starts when the probability reaches `vad_onset`, pauses when it falls below
-`vad_offset`; pauses shorter than `merge_gap_seconds` are bridged; an
-utterance longer than `max_utterance_seconds` is cut; shorter than
+`vad_offset`; pauses shorter than `merge_gap_seconds` are bridged; speech
+that resumes in a pause counts only once it lasts `min_resume_seconds`
+(Silero fires for 0.1-0.2 s on a click, a breath or a change of background
+noise, and each such blip held the utterance open for another merge gap);
+an utterance longer than `max_utterance_seconds` is cut; shorter than
 `min_utterance_seconds` is dropped. An utterance is emitted as soon as the
 pause after it is long enough, not at the end of the stream.
 """
@@ -103,12 +106,14 @@ class Span:
 class UtteranceCutter:
     """Hysteresis over one channel's speech probabilities; emits utterances as soon as they close."""
 
-    def __init__(self, onset: float, offset: float, merge_gap: float, min_seconds: float, max_seconds: float) -> None:
+    def __init__(self, onset: float, offset: float, merge_gap: float, min_seconds: float, max_seconds: float,
+                 min_resume: float = 0.0) -> None:
         self.onset, self.offset = onset, offset
-        self.merge_gap, self.min_seconds, self.max_seconds = merge_gap, min_seconds, max_seconds
+        self.merge_gap, self.min_seconds, self.max_seconds, self.min_resume = merge_gap, min_seconds, max_seconds, min_resume
         self.start: float | None = None  # of the open utterance
         self.last_speech: float | None = None  # end of its last speech frame
-        self.speaking = False  # inside speech (continues while p >= offset) or in a pause (resumes at p >= onset)
+        self.speaking = False  # inside speech (continues while p >= offset) or in a pause
+        self.resume_at: float | None = None  # in a pause: start of speech that has not lasted min_resume yet
 
     def push(self, times: np.ndarray, probabilities: np.ndarray) -> list[Span]:
         closed: list[Span] = []
@@ -118,20 +123,36 @@ class UtteranceCutter:
                 if p >= self.onset:
                     self.start, self.last_speech, self.speaking = t, frame_end, True
                 continue
-            resumed = not self.speaking
-            self.speaking = p >= (self.offset if self.speaking else self.onset)
             if self.speaking:
-                if resumed and frame_end - self.start > self.max_seconds:
-                    # Speech resumes after a pause but would make the utterance too long: the pause ends it.
-                    closed += self._close()
-                    self.start, self.speaking = t, True
+                self.speaking = p >= self.offset
+            else:
+                closed += self._in_pause(t, p)
+            if self.speaking:
                 self.last_speech = frame_end
                 if frame_end - self.start >= self.max_seconds:  # forced cut; speech goes on in a new utterance
                     closed += self._close()
                     self.start, self.last_speech, self.speaking = frame_end, frame_end, True
-            elif frame_end - self.last_speech >= self.merge_gap:
+            elif self.resume_at is None and frame_end - self.last_speech >= self.merge_gap:
                 closed += self._close()
         return closed
+
+    def _in_pause(self, t: float, p: float) -> list[Span]:
+        """Speech resumes (p reaches onset, then stays over offset) only once it has lasted `min_resume`:
+        the short false alarms of the VAD in a pause (a click, a breath) neither hold the utterance open
+        nor join it."""
+        if self.resume_at is None and p >= self.onset:
+            self.resume_at = t
+        elif self.resume_at is not None and p < self.offset:
+            self.resume_at = None
+        if self.resume_at is None or t + FRAME_SECONDS - self.resume_at < self.min_resume:
+            return []
+        resumed_at, self.resume_at, self.speaking = self.resume_at, None, True
+        if t + FRAME_SECONDS - self.start > self.max_seconds:
+            # Speech resumes after a pause but would make the utterance too long: the pause ends it.
+            closed = self._close()
+            self.start, self.speaking = resumed_at, True
+            return closed
+        return []
 
     def flush(self) -> list[Span]:
         """Close the open utterance (end of stream, idle stream, or a gap in the audio)."""
@@ -139,6 +160,6 @@ class UtteranceCutter:
 
     def _close(self) -> list[Span]:
         span = Span(self.start, self.last_speech)
-        self.start = self.last_speech = None
+        self.start = self.last_speech = self.resume_at = None
         self.speaking = False
         return [span] if span.duration >= self.min_seconds else []
