@@ -15,7 +15,9 @@ STAGE_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
 BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 
 # stage label values of emostream_stage_seconds
-STAGES = ("ingest", "decode", "perceive", "session", "score", "produce")  # ingest: producer send → the job's driver
+# fetch: producer send → a read task has the record (Kafka); ingest: read task → the job's driver (Ray Data,
+# including decode and perceive in the actor pool)
+STAGES = ("fetch", "ingest", "decode", "perceive", "session", "score", "produce")
 
 
 class Metrics:

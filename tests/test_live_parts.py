@@ -47,3 +47,35 @@ def test_report_has_a_timeline_row_per_speaker_and_escapes_text() -> None:
                           event("agent", 6, "happy", "sure")])
     assert html.count("<rect") == 3 and "call · agent" in html and "call · customer" in html
     assert "<script>" not in html and "&lt;script&gt;" in html
+
+
+def test_stream_workers_run_streams_side_by_side_and_each_stream_in_order() -> None:
+    """Scoring: one stream's Serve call never waits for another stream's; a stream's jobs keep their order."""
+    import threading
+    import time
+
+    from emostream.live.job import ScoreJob, StreamWorkers
+
+    done: list[tuple[str, int]] = []
+    running: set[str] = set()
+    together = threading.Event()
+    lock = threading.Lock()
+
+    def handle(job: ScoreJob) -> None:
+        with lock:
+            running.add(job.stream_id)
+            if len(running) == 2:
+                together.set()
+        time.sleep(0.05)
+        with lock:
+            running.discard(job.stream_id)
+            done.append((job.stream_id, len(job.release)))
+
+    workers = StreamWorkers(handle, limit=8)
+    for n in range(4):
+        for stream in ("a", "b"):
+            workers.put(ScoreJob(stream, [], [None] * n, ended=False))  # type: ignore[list-item]
+    workers.join()
+    assert workers.idle() and together.is_set()
+    assert [n for s, n in done if s == "a"] == [0, 1, 2, 3] and [n for s, n in done if s == "b"] == [0, 1, 2, 3]
+    workers.stop()

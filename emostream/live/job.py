@@ -3,8 +3,8 @@
     KafkaMediaSource (endless read tasks, our offsets)
       → map_batches(SegmentStage)       per segment: check, decode, faces, prosody  (actor pool)
       → driver: per-stream seq order    (StreamOrderer; duplicates and late segments dead-lettered)
-      → SessionActor (stream hashed)    utterances, speakers, face tracks
-      → scorer threads (stream hashed)  Serve: ASR + audio, text, emotion model, with the stream's context
+      → session threads → SessionActor  utterances, speakers, face tracks (one thread per actor, stream hashed)
+      → scorer threads (per stream)     Serve: ASR + audio, text, emotion model, with the stream's context
       → emotions topic; offsets committed past a stream once it ended and all its events are out
 
 Delivery: a partition's commit never passes the first segment of a stream that is still open,
@@ -29,13 +29,14 @@ import threading
 import time
 from collections import defaultdict, deque
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 import ray
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
-from ray.exceptions import RayActorError
+from ray.exceptions import RayActorError, RayTaskError
 
 from emostream.contracts import DeadLetterEvent
 from emostream.ingest.consumer import OffsetTracker
@@ -52,6 +53,7 @@ from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
 
+EXECUTOR_WAIT_SECONDS = 0.02  # Ray Data's executor step (see _shorten_executor_wait)
 MAX_ENDED_IN_METADATA = 40  # ended streams named per partition in the commit metadata (Kafka allows ~4 KB)
 
 
@@ -77,6 +79,16 @@ class ScoreJob:
     release: list[Held]  # offsets done once the bundles' events are sent
     ended: bool  # the stream ended with this job: forget its context
     wall_end: list[float] = field(default_factory=list)  # per bundle: wall clock of the utterance's end
+
+
+@dataclass(frozen=True)
+class SessionPush:
+    stream_id: str
+    payload: bytes  # the pickled PerceivedSegment
+    ended: bool
+
+
+FLUSH_IDLE = None  # a session thread's item: flush the actor's idle streams
 
 
 @dataclass
@@ -107,14 +119,20 @@ class LiveJob:
         self.committer = make_consumer(settings.kafka, group_id=self.group_id)
         self._lock = threading.Lock()  # offsets and stats, shared with the scorer threads
         self._actors: list[Any] = []
-        self._scorers: list[_Scorer] = []
+        self._lost: str | None = None  # why the session actors' state is gone (set by a session thread)
+        self._sessions: list[_Worker[SessionPush | None]] = []
+        self._scorers = StreamWorkers(self._score_job, self.live.max_in_flight)
         self._reset()
 
     # -- the loop ------------------------------------------------------------------------------
 
     def run(self, stop: threading.Event | None = None, until: Callable[[JobStats], bool] | None = None) -> JobStats:
         stop = stop or threading.Event()
-        self._scorers = [_Scorer(self, i) for i in range(max(1, self.live.session_actors * 2))]
+        # Session calls run off the driver's loop, one thread per actor (in parallel across actors; a
+        # stream's in order): a push that closes an utterance embeds its voice (~0.1 s) and must not hold
+        # up the other streams' segments.
+        self._sessions = [_Worker(f"emostream-session-{i}", lambda item, i=i: self._push(i, item), self.live.max_in_flight)
+                          for i in range(self.live.session_actors)]
         try:
             while not stop.is_set():
                 try:
@@ -129,8 +147,8 @@ class LiveJob:
         finally:
             self._drain()
             self._commit()
-            for scorer in self._scorers:
-                scorer.stop()
+            for worker in [*self._sessions, self._scorers]:
+                worker.stop()
             for actor in self._actors:
                 ray.kill(actor)
             self.producer.close()
@@ -152,6 +170,7 @@ class LiveJob:
         self.skip = self._ended_before_commit()
         for actor in self._actors:
             ray.kill(actor)
+        self._lost = None
         blob = self.settings.model_dump_json()
         self._actors = [SessionActor.options(name=f"emostream-session-{self.group_id}-{i}").remote(blob)  # type: ignore[attr-defined]
                         for i in range(self.live.session_actors)]
@@ -172,6 +191,7 @@ class LiveJob:
         context = DataContext.get_current()
         context.target_max_block_size = self.live.block_bytes
         context.enable_progress_bars = False
+        _shorten_executor_wait()
         live = self.live
         source = KafkaMediaSource(self.settings.kafka, self.group_id, live.source_tasks, live.poll_seconds)
         ds = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
@@ -190,7 +210,10 @@ class LiveJob:
                 if now - last_idle >= 1.0:
                     last_idle = now
                     self._apply(self.orderer.tick())
-                    self._flush_idle()
+                    for worker in self._sessions:
+                        worker.put(FLUSH_IDLE)
+                if self._lost is not None:
+                    raise SessionLost(self._lost)
                 if now - last_commit >= self.live.commit_seconds:
                     last_commit = now
                     self._commit()
@@ -220,8 +243,8 @@ class LiveJob:
         if row["kind"] == TICK:
             return
         self.metrics.stage.labels("decode").observe(row["decode_seconds"])
-        # sent by the producer → here, through Kafka, the read task, the perception actor and Ray Data's queues
-        self.metrics.stage.labels("ingest").observe(max(0.0, time.time() - row["timestamp_ms"] / 1000))
+        self.metrics.stage.labels("fetch").observe(max(0.0, (row["read_ms"] - row["timestamp_ms"]) / 1000))
+        self.metrics.stage.labels("ingest").observe(max(0.0, time.time() - row["read_ms"] / 1000))
         self.read_up_to[tp] = row["offset"] + 1
         with self._lock:
             self.offsets.add(tp, row["offset"])
@@ -253,28 +276,47 @@ class LiveJob:
         self.metrics.frames.inc(row["frames"])
         self.metrics.faces.inc(row["faces"])
         self.metrics.stage.labels("perceive").observe(row["perceive_seconds"])
-        held = Held(tp, row["offset"], row["start"], row["end"], row["timestamp_ms"])
-        self.held[stream].append(held)
-        actor = self._actors[owner(stream, len(self._actors))]
+        with self._lock:
+            self.held[stream].append(Held(tp, row["offset"], row["start"], row["end"], row["timestamp_ms"]))
+            self.metrics.streams.set(len(self.held))
+        self._sessions[owner(stream, len(self._sessions))].put(SessionPush(stream, row["payload"], row["end_of_stream"]))
+
+    def _push(self, index: int, item: SessionPush | None) -> None:
+        """Session thread `index`: a segment to its actor (or FLUSH_IDLE), and the utterances closed to scoring."""
+        if self._lost is not None:
+            return  # the pipeline is being rebuilt from the last commit: what is queued replays
         started = time.perf_counter()
         try:
-            bundles: list[UtteranceBundle] = ray.get(actor.push.remote(row["payload"]))
-        except RayActorError as error:
-            raise SessionLost(f"session actor of stream {stream!r} died") from error
+            if item is FLUSH_IDLE:
+                flushed: dict[str, list[UtteranceBundle]] = ray.get(self._actors[index].flush_idle.remote())
+            else:
+                bundles: list[UtteranceBundle] = ray.get(self._actors[index].push.remote(item.payload))
+        except RayActorError:
+            self._lost = f"session actor {index} died"
+            return
+        except RayTaskError:  # a bug met by this segment: it is lost, not the stream or the job
+            log.exception("session actor %d failed on %s", index, "idle flush" if item is FLUSH_IDLE else item.stream_id)
+            self.metrics.errors.labels("session_failed").inc()
+            return
+        if item is FLUSH_IDLE:
+            for stream, closing in flushed.items():
+                log.info("stream %s went idle: closing it", stream)
+                self._submit(stream, closing, ended=True)
+            return
         self.metrics.stage.labels("session").observe(time.perf_counter() - started)
         with self._lock:
             self.stats.segments += 1
-        self._submit(stream, bundles, row["end_of_stream"])
-        self.metrics.streams.set(len(self.held))
+        self._submit(item.stream_id, bundles, item.ended)
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
         """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
         scored = with_roles(bundles, self.live.score_roles)
         if len(scored) < len(bundles):
             self.metrics.skipped.labels("role").inc(len(bundles) - len(scored))
-        wall_ends = [self._wall_end(stream, b.end) for b in scored]
-        release = list(self.held.pop(stream, ())) if ended else []
-        self._scorers[owner(stream, len(self._scorers))].put(ScoreJob(stream, scored, release, ended, wall_ends))
+        with self._lock:
+            wall_ends = [self._wall_end(stream, b.end) for b in scored]
+            release = list(self.held.pop(stream, ())) if ended else []
+        self._scorers.put(ScoreJob(stream, scored, release, ended, wall_ends))
 
     def _wall_end(self, stream: str, end: float) -> float:
         """Wall-clock time at which the stream's media reached `end` (from the sending time of its segment)."""
@@ -283,24 +325,33 @@ class LiveJob:
                 return held.sent_ms / 1000 - (held.end - end)
         return time.time()
 
-    def _flush_idle(self) -> None:
-        try:
-            flushed = ray.get([actor.flush_idle.remote() for actor in self._actors])
-        except RayActorError as error:
-            raise SessionLost("a session actor died") from error
-        for streams in flushed:
-            for stream, bundles in streams.items():
-                log.info("stream %s went idle: closing it", stream)
-                self._submit(stream, bundles, ended=True)
-
     def _idle(self) -> bool:
-        return all(scorer.idle() for scorer in self._scorers)
+        return all(worker.idle() for worker in [*self._sessions, self._scorers])
 
     def _drain(self) -> None:
-        for scorer in self._scorers:
-            scorer.join()
+        for worker in [*self._sessions, self._scorers]:  # sessions first: they hand utterances to the scorers
+            worker.join()
 
     # -- output ---------------------------------------------------------------------------------
+
+    def _score_job(self, job: ScoreJob) -> None:
+        """Scorer thread: a stream's closed utterances through the scorer with its context, then out."""
+        try:
+            contexts = self.contexts.setdefault(job.stream_id, StreamContexts())
+            events: list[dict[str, Any]] = []
+            if job.bundles:
+                started = time.perf_counter()
+                events, contexts = self.score(job.bundles, contexts)
+                self.contexts[job.stream_id] = contexts
+                self.metrics.stage.labels("score").observe(time.perf_counter() - started)
+                self.metrics.batch.observe(len(job.bundles))
+        except Exception:  # a failed call loses these utterances' events, not the stream  # noqa: BLE001
+            log.exception("stream %s: scoring %d utterances failed", job.stream_id, len(job.bundles))
+            self.metrics.errors.labels("scoring_failed").inc()
+            job, events = ScoreJob(job.stream_id, [], job.release, job.ended), []
+        self.emit(job, events)
+        if job.ended:
+            self.contexts.pop(job.stream_id, None)
 
     def emit(self, job: ScoreJob, events: list[dict[str, Any]]) -> None:
         """Called by a scorer thread: send a job's events, then free its offsets."""
@@ -352,17 +403,20 @@ class LiveJob:
         self.committer.commit({tp: OffsetAndMetadata(offset, metadata[tp], -1) for tp, offset in points.items()})
 
 
-class _Scorer:
-    """A thread scoring the jobs of the streams hashed onto it, each stream's in order."""
+T = TypeVar("T")
 
-    def __init__(self, job: LiveJob, index: int) -> None:
-        self.job = job
-        self.queue: queue.Queue[ScoreJob | None] = queue.Queue(maxsize=job.live.max_in_flight)
-        self.thread = threading.Thread(target=self._loop, name=f"emostream-scorer-{index}", daemon=True)
+
+class _Worker(Generic[T]):
+    """A thread handling its items in order (one per session actor)."""
+
+    def __init__(self, name: str, handle: Callable[[T], None], maxsize: int) -> None:
+        self.handle = handle
+        self.queue: queue.Queue[tuple[T] | None] = queue.Queue(maxsize=maxsize)
+        self.thread = threading.Thread(target=self._loop, name=name, daemon=True)
         self.thread.start()
 
-    def put(self, job: ScoreJob) -> None:
-        self.queue.put(job)  # blocks when the scorer is behind: ingestion waits
+    def put(self, item: T) -> None:
+        self.queue.put((item,))  # blocks when the thread is behind: ingestion waits
 
     def idle(self) -> bool:
         return self.queue.unfinished_tasks == 0
@@ -375,29 +429,79 @@ class _Scorer:
         self.thread.join(timeout=30)
 
     def _loop(self) -> None:
-        while (job := self.queue.get()) is not None:
+        while (item := self.queue.get()) is not None:
             try:
-                self._score(job)
-            except Exception:  # a failed call loses these utterances' events, not the stream  # noqa: BLE001
-                log.exception("stream %s: scoring %d utterances failed", job.stream_id, len(job.bundles))
-                self.job.metrics.errors.labels("scoring_failed").inc()
-                self.job.emit(ScoreJob(job.stream_id, [], job.release, job.ended), [])
+                self.handle(item[0])
+            except Exception:  # the thread lives on: later items must not wait forever  # noqa: BLE001
+                log.exception("%s failed on an item", self.thread.name)
             finally:
                 self.queue.task_done()
 
-    def _score(self, job: ScoreJob) -> None:
-        owner_job = self.job
-        contexts = owner_job.contexts.setdefault(job.stream_id, StreamContexts())
-        events: list[dict[str, Any]] = []
-        if job.bundles:
-            started = time.perf_counter()
-            events, contexts = owner_job.score(job.bundles, contexts)
-            owner_job.contexts[job.stream_id] = contexts
-            owner_job.metrics.stage.labels("score").observe(time.perf_counter() - started)
-            owner_job.metrics.batch.observe(len(job.bundles))
-        owner_job.emit(job, events)
-        if job.ended:
-            owner_job.contexts.pop(job.stream_id, None)
+
+class StreamWorkers:
+    """Scorer threads: each stream's jobs in order, different streams' at the same time.
+
+    (Hashing streams onto a few threads made a stream wait for another's Serve call: at 4
+    streams two usually shared a thread.) At most `limit` jobs are queued or running; `put`
+    waits beyond that, so ingestion slows down instead of piling up.
+    """
+
+    def __init__(self, handle: Callable[[ScoreJob], None], limit: int) -> None:
+        self.handle, self.limit = handle, limit
+        self.pool = ThreadPoolExecutor(max_workers=limit, thread_name_prefix="emostream-scorer")
+        self.streams: dict[str, deque[ScoreJob]] = {}  # streams with a job running, and what waits behind it
+        self.count = 0
+        self.changed = threading.Condition()
+
+    def put(self, job: ScoreJob) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: self.count < self.limit)
+            self.count += 1
+            if job.stream_id in self.streams:
+                self.streams[job.stream_id].append(job)
+                return
+            self.streams[job.stream_id] = deque([job])
+        self.pool.submit(self._run, job.stream_id)
+
+    def idle(self) -> bool:
+        with self.changed:
+            return self.count == 0
+
+    def join(self) -> None:
+        with self.changed:
+            self.changed.wait_for(lambda: self.count == 0)
+
+    def stop(self) -> None:
+        self.join()
+        self.pool.shutdown(wait=True)
+
+    def _run(self, stream: str) -> None:
+        jobs = self.streams[stream]
+        while True:
+            try:
+                self.handle(jobs[0])
+            except Exception:  # the stream's later jobs must still run  # noqa: BLE001
+                log.exception("scoring stream %s failed", stream)
+            with self.changed:
+                jobs.popleft()
+                self.count -= 1
+                self.changed.notify_all()
+                if not jobs:
+                    del self.streams[stream]
+                    return
+
+
+def _shorten_executor_wait() -> None:
+    """Ray Data's executor loop waits up to 0.1 s per step for *all* its running tasks (`ray.wait`
+    with num_returns=len(tasks)); an endless read task never finishes, so every step took 0.1 s and
+    a segment crossed several. bench/live.py, 4 streams: read task → driver 0.80 s at 0.1, 0.17 s at
+    0.02. The constant is private (Ray 2.60); without it the job still works, only slower."""
+    from ray.data._internal.execution import streaming_executor_state  # noqa: PLC0415
+
+    if hasattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"):
+        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = EXECUTOR_WAIT_SECONDS
+    else:
+        log.warning("this Ray has no WAIT_FOR_TASK_COMPLETION_TIMEOUT_S: Ray Data adds up to 0.1 s per step")
 
 
 def _rejected(row: dict[str, Any], rejection: Rejection) -> DeadLetterEvent:

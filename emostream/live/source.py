@@ -34,6 +34,7 @@ SCHEMA = pa.schema([
     ("header_keys", pa.list_(pa.string())),
     ("header_values", pa.list_(pa.binary())),
     ("timestamp_ms", pa.int64()),  # when the producer sent the segment (wall clock)
+    ("read_ms", pa.int64()),  # when the read task got it from Kafka (wall clock)
     ("highwater", pa.int64()),  # the partition's end offset when the record was read (for lag)
     ("task", pa.int32()),  # the read task that read the row
     ("index", pa.int64()),  # its position in that task's output (0, 1, 2, …; ticks included): the job restores
@@ -71,19 +72,21 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
     try:
         while True:
             rows: list[dict] = []
-            for tp, records in consumer.poll(timeout_ms=int(poll_seconds * 1000)).items():
+            polled = consumer.poll(timeout_ms=int(poll_seconds * 1000))
+            read_ms = int(time.time() * 1000)
+            for tp, records in polled.items():
                 highwater = consumer.highwater(tp)
                 rows += [{
                     "kind": RECORD, "topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key,
                     "value": r.value or b"", "header_keys": [k for k, _ in r.headers],
-                    "header_values": [v for _, v in r.headers], "timestamp_ms": r.timestamp,
+                    "header_values": [v for _, v in r.headers], "timestamp_ms": r.timestamp, "read_ms": read_ms,
                     "highwater": highwater if highwater is not None else r.offset + 1,
                 } for r in records]
             now = time.monotonic()
             if not rows and now - last_tick >= tick_seconds:
                 last_tick = now
                 rows = [{"kind": TICK, "topic": tp.topic, "partition": tp.partition, "offset": -1, "key": None,
-                         "value": b"", "header_keys": [], "header_values": [], "timestamp_ms": int(time.time() * 1000),
+                         "value": b"", "header_keys": [], "header_values": [], "timestamp_ms": read_ms, "read_ms": read_ms,
                          "highwater": -1 if (high := consumer.highwater(tp)) is None else high}
                         for tp in assigned]
             for row in rows:

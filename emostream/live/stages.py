@@ -28,6 +28,7 @@ SCHEMA = pa.schema([
     ("partition", pa.int32()),
     ("offset", pa.int64()),
     ("timestamp_ms", pa.int64()),
+    ("read_ms", pa.int64()),
     ("highwater", pa.int64()),
     ("stream_id", pa.string()),
     ("seq", pa.int64()),  # null when a record was refused before its headers could be read
@@ -73,7 +74,7 @@ class SegmentStage:
         return pa.Table.from_pylist([self.process(row) for row in batch.to_pylist()], schema=SCHEMA)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {name: row.get(name) for name in ("topic", "partition", "offset", "timestamp_ms", "highwater",
+        out: dict[str, Any] = {name: row.get(name) for name in ("topic", "partition", "offset", "timestamp_ms", "read_ms", "highwater",
                                                                    "task", "index")}
         out.update(kind=TICK, stream_id=None, seq=None, end_of_stream=False, start=None, end=None, payload=b"",
                    frames=0, faces=0, decode_seconds=0.0, perceive_seconds=0.0, value_bytes=len(row["value"] or b""))
