@@ -93,3 +93,17 @@ def test_mono_call_diarisation_keeps_speakers_apart(call, make_perception, tmp_p
     consistent = sum(b.speaker_id == majority[s] for b, s in zip(bundles, truth, strict=True))
     assert consistent / len(bundles) >= 0.9, [(b.speaker_id, s) for b, s in zip(bundles, truth, strict=True)]
     assert len(bundles) >= len(turns) - 1  # the overlapping pair may merge into one utterance on a mono mix
+
+
+def test_batched_recognition_gives_each_utterance_what_it_gets_alone(librivox: list[Path], models) -> None:  # type: ignore[no-untyped-def]
+    """The Serve audio encoder batches streams' utterances together; no result may depend on its batch-mates
+    (a 14 s clip has a longer window than the others and is encoded on its own)."""
+    transcriber = models["transcriber"]
+    clips = [read_mono(p) for p in librivox[:3]]
+    clips.append(np.concatenate([clips[0], clips[1], clips[2][: len(clips[2]) // 2]]))
+    alone = [transcriber(clip) for clip in clips]
+    batched = transcriber.recognise(clips)
+    assert [r.text for r in batched] == [r.text for r in alone]
+    for one, many in zip(alone, batched, strict=True):
+        np.testing.assert_allclose(many.audio_embedding, one.audio_embedding, atol=1e-5)
+    assert transcriber.recognise([]) == []

@@ -17,22 +17,22 @@ from emostream.settings import VoiceSettings
 
 
 def transcribe(bundles: list[UtteranceBundle], transcriber: Transcriber, voice: VoiceSettings) -> list[UtteranceBundle]:
-    """Whisper over each utterance: transcript (unless ASR is off), words per second and audio embedding."""
-    encoded = []
-    for bundle in bundles:
-        started = time.perf_counter()
-        result = transcriber(bundle.audio, transcribe=voice.asr)
-        words = len(result.text.split())
-        encoded.append(
-            replace(
-                bundle,
-                transcript=result.text if voice.asr else None,
-                words_per_second=words / bundle.duration if voice.asr and bundle.duration > 0 else float("nan"),
-                audio_embedding=result.audio_embedding,
-                timings={**bundle.timings, "asr": time.perf_counter() - started},
-            )
+    """Whisper over the utterances (batched): transcript (unless ASR is off), words per second and audio embedding."""
+    if not bundles:
+        return []
+    started = time.perf_counter()
+    results = transcriber.recognise([bundle.audio for bundle in bundles], transcribe=voice.asr)
+    seconds = (time.perf_counter() - started) / len(bundles)
+    return [
+        replace(
+            bundle,
+            transcript=result.text if voice.asr else None,
+            words_per_second=len(result.text.split()) / bundle.duration if voice.asr and bundle.duration > 0 else float("nan"),
+            audio_embedding=result.audio_embedding,
+            timings={**bundle.timings, "asr": seconds},
         )
-    return encoded
+        for bundle, result in zip(bundles, results, strict=True)
+    ]
 
 
 def embed_text(bundles: list[UtteranceBundle], sentences: SentenceEmbedder | None) -> list[UtteranceBundle]:

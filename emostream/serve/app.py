@@ -76,12 +76,20 @@ class AudioEncoder:
         from emostream.perception.voice.asr import Transcriber  # noqa: PLC0415
 
         self.voice = Settings.model_validate_json(settings_json).voice
-        self.transcriber = Transcriber(self.voice.asr_model_dir, beam_size=self.voice.asr_beam_size, language=self.voice.asr_language)
+        self.transcriber = Transcriber(self.voice.asr_model_dir, threads=self.voice.asr_threads, beam_size=self.voice.asr_beam_size,
+                                       language=self.voice.asr_language)
 
-    def encode(self, bundles: list[Any]) -> list[Any]:
+    async def encode(self, bundles: list[Any]) -> list[Any]:
+        return await self.encode_batch(bundles)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def encode_batch(self, requests: list[list[Any]]) -> list[list[Any]]:
+        """Concurrent requests (streams whose utterances closed together) in one batched Whisper call, off
+        the event loop: Whisper runs them one batch at a time instead of all at once on shared cores."""
         from emostream.perception.encode import transcribe  # noqa: PLC0415
 
-        return transcribe(bundles, self.transcriber, self.voice)
+        flat = [bundle for bundles in requests for bundle in bundles]
+        return _per_request(await asyncio.to_thread(transcribe, flat, self.transcriber, self.voice), requests)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
@@ -93,10 +101,25 @@ class TextEncoder:
 
         self.sentences = text_embedder(Settings.model_validate_json(settings_json).voice)
 
-    def embed(self, bundles: list[Any]) -> list[Any]:
+    async def embed(self, bundles: list[Any]) -> list[Any]:
+        return await self.embed_batch(bundles)
+
+    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
+    async def embed_batch(self, requests: list[list[Any]]) -> list[list[Any]]:
+        """Concurrent requests in one call, off the event loop (as the audio encoder)."""
         from emostream.perception.encode import embed_text  # noqa: PLC0415
 
-        return embed_text(bundles, self.sentences)
+        flat = [bundle for bundles in requests for bundle in bundles]
+        return _per_request(await asyncio.to_thread(embed_text, flat, self.sentences), requests)
+
+
+def _per_request(results: list[Any], requests: list[list[Any]]) -> list[list[Any]]:
+    """A batched call's results, handed back to the requests they came from."""
+    out, first = [], 0
+    for bundles in requests:
+        out.append(results[first : first + len(bundles)])
+        first += len(bundles)
+    return out
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
