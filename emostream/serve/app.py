@@ -101,16 +101,10 @@ class TextEncoder:
 
         self.sentences = text_embedder(Settings.model_validate_json(settings_json).voice)
 
-    async def embed(self, bundles: list[Any]) -> list[Any]:
-        return await self.embed_batch(bundles)
-
-    @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def embed_batch(self, requests: list[list[Any]]) -> list[list[Any]]:
-        """Concurrent requests in one call, off the event loop (as the audio encoder)."""
+    def embed(self, bundles: list[Any]) -> list[Any]:
         from emostream.perception.encode import embed_text  # noqa: PLC0415
 
-        flat = [bundle for bundles in requests for bundle in bundles]
-        return _per_request(await asyncio.to_thread(embed_text, flat, self.sentences), requests)
+        return embed_text(bundles, self.sentences)
 
 
 def _per_request(results: list[Any], requests: list[list[Any]]) -> list[list[Any]]:
