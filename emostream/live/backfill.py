@@ -88,6 +88,7 @@ class StreamScorer:
         threadpool_limits(1)
         self.settings = Settings.model_validate_json(settings_json)
         self.sessions = StreamSessions(self.settings)
+        self.sessions.warm_up()
         self.encoder = UtteranceEncoder(self.settings.voice)
         self.scorer = load_scorer(self.settings.serve.model, self.settings.serve.model_name)
         self.contexts = StreamContexts()

@@ -313,6 +313,8 @@ class LiveJob:
         scored = with_roles(bundles, self.live.score_roles)
         if len(scored) < len(bundles):
             self.metrics.skipped.labels("role").inc(len(bundles) - len(scored))
+        if not scored and not ended:
+            return  # most segments close nothing
         with self._lock:
             wall_ends = [self._wall_end(stream, b.end) for b in scored]
             release = list(self.held.pop(stream, ())) if ended else []

@@ -38,6 +38,7 @@ class SessionActor:
 
         torch.set_num_threads(1)
         self.sessions = StreamSessions(Settings.model_validate_json(settings_json))
+        self.sessions.warm_up()  # before the job's ping returns: a stream's first utterance must not wait for it
 
     def push(self, payload: bytes) -> list[UtteranceBundle]:
         """The utterances the segment closed, in time order."""

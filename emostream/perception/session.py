@@ -308,6 +308,13 @@ class StreamSessions:
             del self.sessions[session.stream_id]
         return bundles
 
+    def warm_up(self) -> None:
+        """Load the voice models and run each once. The first voice embedding in a process took 3 s
+        (torch's first call); without this, a stream's first utterance on a fresh actor waited for it."""
+        noise = np.random.default_rng(0).normal(0, 0.01, 2 * SAMPLE_RATE).astype(np.float32)
+        self._shared_voices()(noise)
+        StreamingVad().push(0, noise, 0.0)
+
     def _shared_voices(self) -> VoiceEmbedder:
         if self._voices is None:
             self._voices = VoiceEmbedder()
