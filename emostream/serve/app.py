@@ -73,11 +73,10 @@ class AudioEncoder:
     """Whisper over each utterance: transcript (unless ASR is off) and audio embedding."""
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.perception.voice.asr import Transcriber  # noqa: PLC0415
+        from emostream.perception.encode import speech_recogniser  # noqa: PLC0415
 
         self.voice = Settings.model_validate_json(settings_json).voice
-        self.transcriber = Transcriber(self.voice.asr_model_dir, threads=self.voice.asr_threads, beam_size=self.voice.asr_beam_size,
-                                       language=self.voice.asr_language)
+        self.transcriber = speech_recogniser(self.voice)
 
     async def encode(self, bundles: list[Any]) -> list[Any]:
         return await self.encode_batch(bundles)
