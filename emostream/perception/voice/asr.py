@@ -106,12 +106,11 @@ class Transcriber:
         if not transcribe:
             return [Recognised(text="", audio_embedding=e, no_speech_probability=float("nan"), mean_log_probability=float("nan"))
                     for e in embeddings]
-        longest = max(len(audio) for audio in audios) / SAMPLE_RATE
         results = self._whisper.model.generate(
             encoded,
             [self._prompt] * len(audios),
             beam_size=self.beam_size,
-            max_length=min(448, int(longest * TOKENS_PER_SECOND) + 16),
+            max_length=max(_max_tokens(len(audio)) for audio in audios),
             suppress_blank=True,
             suppress_tokens=[-1],
             no_repeat_ngram_size=3,  # a safety net against the decoder looping on one word
@@ -120,7 +119,7 @@ class Transcriber:
         )
         recognised = []
         for audio, embedding, result in zip(audios, embeddings, results, strict=True):
-            tokens = result.sequences_ids[0][: int(len(audio) / SAMPLE_RATE * TOKENS_PER_SECOND) + 16]
+            tokens = result.sequences_ids[0][: _max_tokens(len(audio))]  # what it would get alone
             log_probability = float(result.scores[0]) if result.scores else float("nan")
             silent = result.no_speech_prob > NO_SPEECH_THRESHOLD and not log_probability > LOG_PROBABILITY_THRESHOLD
             recognised.append(Recognised(
@@ -135,3 +134,8 @@ class Transcriber:
 def _window_seconds(samples: int) -> int:
     """The encoder window of an utterance: itself plus padding, at least MIN_WINDOW_SECONDS."""
     return int(min(max(math.ceil(samples / SAMPLE_RATE + WINDOW_PADDING_SECONDS), MIN_WINDOW_SECONDS), MAX_WINDOW_SECONDS))
+
+
+def _max_tokens(samples: int) -> int:
+    """Where decoding stops for an utterance: generous for speech, short of a decoder stuck on a word."""
+    return min(448, int(samples / SAMPLE_RATE * TOKENS_PER_SECOND) + 16)
