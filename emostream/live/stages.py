@@ -16,20 +16,17 @@ import pyarrow as pa
 from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, now_utc
 from emostream.ingest.consumer import RecordRejection, decode_message, decode_rejection, validate_record
 from emostream.ingest.ordering import Rejection
+from emostream.live.source import SCHEMA as RECORD_SCHEMA
 from emostream.live.source import TICK
 from emostream.perception.decode import DecodeError
 from emostream.perception.segment import PerceivedSegment, SegmentPerceiver
 from emostream.settings import Settings
 
 SEGMENT, REJECTED = "segment", "rejected"
+CARRIED = ("topic", "partition", "offset", "timestamp_ms", "read_ms", "highwater", "task", "index")  # record columns passed on as read
 SCHEMA = pa.schema([
     ("kind", pa.string()),  # segment | rejected | tick
-    ("topic", pa.string()),
-    ("partition", pa.int32()),
-    ("offset", pa.int64()),
-    ("timestamp_ms", pa.int64()),
-    ("read_ms", pa.int64()),
-    ("highwater", pa.int64()),
+    *(RECORD_SCHEMA.field(name) for name in CARRIED),
     ("stream_id", pa.string()),
     ("seq", pa.int64()),  # null when a record was refused before its headers could be read
     ("end_of_stream", pa.bool_()),
@@ -40,8 +37,6 @@ SCHEMA = pa.schema([
     ("faces", pa.int32()),  # faces found in them
     ("decode_seconds", pa.float64()),
     ("perceive_seconds", pa.float64()),
-    ("task", pa.int32()),
-    ("index", pa.int64()),
     ("value_bytes", pa.int64()),  # size of the record's value, for dead letters
 ])
 
@@ -74,8 +69,7 @@ class SegmentStage:
         return pa.Table.from_pylist([self.process(row) for row in batch.to_pylist()], schema=SCHEMA)
 
     def process(self, row: dict[str, Any]) -> dict[str, Any]:
-        out: dict[str, Any] = {name: row.get(name) for name in ("topic", "partition", "offset", "timestamp_ms", "read_ms", "highwater",
-                                                                   "task", "index")}
+        out: dict[str, Any] = {name: row.get(name) for name in CARRIED}
         out.update(kind=TICK, stream_id=None, seq=None, end_of_stream=False, start=None, end=None, payload=b"",
                    frames=0, faces=0, decode_seconds=0.0, perceive_seconds=0.0, value_bytes=len(row["value"] or b""))
         if row["kind"] == TICK:
