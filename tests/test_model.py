@@ -12,7 +12,7 @@ import torch
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.models.inputs import collate
 from emostream.models.llm import add_lora, bundled_tokenizer, format_target, generate, language_loss, parse_generation
-from emostream.models.model import EmotionModel
+from emostream.models.model import EmotionEnsemble, EmotionModel
 from emostream.models.presets import load_model, tiny
 from emostream.models.score import EmotionScorer, StreamContexts
 from tests.model_helpers import random_bundle
@@ -90,6 +90,42 @@ def test_save_and_load_give_identical_outputs(model: EmotionModel, tmp_path: Pat
     assert loaded.config.labels == model.config.labels
     with pytest.raises(FileNotFoundError, match="expected a preset"):
         load_model(tmp_path / "nothing-here")
+
+
+def test_an_ensemble_averages_its_members_and_each_keeps_its_own_memory(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    members = [tiny().eval() for _ in range(3)]
+    ensemble = EmotionEnsemble.of(members).eval()
+    earlier, later = random_bundle("call", start=0.0, seed=6), random_bundle("call", start=4.0, seed=7)
+    first, second = collate([earlier], ensemble.config), collate([later], ensemble.config)
+    with torch.no_grad():
+        output = ensemble(first)
+        alone = [member(first) for member in members]
+        torch.testing.assert_close(output.probabilities, torch.stack([o.probabilities for o in alone]).mean(0))
+        torch.testing.assert_close(output.valence, torch.stack([o.valence for o in alone]).mean(0))
+        # the second utterance: each member reads the memory it wrote itself
+        expected = torch.stack([m(second, o.memory, o.memory_mask).probabilities for m, o in zip(members, alone, strict=True)]).mean(0)
+        torch.testing.assert_close(ensemble(second, output.memory, output.memory_mask).probabilities, expected)
+    assert output.memory.shape == (1, 3, ensemble.config.memory_size, ensemble.config.hidden_size)
+    events = EmotionScorer(ensemble, "tiny", "test").score([earlier, later], StreamContexts())
+    for event, probabilities in zip(events, (output.probabilities[0], expected[0]), strict=True):
+        assert list(event.probabilities.values()) == pytest.approx(probabilities.tolist(), abs=1e-6)
+    ensemble.save_pretrained(tmp_path / "ensemble")
+    loaded = load_model(tmp_path / "ensemble").eval()
+    assert isinstance(loaded, EmotionEnsemble) and len(loaded.members) == 3
+    torch.testing.assert_close(loaded(first).probabilities, output.probabilities, rtol=0, atol=0)
+
+
+def test_an_ensemble_needs_one_architecture_and_one_training_set() -> None:
+    torch.manual_seed(0)
+    other_data = tiny()
+    other_data.audio_adapter.voice_mean.fill_(0.5)
+    with pytest.raises(ValueError, match="voice statistics differ"):
+        EmotionEnsemble.of([tiny(), other_data])
+    with pytest.raises(ValueError, match="one configuration"):
+        EmotionEnsemble.of([tiny(), tiny("mer2023_6")])
+    with pytest.raises(ValueError, match="language model"):
+        EmotionEnsemble.of([tiny(llm=True), tiny(llm=True)])
 
 
 def test_loaded_model_with_expression_prior_matches(tmp_path: Path) -> None:

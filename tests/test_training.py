@@ -14,6 +14,7 @@ import torch
 
 from emostream.models.labels import LABEL_SETS
 from emostream.models.llm import bundled_tokenizer, generate
+from emostream.models.model import EmotionEnsemble
 from emostream.models.presets import load_model, tiny
 from emostream.models.score import EmotionScorer, StreamContexts
 from emostream.training.data import SpeakerPools, batch, samples_from_rows
@@ -90,6 +91,23 @@ def test_two_workers_zero2_train_stop_resume_and_export(tmp_path: Path, ray_loca
     assert after < before * 0.8, (before, after)
     events = EmotionScorer(model, "tiny", "test").score([random_bundle(seed=1)], StreamContexts())
     assert events[0].label in LABELS and metrics["epoch"] == 3
+
+
+def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_average(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
+    cache = synthetic_cache(tmp_path / "cache")
+    cfg = config(tmp_path, epochs=2, workers=1, zero_stage=0, ensemble_size=2)
+    exported, metrics = fit(cfg, cache)
+    runs = [tmp_path / "runs" / f"test-run-member-{k}" / "metrics.csv" for k in range(2)]
+    assert [len(list(csv.DictReader(run.open()))) for run in runs] == [2, 2]
+    model = load_model(exported)
+    assert isinstance(model, EmotionEnsemble) and len(model.members) == 2
+    first, second = (member.emotion_head.weight for member in model.members)
+    assert not torch.equal(first, second)  # different seeds: different models
+    assert 0 <= metrics["val_war"] <= 1 and metrics["epoch"] == 1
+    # Run again: the finished member runs are exported as they are, not trained further.
+    fit(cfg, cache)
+    assert [len(list(csv.DictReader(run.open()))) for run in runs] == [2, 2]
+    torch.testing.assert_close(load_model(exported).members[1].emotion_head.weight, second, rtol=0, atol=0)
 
 
 def test_llm_captions_train_with_lora_and_the_merged_export_generates(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]

@@ -47,6 +47,7 @@ class EmotionConfig(PretrainedConfig):
         audio_config: dict[str, Any] | None = None,  # a Hugging Face audio encoder on raw audio (else Whisper features only)
         llm_config: dict[str, Any] | None = None,  # a causal LM for open-vocabulary words and explanations
         llm_prompt: str = "Describe the speaker's emotion in a few words, then explain why.",
+        ensemble_size: int = 1,  # > 1: a checkpoint of that many models trained alike from different seeds, averaged
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -71,7 +72,10 @@ class EmotionConfig(PretrainedConfig):
         self.audio_config = audio_config
         self.llm_config = llm_config
         self.llm_prompt = llm_prompt
+        self.ensemble_size = ensemble_size
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} must be a multiple of num_heads {num_heads}")
         if not self.labels:
             raise ValueError("labels must name at least one emotion")
+        if ensemble_size < 1:
+            raise ValueError(f"ensemble_size must be at least 1, not {ensemble_size}")

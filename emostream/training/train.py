@@ -82,6 +82,9 @@ class TrainConfig(_Section):
     unknown_speaker_fraction: float = Field(0.15, ge=0, le=1)  # shown without speaker statistics, as at a stream's start
     early_speaker_fraction: float = Field(0.0, ge=0, le=1)  # z-scored against a few of the speaker's utterances, as early in a stream
     seed: int = 0
+    # > 1: that many models trained alike, from seeds seed, seed + 1, …, each a run of its own (<name>-member-<k>);
+    # the export averages their probabilities, valence and arousal.
+    ensemble_size: int = Field(1, ge=1)
     run_dir: Path = Path(".emostream/runs")
     name: str = "emotion"
     export: Path = Path(".emostream/models/emotion")
@@ -310,8 +313,8 @@ def latest_checkpoint(run_path: Path) -> Path | None:
     return found[-1] if found else None
 
 
-def export(checkpoint: Path, config: TrainConfig, out: Path) -> Path:
-    """Consolidate the ZeRO shards of a checkpoint into one model and `save_pretrained` it."""
+def consolidate(checkpoint: Path, config: TrainConfig):  # type: ignore[no-untyped-def]
+    """The model a checkpoint holds, its ZeRO shards consolidated (LoRA merged into the language model)."""
     import torch  # noqa: PLC0415
 
     if not config.use_gpu:
@@ -333,9 +336,7 @@ def export(checkpoint: Path, config: TrainConfig, out: Path) -> Path:
     model.load_state_dict(state)
     if model.language_model is not None and hasattr(model.language_model, "merge_and_unload"):
         model.language_model = model.language_model.merge_and_unload()  # LoRA merged: a plain model to reload
-    out.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(out)
-    return out
+    return model
 
 
 def train(config: TrainConfig, examples: list | None = None) -> tuple[Path, dict[str, Any]]:
@@ -351,7 +352,28 @@ def train(config: TrainConfig, examples: list | None = None) -> tuple[Path, dict
 
 
 def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
-    """Train on a feature cache folder with Ray Train + DeepSpeed (resuming a stopped run) and export."""
+    """Train on a feature cache folder with Ray Train + DeepSpeed (resuming a stopped run) and export with
+    `save_pretrained`. Returns the export folder and the last epoch's metrics; for an ensemble, those of its last
+    member, with the validation figures (val_*) of the whole ensemble."""
+    from emostream.models.model import EmotionEnsemble  # noqa: PLC0415
+
+    if config.ensemble_size == 1:
+        model, metrics = _fit_run(config, cache)
+    else:
+        members = []
+        for k in range(config.ensemble_size):
+            member = config.model_copy(update={"seed": config.seed + k, "name": f"{config.name}-member-{k}"})
+            trained, metrics = _fit_run(member, cache)
+            members.append(trained)
+        model = EmotionEnsemble.of(members)
+        metrics = {**metrics, **_validation_metrics(model, config, cache)}
+    config.export.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(config.export)
+    return config.export, metrics
+
+
+def _fit_run(config: TrainConfig, cache: Path):  # type: ignore[no-untyped-def]
+    """One Ray Train run (resumed from its latest checkpoint, if any): the consolidated model and the last epoch's metrics."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
 
@@ -363,6 +385,9 @@ def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
     run_path.mkdir(parents=True, exist_ok=True)
     (run_path / "deepspeed.json").write_text(json.dumps(deepspeed_config(config), indent=1))
     resume = latest_checkpoint(run_path)
+    if resume is not None and json.loads((resume / "progress.json").read_text())["epoch"] >= config.epochs - 1:
+        log.info("run %s finished already: exporting its last checkpoint", config.name)
+        return consolidate(resume, config), _last_metrics(run_path / "metrics.csv")
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": json.loads(config.model_dump_json()), "cache": str(cache.resolve()),
@@ -374,5 +399,39 @@ def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
     if result.checkpoint is None:
         raise RuntimeError(f"training run {config.name} produced no checkpoint")
     with result.checkpoint.as_directory() as directory:
-        exported = export(Path(directory), config, config.export)
-    return exported, dict(result.metrics or {})
+        return consolidate(Path(directory), config), dict(result.metrics or {})
+
+
+def _last_metrics(path: Path) -> dict[str, Any]:
+    """The last row of a run's metrics.csv, numbers as numbers."""
+    if not path.exists():
+        return {}
+    with path.open(newline="") as handle:
+        rows = list(csv.DictReader(handle))
+    if not rows:
+        return {}
+
+    def value(text: str) -> Any:
+        for kind in (int, float):
+            try:
+                return kind(text)
+            except ValueError:
+                pass
+        return text
+
+    return {name: value(text) for name, text in rows[-1].items()}
+
+
+def _validation_metrics(model, config: TrainConfig, cache: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """WAR, UAR and weighted F1 of a model on the config's validation speakers (none: empty)."""
+    from emostream.training.data import samples_from_rows  # noqa: PLC0415
+    from emostream.training.evaluate import evaluate_samples  # noqa: PLC0415
+    from emostream.training.features import read_features  # noqa: PLC0415
+
+    validation = set(config.data.validation_speakers)
+    rows = [r for r in read_features(cache) if r["speaker"] in validation and r["variant"] == 0]
+    samples = samples_from_rows(rows, model.config.labels, config.label_set)
+    if not any(s.label >= 0 for s in samples):
+        return {}
+    report = evaluate_samples(model, samples, model.config.labels)
+    return {"val_war": report.war, "val_uar": report.uar, "val_f1": report.weighted_f1}
