@@ -6,7 +6,8 @@ recordings with pauses, about 31 s, 16 kHz mono WAV segments), published in real
 the streams start together (or `--stagger` seconds apart). For each load we report the
 end-to-end latency (utterance end on the media clock → its event sent) p50/p95, the drift
 between the first and second half of the run (a growing latency means the job falls
-behind), the largest consumer lag seen, and whether the load stayed real time (p95 ≤ 1.5 s,
+behind), the largest consumer lag seen, how busy the machine's CPUs were and the CPU time spent per
+utterance (machine-wide: run it on a quiet machine), and whether the load stayed real time (p95 ≤ 1.5 s,
 no drift beyond 0.5 s). Repeat a load (`--streams 4,4,4`) to see how much runs vary.
 Figures are printed, never asserted. Run inside a loopback-only namespace:
     unshare -n sh -c 'ip link set lo up && exec env RAY_AUTH_MODE=disabled .venv/bin/python bench/live.py'
@@ -22,6 +23,8 @@ import tempfile
 import threading
 import time
 from pathlib import Path
+
+import psutil
 
 from emostream.ingest.publish import publish
 from emostream.ingest.synthetic import speech_track
@@ -47,6 +50,7 @@ def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: s
                   for name in sorted(names)]
     stage_before = _stage_totals(job.metrics)
     lags: list[float] = []
+    cpu_before = _busy_cpu_seconds()
     started = time.monotonic()
     for i, thread in enumerate(publishers):
         time.sleep(stagger if i else 0.0)
@@ -54,6 +58,7 @@ def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: s
     while not names <= job.stats.ended_streams and time.monotonic() - started < 600:
         lags.append(sum(sample.value for family in job.metrics.lag.collect() for sample in family.samples))
         time.sleep(1.0)
+    busy, wall = _busy_cpu_seconds() - cpu_before, time.monotonic() - started
     latencies = [latency for stream, latency in job.latencies if stream in names]
     half = len(latencies) // 2
     drift = statistics.median(latencies[half:]) - statistics.median(latencies[:half]) if half else float("nan")
@@ -61,7 +66,15 @@ def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: s
     stages = {k: (stage_after[k][0] - stage_before.get(k, (0, 0))[0]) / (stage_after[k][1] - stage_before.get(k, (0, 0))[1])
               for k in stage_after if stage_after[k][1] > stage_before.get(k, (0, 0))[1]}
     return {"events": len(latencies), "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
-            "drift": drift, "max_lag": max(lags, default=0.0), "stages": stages}
+            "drift": drift, "max_lag": max(lags, default=0.0), "stages": stages,
+            "cpu_busy": busy / (wall * (psutil.cpu_count() or 1)), "cpu_per_event": busy / len(latencies) if latencies else float("nan")}
+
+
+def _busy_cpu_seconds() -> float:
+    """CPU seconds the whole machine has spent busy (all cores; Linux counts guest time inside user time)."""
+    times = psutil.cpu_times()
+    idle = ("idle", "iowait", "guest", "guest_nice")
+    return sum(getattr(times, name) for name in times._fields if name not in idle)
 
 
 def _stage_totals(metrics: Metrics) -> dict[str, tuple[float, float]]:
@@ -114,7 +127,7 @@ def main() -> None:
         runner.start()
         warm = run_load(job, settings, 1, media, "warm")  # models load on first use in the actors: not counted
         print(f"warm-up stream: p50 {warm['p50']:.2f} s (first use of every model)")
-        print("streams  events  p50_s  p95_s  drift_s  max_lag  real_time  mean stage seconds")
+        print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  real_time  mean stage seconds")
         sustained = 0
         results: list[dict[str, object]] = []
         for streams in (int(n) for n in args.streams.split(",")):
@@ -124,7 +137,7 @@ def main() -> None:
             sustained = streams if real_time else sustained
             stages = " ".join(f"{k} {v:.3f}" for k, v in r["stages"].items())
             print(f"{streams:7d}  {r['events']:6d}  {r['p50']:5.2f}  {r['p95']:5.2f}  {r['drift']:+7.2f}  {r['max_lag']:7.0f}  "
-                  f"{'yes' if real_time else 'no ':9s}  {stages}", flush=True)
+                  f"{r['cpu_busy']:7.0%}  {r['cpu_per_event']:9.2f}  {'yes' if real_time else 'no ':9s}  {stages}", flush=True)
         print(f"largest load that stayed real time: {sustained} streams")
         stop.set()
         runner.join()
