@@ -8,9 +8,10 @@ with 3 thumbnails. Two modality mixes:
   all          voice, face, thumbnails and transcript (a video call)
   audio+text   voice and transcript only (a phone call: no face, no thumbnails)
 A batch holds one utterance from each of `batch` streams, each stream's memory full (streams in steady
-state); weights are a preset's fresh random ones (the cost does not depend on their values).
+state); weights are a preset's fresh random ones (the cost does not depend on their values), the default's its own.
 
-Measured per preset (tiny, lite), mix and batch size (1, 16), in eval mode under torch.inference_mode():
+Measured per preset (tiny, lite, and "default": the embedded trained checkpoint, whatever it holds, e.g. an
+ensemble of lite models), mix and batch size (1, 16), in eval mode under torch.inference_mode():
   forward          EmotionModel.forward on batches collated beforehand
   collate+fwd      collate() + EmotionModel.forward
   score            EmotionScorer.score, the one scoring entry point: collate, the forward pass, three occlusion
@@ -42,8 +43,8 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for tests.model_helpers
 
 from emostream.models.inputs import collate  # noqa: E402
-from emostream.models.model import EmotionModel  # noqa: E402
-from emostream.models.presets import PRESETS  # noqa: E402
+from emostream.models.model import ScoringModel  # noqa: E402
+from emostream.models.presets import PRESETS, load_model  # noqa: E402
 from emostream.models.score import EmotionScorer, StreamContexts  # noqa: E402
 from emostream.perception.utterance import UtteranceBundle  # noqa: E402
 from emostream.settings import FaceSettings  # noqa: E402
@@ -67,17 +68,19 @@ BLOCKS = {  # top-level blocks whose parameters are counted; the rest goes to "o
 # -- size -----------------------------------------------------------------------------------------
 
 
-def parameter_counts(model: EmotionModel) -> dict[str, int]:
-    """Parameters per block (BLOCKS), "other" (cls token, modality embedding, final norm) and "total"."""
+def parameter_counts(model: ScoringModel) -> dict[str, int]:
+    """Parameters per block (BLOCKS), "other" (cls token, modality embedding, final norm) and "total";
+    an ensemble's are summed over its members."""
     counts = {block: 0 for block in BLOCKS} | {"other": 0}
     owner = {child: block for block, children in BLOCKS.items() for child in children}
     for name, parameter in model.named_parameters():
-        counts[owner.get(name.split(".")[0], "other")] += parameter.numel()
+        block = name.split(".")[2] if name.startswith("members.") else name.split(".")[0]
+        counts[owner.get(block, "other")] += parameter.numel()
     counts["total"] = sum(p.numel() for p in model.parameters())
     return counts
 
 
-def checkpoint_megabytes(model: EmotionModel) -> tuple[float, str]:
+def checkpoint_megabytes(model: ScoringModel) -> tuple[float, str]:
     """Size of save_pretrained's folder in MB (10^6 bytes), and its files."""
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
         model.save_pretrained(tmp)
@@ -99,14 +102,14 @@ def utterances(count: int, batch: int, mix: dict[str, bool], analysis_fps: float
     return [bundles[i : i + batch] for i in range(0, count, batch)]
 
 
-def full_memory(model: EmotionModel, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+def full_memory(model: ScoringModel, batch: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
     """A memory of earlier utterances in every slot, as a stream in steady state has."""
     generator = torch.Generator().manual_seed(seed)
-    memory = torch.randn(batch, model.config.memory_size, model.config.hidden_size, generator=generator) * 0.1
-    return memory, torch.ones(batch, model.config.memory_size, dtype=torch.bool)
+    empty, mask = model.empty_memory(batch)  # an ensemble's has a member axis
+    return torch.randn(empty.shape, generator=generator) * 0.1, torch.ones_like(mask)
 
 
-def filled_contexts(model: EmotionModel, batches: list[list[UtteranceBundle]], seed: int) -> StreamContexts:
+def filled_contexts(model: ScoringModel, batches: list[list[UtteranceBundle]], seed: int) -> StreamContexts:
     contexts = StreamContexts()
     memory, mask = full_memory(model, 1, seed)
     for bundle in (b for batch in batches for b in batch):
@@ -131,7 +134,7 @@ def measure(work: Callable[[], object], runs: int) -> tuple[float, float]:
     return statistics.median(t[0] for t in timings), statistics.median(t[1] for t in timings)
 
 
-def passes(model: EmotionModel, batches: list[list[UtteranceBundle]], seed: int) -> dict[str, Callable[[], object]]:
+def passes(model: ScoringModel, batches: list[list[UtteranceBundle]], seed: int) -> dict[str, Callable[[], object]]:
     """One call of each mode over every batch."""
     config = model.config
     memories = [full_memory(model, len(batch), seed + k) for k, batch in enumerate(batches)]
@@ -166,7 +169,7 @@ def one_thread() -> str:
 # -- output ---------------------------------------------------------------------------------------
 
 
-def report_sizes(models: dict[str, EmotionModel]) -> None:
+def report_sizes(models: dict[str, ScoringModel]) -> None:
     columns = (*BLOCKS, "other", "total")
     sizes = {name: (parameter_counts(model), *checkpoint_megabytes(model)) for name, model in models.items()}  # before printing:
     # the first save_pretrained imports DeepSpeed (when installed), which logs a line to stdout
@@ -183,7 +186,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed passes per measurement; the median is printed")
     parser.add_argument("--utterances", type=int, default=64, help="utterances per pass (a multiple of 16)")
     parser.add_argument("--analysis-fps", type=float, default=FaceSettings().analysis_fps, help="analysed face frames per second")
-    parser.add_argument("--presets", nargs="+", default=list(PRESETS), choices=list(PRESETS), help="presets to measure")
+    parser.add_argument("--presets", nargs="+", default=[*PRESETS, "default"], choices=[*PRESETS, "default"],
+                        help="presets to measure (default: the embedded trained checkpoint)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and features")
     args = parser.parse_args()
     if args.runs < 1 or args.utterances < max(BATCHES) or args.utterances % max(BATCHES):
@@ -194,7 +198,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     pools = one_thread()
     torch.manual_seed(args.seed)
-    models = {name: PRESETS[name]().eval() for name in args.presets}
+    models = {name: (load_model(None) if name == "default" else PRESETS[name]()).eval() for name in args.presets}
     print(f"# model bench: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread "
           f"(thread pools by default: {pools}), median of {args.runs} runs of {args.utterances} utterances, "
           f"faces at {args.analysis_fps:g} analysed frames/s, random weights and features")

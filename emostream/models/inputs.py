@@ -90,6 +90,15 @@ class ModelInputs:
     def __len__(self) -> int:
         return self.voice.shape[0]
 
+    @staticmethod
+    def concat(parts: list[ModelInputs]) -> ModelInputs:
+        """Batches padded alike (the same T, F and N), one after the other: one forward pass for all."""
+        def joined(name: str) -> torch.Tensor | None:
+            values = [getattr(part, name) for part in parts]
+            return None if values[0] is None else torch.cat(values)
+
+        return ModelInputs(**{f.name: joined(f.name) for f in fields(ModelInputs)})
+
 
 def _evenly(count: int, limit: int) -> np.ndarray:
     return np.linspace(0, count - 1, limit).round().astype(int) if count > limit else np.arange(count)

@@ -16,7 +16,7 @@ Any modality may be missing for any utterance; its tokens are masked out.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import torch
 import torch.nn.functional as F
@@ -208,6 +208,10 @@ class EmotionOutput:
     tokens: torch.Tensor  # shape = (B, n_tokens, d): fused tokens (the LLM's multimodal input)
     token_mask: torch.Tensor  # shape = (B, n_tokens) bool
     voice_logits: torch.Tensor  # shape = (B, n_labels), the linear read-out of the voice features alone (0 without audio)
+
+    def select(self, rows: slice | list[int]) -> EmotionOutput:
+        """The outputs of some of the batch's utterances."""
+        return EmotionOutput(**{f.name: getattr(self, f.name)[rows] for f in fields(self)})
 
 
 class EmotionModel(PreTrainedModel):

@@ -95,6 +95,9 @@ class StreamContexts:
         return len(self._memory)
 
 
+OCCLUDED = ("voice", "face", "words")  # modalities hidden in turn to see what each contributed
+
+
 def _hidden(inputs: ModelInputs, modality: str) -> ModelInputs:
     if modality == "voice":
         return replace(inputs, has_audio=torch.zeros_like(inputs.has_audio))
@@ -142,8 +145,12 @@ class EmotionScorer:
         memories = [contexts.get(b.stream_id, model) for b in bundles]
         memory = torch.stack([m for m, _ in memories])
         memory_mask = torch.stack([m for _, m in memories])
-        output = model(inputs, memory, memory_mask)
-        without = {m: model(_hidden(inputs, m), memory, memory_mask).probabilities for m in ("voice", "face", "words")}
+        # The explanation's occlusions (each modality hidden in turn) go through the model in the same pass.
+        variants = [inputs, *(_hidden(inputs, m) for m in OCCLUDED)]
+        count = len(bundles)
+        everything = model(ModelInputs.concat(variants), torch.cat([memory] * len(variants)), torch.cat([memory_mask] * len(variants)))
+        output = everything.select(slice(0, count))
+        without = {m: everything.probabilities[(k + 1) * count : (k + 2) * count] for k, m in enumerate(OCCLUDED)}
         generated = self._generate(output, bundles)
         model_seconds = (time.perf_counter() - started) / len(bundles)
         events = []

@@ -21,7 +21,6 @@ import math
 import os
 import tempfile
 import time
-from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -175,9 +174,9 @@ def _loss(model, output, targets, weights, config: TrainConfig, samples, tokeniz
 
         captioned = [i for i, s in enumerate(samples) if s.target_text]
         if captioned:
-            sub = replace(output, **{f.name: getattr(output, f.name)[captioned] for f in fields(output)})
             loss = loss + config.language_weight * language_loss(
-                model, sub, tokenizer, [samples[i].bundle.transcript for i in captioned], [samples[i].target_text for i in captioned]
+                model, output.select(captioned), tokenizer,
+                [samples[i].bundle.transcript for i in captioned], [samples[i].target_text for i in captioned],
             )
     return loss
 
