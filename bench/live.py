@@ -34,6 +34,7 @@ from emostream.live.job import LiveJob, serve_scorer
 from emostream.metrics import Metrics
 from emostream.settings import Settings, load_settings
 
+IDLE_SECONDS = 10.0  # the running job's own CPU use with no streams is measured over this long
 SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "speech-librivox"
 
 
@@ -127,6 +128,10 @@ def main() -> None:
         runner.start()
         warm = run_load(job, settings, 1, media, "warm")  # models load on first use in the actors: not counted
         print(f"warm-up stream: p50 {warm['p50']:.2f} s (first use of every model)")
+        before, started = _busy_cpu_seconds(), time.monotonic()
+        time.sleep(IDLE_SECONDS)
+        idle = (_busy_cpu_seconds() - before) / (time.monotonic() - started)
+        print(f"idle job (no streams, {IDLE_SECONDS:g} s): {idle:.2f} of {psutil.cpu_count()} CPUs busy")
         print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  real_time  mean stage seconds")
         sustained = 0
         results: list[dict[str, object]] = []
