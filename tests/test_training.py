@@ -108,6 +108,8 @@ def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_aver
     fit(cfg, cache)
     assert [len(list(csv.DictReader(run.open()))) for run in runs] == [2, 2]
     torch.testing.assert_close(load_model(exported).members[1].emotion_head.weight, second, rtol=0, atol=0)
+    with pytest.raises(ValueError, match="cannot be ensembled"):  # refused before any training
+        config(tmp_path, epochs=2, preset="tiny-llm", ensemble_size=2)
 
 
 def test_llm_captions_train_with_lora_and_the_merged_export_generates(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]

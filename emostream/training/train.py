@@ -9,7 +9,9 @@ optimizer is used: DeepSpeed's own CPU Adam compiles for ~30 s on first use.
 Every epoch each rank saves its ZeRO shard into one Ray Train checkpoint.
 Running the same config again resumes from the run's latest checkpoint. At the
 end the shards are consolidated and the model is exported with
-`save_pretrained` to the folder the scorer loads.
+`save_pretrained` to the folder the scorer loads. With `ensemble_size` K, K
+runs train one after another from consecutive seeds and the export averages
+them (`EmotionEnsemble`).
 """
 
 from __future__ import annotations
@@ -26,7 +28,7 @@ from typing import Any, Literal
 
 import numpy as np
 import yaml
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emostream.training.features import Augment
 
@@ -87,6 +89,12 @@ class TrainConfig(_Section):
     run_dir: Path = Path(".emostream/runs")
     name: str = "emotion"
     export: Path = Path(".emostream/models/emotion")
+
+    @model_validator(mode="after")
+    def _ensemble_of_classifiers(self) -> TrainConfig:
+        if self.ensemble_size > 1 and self.preset == "tiny-llm":
+            raise ValueError("ensemble_size > 1 averages classifiers: a preset with a language model cannot be ensembled")
+        return self
 
     @property
     def epochs(self) -> int:
