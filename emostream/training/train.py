@@ -203,7 +203,6 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     from emostream.models.llm import add_lora, bundled_tokenizer  # noqa: PLC0415
     from emostream.models.score import speaker_floor  # noqa: PLC0415
     from emostream.training.data import SpeakerPools, batch, samples_from_rows, voice_statistics  # noqa: PLC0415
-    from emostream.training.evaluate import evaluate_samples  # noqa: PLC0415
     from emostream.training.features import read_features  # noqa: PLC0415
 
     context = ray.train.get_context()
@@ -214,7 +213,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model = build_model(config.preset, config.label_set)
     labels = model.config.labels
     train_samples = samples_from_rows([r for r in rows if r["speaker"] not in validation], labels, config.label_set)
-    val_samples = samples_from_rows([r for r in rows if r["speaker"] in validation and r["variant"] == 0], labels, config.label_set)
+    val_samples = validation_samples(rows, config, labels)
     mean, std = voice_statistics(train_samples)
     model.audio_adapter.voice_mean.copy_(mean)
     model.audio_adapter.voice_std.copy_(std)
@@ -284,10 +283,9 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             losses.append(float(loss.detach()))
         seconds = time.perf_counter() - started
         engine.eval()
-        report = evaluate_samples(model, val_samples, labels) if val_samples else None
         metrics = {"epoch": epoch, "stage": stage.name, "loss": float(np.mean(losses)) if losses else float("nan"),
                    "samples_per_second": len(order) / seconds if seconds > 0 else 0.0,
-                   **({"val_war": report.war, "val_uar": report.uar, "val_f1": report.weighted_f1} if report else {})}
+                   **validation_figures(model, val_samples, labels)}
         if rank == 0:
             _log_metrics(metrics_file, writer, metrics)
         with tempfile.TemporaryDirectory() as directory:
@@ -363,6 +361,7 @@ def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
     `save_pretrained`. Returns the export folder and the last epoch's metrics; for an ensemble, those of its last
     member, with the validation figures (val_*) of the whole ensemble."""
     from emostream.models.model import EmotionEnsemble  # noqa: PLC0415
+    from emostream.training.features import read_features  # noqa: PLC0415
 
     if config.ensemble_size == 1:
         model, metrics = _fit_run(config, cache)
@@ -373,7 +372,8 @@ def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
             trained, metrics = _fit_run(member, cache)
             members.append(trained)
         model = EmotionEnsemble.of(members)
-        metrics = {**metrics, **_validation_metrics(model, config, cache)}
+        metrics = {**metrics, **validation_figures(model, validation_samples(read_features(cache), config, model.config.labels),
+                                                   model.config.labels)}
     config.export.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(config.export)
     return config.export, metrics
@@ -429,16 +429,19 @@ def _last_metrics(path: Path) -> dict[str, Any]:
     return {name: value(text) for name, text in rows[-1].items()}
 
 
-def _validation_metrics(model, config: TrainConfig, cache: Path) -> dict[str, float]:  # type: ignore[no-untyped-def]
-    """WAR, UAR and weighted F1 of a model on the config's validation speakers (none: empty)."""
+def validation_samples(rows: list[dict[str, Any]], config: TrainConfig, labels: list[str]) -> list:
+    """The validation speakers' examples as they were recorded (augmented copies only train)."""
     from emostream.training.data import samples_from_rows  # noqa: PLC0415
-    from emostream.training.evaluate import evaluate_samples  # noqa: PLC0415
-    from emostream.training.features import read_features  # noqa: PLC0415
 
     validation = set(config.data.validation_speakers)
-    rows = [r for r in read_features(cache) if r["speaker"] in validation and r["variant"] == 0]
-    samples = samples_from_rows(rows, model.config.labels, config.label_set)
+    return samples_from_rows([r for r in rows if r["speaker"] in validation and r["variant"] == 0], labels, config.label_set)
+
+
+def validation_figures(model, samples: list, labels: list[str]) -> dict[str, float]:  # type: ignore[no-untyped-def]
+    """val_war, val_uar and val_f1 of a model on validation samples (none labelled: no figures)."""
+    from emostream.training.evaluate import evaluate_samples  # noqa: PLC0415
+
     if not any(s.label >= 0 for s in samples):
         return {}
-    report = evaluate_samples(model, samples, model.config.labels)
+    report = evaluate_samples(model, samples, labels)
     return {"val_war": report.war, "val_uar": report.uar, "val_f1": report.weighted_f1}
