@@ -83,11 +83,10 @@ class Transcriber:
         clipped = [a[: int(MAX_WINDOW_SECONDS * SAMPLE_RATE)].astype(np.float32) for a in audios]
         for i, audio in enumerate(clipped):
             by_window.setdefault(_window_seconds(len(audio)), []).append(i)
-        results: list[Recognised | None] = [None] * len(audios)
+        results: dict[int, Recognised] = {}
         for window, members in by_window.items():
-            for i, result in zip(members, self._recognise_window([clipped[i] for i in members], window, transcribe), strict=True):
-                results[i] = result
-        return [r for r in results if r is not None]
+            results.update(zip(members, self._recognise_window([clipped[i] for i in members], window, transcribe), strict=True))
+        return [results[i] for i in range(len(audios))]
 
     def _recognise_window(self, audios: list[np.ndarray], window: int, transcribe: bool) -> list[Recognised]:
         import ctranslate2  # noqa: PLC0415
