@@ -126,3 +126,24 @@ def test_segments_of_another_stream_are_refused(models: dict[str, object]) -> No
     session = StreamSession("a", load_settings(), models["voices"])  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="stream 'b' pushed to the session of 'a'"):
         session.push(segment_of("b", 0, room_noise(1.0), 0.0))
+
+
+def test_a_draft_is_the_audio_its_utterance_closes_with(librivox: list[Path], models: dict[str, object]) -> None:
+    """Read speech in 0.5 s segments: each draft is handed out once, only in a pause, and the first utterance,
+    drafted a segment before its pause closed it, closes with exactly the drafted audio."""
+    session = StreamSession("drafts", load_settings(), models["voices"])  # type: ignore[arg-type]
+    audio = np.concatenate([room_noise(0.5), read_mono(librivox[0]), room_noise(1.0, 1), read_mono(librivox[1]), room_noise(1.0, 2)])
+    step = RATE // 2
+    drafted: dict[bytes, int] = {}  # a draft's audio -> the segment after which it was handed out
+    closed: list[tuple[int, bytes]] = []
+    for seq, first in enumerate(range(0, len(audio), step)):
+        bundles = session.push(segment_of("drafts", seq, audio[first : first + step], first / RATE))
+        closed += [(seq, bundle.audio.tobytes()) for bundle in bundles]
+        for draft in session.drafts():
+            assert session._channels[draft.channel].cutter.pausing
+            assert draft.stream_id == "drafts" and draft.role is None
+            assert draft.audio.tobytes() not in drafted
+            drafted[draft.audio.tobytes()] = seq
+    assert len(closed) == 2
+    (closed_at, audio_bytes), _ = closed
+    assert drafted.get(audio_bytes) == closed_at - 1

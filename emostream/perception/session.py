@@ -45,6 +45,16 @@ THUMBNAILS_PER_UTTERANCE = 4
 AUDIO_MARGIN = 0.25  # seconds
 
 
+@dataclass(frozen=True)
+class Draft:
+    """An utterance that will close unless speech resumes within the pause: what its bundle's audio will be."""
+
+    stream_id: str
+    channel: int
+    role: str | None  # the channel's role, when the stream names it (None for diarised speakers)
+    audio: np.ndarray  # exactly the closed bundle's `audio`, if the utterance closes as it stands
+
+
 @dataclass
 class _Channel:
     """One audio channel's running state."""
@@ -53,6 +63,7 @@ class _Channel:
     audio: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     audio_start: float = 0.0  # stream seconds of audio[0]
     prosody: list[ProsodyFrames] = field(default_factory=list)
+    drafted: Span | None = None  # the last utterance handed out as a draft
 
     @property
     def audio_end(self) -> float:
@@ -157,6 +168,22 @@ class StreamSession:
             raise ValueError(f"stream {self.stream_id!r}: no audio between {start} and {end} s")
         return self._bundle(channel, Span(first, last))
 
+    def drafts(self) -> list[Draft]:
+        """Utterances in a pause that closes them unless speech resumes, each once, with the audio their
+        bundles will carry when closed: the audio encoders can start on it while the pause runs out."""
+        drafts = []
+        for index, channel in self._channels.items():
+            cutter = channel.cutter
+            if not cutter.pausing:
+                continue
+            span = tighten(Span(cutter.start, cutter.last_speech), ProsodyFrames.concat(channel.prosody))
+            if (span != channel.drafted and span.duration >= self.voice.min_utterance_seconds
+                    and channel.audio_end >= span.end + AUDIO_MARGIN):
+                channel.drafted = span
+                role = self._roles[index] if index < len(self._roles) else None
+                drafts.append(Draft(self.stream_id, index, role, _utterance_audio(channel, span)[1]))
+        return drafts
+
     def needed_from(self) -> float:
         """Stream seconds from which media is still needed: an open utterance's start, else the end so far.
 
@@ -204,8 +231,7 @@ class StreamSession:
     def _bundle(self, index: int, span: Span) -> UtteranceBundle:
         started = time.perf_counter()
         channel = self._channels[index]
-        audio_start = max(span.start - AUDIO_MARGIN, channel.audio_start)
-        audio = channel.cut(Span(audio_start, span.end + AUDIO_MARGIN))
+        audio_start, audio = _utterance_audio(channel, span)
         # The voice is judged on the utterance alone: the margins may hold someone else.
         speaker, role, embedding, similarity = self._speaker(index, channel.cut(span))
         speaker_seconds = time.perf_counter() - started
@@ -264,14 +290,25 @@ class StreamSession:
         return (slices[speaker] if speaker is not None else None), listeners
 
 
+def _utterance_audio(channel: _Channel, span: Span) -> tuple[float, np.ndarray]:
+    """Stream seconds of the first sample, and the audio the recognisers get: the utterance and a margin."""
+    audio_start = max(span.start - AUDIO_MARGIN, channel.audio_start)
+    return audio_start, channel.cut(Span(audio_start, span.end + AUDIO_MARGIN))
+
+
 def tighten(span: Span, frames: ProsodyFrames) -> Span:
-    """Move the utterance's edges inwards to the first and last frame that is clearly speech (never outwards)."""
+    """Move the utterance's edges inwards to the first and last frame that is clearly speech (never outwards).
+
+    The noise floor is taken over the buffered frames up to the utterance's end only: the pause that
+    closes it adds none, so the edges are the same while the pause runs and once it has closed the
+    utterance (`StreamSession.drafts`)."""
     inside = frames.slice(span.start, span.end)
-    if len(inside) == 0 or len(frames) < 10:
+    before = frames.slice(-np.inf, span.end)
+    if len(inside) == 0 or len(before) < 10:
         return span
     threshold = max(
         float(np.percentile(inside.energy_db, LOUD_PERCENTILE)) - EDGE_BELOW_LOUD_DB,
-        float(np.percentile(frames.energy_db, FLOOR_PERCENTILE)) + EDGE_ABOVE_FLOOR_DB,
+        float(np.percentile(before.energy_db, FLOOR_PERCENTILE)) + EDGE_ABOVE_FLOOR_DB,
     )
     loud = np.flatnonzero(inside.energy_db >= threshold)
     if not len(loud):
@@ -296,6 +333,11 @@ class StreamSessions:
         if session.ended:
             del self.sessions[segment.stream_id]
         return bundles
+
+    def drafts(self, stream_id: str) -> list[Draft]:
+        """The stream's new drafts (`StreamSession.drafts`); none once it ended."""
+        session = self.sessions.get(stream_id)
+        return session.drafts() if session is not None else []
 
     def flush_idle(self, now: float | None = None) -> list[UtteranceBundle]:
         """Flush and forget streams with no segment for `voice.idle_seconds`."""

@@ -115,6 +115,12 @@ class UtteranceCutter:
         self.speaking = False  # inside speech (continues while p >= offset) or in a pause
         self.resume_at: float | None = None  # in a pause: start of speech that has not lasted min_resume yet
 
+    @property
+    def pausing(self) -> bool:
+        """In a pause after speech: the utterance closes as it stands unless speech resumes (lasting `min_resume`)
+        before the pause lasts `merge_gap`."""
+        return self.start is not None and not self.speaking
+
     def push(self, times: np.ndarray, probabilities: np.ndarray) -> list[Span]:
         closed: list[Span] = []
         for t, p in zip(times.tolist(), probabilities.tolist(), strict=True):
