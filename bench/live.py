@@ -7,8 +7,9 @@ the streams start together (or `--stagger` seconds apart). For each load we repo
 end-to-end latency (utterance end on the media clock → its event sent) p50/p95, the drift
 between the first and second half of the run (a growing latency means the job falls
 behind), the largest consumer lag seen, how busy the machine's CPUs were and the CPU time spent per
-utterance (machine-wide: run it on a quiet machine), and whether the load stayed real time (p95 ≤ 1.5 s,
-no drift beyond 0.5 s). Repeat a load (`--streams 4,4,4`) to see how much runs vary.
+utterance (machine-wide: run it on a quiet machine), how many closed utterances found their Whisper result
+prepared from a draft (used/prepared; `--set live.prepare_drafts=false` for the job without drafts), and whether
+the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s). Repeat a load (`--streams 4,4,4`) to see how much runs vary.
 Figures are printed, never asserted. Run inside a loopback-only namespace:
     unshare -n sh -c 'ip link set lo up && exec env RAY_AUTH_MODE=disabled .venv/bin/python bench/live.py'
 """
@@ -30,7 +31,7 @@ from emostream.ingest.publish import publish
 from emostream.ingest.synthetic import speech_track
 from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
-from emostream.live.job import LiveJob, serve_scorer
+from emostream.live.job import LiveJob, ServeScorer
 from emostream.metrics import Metrics
 from emostream.settings import Settings, load_settings
 
@@ -50,6 +51,7 @@ def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: s
     publishers = [threading.Thread(target=publish, args=(media, name, settings), kwargs={"realtime": True})
                   for name in sorted(names)]
     stage_before = _stage_totals(job.metrics)
+    drafts_before = _prepared_counts(job)
     lags: list[float] = []
     cpu_before = _busy_cpu_seconds()
     started = time.monotonic()
@@ -64,11 +66,17 @@ def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: s
     half = len(latencies) // 2
     drift = statistics.median(latencies[half:]) - statistics.median(latencies[:half]) if half else float("nan")
     stage_after = _stage_totals(job.metrics)
+    drafts = {k: v - drafts_before.get(k, 0) for k, v in _prepared_counts(job).items()}
     stages = {k: (stage_after[k][0] - stage_before.get(k, (0, 0))[0]) / (stage_after[k][1] - stage_before.get(k, (0, 0))[1])
               for k in stage_after if stage_after[k][1] > stage_before.get(k, (0, 0))[1]}
     return {"events": len(latencies), "p50": percentile(latencies, 0.5), "p95": percentile(latencies, 0.95),
-            "drift": drift, "max_lag": max(lags, default=0.0), "stages": stages,
+            "drift": drift, "max_lag": max(lags, default=0.0), "stages": stages, "drafts": drafts,
             "cpu_busy": busy / (wall * (psutil.cpu_count() or 1)), "cpu_per_event": busy / len(latencies) if latencies else float("nan")}
+
+
+def _prepared_counts(job: LiveJob) -> dict[str, int]:
+    """The audio encoder's Whisper results so far: prepared for drafts, and used or computed for closed utterances."""
+    return job.scorer.audio.prepared_counts.remote().result()  # type: ignore[attr-defined]
 
 
 def _busy_cpu_seconds() -> float:
@@ -122,7 +130,7 @@ def main() -> None:
         print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, streams of read speech published in real time "
               f"in {args.segment_seconds:g} s segments, starts {args.stagger:g} s apart{''.join(' --set ' + item for item in args.set)}")
         ensure_topics(settings.kafka)
-        job = LiveJob(settings, serve_scorer(settings.live.serve_app), Metrics())
+        job = LiveJob(settings, ServeScorer(settings.live.serve_app), Metrics())
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop})
         runner.start()
@@ -132,7 +140,7 @@ def main() -> None:
         time.sleep(IDLE_SECONDS)
         idle = (_busy_cpu_seconds() - before) / (time.monotonic() - started)
         print(f"idle job (no streams, {IDLE_SECONDS:g} s): {idle:.2f} of {psutil.cpu_count()} CPUs busy")
-        print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  real_time  mean stage seconds")
+        print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  drafts_used  real_time  mean stage seconds")
         sustained = 0
         results: list[dict[str, object]] = []
         for streams in (int(n) for n in args.streams.split(",")):
@@ -141,8 +149,11 @@ def main() -> None:
             real_time = r["p95"] <= 1.5 and not r["drift"] > 0.5
             sustained = streams if real_time else sustained
             stages = " ".join(f"{k} {v:.3f}" for k, v in r["stages"].items())
+            drafts = r["drafts"]
+            used = f"{drafts.get('used', 0)}/{drafts.get('prepared', 0)}"
             print(f"{streams:7d}  {r['events']:6d}  {r['p50']:5.2f}  {r['p95']:5.2f}  {r['drift']:+7.2f}  {r['max_lag']:7.0f}  "
-                  f"{r['cpu_busy']:7.0%}  {r['cpu_per_event']:9.2f}  {'yes' if real_time else 'no ':9s}  {stages}", flush=True)
+                  f"{r['cpu_busy']:7.0%}  {r['cpu_per_event']:9.2f}  {used:>11s}  {'yes' if real_time else 'no ':9s}  {stages}",
+                  flush=True)
         print(f"largest load that stayed real time: {sustained} streams")
         stop.set()
         runner.join()

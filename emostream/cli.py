@@ -232,14 +232,14 @@ def _ray_connect(address: str | None, cpus: int | None) -> None:
 
 def _live_job(settings: Settings, profile: str = "local"):  # type: ignore[no-untyped-def]
     """The live job on the connected Ray: the Serve app deployed if absent, the metrics endpoint up."""
-    from emostream.live.job import LiveJob, serve_scorer
+    from emostream.live.job import LiveJob, ServeScorer
     from emostream.metrics import Metrics, serve_metrics
     from emostream.serve.app import deploy
 
     deploy(settings, profile)
     metrics = Metrics()
     serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
-    return LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
+    return LiveJob(settings, ServeScorer(settings.live.serve_app), metrics)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -171,6 +171,8 @@ class LiveSettings(_Section):
     commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
     max_in_flight: int = Field(64, ge=1)  # score calls queued or running (streams in parallel); ingestion waits beyond
     score_roles: tuple[str, ...] = ()  # score only speakers with these roles (e.g. "customer"); empty scores everyone
+    # Start Whisper on an utterance while the pause that will close it runs out (wasted if speech resumes)
+    prepare_drafts: bool = True
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint
 

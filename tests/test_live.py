@@ -95,9 +95,9 @@ def emotions(settings: Settings, timeout: float = 10.0) -> list[dict[str, Any]]:
 def run_job(settings: Settings, streams: set[str], metrics: Metrics | None = None,
             during: Any = None) -> Any:
     """Run the live job in a thread until `streams` ended; `during(job)` runs meanwhile in this thread."""
-    from emostream.live.job import LiveJob, serve_scorer
+    from emostream.live.job import LiveJob, ServeScorer
 
-    job = LiveJob(settings, serve_scorer(settings.live.serve_app), metrics)
+    job = LiveJob(settings, ServeScorer(settings.live.serve_app), metrics)
     stop = threading.Event()
     runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: streams <= s.ended_streams})
     runner.start()
@@ -204,6 +204,28 @@ def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Setti
     reference = {e["utterance_id"] for e in analyze(cluster, talk, "talk", None)}
     assert {e["utterance_id"] for e in events} == reference
     assert len(events) >= len(reference)  # repeats allowed, always with the same id
+
+
+def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, settings: Settings, librivox: list[Path],
+                                                            tmp_path: Path, make_perception) -> None:  # type: ignore[no-untyped-def]
+    """Published in 0.5 s segments, some utterances are drafted a segment before their pause closes them: their
+    Whisper results are prepared ahead and used, and every utterance has the transcript the in-process
+    pipeline gives for the same segments."""
+    from emostream.live.job import ServeScorer
+
+    settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"segment_seconds": 0.5})})
+    talk = speech_track(librivox[:3], tmp_path / "talk.wav")
+    counts = ServeScorer(settings.live.serve_app).audio.prepared_counts
+    before = counts.remote().result()
+    publisher = threading.Thread(target=publish, args=(talk, "talk", settings), kwargs={"realtime": True})
+    publisher.start()
+    run_job(settings, {"talk"})
+    publisher.join()
+    after = counts.remote().result()
+    used = after.get("used", 0) - before.get("used", 0)
+    assert used >= 1, f"no prepared Whisper result was used: {before} -> {after}"
+    events = {e["utterance_id"]: e["transcript"] for e in emotions(settings)}
+    assert events == {b.utterance_id: b.transcript for b in make_perception(settings).analyze_file(talk, "talk")}
 
 
 def test_backfill_of_files_and_of_a_kafka_range_gives_the_same_utterances(cluster: str, settings: Settings,

@@ -3,7 +3,8 @@
     KafkaMediaSource (endless read tasks, our offsets)
       → map_batches(SegmentStage)       per segment: check, decode, faces, prosody  (actor pool)
       → driver: per-stream seq order    (StreamOrderer; duplicates and late segments dead-lettered)
-      → session threads → SessionActor  utterances, speakers, face tracks (one thread per actor, stream hashed)
+      → session threads → SessionActor  utterances, speakers, face tracks (one thread per actor, stream hashed);
+                                        drafts (utterances in their closing pause) → Serve: Whisper starts early
       → scorer threads (per stream)     Serve: ASR + audio, text, emotion model, with the stream's context
       → emotions topic; offsets committed past a stream once it ended and all its events are out
 
@@ -31,7 +32,7 @@ from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 import ray
 from kafka import TopicPartition
@@ -48,6 +49,7 @@ from emostream.live.source import TICK, KafkaMediaSource, media_partitions
 from emostream.live.stages import REJECTED, SegmentStage, dead_letter
 from emostream.metrics import Metrics
 from emostream.models.score import StreamContexts
+from emostream.perception.session import Draft
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 
@@ -100,17 +102,21 @@ class JobStats:
     ended_streams: set[str] = field(default_factory=set)
 
 
-# Scores a stream's utterance bundles with its context: the events (JSON-ready) and the context after them.
-Score = Callable[[list[UtteranceBundle], StreamContexts], tuple[list[dict[str, Any]], StreamContexts]]
+class Scorer(Protocol):
+    def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
+        """A stream's utterance bundles scored with its context: the events (JSON-ready) and the context after them."""
+
+    def prepare(self, drafts: list[Draft]) -> None:
+        """Start encoding utterances that are likely to close (`StreamSession.drafts`); returns at once."""
 
 
 class LiveJob:
     """Runs until `stop` is set (or `until(stats)` is true); call from a process connected to Ray."""
 
-    def __init__(self, settings: Settings, score: Score, metrics: Metrics | None = None, group_id: str | None = None) -> None:
+    def __init__(self, settings: Settings, scorer: Scorer, metrics: Metrics | None = None, group_id: str | None = None) -> None:
         self.settings = settings
         self.live = settings.live
-        self.score = score
+        self.scorer = scorer
         self.metrics = metrics or Metrics()
         self.group_id = group_id or settings.kafka.group_id
         self.stats = JobStats()
@@ -290,7 +296,7 @@ class LiveJob:
             if item is FLUSH_IDLE:
                 flushed: dict[str, list[UtteranceBundle]] = ray.get(self._actors[index].flush_idle.remote())
             else:
-                bundles: list[UtteranceBundle] = ray.get(self._actors[index].push.remote(item.payload))
+                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload))
         except RayActorError:
             self._lost = f"session actor {index} died"
             return
@@ -307,6 +313,8 @@ class LiveJob:
         with self._lock:
             self.stats.segments += 1
         self._submit(item.stream_id, bundles, item.ended)
+        if self.live.prepare_drafts and (drafts := with_roles(drafts, self.live.score_roles)):
+            self.scorer.prepare(drafts)
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
         """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
@@ -343,7 +351,7 @@ class LiveJob:
             events: list[dict[str, Any]] = []
             if job.bundles:
                 started = time.perf_counter()
-                events, contexts = self.score(job.bundles, contexts)
+                events, contexts = self.scorer.score(job.bundles, contexts)
                 self.contexts[job.stream_id] = contexts
                 self.metrics.stage.labels("score").observe(time.perf_counter() - started)
                 self.metrics.batch.observe(len(job.bundles))
@@ -527,13 +535,18 @@ def _json(event: dict[str, Any]) -> bytes:
     return json.dumps(event, separators=(",", ":")).encode()
 
 
-def serve_scorer(app_name: str) -> Score:
-    """Scoring through the running Serve application's ingress (ASR, encoders, emotion model)."""
-    from ray import serve  # noqa: PLC0415
+class ServeScorer:
+    """Scoring through the running Serve application (`app_name`): ASR, encoders and the emotion model."""
 
-    handle = serve.get_app_handle(app_name)
+    def __init__(self, app_name: str) -> None:
+        from ray import serve  # noqa: PLC0415
 
-    def score(bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
-        return handle.score_bundles.remote(bundles, contexts).result()
+        self.ingress = serve.get_app_handle(app_name)
+        self.audio = serve.get_deployment_handle("AudioEncoder", app_name)
+        self.preparing: deque[Any] = deque(maxlen=256)  # recent `prepare` calls, kept referenced while they run
 
-    return score
+    def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
+        return self.ingress.score_bundles.remote(bundles, contexts).result()
+
+    def prepare(self, drafts: list[Draft]) -> None:
+        self.preparing.append(self.audio.prepare.remote(drafts))

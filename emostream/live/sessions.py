@@ -9,13 +9,16 @@ from their first segment.
 from __future__ import annotations
 
 import zlib
+from typing import TypeVar
 
 import ray
 
 from emostream.live.stages import perceived
-from emostream.perception.session import StreamSessions
+from emostream.perception.session import Draft, StreamSessions
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
+
+R = TypeVar("R", UtteranceBundle, Draft)
 
 
 def owner(stream_id: str, actors: int) -> int:
@@ -23,9 +26,9 @@ def owner(stream_id: str, actors: int) -> int:
     return zlib.crc32(stream_id.encode()) % actors
 
 
-def with_roles(bundles: list[UtteranceBundle], roles: tuple[str, ...]) -> list[UtteranceBundle]:
-    """The bundles to score under `live.score_roles` (empty: all of them)."""
-    return [b for b in bundles if not roles or b.role in roles]
+def with_roles(items: list[R], roles: tuple[str, ...]) -> list[R]:
+    """The bundles (or drafts) to score under `live.score_roles` (empty: all of them)."""
+    return [item for item in items if not roles or item.role in roles]
 
 
 @ray.remote(num_cpus=0.1, max_concurrency=1)
@@ -40,9 +43,10 @@ class SessionActor:
         self.sessions = StreamSessions(Settings.model_validate_json(settings_json))
         self.sessions.warm_up()  # before the job's ping returns: a stream's first utterance must not wait for it
 
-    def push(self, payload: bytes) -> list[UtteranceBundle]:
-        """The utterances the segment closed, in time order."""
-        return self.sessions.push(perceived(payload))
+    def push(self, payload: bytes) -> tuple[list[UtteranceBundle], list[Draft]]:
+        """The utterances the segment closed, in time order, and the stream's new drafts."""
+        segment = perceived(payload)
+        return self.sessions.push(segment), self.sessions.drafts(segment.stream_id)
 
     def flush_idle(self) -> dict[str, list[UtteranceBundle]]:
         """Streams idle for `voice.idle_seconds`, flushed and forgotten: their last utterances."""

@@ -11,7 +11,7 @@ import time
 from dataclasses import replace
 
 from emostream.perception.utterance import UtteranceBundle
-from emostream.perception.voice.asr import Transcriber
+from emostream.perception.voice.asr import Recognised, Transcriber
 from emostream.perception.voice.text import SentenceEmbedder
 from emostream.settings import VoiceSettings
 
@@ -22,7 +22,12 @@ def transcribe(bundles: list[UtteranceBundle], transcriber: Transcriber, voice: 
         return []
     started = time.perf_counter()
     results = transcriber.recognise([bundle.audio for bundle in bundles], transcribe=voice.asr)
-    seconds = (time.perf_counter() - started) / len(bundles)
+    return with_recognition(bundles, results, voice, (time.perf_counter() - started) / len(bundles))
+
+
+def with_recognition(bundles: list[UtteranceBundle], results: list[Recognised], voice: VoiceSettings,
+                     seconds: float) -> list[UtteranceBundle]:
+    """The bundles with their Whisper results: transcript, words per second, audio embedding, and the time taken."""
     return [
         replace(
             bundle,

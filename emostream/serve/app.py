@@ -20,6 +20,7 @@ Uploaded media lives in a temporary file for the length of the request only.
 import asyncio
 import logging
 import tempfile
+import time
 from dataclasses import replace
 from typing import Any
 
@@ -70,25 +71,43 @@ class SegmentPerception:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
 class AudioEncoder:
-    """Whisper over each utterance: transcript (unless ASR is off) and audio embedding."""
+    """Whisper over each utterance: transcript (unless ASR is off) and audio embedding.
+
+    `prepare` runs Whisper on a draft utterance's audio while its closing pause runs out (the live job
+    sends drafts); when the closed utterance arrives with the same audio, its result is ready. Results
+    wait here (in memory, a bounded number) on the replica that made them.
+    """
 
     def __init__(self, settings_json: str) -> None:
         from emostream.perception.encode import speech_recogniser  # noqa: PLC0415
+        from emostream.perception.voice.asr import PreparedResults  # noqa: PLC0415
 
         self.voice = Settings.model_validate_json(settings_json).voice
         self.transcriber = speech_recogniser(self.voice)
+        self.prepared = PreparedResults()
 
     async def encode(self, bundles: list[Any]) -> list[Any]:
-        return await self.encode_batch(bundles)
+        from emostream.perception.encode import with_recognition  # noqa: PLC0415
+
+        started = time.perf_counter()
+        results = await self.recognise_batch([(bundle.stream_id, bundle.audio, False) for bundle in bundles])
+        return with_recognition(bundles, results, self.voice, (time.perf_counter() - started) / max(len(bundles), 1))
+
+    async def prepare(self, drafts: list[Any]) -> None:
+        await self.recognise_batch([(draft.stream_id, draft.audio, True) for draft in drafts])
+
+    def prepared_counts(self) -> dict[str, int]:
+        """Whisper results so far: "prepared" for drafts; for closed utterances, "used" (prepared) or "computed"."""
+        return dict(self.prepared.counts)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def encode_batch(self, requests: list[list[Any]]) -> list[list[Any]]:
+    async def recognise_batch(self, requests: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
         """Concurrent requests (streams whose utterances closed together) in one batched Whisper call, off
-        the event loop: Whisper runs them one batch at a time instead of all at once on shared cores."""
-        from emostream.perception.encode import transcribe  # noqa: PLC0415
-
-        flat = [bundle for bundles in requests for bundle in bundles]
-        return _per_request(await asyncio.to_thread(transcribe, flat, self.transcriber, self.voice), requests)
+        the event loop: Whisper runs them one batch at a time instead of all at once on shared cores.
+        An item is (stream id, audio, prepare): prepared results are kept for later, others use them up."""
+        flat = [item for items in requests for item in items]
+        results = await asyncio.to_thread(self.prepared.recognise, self.transcriber, flat, self.voice.asr)
+        return _per_request(results, requests)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
