@@ -8,8 +8,8 @@ end-to-end latency (utterance end on the media clock → its event sent) p50/p95
 between the first and second half of the run (a growing latency means the job falls
 behind), the largest consumer lag seen, how busy the machine's CPUs were and the CPU time spent per
 utterance (machine-wide: run it on a quiet machine), how many closed utterances found their Whisper result
-prepared from a draft (used/prepared; `--set live.prepare_drafts=false` for the job without drafts), and whether
-the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s). Repeat a load (`--streams 4,4,4`) to see how much runs vary.
+prepared from a draft (used/prepared; `--drafts both` runs each load with drafts and then without, in the same
+job), and whether the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s). Repeat a load (`--streams 4,4,4`) to see how much runs vary.
 Figures are printed, never asserted. Run inside a loopback-only namespace:
     unshare -n sh -c 'ip link set lo up && exec env RAY_AUTH_MODE=disabled .venv/bin/python bench/live.py'
 """
@@ -108,6 +108,9 @@ def main() -> None:
     parser.add_argument("--stagger", type=float, default=0.0,
                         help="seconds between stream starts (default 0: all start together, so their utterances end "
                              "at the same moments: the worst case; calls in a contact centre start independently)")
+    parser.add_argument("--drafts", choices=("on", "off", "both"), default="on",
+                        help="prepare Whisper results from drafts (live.prepare_drafts); both: run each load with "
+                             "drafts and then without, in the same job, for a comparison under the same conditions")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a setting, e.g. --set voice.merge_gap_seconds=0.3 (repeatable)")
     args = parser.parse_args()
@@ -143,14 +146,17 @@ def main() -> None:
         print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  drafts_used  real_time  mean stage seconds")
         sustained = 0
         results: list[dict[str, object]] = []
-        for streams in (int(n) for n in args.streams.split(",")):
+        modes = {"on": [True], "off": [False], "both": [True, False]}[args.drafts]
+        loads = [(int(n), mode) for n in args.streams.split(",") for mode in modes]
+        for streams, mode in loads:
+            job.live = job.live.model_copy(update={"prepare_drafts": mode})
             r = run_load(job, settings, streams, media, f"load{streams}-{len(results)}", args.stagger)
             results.append(r)
             real_time = r["p95"] <= 1.5 and not r["drift"] > 0.5
-            sustained = streams if real_time else sustained
+            sustained = streams if real_time and mode == modes[0] else sustained
             stages = " ".join(f"{k} {v:.3f}" for k, v in r["stages"].items())
             drafts = r["drafts"]
-            used = f"{drafts.get('used', 0)}/{drafts.get('prepared', 0)}"
+            used = f"{drafts.get('used', 0)}/{drafts.get('prepared', 0)}" if mode else "off"
             print(f"{streams:7d}  {r['events']:6d}  {r['p50']:5.2f}  {r['p95']:5.2f}  {r['drift']:+7.2f}  {r['max_lag']:7.0f}  "
                   f"{r['cpu_busy']:7.0%}  {r['cpu_per_event']:9.2f}  {used:>11s}  {'yes' if real_time else 'no ':9s}  {stages}",
                   flush=True)
