@@ -124,3 +124,4 @@ def test_prepared_results_are_used_once_and_bounded(librivox: list[Path], models
     assert fresh.text == transcriber(b).text
     prepared.recognise(transcriber, [("s1", a, True), ("s1", b, True), ("s1", c, True)])
     assert len(prepared) == 2 and prepared.take("s1", a) is None and prepared.take("s1", c) is not None  # the oldest made room
+    assert prepared.counts == {"prepared": 4, "used": 1, "computed": 2}

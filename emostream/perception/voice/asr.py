@@ -155,17 +155,20 @@ class PreparedResults:
     def recognise(self, transcriber: Transcriber, items: list[tuple[str, np.ndarray, bool]], transcribe: bool = True) -> list[Recognised]:
         """Whisper results of (stream id, audio, prepare) items in one batched call: those to prepare are
         computed and kept, the others use a kept result of the same stream and audio when there is one."""
-        results = [None if prepare else self.take(stream_id, audio) for stream_id, audio, prepare in items]
-        missing = [i for i, result in enumerate(results) if result is None]
+        results: dict[int, Recognised] = {}
+        for i, (stream_id, audio, prepare) in enumerate(items):
+            if not prepare and (kept := self.take(stream_id, audio)) is not None:
+                results[i] = kept
+        missing = [i for i in range(len(items)) if i not in results]
         computed = transcriber.recognise([items[i][1] for i in missing], transcribe) if missing else []
         for i, result in zip(missing, computed, strict=True):
             results[i] = result
             stream_id, audio, prepare = items[i]
             if prepare:
                 self.put(stream_id, audio, result)
-        self.counts.update(prepared=sum(p for _, _, p in items), computed=sum(not items[i][2] for i in missing))
-        self.counts.update(used=len(items) - len(missing))
-        return [result for result in results if result is not None]
+        prepared = sum(prepare for _, _, prepare in items)
+        self.counts.update(prepared=prepared, computed=len(missing) - prepared, used=len(items) - len(missing))
+        return [results[i] for i in range(len(items))]
 
 
 def _fingerprint(audio: np.ndarray) -> bytes:
