@@ -9,7 +9,8 @@ between the first and second half of the run (a growing latency means the job fa
 behind), the largest consumer lag seen, how busy the machine's CPUs were and the CPU time spent per
 utterance (machine-wide: run it on a quiet machine), how many closed utterances found their Whisper result
 prepared from a draft (used/prepared; `--drafts both` runs each load with drafts and then without, in the same
-job), and whether the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s). Repeat a load (`--streams 4,4,4`) to see how much runs vary.
+job), and whether the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s).
+Repeat a load (`--streams 4,4,4`) to see how much runs vary.
 Figures are printed, never asserted. Run inside a loopback-only namespace:
     unshare -n sh -c 'ip link set lo up && exec env RAY_AUTH_MODE=disabled .venv/bin/python bench/live.py'
 """
@@ -75,8 +76,8 @@ def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: s
 
 
 def _prepared_counts(job: LiveJob) -> dict[str, int]:
-    """The audio encoder's Whisper results so far: prepared for drafts, and used or computed for closed utterances."""
-    return job.scorer.audio.prepared_counts.remote().result()  # type: ignore[attr-defined]
+    """Whisper results so far: "prepared" from drafts; closed utterances "used" one or "missed"."""
+    return dict(job.scorer.prepared.counts)  # type: ignore[attr-defined]
 
 
 def _busy_cpu_seconds() -> float:
@@ -133,7 +134,7 @@ def main() -> None:
         print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, streams of read speech published in real time "
               f"in {args.segment_seconds:g} s segments, starts {args.stagger:g} s apart{''.join(' --set ' + item for item in args.set)}")
         ensure_topics(settings.kafka)
-        job = LiveJob(settings, ServeScorer(settings.live.serve_app), Metrics())
+        job = LiveJob(settings, ServeScorer(settings.live.serve_app, settings.voice), Metrics())
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop})
         runner.start()

@@ -239,7 +239,7 @@ def _live_job(settings: Settings, profile: str = "local"):  # type: ignore[no-un
     deploy(settings, profile)
     metrics = Metrics()
     serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
-    return LiveJob(settings, ServeScorer(settings.live.serve_app), metrics)
+    return LiveJob(settings, ServeScorer(settings.live.serve_app, settings.voice), metrics)
 
 
 def cmd_run(args: argparse.Namespace) -> int:

@@ -97,7 +97,7 @@ def run_job(settings: Settings, streams: set[str], metrics: Metrics | None = Non
     """Run the live job in a thread until `streams` ended; `during(job)` runs meanwhile in this thread."""
     from emostream.live.job import LiveJob, ServeScorer
 
-    job = LiveJob(settings, ServeScorer(settings.live.serve_app), metrics)
+    job = LiveJob(settings, ServeScorer(settings.live.serve_app, settings.voice), metrics)
     stop = threading.Event()
     runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: streams <= s.ended_streams})
     runner.start()
@@ -211,19 +211,14 @@ def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, setti
     """Published in 0.5 s segments, some utterances are drafted a segment before their pause closes them: their
     Whisper results are prepared ahead and used, and every utterance has the transcript the in-process
     pipeline gives for the same segments."""
-    from emostream.live.job import ServeScorer
-
     settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"segment_seconds": 0.5})})
     talk = speech_track(librivox[:3], tmp_path / "talk.wav")
-    counts = ServeScorer(settings.live.serve_app).audio.prepared_counts
-    before = counts.remote().result()
     publisher = threading.Thread(target=publish, args=(talk, "talk", settings), kwargs={"realtime": True})
     publisher.start()
-    run_job(settings, {"talk"})
+    job = run_job(settings, {"talk"})
     publisher.join()
-    after = counts.remote().result()
-    used = after.get("used", 0) - before.get("used", 0)
-    assert used >= 1, f"no prepared Whisper result was used: {before} -> {after}"
+    counts = job.scorer.prepared.counts
+    assert counts["used"] >= 1 and counts["used"] + counts["missed"] == job.stats.events, counts
     events = {e["utterance_id"]: e["transcript"] for e in emotions(settings)}
     assert events == {b.utterance_id: b.transcript for b in make_perception(settings).analyze_file(talk, "talk")}
 

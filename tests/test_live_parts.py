@@ -79,3 +79,19 @@ def test_stream_workers_run_streams_side_by_side_and_each_stream_in_order() -> N
     assert workers.idle() and together.is_set()
     assert [n for s, n in done if s == "a"] == [0, 1, 2, 3] and [n for s, n in done if s == "b"] == [0, 1, 2, 3]
     workers.stop()
+
+
+def test_prepared_results_are_kept_per_stream_and_audio_used_once_and_bounded() -> None:
+    """The live job keeps a draft's pending Whisper result until the closed utterance with that audio asks."""
+    from emostream.live.drafts import PreparedResults
+
+    a, b, c = (np.random.default_rng(seed).normal(size=16000).astype(np.float32) for seed in range(3))
+    prepared: PreparedResults[str] = PreparedResults(capacity=2)
+    prepared.put("s1", a, "result a")
+    assert prepared.take("s2", a) is None  # another stream's utterance is its own
+    assert prepared.take("s1", b) is None
+    assert prepared.take("s1", a.copy()) == "result a" and prepared.take("s1", a) is None  # used once
+    for audio, name in ((a, "a"), (b, "b"), (c, "c")):
+        prepared.put("s1", audio, name)
+    assert len(prepared) == 2 and prepared.take("s1", a) is None and prepared.take("s1", c) == "c"  # the oldest made room
+    assert prepared.counts == {"prepared": 4, "used": 2, "missed": 4}

@@ -108,20 +108,3 @@ def test_batched_recognition_gives_each_utterance_what_it_gets_alone(librivox: l
         np.testing.assert_allclose(many.audio_embedding, one.audio_embedding, atol=1e-5)
     assert transcriber.recognise([]) == []
 
-
-def test_prepared_results_are_used_once_and_bounded(librivox: list[Path], models) -> None:  # type: ignore[no-untyped-def]
-    """The audio encoder keeps what it computed for a draft utterance until the closed one asks for it."""
-    from emostream.perception.voice.asr import PreparedResults
-
-    transcriber = models["transcriber"]
-    a, b, c = (read_mono(p)[: 2 * 16000] for p in librivox[:3])
-    prepared = PreparedResults(capacity=2)
-    [ahead] = prepared.recognise(transcriber, [("s1", a, True)])
-    assert len(prepared) == 1
-    used, fresh, other_stream = prepared.recognise(transcriber, [("s1", a.copy(), False), ("s1", b, False), ("s2", a, False)])
-    assert used is ahead and len(prepared) == 0  # the same object: nothing was computed again, and it is gone
-    assert other_stream is not ahead and other_stream.text == ahead.text  # another stream's is its own
-    assert fresh.text == transcriber(b).text
-    prepared.recognise(transcriber, [("s1", a, True), ("s1", b, True), ("s1", c, True)])
-    assert len(prepared) == 2 and prepared.take("s1", a) is None and prepared.take("s1", c) is not None  # the oldest made room
-    assert prepared.counts == {"prepared": 4, "used": 1, "computed": 2}

@@ -44,14 +44,16 @@ from emostream.ingest.consumer import OffsetTracker
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.kafka.clients import producer as make_producer
+from emostream.live.drafts import PreparedResults
 from emostream.live.sessions import SessionActor, owner, with_roles
 from emostream.live.source import TICK, KafkaMediaSource, media_partitions
 from emostream.live.stages import REJECTED, SegmentStage, dead_letter
 from emostream.metrics import Metrics
 from emostream.models.score import StreamContexts
+from emostream.perception.encode import with_recognition
 from emostream.perception.session import Draft
 from emostream.perception.utterance import UtteranceBundle
-from emostream.settings import Settings
+from emostream.settings import Settings, VoiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -536,17 +538,37 @@ def _json(event: dict[str, Any]) -> bytes:
 
 
 class ServeScorer:
-    """Scoring through the running Serve application (`app_name`): ASR, encoders and the emotion model."""
+    """Scoring through the running Serve application (`app_name`): ASR, encoders and the emotion model.
 
-    def __init__(self, app_name: str) -> None:
+    Drafts go to the audio encoder as soon as the job has them; a closed utterance whose audio was
+    drafted gets that Whisper result attached here, and the encoder skips it (`drafts`)."""
+
+    def __init__(self, app_name: str, voice: VoiceSettings) -> None:
         from ray import serve  # noqa: PLC0415
 
+        self.voice = voice
         self.ingress = serve.get_app_handle(app_name)
         self.audio = serve.get_deployment_handle("AudioEncoder", app_name)
-        self.preparing: deque[Any] = deque(maxlen=256)  # recent `prepare` calls, kept referenced while they run
+        self.prepared: PreparedResults[tuple[Any, int]] = PreparedResults()  # (pending response, position in it)
 
     def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
+        bundles = [self._with_prepared(bundle) for bundle in bundles]
         return self.ingress.score_bundles.remote(bundles, contexts).result()
 
     def prepare(self, drafts: list[Draft]) -> None:
-        self.preparing.append(self.audio.prepare.remote(drafts))
+        response = self.audio.recognise.remote([draft.audio for draft in drafts])
+        for i, draft in enumerate(drafts):
+            self.prepared.put(draft.stream_id, draft.audio, (response, i))
+
+    def _with_prepared(self, bundle: UtteranceBundle) -> UtteranceBundle:
+        kept = self.prepared.take(bundle.stream_id, bundle.audio)
+        if kept is None:
+            return bundle
+        response, position = kept
+        started = time.perf_counter()
+        try:
+            result = response.result()[position]
+        except Exception:  # the audio encoder runs Whisper on the closed utterance instead  # noqa: BLE001
+            log.warning("stream %s: the draft's Whisper call failed; encoding the utterance again", bundle.stream_id, exc_info=True)
+            return bundle
+        return with_recognition([bundle], [result], self.voice, time.perf_counter() - started)[0]

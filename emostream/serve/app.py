@@ -73,41 +73,41 @@ class SegmentPerception:
 class AudioEncoder:
     """Whisper over each utterance: transcript (unless ASR is off) and audio embedding.
 
-    `prepare` runs Whisper on a draft utterance's audio while its closing pause runs out (the live job
-    sends drafts); when the closed utterance arrives with the same audio, its result is ready. Results
-    wait here (in memory, a bounded number) on the replica that made them.
+    `recognise` takes bare audio: the live job sends a draft utterance's while its closing pause runs out,
+    and attaches the result to the closed utterance itself; `encode` leaves such bundles as they are.
     """
 
     def __init__(self, settings_json: str) -> None:
         from emostream.perception.encode import speech_recogniser  # noqa: PLC0415
-        from emostream.perception.voice.asr import PreparedResults  # noqa: PLC0415
 
         self.voice = Settings.model_validate_json(settings_json).voice
         self.transcriber = speech_recogniser(self.voice)
-        self.prepared = PreparedResults()
 
     async def encode(self, bundles: list[Any]) -> list[Any]:
+        """The bundles with their Whisper results (those that have an audio embedding already are kept)."""
         from emostream.perception.encode import with_recognition  # noqa: PLC0415
 
+        todo = [i for i, bundle in enumerate(bundles) if bundle.audio_embedding is None]
+        if not todo:
+            return bundles
         started = time.perf_counter()
-        results = await self.recognise_batch([(bundle.stream_id, bundle.audio, False) for bundle in bundles])
-        return with_recognition(bundles, results, self.voice, (time.perf_counter() - started) / max(len(bundles), 1))
+        results = await self.recognise_batch([bundles[i].audio for i in todo])
+        encoded = with_recognition([bundles[i] for i in todo], results, self.voice, (time.perf_counter() - started) / len(todo))
+        out = list(bundles)
+        for i, bundle in zip(todo, encoded, strict=True):
+            out[i] = bundle
+        return out
 
-    async def prepare(self, drafts: list[Any]) -> None:
-        await self.recognise_batch([(draft.stream_id, draft.audio, True) for draft in drafts])
-
-    def prepared_counts(self) -> dict[str, int]:
-        """Whisper results so far: "prepared" for drafts; for closed utterances, "used" (prepared) or "computed"."""
-        return dict(self.prepared.counts)
+    async def recognise(self, audios: list[Any]) -> list[Any]:
+        """Whisper results (`Recognised`) of bare audio, batched with the utterances being encoded."""
+        return await self.recognise_batch(audios)
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-    async def recognise_batch(self, requests: list[list[tuple[str, Any, bool]]]) -> list[list[Any]]:
+    async def recognise_batch(self, requests: list[list[Any]]) -> list[list[Any]]:
         """Concurrent requests (streams whose utterances closed together) in one batched Whisper call, off
-        the event loop: Whisper runs them one batch at a time instead of all at once on shared cores.
-        An item is (stream id, audio, prepare): prepared results are kept for later, others use them up."""
-        flat = [item for items in requests for item in items]
-        results = await asyncio.to_thread(self.prepared.recognise, self.transcriber, flat, self.voice.asr)
-        return _per_request(results, requests)
+        the event loop: Whisper runs them one batch at a time instead of all at once on shared cores."""
+        flat = [audio for audios in requests for audio in audios]
+        return _per_request(await asyncio.to_thread(self.transcriber.recognise, flat, self.voice.asr), requests)
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})

@@ -17,9 +17,7 @@ logistic regression and per-speaker normalisation, both).
 
 from __future__ import annotations
 
-import hashlib
 import math
-from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -130,49 +128,6 @@ class Transcriber:
                 mean_log_probability=log_probability,
             ))
         return recognised
-
-
-class PreparedResults:
-    """Whisper results computed ahead for audio expected back soon (a draft utterance's), looked up by the
-    stream and the exact samples: bounded, in memory only, and each handed out once."""
-
-    def __init__(self, capacity: int = 64) -> None:
-        self.capacity = capacity
-        self._results: OrderedDict[tuple[str, bytes], Recognised] = OrderedDict()
-        self.counts: Counter[str] = Counter()  # results "prepared"; closed utterances' results "used" or "computed"
-
-    def put(self, stream_id: str, audio: np.ndarray, result: Recognised) -> None:
-        self._results[stream_id, _fingerprint(audio)] = result
-        while len(self._results) > self.capacity:
-            self._results.popitem(last=False)  # the oldest: its utterance went on, or its stream ended
-
-    def take(self, stream_id: str, audio: np.ndarray) -> Recognised | None:
-        return self._results.pop((stream_id, _fingerprint(audio)), None)
-
-    def __len__(self) -> int:
-        return len(self._results)
-
-    def recognise(self, transcriber: Transcriber, items: list[tuple[str, np.ndarray, bool]], transcribe: bool = True) -> list[Recognised]:
-        """Whisper results of (stream id, audio, prepare) items in one batched call: those to prepare are
-        computed and kept, the others use a kept result of the same stream and audio when there is one."""
-        results: dict[int, Recognised] = {}
-        for i, (stream_id, audio, prepare) in enumerate(items):
-            if not prepare and (kept := self.take(stream_id, audio)) is not None:
-                results[i] = kept
-        missing = [i for i in range(len(items)) if i not in results]
-        computed = transcriber.recognise([items[i][1] for i in missing], transcribe) if missing else []
-        for i, result in zip(missing, computed, strict=True):
-            results[i] = result
-            stream_id, audio, prepare = items[i]
-            if prepare:
-                self.put(stream_id, audio, result)
-        prepared = sum(prepare for _, _, prepare in items)
-        self.counts.update(prepared=prepared, computed=len(missing) - prepared, used=len(items) - len(missing))
-        return [results[i] for i in range(len(items))]
-
-
-def _fingerprint(audio: np.ndarray) -> bytes:
-    return hashlib.blake2b(np.ascontiguousarray(audio, np.float32).tobytes(), digest_size=16).digest()
 
 
 def _window_seconds(samples: int) -> int:
