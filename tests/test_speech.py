@@ -107,4 +107,3 @@ def test_batched_recognition_gives_each_utterance_what_it_gets_alone(librivox: l
     for one, many in zip(alone, batched, strict=True):
         np.testing.assert_allclose(many.audio_embedding, one.audio_embedding, atol=1e-5)
     assert transcriber.recognise([]) == []
-

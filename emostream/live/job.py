@@ -298,7 +298,7 @@ class LiveJob:
             if item is FLUSH_IDLE:
                 flushed: dict[str, list[UtteranceBundle]] = ray.get(self._actors[index].flush_idle.remote())
             else:
-                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload))
+                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload, self.live.prepare_drafts))
         except RayActorError:
             self._lost = f"session actor {index} died"
             return
@@ -315,7 +315,7 @@ class LiveJob:
         with self._lock:
             self.stats.segments += 1
         self._submit(item.stream_id, bundles, item.ended)
-        if self.live.prepare_drafts and (drafts := with_roles(drafts, self.live.score_roles)):
+        if drafts := with_roles(drafts, self.live.score_roles):
             self.scorer.prepare(drafts)
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
