@@ -28,6 +28,7 @@ from emostream.ingest.synthetic import mux_files, speech_track
 from emostream.kafka.broker import free_port
 from emostream.kafka.clients import consumer, producer
 from emostream.metrics import Metrics, serve_metrics
+from emostream.models.score import StreamContexts, load_scorer
 from emostream.settings import Settings, load_settings
 from tests.kafka_helpers import read_topic
 
@@ -209,8 +210,8 @@ def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Setti
 def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, settings: Settings, librivox: list[Path],
                                                             tmp_path: Path, make_perception) -> None:  # type: ignore[no-untyped-def]
     """Published in 0.5 s segments, some utterances are drafted a segment before their pause closes them: their
-    Whisper results are prepared ahead and used, and every utterance has the transcript the in-process
-    pipeline gives for the same segments."""
+    Whisper results and text embeddings are prepared ahead and used, and every utterance has the transcript
+    and the emotion the in-process pipeline gives for the same segments."""
     settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"segment_seconds": 0.5})})
     talk = speech_track(librivox[:3], tmp_path / "talk.wav")
     publisher = threading.Thread(target=publish, args=(talk, "talk", settings), kwargs={"realtime": True})
@@ -218,9 +219,16 @@ def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, setti
     job = run_job(settings, {"talk"})
     publisher.join()
     counts = job.scorer.prepared.counts
-    assert counts["used"] >= 1 and counts["used"] + counts["missed"] == job.stats.events, counts
-    events = {e["utterance_id"]: e["transcript"] for e in emotions(settings)}
-    assert events == {b.utterance_id: b.transcript for b in make_perception(settings).analyze_file(talk, "talk")}
+    assert counts["used"] >= 1 and counts["used"] + counts["missed"] == job.stats.events and not counts["failed"], counts
+    events = {e["utterance_id"]: e for e in emotions(settings)}
+    bundles = make_perception(settings).analyze_file(talk, "talk")
+    assert {i: e["transcript"] for i, e in events.items()} == {b.utterance_id: b.transcript for b in bundles}
+    scorer, contexts = load_scorer(None), StreamContexts()
+    for bundle in bundles:  # one at a time with the stream's context, as the job scores them
+        expected = scorer.score([bundle], contexts)[0]
+        got = events[bundle.utterance_id]
+        assert got["label"] == expected.label
+        assert got["probabilities"] == pytest.approx(expected.probabilities, abs=1e-3)
 
 
 def test_backfill_of_files_and_of_a_kafka_range_gives_the_same_utterances(cluster: str, settings: Settings,

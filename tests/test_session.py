@@ -130,15 +130,20 @@ def test_segments_of_another_stream_are_refused(models: dict[str, object]) -> No
 
 def test_a_draft_is_the_audio_its_utterance_closes_with(librivox: list[Path], models: dict[str, object]) -> None:
     """Read speech in 0.5 s segments: each draft is handed out once, only in a pause, and the first utterance,
-    drafted a segment before its pause closed it, closes with exactly the drafted audio."""
+    drafted a segment before its pause closed it, closes with exactly the drafted audio. The voice embedding
+    made with the draft is the one a session without drafts makes when the utterance closes."""
     session = StreamSession("drafts", load_settings(), models["voices"])  # type: ignore[arg-type]
+    undrafted = StreamSession("drafts", load_settings(), models["voices"])  # type: ignore[arg-type]
     audio = np.concatenate([room_noise(0.5), read_mono(librivox[0]), room_noise(1.0, 1), read_mono(librivox[1]), room_noise(1.0, 2)])
     step = RATE // 2
     drafted: dict[bytes, int] = {}  # a draft's audio -> the segment after which it was handed out
     closed: list[tuple[int, bytes]] = []
+    voices: list[tuple[np.ndarray, np.ndarray]] = []  # (with drafts, without)
     for seq, first in enumerate(range(0, len(audio), step)):
-        bundles = session.push(segment_of("drafts", seq, audio[first : first + step], first / RATE))
+        segment = segment_of("drafts", seq, audio[first : first + step], first / RATE)
+        bundles = session.push(segment)
         closed += [(seq, bundle.audio.tobytes()) for bundle in bundles]
+        voices += [(a.speaker_embedding, b.speaker_embedding) for a, b in zip(bundles, undrafted.push(segment), strict=True)]
         for draft in session.drafts():
             assert session._channels[draft.channel].cutter.pausing
             assert draft.stream_id == "drafts" and draft.role is None
@@ -147,3 +152,4 @@ def test_a_draft_is_the_audio_its_utterance_closes_with(librivox: list[Path], mo
     assert len(closed) == 2
     (closed_at, audio_bytes), _ = closed
     assert drafted.get(audio_bytes) == closed_at - 1
+    assert all(np.array_equal(a, b) for a, b in voices) and len(voices) == 2

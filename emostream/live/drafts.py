@@ -27,7 +27,7 @@ class PreparedResults(Generic[T]):
         self.capacity = capacity
         self._results: OrderedDict[tuple[str, bytes], T] = OrderedDict()
         self._lock = threading.Lock()
-        self.counts: Counter[str] = Counter()  # "prepared"; closed utterances "used" one or "missed"
+        self.counts: Counter[str] = Counter()  # "prepared"; closed utterances "used" one or "missed"; "failed" results
 
     def put(self, stream_id: str, audio: np.ndarray, result: T) -> None:
         with self._lock:
@@ -41,6 +41,11 @@ class PreparedResults(Generic[T]):
             result = self._results.pop((stream_id, _fingerprint(audio)), None)
             self.counts["used" if result is not None else "missed"] += 1
             return result
+
+    def failed(self) -> None:
+        """A result taken turned out to be an error (its utterance is encoded again)."""
+        with self._lock:
+            self.counts["failed"] += 1
 
     def __len__(self) -> int:
         return len(self._results)

@@ -31,7 +31,7 @@ import time
 from collections import defaultdict, deque
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any, Generic, Protocol, TypeVar
 
 import ray
@@ -540,8 +540,9 @@ def _json(event: dict[str, Any]) -> bytes:
 class ServeScorer:
     """Scoring through the running Serve application (`app_name`): ASR, encoders and the emotion model.
 
-    Drafts go to the audio encoder as soon as the job has them; a closed utterance whose audio was
-    drafted gets that Whisper result attached here, and the encoder skips it (`drafts`)."""
+    Drafts go to the audio encoder as soon as the job has them, and their transcripts on to the text
+    encoder; a closed utterance whose audio was drafted gets those results attached here, and the
+    application skips the encoders for it (`drafts`)."""
 
     def __init__(self, app_name: str, voice: VoiceSettings) -> None:
         from ray import serve  # noqa: PLC0415
@@ -549,26 +550,32 @@ class ServeScorer:
         self.voice = voice
         self.ingress = serve.get_app_handle(app_name)
         self.audio = serve.get_deployment_handle("AudioEncoder", app_name)
-        self.prepared: PreparedResults[tuple[Any, int]] = PreparedResults()  # (pending response, position in it)
+        self.text = serve.get_deployment_handle("TextEncoder", app_name) if voice.asr and voice.text_embeddings else None
+        # per draft: the pending Whisper response, the pending text embeddings (or None), the draft's position in them
+        self.prepared: PreparedResults[tuple[Any, Any, int]] = PreparedResults()
 
     def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
         bundles = [self._with_prepared(bundle) for bundle in bundles]
         return self.ingress.score_bundles.remote(bundles, contexts).result()
 
     def prepare(self, drafts: list[Draft]) -> None:
-        response = self.audio.recognise.remote([draft.audio for draft in drafts])
+        recognised = self.audio.recognise.remote([draft.audio for draft in drafts])
+        texts = self.text.embed_recognised.remote(recognised) if self.text is not None else None  # Serve chains them
         for i, draft in enumerate(drafts):
-            self.prepared.put(draft.stream_id, draft.audio, (response, i))
+            self.prepared.put(draft.stream_id, draft.audio, (recognised, texts, i))
 
     def _with_prepared(self, bundle: UtteranceBundle) -> UtteranceBundle:
         kept = self.prepared.take(bundle.stream_id, bundle.audio)
         if kept is None:
             return bundle
-        response, position = kept
+        recognised, texts, position = kept
         started = time.perf_counter()
         try:
-            result = response.result()[position]
-        except Exception:  # the audio encoder runs Whisper on the closed utterance instead  # noqa: BLE001
-            log.warning("stream %s: the draft's Whisper call failed; encoding the utterance again", bundle.stream_id, exc_info=True)
+            result = recognised.result()[position]
+            embedding = texts.result()[position] if texts is not None else None
+        except Exception:  # the application encodes the closed utterance instead  # noqa: BLE001
+            log.warning("stream %s: encoding the draft failed; encoding the utterance again", bundle.stream_id, exc_info=True)
+            self.prepared.failed()
             return bundle
-        return with_recognition([bundle], [result], self.voice, time.perf_counter() - started)[0]
+        bundle = with_recognition([bundle], [result], self.voice, time.perf_counter() - started)[0]
+        return replace(bundle, text_embedding=embedding) if embedding is not None else bundle

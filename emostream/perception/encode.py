@@ -10,6 +10,8 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 
+import numpy as np
+
 from emostream.perception.utterance import UtteranceBundle
 from emostream.perception.voice.asr import Recognised, Transcriber
 from emostream.perception.voice.text import SentenceEmbedder
@@ -41,16 +43,33 @@ def with_recognition(bundles: list[UtteranceBundle], results: list[Recognised], 
 
 
 def embed_text(bundles: list[UtteranceBundle], sentences: SentenceEmbedder | None) -> list[UtteranceBundle]:
-    """Sentence embeddings of the transcripts (None: text embeddings are off)."""
+    """Sentence embeddings of the transcripts (None: text embeddings are off); bundles that have one keep it."""
+    todo = [i for i, bundle in enumerate(bundles) if needs_text_encoding(bundle)]
     started = time.perf_counter()
-    spoken = [i for i, bundle in enumerate(bundles) if bundle.transcript]
-    vectors = sentences([bundles[i].transcript for i in spoken]) if sentences is not None and spoken else []
-    embeddings = dict(zip(spoken, vectors, strict=False))
-    seconds = (time.perf_counter() - started) / max(len(bundles), 1)
+    embeddings = dict(zip(todo, embed_transcripts([bundles[i].transcript for i in todo], sentences), strict=True))
+    seconds = (time.perf_counter() - started) / max(len(todo), 1)
     return [
-        replace(bundle, text_embedding=embeddings.get(i), timings={**bundle.timings, "text": seconds})
+        replace(bundle, text_embedding=embeddings[i], timings={**bundle.timings, "text": seconds}) if i in embeddings else bundle
         for i, bundle in enumerate(bundles)
     ]
+
+
+def embed_transcripts(transcripts: list[str | None], sentences: SentenceEmbedder | None) -> list[np.ndarray | None]:
+    """A sentence embedding per transcript; None for an empty one, or for all when text embeddings are off."""
+    spoken = [i for i, text in enumerate(transcripts) if text]
+    vectors = sentences([transcripts[i] for i in spoken]) if sentences is not None and spoken else []
+    embeddings = dict(zip(spoken, vectors, strict=False))
+    return [embeddings.get(i) for i in range(len(transcripts))]
+
+
+def needs_audio_encoding(bundle: UtteranceBundle) -> bool:
+    """No Whisper result yet (a drafted utterance comes with one)."""
+    return bundle.audio_embedding is None
+
+
+def needs_text_encoding(bundle: UtteranceBundle) -> bool:
+    """A transcript without its sentence embedding (a drafted utterance may come with both)."""
+    return bool(bundle.transcript) and bundle.text_embedding is None
 
 
 def speech_recogniser(voice: VoiceSettings) -> Transcriber:

@@ -64,6 +64,7 @@ class _Channel:
     audio_start: float = 0.0  # stream seconds of audio[0]
     prosody: list[ProsodyFrames] = field(default_factory=list)
     drafted: Span | None = None  # the last utterance handed out as a draft
+    drafted_voice: np.ndarray | None = None  # its voice embedding, reused if it closes as drafted
 
     @property
     def audio_end(self) -> float:
@@ -180,6 +181,7 @@ class StreamSession:
             if (span != channel.drafted and span.duration >= self.voice.min_utterance_seconds
                     and channel.audio_end >= span.end + AUDIO_MARGIN):
                 channel.drafted = span
+                channel.drafted_voice = self.voices(channel.cut(span))  # off the closing push, like Whisper
                 role = self._roles[index] if index < len(self._roles) else None
                 drafts.append(Draft(self.stream_id, index, role, _utterance_audio(channel, span)[1]))
         return drafts
@@ -217,14 +219,16 @@ class StreamSession:
         tightened = (tighten(span, ProsodyFrames.concat(channel.prosody)) for span in spans)
         return [self._bundle(index, span) for span in tightened if span.duration >= self.voice.min_utterance_seconds]
 
-    def _speaker(self, index: int, audio: np.ndarray) -> tuple[str, str | None, np.ndarray | None, float]:
+    def _speaker(self, index: int, span: Span) -> tuple[str, str | None, np.ndarray | None, float]:
         """Speaker id, role, voice embedding and its similarity to the speaker."""
+        channel = self._channels[index]
+        # The voice is judged on the utterance alone: the audio margins may hold someone else.
+        embedding = channel.drafted_voice if span == channel.drafted else self.voices(channel.cut(span))
         role = self._roles[index] if index < len(self._roles) else None
         several_channels = len(self._channels) > 1
         if role or several_channels or not self.voice.diarize:
             speaker = role or f"channel-{index}"
-            return speaker, role, self.voices(audio), 1.0
-        embedding = self.voices(audio)
+            return speaker, role, embedding, 1.0
         number, similarity = self._diarizer.assign(embedding)
         return f"speaker-{number + 1}", None, embedding, similarity
 
@@ -232,8 +236,7 @@ class StreamSession:
         started = time.perf_counter()
         channel = self._channels[index]
         audio_start, audio = _utterance_audio(channel, span)
-        # The voice is judged on the utterance alone: the margins may hold someone else.
-        speaker, role, embedding, similarity = self._speaker(index, channel.cut(span))
+        speaker, role, embedding, similarity = self._speaker(index, span)
         speaker_seconds = time.perf_counter() - started
         frames = ProsodyFrames.concat(channel.prosody).slice(span.start, span.end)
         prosody = utterance_prosody(frames)

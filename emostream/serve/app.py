@@ -85,9 +85,9 @@ class AudioEncoder:
 
     async def encode(self, bundles: list[Any]) -> list[Any]:
         """The bundles with their Whisper results (those that have an audio embedding already are kept)."""
-        from emostream.perception.encode import with_recognition  # noqa: PLC0415
+        from emostream.perception.encode import needs_audio_encoding, with_recognition  # noqa: PLC0415
 
-        todo = [i for i, bundle in enumerate(bundles) if bundle.audio_embedding is None]
+        todo = [i for i, bundle in enumerate(bundles) if needs_audio_encoding(bundle)]
         if not todo:
             return bundles
         started = time.perf_counter()
@@ -120,9 +120,17 @@ class TextEncoder:
         self.sentences = text_embedder(Settings.model_validate_json(settings_json).voice)
 
     def embed(self, bundles: list[Any]) -> list[Any]:
+        """The bundles with the sentence embeddings of their transcripts (those that have one keep it)."""
         from emostream.perception.encode import embed_text  # noqa: PLC0415
 
         return embed_text(bundles, self.sentences)
+
+    def embed_recognised(self, results: list[Any]) -> list[Any]:
+        """Sentence embeddings of Whisper results' transcripts (`AudioEncoder.recognise`): the live job chains
+        this to a draft's recognition, so a drafted utterance closes with both."""
+        from emostream.perception.encode import embed_transcripts  # noqa: PLC0415
+
+        return embed_transcripts([result.text for result in results], self.sentences)
 
 
 def _per_request(results: list[Any], requests: list[list[Any]]) -> list[list[Any]]:
@@ -201,10 +209,14 @@ class Ingress:
     async def score_bundles(self, bundles: list[Any], contexts: Any = None) -> tuple[list[dict[str, Any]], Any]:
         """Encode and score utterance bundles (the live job calls this through a handle, with its streams'
         `StreamContexts`); the events and the contexts after them."""
+        from emostream.perception.encode import needs_audio_encoding, needs_text_encoding  # noqa: PLC0415
+
         if not bundles:
             return [], contexts
-        bundles = await self.audio.encode.remote(bundles)
-        bundles = await self.text.embed.remote(bundles)
+        if any(map(needs_audio_encoding, bundles)):  # drafted utterances come encoded: no call for nothing
+            bundles = await self.audio.encode.remote(bundles)
+        if any(map(needs_text_encoding, bundles)):
+            bundles = await self.text.embed.remote(bundles)
         return await self.model.score.remote(bundles, contexts)
 
     @api.get("/v1/healthz")
