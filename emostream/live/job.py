@@ -4,7 +4,7 @@
       → map_batches(SegmentStage)       per segment: check, decode, faces, prosody  (actor pool)
       → driver: per-stream seq order    (StreamOrderer; duplicates and late segments dead-lettered)
       → session threads → SessionActor  utterances, speakers, face tracks (one thread per actor, stream hashed);
-                                        drafts (utterances in their closing pause) → Serve: Whisper starts early
+                                        drafts (utterances in their closing pause) → Serve: Whisper, text embedding start early
       → scorer threads (per stream)     Serve: ASR + audio, text, emotion model, with the stream's context
       → emotions topic; offsets committed past a stream once it ended and all its events are out
 
