@@ -50,7 +50,7 @@ from emostream.live.source import TICK, KafkaMediaSource, media_partitions
 from emostream.live.stages import REJECTED, SegmentStage, dead_letter
 from emostream.metrics import Metrics
 from emostream.models.score import StreamContexts
-from emostream.perception.encode import with_recognition
+from emostream.perception.encode import embeds_text, with_recognition
 from emostream.perception.session import Draft
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings, VoiceSettings
@@ -550,7 +550,7 @@ class ServeScorer:
         self.voice = voice
         self.ingress = serve.get_app_handle(app_name)
         self.audio = serve.get_deployment_handle("AudioEncoder", app_name)
-        self.text = serve.get_deployment_handle("TextEncoder", app_name) if voice.asr and voice.text_embeddings else None
+        self.text = serve.get_deployment_handle("TextEncoder", app_name) if embeds_text(voice) else None
         # per draft: the pending Whisper response, the pending text embeddings (or None), the draft's position in them
         self.prepared: PreparedResults[tuple[Any, Any, int]] = PreparedResults()
 

@@ -79,7 +79,12 @@ def speech_recogniser(voice: VoiceSettings) -> Transcriber:
 
 def text_embedder(voice: VoiceSettings) -> SentenceEmbedder | None:
     """The sentence embedder the settings ask for (None when there are no transcripts to embed)."""
-    return SentenceEmbedder() if voice.asr and voice.text_embeddings else None
+    return SentenceEmbedder() if embeds_text(voice) else None
+
+
+def embeds_text(voice: VoiceSettings) -> bool:
+    """Whether utterances get text embeddings: there are transcripts, and embeddings are asked for."""
+    return voice.asr and voice.text_embeddings
 
 
 class UtteranceEncoder:
