@@ -206,3 +206,23 @@ def test_untrained_visual_tokens_can_be_kept_out() -> None:
     plain = model(collate([without], model.config)).probabilities
     torch.testing.assert_close(model(collate([with_face], model.config)).probabilities, plain)
     torch.testing.assert_close(model(collate([without], model.config), memory, mask).probabilities, plain)
+
+
+def test_scoring_skips_the_visual_path_it_keeps_out() -> None:
+    """With visual_tokens off, inference never runs the visual encoder or the Q-Former, and gives what running them
+    gives (training mode still runs them; this tiny model has no dropout, so both modes compute alike)."""
+    torch.manual_seed(0)
+    model = tiny()
+    model.config.visual_tokens = False
+    model.config.modality_dropout = 0.0
+    inputs = collate([random_bundle(seed=4), random_bundle(seed=5, face_frames=3)], model.config)
+    with torch.no_grad():
+        computed = model.train()(inputs)
+        model.eval()
+        model.visual_encoder.forward = model.qformer.forward = pytest.fail  # any call fails the test
+        skipped = model(inputs)
+    torch.testing.assert_close(skipped.probabilities, computed.probabilities)
+    torch.testing.assert_close(skipped.valence, computed.valence)
+    memory, mask = model.empty_memory(2)
+    torch.testing.assert_close(skipped.memory, memory)  # nothing visual to remember
+    assert not skipped.memory_mask.any() and computed.memory_mask[:, -1].all()

@@ -290,8 +290,16 @@ class EmotionModel(PreTrainedModel):
         batch = len(inputs)
         if memory is None or memory_mask is None:
             memory, memory_mask = self.empty_memory(batch)
-        visual, visual_mask = self.visual_encoder(inputs)
-        queries = self.qformer(visual, visual_mask, memory, memory_mask)
+        # With visual_tokens off, the Q-Former's tokens are masked out of the fusion and change nothing, so
+        # inference skips them (half of lite's scoring time). Training still computes them: the retrain command
+        # then reproduces the committed weights (the same random draws, the same decay of the unused weights).
+        uses_visual = bool(self.config.visual_tokens) or self.training
+        if uses_visual:
+            visual, visual_mask = self.visual_encoder(inputs)
+            queries = self.qformer(visual, visual_mask, memory, memory_mask)
+        else:
+            queries = self.cls.new_zeros(batch, self.config.num_queries, self.config.hidden_size)
+            visual_mask = torch.zeros(batch, 1, dtype=torch.bool, device=self.cls.device)
         audio = self.audio_adapter(inputs)
         text = self.text_adapter(inputs.text).unsqueeze(1)
         kinds = [0] + [1] * queries.shape[1] + [2] * audio.shape[1] + [3]
@@ -311,11 +319,11 @@ class EmotionModel(PreTrainedModel):
         logits = logits + voice_logits
         valence, arousal = torch.tanh(self.valence_arousal_head(summary)).unbind(dim=1)
         probabilities = self._with_expression_prior(logits, inputs)
-        # The stream's memory rolls: drop the oldest slot, append this utterance's query summary.
-        remembered = queries.mean(dim=1, keepdim=True).detach()
-        new_memory = torch.cat([memory[:, 1:], remembered], dim=1)
-        new_mask = torch.cat([memory_mask[:, 1:], torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)], dim=1)
-        return EmotionOutput(logits, probabilities, valence, arousal, new_memory, new_mask, fused, mask, voice_logits)
+        if uses_visual:  # the stream's memory rolls: drop the oldest slot, append this utterance's query summary
+            remembered = queries.mean(dim=1, keepdim=True).detach()
+            memory = torch.cat([memory[:, 1:], remembered], dim=1)
+            memory_mask = torch.cat([memory_mask[:, 1:], torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)], dim=1)
+        return EmotionOutput(logits, probabilities, valence, arousal, memory, memory_mask, fused, mask, voice_logits)
 
     def _with_expression_prior(self, logits: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
         """Product of experts with the pretrained FER network: log-probabilities add, weighted, where a face spoke."""
