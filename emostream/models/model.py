@@ -291,21 +291,22 @@ class EmotionModel(PreTrainedModel):
         if memory is None or memory_mask is None:
             memory, memory_mask = self.empty_memory(batch)
         # With visual_tokens off, the Q-Former's tokens are masked out of the fusion and change nothing, so
-        # inference skips them (half of lite's scoring time). Training still computes them: the retrain command
-        # then reproduces the committed weights (the same random draws, the same decay of the unused weights).
+        # inference skips them (three quarters of the default's scoring time). Training still computes them: the
+        # retrain command then reproduces the committed weights (the same random draws, the same decay of the
+        # unused weights).
         uses_visual = bool(self.config.visual_tokens) or self.training
         if uses_visual:
             visual, visual_mask = self.visual_encoder(inputs)
             queries = self.qformer(visual, visual_mask, memory, memory_mask)
+            has_visual_context = (visual_mask.any(1) | memory_mask.any(1)) & bool(self.config.visual_tokens)
         else:
             queries = self.cls.new_zeros(batch, self.config.num_queries, self.config.hidden_size)
-            visual_mask = torch.zeros(batch, 1, dtype=torch.bool, device=self.cls.device)
+            has_visual_context = torch.zeros(batch, dtype=torch.bool, device=self.cls.device)
         audio = self.audio_adapter(inputs)
         text = self.text_adapter(inputs.text).unsqueeze(1)
         kinds = [0] + [1] * queries.shape[1] + [2] * audio.shape[1] + [3]
         tokens = torch.cat([self.cls.expand(batch, -1, -1), queries, audio, text], dim=1)
         tokens = tokens + self.modality(torch.tensor(kinds, device=tokens.device))
-        has_visual_context = (visual_mask.any(1) | memory_mask.any(1)) & bool(self.config.visual_tokens)
         mask = torch.cat([
             torch.ones(batch, 1, dtype=torch.bool, device=tokens.device),
             has_visual_context.unsqueeze(1).expand(-1, queries.shape[1]),
