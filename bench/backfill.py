@@ -19,9 +19,9 @@ import tempfile
 import time
 from pathlib import Path
 
-from emostream.ingest.segmenter import probe
-from emostream.ingest.synthetic import mux_files, speech_track
 from emostream.live.backfill import backfill, records_from_files
+from emostream.media.segmenter import probe
+from emostream.media.synthetic import mux_files, speech_track
 from emostream.settings import load_settings
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

@@ -29,13 +29,14 @@ import av
 from kafka import KafkaProducer
 
 from emostream.ingest.consumer import SegmentConsumer
-from emostream.ingest.publish import PublishReport, publish, segment_headers
-from emostream.ingest.segmenter import MediaError, MediaSegment, probe, segment_file
-from emostream.ingest.synthetic import mux_files, write_clip
+from emostream.ingest.publish import PublishReport, publish
 from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
 from emostream.kafka.clients import producer as make_producer
-from emostream.perception.decode import DecodedSegment, DecodeError, decode_segment
+from emostream.media.decode import DecodedSegment, DecodeError, decode_segment
+from emostream.media.records import segment_headers
+from emostream.media.segmenter import MediaError, MediaSegment, probe, segment_file
+from emostream.media.synthetic import mux_files, write_clip
 from emostream.settings import Settings, load_settings
 
 DATA_DIR = Path(__file__).resolve().parent.parent.parent / "shared" / "data"

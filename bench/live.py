@@ -29,10 +29,10 @@ from pathlib import Path
 import psutil
 
 from emostream.ingest.publish import publish
-from emostream.ingest.synthetic import speech_track
 from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
 from emostream.live.job import LiveJob, ServeScorer
+from emostream.media.synthetic import speech_track
 from emostream.metrics import Metrics
 from emostream.settings import Settings, load_settings
 

@@ -44,9 +44,9 @@ import torch
 from threadpoolctl import threadpool_info, threadpool_limits
 
 from emostream.contracts import SegmentHeaders
-from emostream.ingest.publish import segment_headers
-from emostream.ingest.segmenter import segment_file
-from emostream.perception.decode import SAMPLE_RATE, DecodedSegment, decode_segment
+from emostream.media.decode import SAMPLE_RATE, DecodedSegment, decode_segment
+from emostream.media.records import segment_headers
+from emostream.media.segmenter import segment_file
 from emostream.perception.encode import UtteranceEncoder
 from emostream.perception.pipeline import Perception, file_segments
 from emostream.perception.segment import SegmentPerceiver

@@ -113,7 +113,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 
     from emostream.ingest.publish import publish
-    from emostream.ingest.segmenter import probe
+    from emostream.media.segmenter import probe
 
     settings = _settings(args)
     channels = tuple(c.strip() for c in args.channels.split(",")) if args.channels else None
@@ -124,7 +124,7 @@ def cmd_publish(args: argparse.Namespace) -> int:
         report = publish(
             args.input, args.stream_id, settings, realtime=args.realtime, segment_seconds=args.segment_seconds,
             channels=channels,
-            on_segment=lambda s: progress.update(task, completed=s.start + s.duration),
+            on_segment=lambda record: progress.update(task, completed=record.end),
         )
     print(f"published {report.segments} segments ({report.media_seconds:.1f} s of media, {report.bytes / 1e6:.1f} MB) "
           f"of stream {report.stream_id!r} to {settings.kafka.media_topic} in {report.wall_seconds:.1f} s")
@@ -157,7 +157,7 @@ class FaceReport:
         self.streams: dict[str, Any] = {}  # stream id -> FaceTracks
 
     def describe(self, segment: Any) -> str:
-        from emostream.perception.faces.expression import FER_LABELS
+        from emostream.labels import FER7
         from emostream.perception.faces.tracking import FaceTracks
 
         tracks = self.streams.setdefault(segment.stream_id, FaceTracks(self.analyzer.settings))
@@ -173,7 +173,7 @@ class FaceReport:
         parts = []
         for track_id, expressions in sorted(by_track.items()):
             mean = np.mean(expressions, axis=0)
-            parts.append(f"face {track_id}: {FER_LABELS[int(mean.argmax())]} {mean.max():.2f} ({len(expressions)} frames)")
+            parts.append(f"face {track_id}: {FER7[int(mean.argmax())]} {mean.max():.2f} ({len(expressions)} frames)")
         parts += [f"{m.measure.replace('_', ' ')} flicker on face {m.track_id} at {m.apex:.2f} s ({m.amplitude:+.1f} σ)"
                   for u in updates for m in u.micro_expressions]
         parts += [f"face {t} left" for u in updates for t in u.ended]
@@ -420,7 +420,7 @@ def cmd_tail(args: argparse.Namespace) -> int:
 def demo_sample(tmp: Path) -> Path:
     """A meeting-like sample: the shared face video with read sentences (LibriVox) under it,
     or a generated test pattern when the shared recordings are absent."""
-    from emostream.ingest.synthetic import mux_files, speech_track, write_clip
+    from emostream.media.synthetic import mux_files, speech_track, write_clip
 
     speech = sorted(SHARED_SPEECH.glob("*.wav"))[:3]
     if SHARED_FACE_VIDEO.exists() and speech:
@@ -434,8 +434,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
 
     from emostream.events import EmotionEvents
     from emostream.ingest.publish import publish
-    from emostream.ingest.segmenter import probe
     from emostream.kafka.broker import EmbeddedBroker
+    from emostream.media.segmenter import probe
     from emostream.report import write_report
 
     settings = load_settings(args.config, kafka={"bootstrap_servers": f"127.0.0.1:{args.port}", "group_id": "emostream-demo"},

@@ -9,7 +9,7 @@ from collections.abc import Callable
 
 from emostream.ingest.consumer import ConsumerStats, SegmentConsumer
 from emostream.kafka.clients import consumer
-from emostream.perception.decode import DecodedSegment
+from emostream.media.decode import DecodedSegment
 from emostream.settings import Settings
 
 

@@ -8,10 +8,10 @@ from kafka import KafkaProducer
 
 from emostream.ingest.consumer import SegmentConsumer
 from emostream.ingest.ordering import Gap
-from emostream.ingest.publish import end_of_stream_headers, segment_headers
-from emostream.ingest.segmenter import MediaSegment, segment_file
 from emostream.kafka.clients import producer
-from emostream.perception.decode import DecodedSegment
+from emostream.media.decode import DecodedSegment
+from emostream.media.records import end_of_stream_headers, segment_headers
+from emostream.media.segmenter import MediaSegment, segment_file
 from emostream.settings import Settings
 from tests.kafka_helpers import consume_streams, read_topic
 

@@ -17,8 +17,9 @@ import h5py
 import numpy as np
 import pytest
 
+from emostream.labels import FER7
 from emostream.perception.faces import expression
-from emostream.perception.faces.expression import FEATURE_DIM, FER_LABELS, INPUT_SIZE, ExpressionModel, ExpressionOutput
+from emostream.perception.faces.expression import FEATURE_DIM, INPUT_SIZE, ExpressionModel, ExpressionOutput
 
 IMAGES = ("0-f1-su-ph.jpg", "0-f15-hao-ph.jpg", "15-f13-anc-ph.jpg", "45-m7-di-ph.jpg", "single_face.jpg", "multi_face.jpg")
 VIDEO_FRAMES = (0, 50, 100, 150, 200)  # frame indices of WolfgangLanger_Pexels.mp4
@@ -174,7 +175,7 @@ def test_matches_numpy_keras_forward(model: ExpressionModel, faces: tuple[list[s
     names, crops = faces
     reference = _numpy_keras_forward(expression.default_weights_path(), _fer_input(crops))
     probabilities, features = reference["predictions"], reference["add_4"].mean(axis=(1, 2))
-    assert probabilities.shape == output.probabilities.shape == (len(names), len(FER_LABELS))
+    assert probabilities.shape == output.probabilities.shape == (len(names), len(FER7))
     np.testing.assert_array_equal(output.probabilities.argmax(axis=1), probabilities.argmax(axis=1))
     # measured: max |dp| 4.4e-7, max |d features| 7.0e-7 (torch float32 vs numpy float64); features reach ~1.4
     assert np.abs(output.probabilities - probabilities).max() < 1e-5
@@ -197,7 +198,7 @@ def test_matches_fer_quantised_tflite(faces: tuple[list[str], np.ndarray], outpu
         reference.append(interpreter.get_tensor(target["index"])[0].copy())
     difference = np.abs(output.probabilities - np.stack(reference)).max(axis=1)
     for name, ours, theirs, diff in zip(names, output.probabilities, reference, difference, strict=True):
-        assert ours.argmax() == theirs.argmax(), f"{name}: top-1 {FER_LABELS[ours.argmax()]} vs tflite {FER_LABELS[theirs.argmax()]}"
+        assert ours.argmax() == theirs.argmax(), f"{name}: top-1 {FER7[ours.argmax()]} vs tflite {FER7[theirs.argmax()]}"
         # int8 weights: measured 0.034 at worst (multi_face.jpg, an 88-pixel face), < 0.012 elsewhere
         assert diff < 0.05, f"{name}: max |dp| = {diff:.4f} against the quantised model"
 
@@ -208,13 +209,13 @@ def test_matches_fer_quantised_tflite(faces: tuple[list[str], np.ndarray], outpu
 def test_real_expressions(faces: tuple[list[str], np.ndarray], output: ExpressionOutput) -> None:
     names = faces[0]
     happy = output.probabilities[names.index("0-f15-hao-ph.jpg")]
-    assert FER_LABELS[happy.argmax()] == "happy"
+    assert FER7[happy.argmax()] == "happy"
     angry = output.probabilities[names.index("15-f13-anc-ph.jpg")]
     # the model calls this face "sad" first (so does fer's tflite model); "angry" is second
-    assert "angry" in [FER_LABELS[i] for i in np.argsort(angry)[::-1][:2]]
+    assert "angry" in [FER7[i] for i in np.argsort(angry)[::-1][:2]]
     for name in names:
         if name.startswith("multi_face.jpg"):  # five smiling people
-            assert FER_LABELS[output.probabilities[names.index(name)].argmax()] == "happy", name
+            assert FER7[output.probabilities[names.index(name)].argmax()] == "happy", name
 
 
 # ---------------------------------------------------------------- shapes, inputs and errors (no media needed)
@@ -224,7 +225,7 @@ def test_real_expressions(faces: tuple[list[str], np.ndarray], output: Expressio
 def test_shapes(model: ExpressionModel, n: int) -> None:
     rng = np.random.default_rng(n)
     result = model(rng.integers(0, 256, (n, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8))
-    assert result.probabilities.shape == (n, len(FER_LABELS)) and result.probabilities.dtype == np.float32
+    assert result.probabilities.shape == (n, len(FER7)) and result.probabilities.dtype == np.float32
     assert result.features.shape == (n, FEATURE_DIM) == (n, 128) and result.features.dtype == np.float32
     np.testing.assert_allclose(result.probabilities.sum(axis=1), 1.0, atol=1e-5)
 

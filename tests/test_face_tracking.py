@@ -6,10 +6,11 @@ import numpy as np
 import pytest
 
 from emostream.perception.faces.align import TEMPLATE_112, align_faces, similarity_transform
-from emostream.perception.faces.dynamics import RunningStats, find_micro_expressions, track_series
+from emostream.perception.faces.dynamics import find_micro_expressions, track_series
 from emostream.perception.faces.geometry import GEOMETRY_NAMES, face_geometry
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import AnalysedFrame, FaceMeasurement, Landmarks, SegmentFaces
+from emostream.perception.running_stats import RunningStats
 from emostream.settings import FaceSettings
 
 RNG = np.random.default_rng(7)

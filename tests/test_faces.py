@@ -7,8 +7,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emostream.labels import FER7
 from emostream.perception.faces.analyze import FaceAnalyzer, analysed_frame_indices
-from emostream.perception.faces.expression import FER_LABELS
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import FaceObservation, SegmentFaces, TrackUpdate
@@ -101,8 +101,8 @@ def test_a_track_ends_when_the_face_leaves(analyzer: FaceAnalyzer, faces_dir: Pa
 def test_expressions_and_geometry_of_labelled_faces(analyzer: FaceAnalyzer, faces_dir: Path) -> None:
     happy = analyse_image(analyzer, faces_dir / "0-f15-hao-ph.jpg").faces[0]
     angry = analyse_image(analyzer, faces_dir / "15-f13-anc-ph.jpg").faces[0]
-    assert FER_LABELS[int(happy.expression.argmax())] == "happy"
-    assert "angry" in [FER_LABELS[i] for i in np.argsort(-angry.expression)[:2]]
+    assert FER7[int(happy.expression.argmax())] == "happy"
+    assert "angry" in [FER7[i] for i in np.argsort(-angry.expression)[:2]]
     assert happy.geometry[PULL] > angry.geometry[PULL]
     assert happy.features.shape == (128,) and np.isfinite(happy.geometry).all()
 

@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 
 from emostream.ingest.publish import publish
-from emostream.ingest.segmenter import MediaError
-from emostream.ingest.synthetic import mux_files
-from emostream.perception.decode import SAMPLE_RATE, DecodedSegment
+from emostream.media.decode import SAMPLE_RATE, DecodedSegment
+from emostream.media.segmenter import MediaError
+from emostream.media.synthetic import mux_files
 from emostream.settings import Settings
 from tests.kafka_helpers import consume_streams, consume_until
 from tests.media_helpers import correlation, read_wav, source_audio_seconds, source_frame_times, write_stereo_call
@@ -74,9 +74,9 @@ def test_realtime_publishing_follows_the_media_clock(settings: Settings, librivo
 
 
 def test_a_restarted_consumer_resumes_after_the_last_commit(settings: Settings, librivox: list[Path]) -> None:
-    from emostream.ingest.publish import end_of_stream_headers, segment_headers
-    from emostream.ingest.segmenter import segment_file
     from emostream.kafka.clients import producer
+    from emostream.media.records import end_of_stream_headers, segment_headers
+    from emostream.media.segmenter import segment_file
 
     segments = list(segment_file(librivox[0], 1.0))  # 8 segments
     out = producer(settings.kafka)

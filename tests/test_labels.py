@@ -1,4 +1,4 @@
-"""Emotion label sets and the mappings between them (emostream.models.labels): pure numpy, fast."""
+"""Emotion label sets and the mappings between them (emostream.labels): pure numpy, fast."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from emostream.models import labels
-from emostream.models.labels import (
+from emostream.labels import (
     CANONICAL,
+    FER7,
     LABEL_SETS,
     NEAREST,
     VALENCE_AROUSAL,
@@ -20,7 +20,7 @@ from emostream.models.labels import (
     mapping_matrix,
     parse_label,
 )
-from emostream.perception.faces.expression import FER_LABELS
+from emostream import labels
 
 PAIRS = list(itertools.product(LABEL_SETS, repeat=2))
 
@@ -35,7 +35,7 @@ def test_set_orders() -> None:
     assert label_set("mer2023_6") == ("neutral", "angry", "happy", "sad", "worried", "surprise")
     assert label_set("merr9") == ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
     assert label_set("fer7") == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER-2013 0..6
-    assert label_set("fer7") == FER_LABELS  # the face network's output order, not a copy of it
+    assert label_set("fer7") == FER7  # the face network's output order, not a copy of it
     assert label_set("dfew7") == ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
     assert set(LABEL_SETS) == {"ravdess8", "mer2023_6", "merr9", "fer7", "dfew7"}
 

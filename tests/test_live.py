@@ -24,9 +24,9 @@ import soundfile
 
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.ingest.publish import publish
-from emostream.ingest.synthetic import mux_files, speech_track
 from emostream.kafka.broker import free_port
 from emostream.kafka.clients import consumer, producer
+from emostream.media.synthetic import mux_files, speech_track
 from emostream.metrics import Metrics, serve_metrics
 from emostream.models.score import StreamContexts, load_scorer
 from emostream.settings import Settings, load_settings

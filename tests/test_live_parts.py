@@ -7,7 +7,7 @@ import numpy as np
 
 from emostream.live.sessions import owner
 from emostream.models.score import StreamContexts
-from emostream.perception.faces.dynamics import RunningStats
+from emostream.perception.running_stats import RunningStats
 from emostream.report import render_report
 
 

@@ -19,9 +19,9 @@ import pytest
 import yaml
 
 from emostream.ingest.publish import publish
-from emostream.ingest.synthetic import speech_track
 from emostream.kafka.broker import free_port
 from emostream.kafka.clients import consumer
+from emostream.media.synthetic import speech_track
 from emostream.settings import Settings
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import soundfile as sf
 
-from emostream.perception.decode import SAMPLE_RATE
+from emostream.media.decode import SAMPLE_RATE
 from emostream.perception.voice.prosody import (
     FRAME_HOP,
     PROSODY_NAMES,

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from emostream.contracts import SegmentHeaders
-from emostream.ingest.publish import segment_headers
-from emostream.ingest.segmenter import MediaError, probe, segment_file
-from emostream.ingest.synthetic import mux_files, write_clip
-from emostream.perception.decode import SAMPLE_RATE, DecodedSegment, DecodeError, decode_segment
+from emostream.media.decode import SAMPLE_RATE, DecodedSegment, DecodeError, decode_segment
+from emostream.media.records import segment_headers
+from emostream.media.segmenter import MediaError, probe, segment_file
+from emostream.media.synthetic import mux_files, write_clip
 from tests.media_helpers import correlation, read_wav, source_audio_seconds, source_frame_times, write_stereo_call
 
 

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 import torch
 
-from emostream.models.labels import LABEL_SETS
+from emostream.labels import LABEL_SETS
 from emostream.models.llm import bundled_tokenizer, generate
 from emostream.models.model import EmotionEnsemble
 from emostream.models.presets import load_model, tiny

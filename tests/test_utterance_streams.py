@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from emostream.ingest.publish import publish
-from emostream.ingest.synthetic import mux_files, write_clip
+from emostream.media.synthetic import mux_files, write_clip
 from emostream.perception.faces.types import SegmentFaces
 from emostream.settings import Settings, load_settings
 from tests.kafka_helpers import consume_streams

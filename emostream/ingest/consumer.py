@@ -13,7 +13,6 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
 from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
@@ -29,8 +28,8 @@ from emostream.contracts import (
 from emostream.ingest.ordering import Gap, Rejection, StreamOrderer
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.kafka.clients import producer as make_producer
-from emostream.perception.decode import DecodedSegment, DecodeError, decode_segment
-from emostream.settings import IngestSettings, Settings
+from emostream.media.decode import DecodedSegment, DecodeError, decode_record
+from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -113,26 +112,9 @@ def validate_record(topic: str, partition: int, offset: int, key: bytes | None, 
     return MediaMessage(parsed, value, topic, partition, offset)
 
 
-def decode_message(message: MediaMessage, ingest: IngestSettings) -> DecodedSegment:
-    """The decoded segment of a valid message (the end marker for an empty end-of-stream); DecodeError if not."""
-    if not message.payload:
-        return end_marker(message.headers)
-    return decode_segment(message.headers, message.payload, ingest.decode_threads, ingest.max_decoded_megabytes,
-                          ingest.max_frame_side)
-
-
 def decode_rejection(error: DecodeError) -> Rejection:
     reason = DeadLetterReason.TRUNCATED_SEGMENT if error.truncated else DeadLetterReason.CORRUPT_SEGMENT
     return Rejection(reason, str(error))
-
-
-def end_marker(headers: SegmentHeaders) -> DecodedSegment:
-    """The decoded form of an empty end-of-stream marker."""
-    return DecodedSegment(
-        stream_id=headers.stream_id, seq=headers.seq, start=headers.start,
-        frames=np.zeros((0, 0, 0, 3), np.uint8), frame_times=np.zeros(0),
-        audio=np.zeros((0, 0), np.float32), audio_start=headers.start, end_of_stream=True,
-    )
 
 
 class SegmentConsumer:
@@ -226,7 +208,7 @@ class SegmentConsumer:
 
     def _process(self, message: MediaMessage) -> None:
         try:
-            segment = decode_message(message, self.settings.ingest)
+            segment = decode_record(message.headers, message.payload, self.settings.ingest)
         except DecodeError as error:
             self._dead_letter_message(message, decode_rejection(error))
             return

@@ -9,9 +9,9 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 
-from emostream.contracts import SegmentHeaders
-from emostream.ingest.segmenter import MediaError, MediaSegment, probe, segment_file
 from emostream.kafka.clients import producer as make_producer
+from emostream.media.records import MediaRecord, media_records
+from emostream.media.segmenter import MediaError
 from emostream.settings import Settings
 
 
@@ -24,21 +24,6 @@ class PublishReport:
     wall_seconds: float
 
 
-def segment_headers(stream_id: str, segment: MediaSegment, channels: tuple[str, ...] | None,
-                    end_of_stream: bool = False) -> SegmentHeaders:
-    return SegmentHeaders(
-        stream_id=stream_id, seq=segment.seq, start=segment.start, duration=segment.duration,
-        timestamp_offset=segment.timestamp_offset, content_type=segment.content_type,
-        channels=channels if segment.audio_channels else None, end_of_stream=end_of_stream, sent_at=time.time(),
-    )
-
-
-def end_of_stream_headers(stream_id: str, seq: int, start: float) -> SegmentHeaders:
-    """An empty end marker: `content_type` is required by the contract, any supported one does."""
-    return SegmentHeaders(stream_id=stream_id, seq=seq, start=start, content_type="audio/wav",
-                          end_of_stream=True, sent_at=time.time())
-
-
 def publish(
     path: str | Path,
     stream_id: str,
@@ -46,7 +31,7 @@ def publish(
     realtime: bool = False,
     segment_seconds: float | None = None,
     channels: tuple[str, ...] | None = None,
-    on_segment: Callable[[MediaSegment], None] | None = None,
+    on_segment: Callable[[MediaRecord], None] | None = None,
     producer: KafkaProducer | None = None,
 ) -> PublishReport:
     """Send `path` to `settings.kafka.media_topic` keyed by `stream_id`, then an end-of-stream marker.
@@ -55,40 +40,32 @@ def publish(
     `channels` names the audio channels in order (e.g. ("agent", "customer")).
     Raises MediaError for unreadable input, a wrong channel map or an oversized segment.
     """
-    info = probe(path)
-    if channels is not None and info.has_audio and len(channels) != info.audio_channels:
-        raise MediaError(
-            f"{path}: --channels names {len(channels)} channels ({','.join(channels)}) "
-            f"but the audio has {info.audio_channels}"
-        )
     kafka = settings.kafka
     own_producer = producer is None
     producer = producer or make_producer(kafka)
-    seconds = segment_seconds or settings.ingest.segment_seconds
     started = time.monotonic()
     sent = total_bytes = 0
     end = 0.0
     try:
-        for segment in segment_file(path, seconds, settings.ingest.max_segment_seconds, info):
-            if len(segment.payload) > kafka.max_message_bytes:
-                raise MediaError(
-                    f"{path}: segment {segment.seq} is {len(segment.payload)} bytes, over kafka.max_message_bytes "
-                    f"({kafka.max_message_bytes}); use shorter --segment-seconds or raise the topic's limit"
-                )
-            if realtime:  # a live source has a segment only once its last sample was captured
-                delay = started + segment.start + segment.duration - time.monotonic()
-                if delay > 0:
-                    time.sleep(delay)
-            headers = segment_headers(stream_id, segment, channels)
-            producer.send(kafka.media_topic, key=stream_id.encode(), value=segment.payload,
-                          headers=headers.to_kafka())
-            sent += 1
-            total_bytes += len(segment.payload)
-            end = max(end, segment.start + segment.duration)
-            if on_segment is not None:
-                on_segment(segment)
-        marker = end_of_stream_headers(stream_id, sent, end)
-        producer.send(kafka.media_topic, key=stream_id.encode(), value=b"", headers=marker.to_kafka())
+        for record in media_records(path, stream_id, settings.ingest, channels, segment_seconds):
+            if record.payload:
+                if len(record.payload) > kafka.max_message_bytes:
+                    raise MediaError(
+                        f"{path}: segment {record.headers.seq} is {len(record.payload)} bytes, over kafka.max_message_bytes "
+                        f"({kafka.max_message_bytes}); use shorter --segment-seconds or raise the topic's limit"
+                    )
+                if realtime:  # a live source has a segment only once its last sample was captured
+                    delay = started + record.end - time.monotonic()
+                    if delay > 0:
+                        time.sleep(delay)
+            headers = record.headers.model_copy(update={"sent_at": time.time()})
+            producer.send(kafka.media_topic, key=stream_id.encode(), value=record.payload, headers=headers.to_kafka())
+            if record.payload:
+                sent += 1
+                total_bytes += len(record.payload)
+                end = max(end, record.end)
+                if on_segment is not None:
+                    on_segment(record)
         producer.flush()
     finally:
         if own_producer:

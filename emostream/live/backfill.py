@@ -21,11 +21,10 @@ from typing import Any
 import pyarrow as pa
 import ray
 
-from emostream.ingest.publish import end_of_stream_headers, segment_headers
-from emostream.ingest.segmenter import probe, segment_file
 from emostream.live.sessions import owner, with_roles
 from emostream.live.source import RECORD
 from emostream.live.stages import REJECTED, SEGMENT, SegmentStage, perceived
+from emostream.media.records import media_records
 from emostream.settings import Settings
 
 EVENT_SCHEMA = pa.schema([
@@ -53,16 +52,8 @@ class FileRecords:
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         path, stream_id = row["path"], row["stream_id"]
         channels = tuple(row["channels"]) if row.get("channels") else None
-        source = f"file:{path}"
-        info = probe(path)
-        records, last = [], None
-        for segment in segment_file(path, self.ingest.segment_seconds, self.ingest.max_segment_seconds, info=info):
-            records.append(_record(stream_id, segment_headers(stream_id, segment, channels).to_kafka(), segment.payload,
-                                   segment.seq, source))
-            last = segment
-        seq, end = (last.seq + 1, last.start + last.duration) if last else (0, 0.0)
-        records.append(_record(stream_id, end_of_stream_headers(stream_id, seq, end).to_kafka(), b"", seq, source))
-        return records
+        return [_record(stream_id, record.headers.to_kafka(), record.payload, record.headers.seq, f"file:{path}")
+                for record in media_records(path, stream_id, self.ingest, channels)]
 
 
 def kafka_record(row: dict[str, Any]) -> dict[str, Any]:

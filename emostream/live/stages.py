@@ -14,11 +14,11 @@ from typing import Any
 import pyarrow as pa
 
 from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, now_utc
-from emostream.ingest.consumer import RecordRejection, decode_message, decode_rejection, validate_record
+from emostream.ingest.consumer import RecordRejection, decode_rejection, validate_record
 from emostream.ingest.ordering import Rejection
 from emostream.live.source import SCHEMA as RECORD_SCHEMA
 from emostream.live.source import TICK
-from emostream.perception.decode import DecodeError
+from emostream.media.decode import DecodeError, decode_record
 from emostream.perception.segment import PerceivedSegment, SegmentPerceiver
 from emostream.settings import Settings
 
@@ -85,7 +85,7 @@ class SegmentStage:
                    start=headers.start, end=headers.start + (headers.duration or 0.0))
         started = time.perf_counter()
         try:
-            segment = decode_message(checked, self.settings.ingest)
+            segment = decode_record(checked.headers, checked.payload, self.settings.ingest)
         except DecodeError as error:
             event = self._dead_letter(decode_rejection(error), row, headers.stream_id, headers.seq)
             return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}

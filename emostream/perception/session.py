@@ -18,8 +18,8 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from emostream.contracts import utterance_id
+from emostream.media.decode import SAMPLE_RATE
 from emostream.perception.active_speaker import active_speaker_score, speaking_face
-from emostream.perception.decode import SAMPLE_RATE
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import FaceObservation, MicroExpression, TrackUpdate
 from emostream.perception.segment import PerceivedSegment

@@ -231,8 +231,8 @@ class Ingress:
     @api.post("/v1/analyze", response_model=list[UtteranceEmotionEvent])
     async def analyze(self, request: Request, stream_id: str = "upload", channels: str | None = None) -> list[dict[str, Any]]:
         """Upload a clip as the request body; get one event per utterance in it."""
-        from emostream.ingest.segmenter import MediaError  # noqa: PLC0415
-        from emostream.perception.decode import DecodeError  # noqa: PLC0415
+        from emostream.media.decode import DecodeError  # noqa: PLC0415
+        from emostream.media.segmenter import MediaError  # noqa: PLC0415
         from emostream.perception.pipeline import file_segments  # noqa: PLC0415
         from emostream.perception.session import StreamSession  # noqa: PLC0415
 

@@ -18,9 +18,9 @@ from typing import Any
 import numpy as np
 import torch
 
+from emostream.labels import expected_valence_arousal
 from emostream.models.config import EmotionConfig
 from emostream.models.inputs import ModelInputs, collate, voice_vector
-from emostream.models.labels import expected_valence_arousal
 from emostream.perception.utterance import UtteranceBundle
 from emostream.perception.voice.prosody import PROSODY_NAMES
 from emostream.training.features import row_bundle

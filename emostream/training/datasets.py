@@ -73,8 +73,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
-from emostream.models.labels import LABEL_SETS, VALENCE_AROUSAL, canonical_labels, parse_label
-from emostream.models.labels import label_set as _label_set
+from emostream.labels import LABEL_SETS, VALENCE_AROUSAL, canonical_labels, parse_label
+from emostream.labels import label_set as _label_set
 
 __all__ = [
     "CAPTION_EXPLANATION_FIELDS",

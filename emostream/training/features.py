@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from emostream.perception.decode import SAMPLE_RATE, DecodedSegment
+from emostream.media.decode import SAMPLE_RATE, DecodedSegment
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.utterance import FaceSlice, UtteranceBundle
 from emostream.perception.voice.prosody import PROSODY_NAMES, Prosody

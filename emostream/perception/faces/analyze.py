@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from emostream.perception.decode import DecodedSegment
+from emostream.media.decode import DecodedSegment
 from emostream.perception.faces.align import align_faces, to_grey
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
 from emostream.perception.faces.geometry import face_geometry

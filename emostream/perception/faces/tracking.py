@@ -17,14 +17,15 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from emostream.labels import FER7
 from emostream.perception.faces.analyze import box_iou
-from emostream.perception.faces.dynamics import RunningStats, find_micro_expressions
-from emostream.perception.faces.expression import FER_LABELS
+from emostream.perception.faces.dynamics import find_micro_expressions
 from emostream.perception.faces.geometry import GEOMETRY_NAMES, SCHEMES, face_frame
 from emostream.perception.faces.types import FaceMeasurement, FaceObservation, MicroExpression, SegmentFaces, TrackUpdate
+from emostream.perception.running_stats import RunningStats
 from emostream.settings import FaceSettings
 
-NEUTRAL = FER_LABELS.index("neutral")
+NEUTRAL = FER7.index("neutral")
 MIN_IDENTITY = 0.3  # identity-embedding similarity below this never matches, however well the boxes overlap
 REIDENTIFY_APPEARANCE = 0.6  # without overlap, a face this similar to a recently lost track continues it
 REIDENTIFY_DISTANCE = 1.5  # ... when it is within this many face widths of where the track was expected

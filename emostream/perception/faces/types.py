@@ -63,7 +63,7 @@ class FaceMeasurement:
     box: np.ndarray  # shape = (4,), pixels
     score: float  # detector score of the detection this face came from
     landmarks: Landmarks
-    expression: np.ndarray  # shape = (7,), FER class probabilities (expression.FER_LABELS order)
+    expression: np.ndarray  # shape = (7,), FER class probabilities (emostream.labels.FER7 order)
     features: np.ndarray  # shape = (d,), the expression network's penultimate features
     geometry: np.ndarray  # shape = (len(GEOMETRY_NAMES),), action-unit-like measures and head pose
     embedding: np.ndarray | None = None  # identity embedding, when the backend has a recognition model

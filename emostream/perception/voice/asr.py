@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from emostream.perception.decode import SAMPLE_RATE
+from emostream.media.decode import SAMPLE_RATE
 
 MIN_WINDOW_SECONDS = 10.0  # shorter encoder windows made tiny.en repeat itself
 WINDOW_PADDING_SECONDS = 1.0  # silence after the utterance, so its last word is not cut

@@ -38,7 +38,7 @@ import numpy as np
 from scipy import fft as sp_fft
 from scipy.signal import butter, find_peaks, sosfilt
 
-from emostream.perception.decode import SAMPLE_RATE
+from emostream.media.decode import SAMPLE_RATE
 
 FRAME_HOP = 0.01  # s between frame centres
 WINDOW_SECONDS = 0.025  # s, YIN integration window and energy window: >= 1.5 periods of the lowest f0 (60 Hz)

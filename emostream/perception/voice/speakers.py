@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from emostream.perception.decode import SAMPLE_RATE
+from emostream.media.decode import SAMPLE_RATE
 
 MIN_EMBED_SECONDS = 0.5  # resemblyzer needs this much audio for a usable embedding
 

@@ -25,7 +25,7 @@ from importlib import resources
 
 import numpy as np
 
-from emostream.perception.decode import SAMPLE_RATE
+from emostream.media.decode import SAMPLE_RATE
 
 FRAME_SAMPLES = 512  # samples per VAD frame (32 ms at 16 kHz)
 CONTEXT_SAMPLES = 64  # samples of the previous frame the model sees before each frame

@@ -64,8 +64,6 @@ from functools import cache
 import numpy as np
 import numpy.typing as npt
 
-from emostream.perception.faces.expression import FER_LABELS
-
 __all__ = [
     "CANONICAL",
     "DFEW7",
@@ -107,9 +105,9 @@ MER2023_6: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "su
 MERR9: tuple[str, ...] = ("neutral", "angry", "happy", "sad", "worried", "surprise", "fear", "contempt", "doubt")
 
 # FER-2013 (Goodfellow et al. 2013, ICML challenges in representation learning), `emotion` column 0..6:
-# 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral. The face expression network outputs
-# this order; taken from there so the two cannot drift apart.
-FER7: tuple[str, ...] = tuple(FER_LABELS)
+# 0 angry, 1 disgust, 2 fear, 3 happy, 4 sad, 5 surprise, 6 neutral. The face expression network
+# (perception/faces/expression.py) outputs this order.
+FER7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")
 
 # DFEW (Jiang et al. 2020, ACM MM, "DFEW: A Large-Scale Database for Recognizing Dynamic Facial Expressions
 # in the Wild"), labels 1..7: happy, sad, neutral, angry, surprise, disgust, fear (the order also used by
@@ -236,7 +234,7 @@ def _check_tables() -> None:
     if unknown_words := {w: c for w, c in SYNONYMS.items() if c not in CANONICAL or w != w.lower()}:
         problems.append(f"SYNONYMS with a bad concept or a non-lowercase word: {unknown_words}")
     if problems:
-        raise RuntimeError("emostream.models.labels tables are inconsistent: " + "; ".join(problems))
+        raise RuntimeError("emostream.labels tables are inconsistent: " + "; ".join(problems))
 
 
 _check_tables()

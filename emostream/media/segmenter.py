@@ -27,7 +27,7 @@ from typing import IO
 import av
 import numpy as np
 
-from emostream.perception.decode import channel_layout
+from emostream.media.decode import channel_layout
 
 log = logging.getLogger(__name__)
 

@@ -14,6 +14,7 @@ import av
 import numpy as np
 
 from emostream.contracts import CONTAINER_CONTENT_TYPES, RAW_PCM_CONTENT_TYPE, SegmentHeaders, raw_pcm_format
+from emostream.settings import IngestSettings
 
 SAMPLE_RATE = 16000  # Hz, the rate every audio model downstream expects
 # A segment may decode to a little less media than its header declares (codec delay,
@@ -194,3 +195,19 @@ def _rgb(frame: av.VideoFrame, max_side: int) -> np.ndarray:
         width, height = max(2, round(width * scale)), max(2, round(height * scale))
         return frame.reformat(width=width, height=height, format="rgb24").to_ndarray()
     return frame.to_ndarray(format="rgb24")
+
+
+def end_marker(headers: SegmentHeaders) -> DecodedSegment:
+    """The decoded form of an empty end-of-stream marker."""
+    return DecodedSegment(
+        stream_id=headers.stream_id, seq=headers.seq, start=headers.start,
+        frames=np.zeros((0, 0, 0, 3), np.uint8), frame_times=np.zeros(0),
+        audio=np.zeros((0, 0), np.float32), audio_start=headers.start, end_of_stream=True,
+    )
+
+
+def decode_record(headers: SegmentHeaders, payload: bytes, ingest: IngestSettings) -> DecodedSegment:
+    """A media record decoded under the ingest limits (the end marker for an empty end-of-stream); DecodeError if not."""
+    if not payload and headers.end_of_stream:
+        return end_marker(headers)
+    return decode_segment(headers, payload, ingest.decode_threads, ingest.max_decoded_megabytes, ingest.max_frame_side)

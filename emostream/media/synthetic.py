@@ -12,7 +12,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from emostream.perception.decode import channel_layout
+from emostream.media.decode import channel_layout
 
 
 def write_clip(
