@@ -19,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from emostream.contracts import UtteranceEmotionEvent
 from emostream.live.backfill import backfill, records_from_files
 from emostream.media.segmenter import probe
 from emostream.media.synthetic import mux_files, speech_track
@@ -30,8 +31,8 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 def run(paths: list[Path], perception_actors: int) -> tuple[float, int]:
     settings = load_settings()
     started = time.perf_counter()
-    rows = list(backfill(records_from_files(paths, settings, None), settings, perception_actors))
-    return time.perf_counter() - started, sum(row["kind"] == "event" for row in rows)
+    outputs = list(backfill(records_from_files(paths, settings, None), settings, perception_actors))
+    return time.perf_counter() - started, sum(isinstance(output, UtteranceEmotionEvent) for output in outputs)
 
 
 def main() -> None:

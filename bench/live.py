@@ -31,7 +31,8 @@ import psutil
 from emostream.ingest.publish import publish
 from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
-from emostream.live.job import LiveJob, ServeScorer
+from emostream.live.job import LiveJob
+from emostream.live.serve_client import ServeClient
 from emostream.media.synthetic import speech_track
 from emostream.metrics import Metrics
 from emostream.settings import Settings, load_settings
@@ -134,7 +135,7 @@ def main() -> None:
         print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, streams of read speech published in real time "
               f"in {args.segment_seconds:g} s segments, starts {args.stagger:g} s apart{''.join(' --set ' + item for item in args.set)}")
         ensure_topics(settings.kafka)
-        job = LiveJob(settings, ServeScorer(settings.live.serve_app, settings.voice), Metrics())
+        job = LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), Metrics())
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop})
         runner.start()

@@ -15,7 +15,7 @@ Stages, each timed by calling the component directly on the same audio or uttera
   text          SentenceEmbedder over each push's transcripts, as UtteranceEncoder batches them
   stitching     StreamSession.push over the perceived segments minus the time inside VAD and diarisation
   other         whole path minus the stages above (cutting the file into segments, thumbnails, glue)
-  whole path    Perception.push over file_segments(), end to end
+  whole path    Spine.utterances over file_segments(), end to end
 The utterances are those the whole path produced (a warm-up run, untimed). Everything runs on one
 thread (torch, ONNX Runtime, CTranslate2, and numpy's OpenBLAS and every OpenMP pool through
 threadpoolctl: left alone, OpenBLAS takes a second core in Whisper's and resemblyzer's feature
@@ -45,10 +45,9 @@ from threadpoolctl import threadpool_info, threadpool_limits
 
 from emostream.contracts import SegmentHeaders
 from emostream.media.decode import SAMPLE_RATE, DecodedSegment, decode_segment
-from emostream.media.records import segment_headers
+from emostream.media.records import file_segments, segment_headers
 from emostream.media.segmenter import segment_file
 from emostream.perception.encode import UtteranceEncoder
-from emostream.perception.pipeline import Perception, file_segments
 from emostream.perception.segment import SegmentPerceiver
 from emostream.perception.session import StreamSession
 from emostream.perception.utterance import UtteranceBundle
@@ -56,6 +55,7 @@ from emostream.perception.voice.prosody import prosody_frames
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
 from emostream.perception.voice.vad import StreamingVad
 from emostream.settings import Settings, load_settings
+from emostream.spine import Spine
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 LIBRIVOX = "speech-librivox"
@@ -180,12 +180,12 @@ class Work:
 
 
 def whole_path(models: Models, work: Work) -> tuple[Stopwatch, list[list[UtteranceBundle]]]:
-    """file_segments() through Perception.push with the loaded models and fresh stream state."""
-    perception = Perception(models.settings, models.perceiver, models.encoder, models.voices)
+    """file_segments() through Spine.utterances with the loaded models and fresh stream state."""
+    perception = Spine(models.settings, models.perceiver, models.encoder, voices=models.voices)
     watch, pushes = Stopwatch(), []
     with watch:
-        for segment in file_segments(work.input.path, work.stream_id, models.settings):
-            bundles = perception.push(segment)
+        for segment in file_segments(work.input.path, work.stream_id, models.settings.ingest):
+            bundles = perception.utterances(segment)
             if bundles:
                 pushes.append(bundles)
     return watch, pushes
@@ -196,7 +196,7 @@ def prepare(models: Models, item: Input) -> Work:
     ingest = models.settings.ingest
     work.payloads = [(segment_headers(work.stream_id, s, None), s.payload)
                      for s in segment_file(item.path, ingest.segment_seconds, ingest.max_segment_seconds)]
-    work.decoded = list(file_segments(item.path, work.stream_id, models.settings))
+    work.decoded = list(file_segments(item.path, work.stream_id, models.settings.ingest))
     _, work.pushes = whole_path(models, work)  # warm-up (first calls compile and allocate); gives the utterances
     return work
 

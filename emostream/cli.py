@@ -199,14 +199,14 @@ def describe_utterance(bundle: Any) -> str:
 
 
 def cmd_analyze(args: argparse.Namespace) -> int:
-    from emostream.perception.pipeline import Perception
+    from emostream.spine import Spine
 
     overrides: dict[str, Any] = {"voice": {"asr": False}} if args.no_asr else {}
     settings = load_settings(args.config, **overrides)
     channels = tuple(args.channels.split(",")) if args.channels else None
-    perception = Perception(settings)
+    spine = Spine(settings)
     count = 0
-    for bundle in perception.analyze_file(args.input, args.stream_id or Path(args.input).stem, channels):
+    for bundle in spine.file_utterances(args.input, args.stream_id or Path(args.input).stem, channels):
         print(describe_utterance(bundle), flush=True)
         count += 1
     print(f"{count} utterances")
@@ -232,14 +232,15 @@ def _ray_connect(address: str | None, cpus: int | None) -> None:
 
 def _live_job(settings: Settings, profile: str = "local"):  # type: ignore[no-untyped-def]
     """The live job on the connected Ray: the Serve app deployed if absent, the metrics endpoint up."""
-    from emostream.live.job import LiveJob, ServeScorer
+    from emostream.live.job import LiveJob
+    from emostream.live.serve_client import ServeClient
     from emostream.metrics import Metrics, serve_metrics
     from emostream.serve.app import deploy
 
     deploy(settings, profile)
     metrics = Metrics()
     serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
-    return LiveJob(settings, ServeScorer(settings.live.serve_app, settings.voice), metrics)
+    return LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), metrics)
 
 
 def cmd_run(args: argparse.Namespace) -> int:
@@ -261,6 +262,7 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 def cmd_backfill(args: argparse.Namespace) -> int:
     from emostream.live.backfill import backfill, records_from_files, records_from_kafka, write_events
+    from emostream.sinks import open_sink
 
     settings = _settings(args)
     if bool(args.files) == bool(args.from_kafka):
@@ -278,8 +280,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         records = records_from_files(paths, settings, tuple(args.channels.split(",")) if args.channels else None)
     else:
         records = records_from_kafka(settings, args.start, args.end)
-    counts = write_events(backfill(records, settings, args.perception_actors), settings, args.to,
-                          Path(args.out) if args.out else None)
+    counts = write_events(backfill(records, settings, args.perception_actors), open_sink(args.to, settings, args.out))
     seconds = time.monotonic() - started
     where = settings.kafka.emotions_topic if args.to == "kafka" else args.out
     print(f"{counts['event']} events, {counts['dead_letter']} dead letters → {where} in {seconds:.1f} s")

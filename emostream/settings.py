@@ -173,6 +173,8 @@ class LiveSettings(_Section):
     score_roles: tuple[str, ...] = ()  # score only speakers with these roles (e.g. "customer"); empty scores everyone
     # Start Whisper on an utterance while the pause that will close it runs out (wasted if speech resumes)
     prepare_drafts: bool = True
+    sink: str = "kafka"  # where the live job's events and dead letters go: a name in emostream.sinks.SINKS
+    sink_path: str | None = None  # the output file of a file sink (jsonl, parquet)
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint
 

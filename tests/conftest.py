@@ -58,7 +58,7 @@ def settings(broker: EmbeddedBroker) -> Settings:
     return configured
 
 
-# -- perception models: loaded once per test session, shared by every Perception built in tests --
+# -- perception models: loaded once per test session, shared by every Spine built in tests --
 
 
 @pytest.fixture(scope="session")
@@ -78,17 +78,17 @@ def models() -> dict[str, object]:
 
 
 @pytest.fixture
-def make_perception(models: dict[str, object]):  # type: ignore[no-untyped-def]
-    """Build a Perception for given settings from the session's loaded models."""
+def make_spine(models: dict[str, object]):  # type: ignore[no-untyped-def]
+    """Build a Spine for given settings from the session's loaded perception models (the scorer loads on first use)."""
     from emostream.perception.encode import UtteranceEncoder
     from emostream.perception.faces.analyze import FaceAnalyzer
-    from emostream.perception.pipeline import Perception
     from emostream.perception.segment import SegmentPerceiver
+    from emostream.spine import Spine
 
     def build(settings: Settings):  # type: ignore[no-untyped-def]
         shared = models["faces"]
         faces = FaceAnalyzer(settings.faces, backend=shared.backend, expression=shared.expression)  # type: ignore[attr-defined]
         encoder = UtteranceEncoder(settings.voice, models["transcriber"], models["sentences"])  # type: ignore[arg-type]
-        return Perception(settings, SegmentPerceiver(settings, faces), encoder, models["voices"])  # type: ignore[arg-type]
+        return Spine(settings, SegmentPerceiver(settings, faces), encoder, voices=models["voices"])  # type: ignore[arg-type]
 
     return build

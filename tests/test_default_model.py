@@ -40,9 +40,9 @@ def test_model_card_metrics_reproduce(shared_data: Path, tmp_path: Path, monkeyp
     assert f"{100 * batch['war']:.1f}%" in card and f"{100 * batch['uar']:.1f}%" in card
 
 
-def test_default_model_scores_real_utterances_with_measured_cues(librivox: list[Path], make_perception) -> None:  # type: ignore[no-untyped-def]
-    perception = make_perception(load_settings())
-    bundles = [b for clip in librivox[:3] for b in perception.analyze_file(clip, stream_id="reading")]
+def test_default_model_scores_real_utterances_with_measured_cues(librivox: list[Path], make_spine) -> None:  # type: ignore[no-untyped-def]
+    spine = make_spine(load_settings())
+    bundles = [b for clip in librivox[:3] for b in spine.file_utterances(clip, stream_id="reading")]
     scorer = default_scorer()
     contexts = StreamContexts()
     events = scorer.score(bundles, contexts)

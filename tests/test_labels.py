@@ -7,6 +7,7 @@ import itertools
 import numpy as np
 import pytest
 
+from emostream import labels
 from emostream.labels import (
     CANONICAL,
     FER7,
@@ -20,7 +21,6 @@ from emostream.labels import (
     mapping_matrix,
     parse_label,
 )
-from emostream import labels
 
 PAIRS = list(itertools.product(LABEL_SETS, repeat=2))
 

@@ -96,9 +96,10 @@ def emotions(settings: Settings, timeout: float = 10.0) -> list[dict[str, Any]]:
 def run_job(settings: Settings, streams: set[str], metrics: Metrics | None = None,
             during: Any = None) -> Any:
     """Run the live job in a thread until `streams` ended; `during(job)` runs meanwhile in this thread."""
-    from emostream.live.job import LiveJob, ServeScorer
+    from emostream.live.job import LiveJob
+    from emostream.live.serve_client import ServeClient
 
-    job = LiveJob(settings, ServeScorer(settings.live.serve_app, settings.voice), metrics)
+    job = LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), metrics)
     stop = threading.Event()
     runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: streams <= s.ended_streams})
     runner.start()
@@ -208,7 +209,7 @@ def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Setti
 
 
 def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, settings: Settings, librivox: list[Path],
-                                                            tmp_path: Path, make_perception) -> None:  # type: ignore[no-untyped-def]
+                                                            tmp_path: Path, make_spine) -> None:  # type: ignore[no-untyped-def]
     """Published in 0.5 s segments, some utterances are drafted a segment before their pause closes them: their
     Whisper results and text embeddings are prepared ahead and used, and every utterance has the transcript
     and the emotion the in-process pipeline gives for the same segments."""
@@ -221,7 +222,7 @@ def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, setti
     counts = job.scorer.prepared.counts
     assert counts["used"] >= 1 and counts["used"] + counts["missed"] == job.stats.events and not counts["failed"], counts
     events = {e["utterance_id"]: e for e in emotions(settings)}
-    bundles = make_perception(settings).analyze_file(talk, "talk")
+    bundles = make_spine(settings).file_utterances(talk, "talk")
     assert {i: e["transcript"] for i, e in events.items()} == {b.utterance_id: b.transcript for b in bundles}
     scorer, contexts = load_scorer(None), StreamContexts()
     for bundle in bundles:  # one at a time with the stream's context, as the job scores them
@@ -234,9 +235,11 @@ def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, setti
 def test_backfill_of_files_and_of_a_kafka_range_gives_the_same_utterances(cluster: str, settings: Settings,
                                                                         media: dict[str, Path], tmp_path: Path) -> None:
     from emostream.live.backfill import backfill, records_from_files, records_from_kafka, write_events
+    from emostream.sinks import open_sink
 
     out = tmp_path / "events.jsonl"
-    counts = write_events(backfill(records_from_files([media["meeting"]], settings, None), settings), settings, "jsonl", out)
+    counts = write_events(backfill(records_from_files([media["meeting"]], settings, None), settings),
+                          open_sink("jsonl", settings, out))
     from_files = [json.loads(line) for line in out.read_text().splitlines()]
     assert counts == {"event": len(from_files), "dead_letter": 0}
     reference = analyze(cluster, media["meeting"], "meeting", None)
@@ -244,7 +247,7 @@ def test_backfill_of_files_and_of_a_kafka_range_gives_the_same_utterances(cluste
 
     publish(media["call"], "call", settings, channels=CHANNELS["call"])
     publish(media["call"], "call", settings, channels=CHANNELS["call"])  # sent twice: the repeats count once
-    counts = write_events(backfill(records_from_kafka(settings, "earliest", "latest"), settings), settings, "kafka", None)
+    counts = write_events(backfill(records_from_kafka(settings, "earliest", "latest"), settings), open_sink("kafka", settings))
     events = emotions(settings)
     assert counts["event"] == len(events) == 2
     assert [e["speaker"]["role"] for e in events] == ["customer", "agent"]

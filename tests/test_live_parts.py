@@ -54,7 +54,8 @@ def test_stream_workers_run_streams_side_by_side_and_each_stream_in_order() -> N
     import threading
     import time
 
-    from emostream.live.job import ScoreJob, StreamWorkers
+    from emostream.live.job import ScoreJob
+    from emostream.live.workers import StreamWorkers
 
     done: list[tuple[str, int]] = []
     running: set[str] = set()

@@ -72,9 +72,9 @@ def events_until(settings: Settings, done, timeout: float) -> list[dict]:  # typ
 
 
 def test_the_killed_job_resumes_and_repeats_only_with_the_same_ids(settings: Settings, librivox: list[Path],
-                                                                   make_perception, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+                                                                   make_spine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     talk = speech_track(librivox[:3], tmp_path / "talk.wav")
-    expected = {b.utterance_id for b in make_perception(settings).analyze_file(talk, "talk")}
+    expected = {b.utterance_id for b in make_spine(settings).file_utterances(talk, "talk")}
     assert len(expected) >= 3
     config = tmp_path / "settings.yaml"
     metrics_port = free_port()

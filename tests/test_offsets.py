@@ -1,6 +1,6 @@
 from kafka import TopicPartition
 
-from emostream.ingest.consumer import OffsetTracker
+from emostream.ingest.offsets import OffsetTracker
 
 TP = TopicPartition("emostream.media", 0)
 

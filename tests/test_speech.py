@@ -25,15 +25,15 @@ def references(shared_data: Path) -> dict[str, str]:
 
 
 def test_librivox_one_utterance_per_clip_with_words(
-    librivox: list[Path], references: dict[str, str], make_perception, tmp_path: Path  # type: ignore[no-untyped-def]
+    librivox: list[Path], references: dict[str, str], make_spine, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
-    perception = make_perception(load_settings())
+    spine = make_spine(load_settings())
     hypotheses, truths = [], []
     for clip in librivox:
         audio = read_mono(clip)
         level = noise_floor_db(audio)  # the clips carry their own hiss: the padding continues it
         padded = np.concatenate([room_noise(PAD, 0, level), audio, room_noise(PAD, 2, level)])
-        bundles = perception.analyze_file(write_wav(tmp_path / clip.name, padded), stream_id=clip.stem)
+        bundles = spine.file_utterances(write_wav(tmp_path / clip.name, padded), stream_id=clip.stem)
         assert len(bundles) == 1, [(b.start, b.end, b.transcript) for b in bundles]
         (bundle,) = bundles
         start, end = speech_bounds(audio)
@@ -63,10 +63,10 @@ def call(shared_data: Path):  # type: ignore[no-untyped-def]
     return build_call(clips, pauses)
 
 
-def test_two_channel_call_attributes_every_utterance_to_its_role(call, make_perception, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_two_channel_call_attributes_every_utterance_to_its_role(call, make_spine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     audio, turns = call
-    perception = make_perception(load_settings(voice={"asr": False}))
-    bundles = perception.analyze_file(write_wav(tmp_path / "call.wav", audio), "call-1", channels=("agent", "customer"))
+    spine = make_spine(load_settings(voice={"asr": False}))
+    bundles = spine.file_utterances(write_wav(tmp_path / "call.wav", audio), "call-1", channels=("agent", "customer"))
     roles = ("agent", "customer")
     assert len(bundles) == len(turns), [(b.role, round(b.start, 2), round(b.end, 2)) for b in bundles]
     for bundle, turn in zip(bundles, turns, strict=True):
@@ -77,10 +77,10 @@ def test_two_channel_call_attributes_every_utterance_to_its_role(call, make_perc
     assert len({b.utterance_id for b in bundles}) == len(bundles)
 
 
-def test_mono_call_diarisation_keeps_speakers_apart(call, make_perception, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+def test_mono_call_diarisation_keeps_speakers_apart(call, make_spine, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     audio, turns = call
-    perception = make_perception(load_settings(voice={"asr": False}))
-    bundles = perception.analyze_file(write_wav(tmp_path / "mono.wav", audio.sum(axis=1)), "call-mono")
+    spine = make_spine(load_settings(voice={"asr": False}))
+    bundles = spine.file_utterances(write_wav(tmp_path / "mono.wav", audio.sum(axis=1)), "call-mono")
     truth = []
     for bundle in bundles:  # the true speaker of each utterance: the turn it overlaps most
         overlaps = [max(0.0, min(bundle.end, t.end) - max(bundle.start, t.start)) for t in turns]

@@ -18,7 +18,7 @@ pytestmark = pytest.mark.broker
 
 
 def test_face_video_with_speech_through_the_broker(  # type: ignore[no-untyped-def]
-    settings: Settings, wolfgang: Path, librivox: list[Path], make_perception, tmp_path: Path
+    settings: Settings, wolfgang: Path, librivox: list[Path], make_spine, tmp_path: Path
 ) -> None:
     # Three read sentences with a second of their own background hiss between them, under the face video.
     clips = [read_mono(clip) for clip in librivox[:3]]
@@ -35,8 +35,8 @@ def test_face_video_with_speech_through_the_broker(  # type: ignore[no-untyped-d
     segments, stats = consume_streams(settings, {"meeting"})
     assert not stats.dead_letters
 
-    perception = make_perception(settings)
-    bundles = [b for segment in segments["meeting"] for b in perception.push(segment)]
+    spine = make_spine(settings)
+    bundles = [b for segment in segments["meeting"] for b in spine.utterances(segment)]
     assert len(bundles) == 3, [(round(b.start, 2), round(b.end, 2), b.transcript) for b in bundles]
     boundaries = [s.start for s in segments["meeting"][1:]]
     # The first sentence (7 s) runs across segment boundaries and still comes out once, whole.
@@ -54,10 +54,10 @@ def test_face_video_with_speech_through_the_broker(  # type: ignore[no-untyped-d
         assert 1 <= len(bundle.frames) <= 4 and max(bundle.frames[0].image.shape[:2]) == 224
 
 
-def test_silent_video_gives_faces_and_no_utterances(wolfgang: Path, make_perception) -> None:  # type: ignore[no-untyped-def]
-    perception = make_perception(load_settings())
+def test_silent_video_gives_faces_and_no_utterances(wolfgang: Path, make_spine) -> None:  # type: ignore[no-untyped-def]
+    spine = make_spine(load_settings())
     seen: list[SegmentFaces] = []
-    original = perception.perceiver.__call__
+    original = spine.perceive.__call__
 
     def spy(segment):  # type: ignore[no-untyped-def]
         perceived = original(segment)
@@ -65,16 +65,16 @@ def test_silent_video_gives_faces_and_no_utterances(wolfgang: Path, make_percept
             seen.append(perceived.faces)
         return perceived
 
-    perception.perceiver = spy
-    assert perception.analyze_file(wolfgang, "silent") == []
+    spine.perceive = spy
+    assert spine.file_utterances(wolfgang, "silent") == []
     assert sum(len(f.analysed) for f in seen) > 250 and all(frame.faces for f in seen for frame in f.analysed)
 
 
-def test_video_without_audio_and_audio_only_streams(tmp_path: Path, make_perception) -> None:  # type: ignore[no-untyped-def]
-    perception = make_perception(load_settings(voice={"asr": False}))
+def test_video_without_audio_and_audio_only_streams(tmp_path: Path, make_spine) -> None:  # type: ignore[no-untyped-def]
+    spine = make_spine(load_settings(voice={"asr": False}))
     video_only = write_clip(tmp_path / "video-only.mp4", seconds=3, audio_channels=0)
-    assert perception.analyze_file(video_only, "video-only") == []
+    assert spine.file_utterances(video_only, "video-only") == []
     # A tone is not speech: an audio-only stream of it runs through and yields nothing either.
     tone = write_clip(tmp_path / "tone.wav", seconds=3, video=False, audio_channels=1, sample_rate=16000)
-    assert perception.analyze_file(tone, "tone") == []
-    assert perception.sessions.sessions == {}  # both streams ended and were forgotten
+    assert spine.file_utterances(tone, "tone") == []
+    assert spine.sessions.sessions == {}  # both streams ended and were forgotten

@@ -25,6 +25,7 @@ from emostream.contracts import (
     SourceCoordinates,
     now_utc,
 )
+from emostream.ingest.offsets import OffsetTracker
 from emostream.ingest.ordering import Gap, Rejection, StreamOrderer
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.kafka.clients import producer as make_producer
@@ -52,29 +53,6 @@ class ConsumerStats:
     segments: int = 0  # handed to the callback (end markers included)
     dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
     gaps: list[Gap] = field(default_factory=list)
-
-
-class OffsetTracker:
-    """Per partition, the offsets still in flight; the commit point is the lowest of them."""
-
-    def __init__(self) -> None:
-        self._pending: dict[TopicPartition, set[int]] = {}
-        self._next: dict[TopicPartition, int] = {}
-
-    def add(self, tp: TopicPartition, offset: int) -> None:
-        self._pending.setdefault(tp, set()).add(offset)
-        self._next[tp] = max(self._next.get(tp, 0), offset + 1)
-
-    def done(self, tp: TopicPartition, offset: int) -> None:
-        self._pending.get(tp, set()).discard(offset)
-
-    def commit_points(self) -> dict[TopicPartition, int]:
-        return {tp: min(self._pending[tp]) if self._pending.get(tp) else nxt for tp, nxt in self._next.items()}
-
-    def forget(self, partitions: list[TopicPartition]) -> None:
-        for tp in partitions:
-            self._pending.pop(tp, None)
-            self._next.pop(tp, None)
 
 
 @dataclass(frozen=True)

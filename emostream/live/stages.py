@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import pickle
 import time
+from dataclasses import dataclass
 from typing import Any
 
 import pyarrow as pa
+from kafka import TopicPartition
 
 from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, now_utc
 from emostream.ingest.consumer import RecordRejection, decode_rejection, validate_record
@@ -39,6 +41,48 @@ SCHEMA = pa.schema([
     ("perceive_seconds", pa.float64()),
     ("value_bytes", pa.int64()),  # size of the record's value, for dead letters
 ])
+
+
+@dataclass(frozen=True)
+class StageRow:
+    """One output row of the perception stage (`SCHEMA`), as the driver reads it."""
+
+    kind: str  # SEGMENT | REJECTED | TICK
+    topic: str
+    partition: int
+    offset: int
+    timestamp_ms: int  # producer wall clock of the record
+    read_ms: int  # when the read task got it
+    highwater: int | None  # the partition's end offset when read (-1 or None: unknown)
+    task: int  # the read task that read it
+    index: int  # its position in that task's output
+    stream_id: str | None
+    seq: int | None  # None when the record was refused before its headers could be read
+    end_of_stream: bool
+    start: float | None
+    end: float | None
+    payload: bytes  # the pickled PerceivedSegment, or the DeadLetterEvent's JSON
+    frames: int
+    faces: int
+    decode_seconds: float
+    perceive_seconds: float
+    value_bytes: int
+
+    @classmethod
+    def from_arrow(cls, row: dict[str, Any]) -> StageRow:
+        return cls(**row)
+
+    @property
+    def tp(self) -> TopicPartition:
+        return TopicPartition(self.topic, self.partition)
+
+    def segment(self) -> PerceivedSegment:
+        """The perceived segment a SEGMENT row carries."""
+        return perceived(self.payload)
+
+    def dead_letter_event(self) -> DeadLetterEvent:
+        """The dead letter a REJECTED row carries."""
+        return DeadLetterEvent.model_validate_json(self.payload)
 
 
 def dead_letter(rejection: Rejection | RecordRejection, row: dict[str, Any], stream_id: str | None, seq: int | None,

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from emostream.contracts import SegmentHeaders
+from emostream.media.decode import DecodedSegment, decode_record
 from emostream.media.segmenter import MediaError, MediaInfo, MediaSegment, probe, segment_file
 from emostream.settings import IngestSettings
 
@@ -60,3 +61,10 @@ def media_records(path: str | Path, stream_id: str, ingest: IngestSettings, chan
         yield MediaRecord(segment_headers(stream_id, segment, channels), segment.payload)
         seq, end = segment.seq + 1, max(end, segment.start + segment.duration)
     yield MediaRecord(end_of_stream_headers(stream_id, seq, end), b"")
+
+
+def file_segments(path: str | Path, stream_id: str, ingest: IngestSettings,
+                  channels: tuple[str, ...] | None = None) -> Iterator[DecodedSegment]:
+    """A media file as the decoded segments a live stream of it would bring, ending with the end marker."""
+    for record in media_records(path, stream_id, ingest, channels):
+        yield decode_record(record.headers, record.payload, ingest)

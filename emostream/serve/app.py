@@ -232,8 +232,8 @@ class Ingress:
     async def analyze(self, request: Request, stream_id: str = "upload", channels: str | None = None) -> list[dict[str, Any]]:
         """Upload a clip as the request body; get one event per utterance in it."""
         from emostream.media.decode import DecodeError  # noqa: PLC0415
+        from emostream.media.records import file_segments  # noqa: PLC0415
         from emostream.media.segmenter import MediaError  # noqa: PLC0415
-        from emostream.perception.pipeline import file_segments  # noqa: PLC0415
         from emostream.perception.session import StreamSession  # noqa: PLC0415
 
         self._authorise(request)
@@ -255,7 +255,7 @@ class Ingress:
             media.write(body)
             media.flush()
             try:
-                for segment in file_segments(media.name, stream_id, self.settings, roles):
+                for segment in file_segments(media.name, stream_id, self.settings.ingest, roles):
                     perceived = await self.perception.perceive.remote(segment) if not segment.is_end_marker else None
                     bundles += session.push(perceived) if perceived is not None else session.flush()
             except (MediaError, DecodeError, ValueError) as error:

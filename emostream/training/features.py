@@ -186,10 +186,10 @@ class FeatureExtractor:
         return {name: [row[name] for row in rows] for name in ROW_COLUMNS}
 
     def extract(self, example: Example) -> list[dict[str, Any]]:
-        from emostream.perception.pipeline import file_segments  # noqa: PLC0415
+        from emostream.media.records import file_segments  # noqa: PLC0415
         from emostream.perception.session import StreamSession  # noqa: PLC0415
 
-        segments = [s for s in file_segments(example.media, example.key, self.settings) if not s.is_end_marker]
+        segments = [s for s in file_segments(example.media, example.key, self.settings.ingest) if not s.is_end_marker]
         lo, hi = example.start or 0.0, example.end if example.end is not None else float("inf")
         segments = [s for s in segments if s.end > lo and s.start < hi]
         if not any(s.audio.size for s in segments):

@@ -1,0 +1,72 @@
+"""The live job's client of the Serve application: drafts to the encoders early, closed utterances to the ingress."""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import replace
+from typing import Any, Protocol
+
+from ray import serve
+
+from emostream.live.drafts import PreparedResults
+from emostream.models.score import StreamContexts
+from emostream.perception.encode import embeds_text, with_recognition
+from emostream.perception.session import Draft
+from emostream.perception.utterance import UtteranceBundle
+from emostream.serve.app import AudioEncoder, TextEncoder
+from emostream.settings import VoiceSettings
+
+log = logging.getLogger(__name__)
+
+
+class ScoringService(Protocol):
+    """What the live job needs from scoring (the Serve app through `ServeClient`, or a fake in tests)."""
+
+    def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
+        """A stream's utterance bundles scored with its context: the events (JSON-ready) and the context after them."""
+
+    def prepare(self, drafts: list[Draft]) -> None:
+        """Start encoding utterances that are likely to close (`StreamSession.drafts`); returns at once."""
+
+
+class ServeClient:
+    """Scoring through the running Serve application (`app_name`): ASR, encoders and the emotion model.
+
+    Drafts go to the audio encoder as soon as the job has them, and their transcripts on to the text
+    encoder; a closed utterance whose audio was drafted gets those results attached here, and the
+    application skips the encoders for it (`drafts`)."""
+
+    def __init__(self, app_name: str, voice: VoiceSettings) -> None:
+        self.voice = voice
+        self.ingress = serve.get_app_handle(app_name)
+        self.audio = serve.get_deployment_handle(AudioEncoder.name, app_name)
+        self.text = serve.get_deployment_handle(TextEncoder.name, app_name) if embeds_text(voice) else None
+        # per draft: the pending Whisper response, the pending text embeddings (or None), the draft's position in them
+        self.prepared: PreparedResults[tuple[Any, Any, int]] = PreparedResults()
+
+    def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
+        bundles = [self._with_prepared(bundle) for bundle in bundles]
+        return self.ingress.score_bundles.remote(bundles, contexts).result()
+
+    def prepare(self, drafts: list[Draft]) -> None:
+        recognised = self.audio.recognise.remote([draft.audio for draft in drafts])
+        texts = self.text.embed_recognised.remote(recognised) if self.text is not None else None  # Serve chains them
+        for i, draft in enumerate(drafts):
+            self.prepared.put(draft.stream_id, draft.audio, (recognised, texts, i))
+
+    def _with_prepared(self, bundle: UtteranceBundle) -> UtteranceBundle:
+        kept = self.prepared.take(bundle.stream_id, bundle.audio)
+        if kept is None:
+            return bundle
+        recognised, texts, position = kept
+        started = time.perf_counter()
+        try:
+            result = recognised.result()[position]
+            embedding = texts.result()[position] if texts is not None else None
+        except Exception:  # the application encodes the closed utterance instead  # noqa: BLE001
+            log.warning("stream %s: encoding the draft failed; encoding the utterance again", bundle.stream_id, exc_info=True)
+            self.prepared.failed()
+            return bundle
+        bundle = with_recognition([bundle], [result], self.voice, time.perf_counter() - started)[0]
+        return replace(bundle, text_embedding=embedding) if embedding is not None else bundle
