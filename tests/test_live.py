@@ -94,12 +94,13 @@ def emotions(settings: Settings, timeout: float = 10.0) -> list[dict[str, Any]]:
 
 
 def run_job(settings: Settings, streams: set[str], metrics: Metrics | None = None,
-            during: Any = None) -> Any:
-    """Run the live job in a thread until `streams` ended; `during(job)` runs meanwhile in this thread."""
+            during: Any = None, **parts: Any) -> Any:
+    """Run the live job in a thread until `streams` ended; `during(job)` runs meanwhile in this thread.
+    parts: the job's sink or committer, if not the defaults."""
     from emostream.live.job import LiveJob
     from emostream.live.serve_client import ServeClient
 
-    job = LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), metrics)
+    job = LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), metrics, **parts)
     stop = threading.Event()
     runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: streams <= s.ended_streams})
     runner.start()
@@ -159,6 +160,51 @@ def test_every_utterance_once_in_order_with_speakers_and_metrics(cluster: str, s
     assert scraped["emostream_end_to_end_latency_seconds_count"] == len(events)
     assert scraped["emostream_end_to_end_latency_seconds_sum"] > 0
     assert scraped['emostream_stage_seconds_count{stage="score"}'] > 0
+
+
+def test_the_live_job_writes_to_a_jsonl_sink_and_commits_only_what_was_flushed(cluster: str, settings: Settings,
+                                                                               media: dict[str, Path], tmp_path: Path) -> None:
+    from kafka import TopicPartition
+
+    from emostream.sinks.jsonl import JsonlSink
+
+    out = tmp_path / "events.jsonl"
+    order: list[tuple[str, int]] = []  # ("flush", lines durable) and ("commit", offsets committed), as they happen
+
+    class RecordedJsonl(JsonlSink):
+        def flush(self) -> None:
+            super().flush()
+            order.append(("flush", len(out.read_text().splitlines())))
+
+    class WatchedCommitter:
+        def __init__(self) -> None:
+            self.inner = consumer(settings.kafka, group_id=settings.kafka.group_id)
+
+        def commit(self, offsets: dict[Any, Any]) -> None:
+            order.append(("commit", sum(o.offset for o in offsets.values())))
+            self.inner.commit(offsets)
+
+        def committed(self, partition: Any, metadata: bool = False) -> Any:
+            return self.inner.committed(partition, metadata=metadata)
+
+        def close(self) -> None:
+            self.inner.close()
+
+    report = publish(media["call"], "call", settings, channels=CHANNELS["call"])
+    run_job(settings, {"call"}, sink=RecordedJsonl(out), committer=WatchedCommitter())
+
+    events = [UtteranceEmotionEvent.model_validate_json(line) for line in out.read_text().splitlines()]
+    assert [e.speaker.role for e in events] == ["customer", "agent"]
+    assert emotions(settings, timeout=2) == []  # the sink replaced the emotions topic
+    commits = [i for i, (what, _) in enumerate(order) if what == "commit"]
+    assert commits and all(order[i - 1][0] == "flush" for i in commits), order
+    assert order[commits[-1] - 1][1] == len(events)  # the last commit came after both events were durable
+    group = consumer(settings.kafka, group_id=settings.kafka.group_id)
+    try:
+        committed = [group.committed(TopicPartition(settings.kafka.media_topic, p)) or 0 for p in range(2)]
+    finally:
+        group.close()
+    assert sum(committed) == report.segments + 1  # every segment and the end marker
 
 
 def test_only_configured_roles_are_scored_and_bad_input_is_dead_lettered(cluster: str, settings: Settings,

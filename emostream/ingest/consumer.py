@@ -13,39 +13,22 @@ import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
-from kafka import ConsumerRebalanceListener, KafkaProducer, TopicPartition
+from kafka import ConsumerRebalanceListener, TopicPartition
 from kafka.consumer.fetcher import ConsumerRecord
 from kafka.structs import OffsetAndMetadata
 
-from emostream.contracts import (
-    ContractError,
-    DeadLetterEvent,
-    DeadLetterReason,
-    SegmentHeaders,
-    SourceCoordinates,
-    now_utc,
-)
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates
 from emostream.ingest.offsets import OffsetTracker
 from emostream.ingest.ordering import Gap, Rejection, StreamOrderer
+from emostream.ingest.records import MediaMessage, RecordRejection, dead_letter_event, decode_rejection, validate_record
 from emostream.kafka.clients import consumer as make_consumer
-from emostream.kafka.clients import producer as make_producer
 from emostream.media.decode import DecodedSegment, DecodeError, decode_record
 from emostream.settings import Settings
+from emostream.sinks.kafka import KafkaSink
 
 log = logging.getLogger(__name__)
 
 SegmentHandler = Callable[[DecodedSegment], None]
-
-
-@dataclass(frozen=True)
-class MediaMessage:
-    """One media-topic record whose headers passed validation."""
-
-    headers: SegmentHeaders
-    payload: bytes
-    topic: str
-    partition: int
-    offset: int
 
 
 @dataclass
@@ -53,46 +36,6 @@ class ConsumerStats:
     segments: int = 0  # handed to the callback (end markers included)
     dead_letters: dict[str, int] = field(default_factory=dict)  # by reason
     gaps: list[Gap] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class RecordRejection:
-    """A media-topic record refused before ordering: its dead-letter reason and what it claimed to be."""
-
-    reason: DeadLetterReason
-    detail: str
-    stream_id: str | None
-    seq: int | None = None
-
-
-def validate_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                    headers: list[tuple[str, bytes]], max_message_bytes: int) -> MediaMessage | RecordRejection:
-    """Check one media-topic record's size, headers and key; the message, or why it is refused."""
-    value = value or b""
-    stream_hint = key.decode(errors="replace") if key else None
-    if len(value) > max_message_bytes:
-        return RecordRejection(DeadLetterReason.OVERSIZED,
-                               f"value of {len(value)} bytes is over kafka.max_message_bytes ({max_message_bytes})",
-                               stream_hint)
-    try:
-        parsed = SegmentHeaders.from_kafka(headers)
-    except ContractError as error:
-        reason = (DeadLetterReason.UNSUPPORTED_CONTENT_TYPE if "unsupported content type" in str(error)
-                  else DeadLetterReason.BAD_HEADERS)
-        return RecordRejection(reason, str(error), stream_hint)
-    if key is not None and stream_hint != parsed.stream_id:
-        return RecordRejection(DeadLetterReason.BAD_HEADERS,
-                               f"message key {stream_hint!r} differs from emostream-stream-id {parsed.stream_id!r}",
-                               parsed.stream_id, parsed.seq)
-    if not value and not parsed.end_of_stream:
-        return RecordRejection(DeadLetterReason.EMPTY_VALUE, "empty value without emostream-end-of-stream: true",
-                               parsed.stream_id, parsed.seq)
-    return MediaMessage(parsed, value, topic, partition, offset)
-
-
-def decode_rejection(error: DecodeError) -> Rejection:
-    reason = DeadLetterReason.TRUNCATED_SEGMENT if error.truncated else DeadLetterReason.CORRUPT_SEGMENT
-    return Rejection(reason, str(error))
 
 
 class SegmentConsumer:
@@ -112,7 +55,7 @@ class SegmentConsumer:
         kafka = settings.kafka
         self.consumer = make_consumer(kafka, group_id=group_id or kafka.group_id)
         self.consumer.subscribe([kafka.media_topic], listener=_Rebalance(self))
-        self.producer: KafkaProducer = make_producer(kafka)
+        self.sink = KafkaSink(kafka)  # dead letters
 
     # -- the loop ---------------------------------------------------------------------------
 
@@ -136,7 +79,7 @@ class SegmentConsumer:
         points = self.offsets.commit_points()
         if not points:
             return
-        self.producer.flush()  # dead letters are out before the offsets that produced them move on
+        self.sink.flush()  # dead letters are out before the offsets that produced them move on
         self.consumer.commit({tp: OffsetAndMetadata(offset, "", -1) for tp, offset in points.items()})
 
     def close(self) -> None:
@@ -144,7 +87,7 @@ class SegmentConsumer:
             self.commit()
         finally:
             self.consumer.close()
-            self.producer.close()
+            self.sink.close()
 
     # -- one record ---------------------------------------------------------------------------
 
@@ -166,7 +109,7 @@ class SegmentConsumer:
         checked = validate_record(record.topic, record.partition, record.offset, record.key, record.value,
                                   record.headers, self.settings.kafka.max_message_bytes)
         if isinstance(checked, RecordRejection):
-            self._dead_letter(record, checked.reason, checked.detail, checked.stream_id, checked.seq)
+            self._dead_letter(record, checked)
             return None
         return checked
 
@@ -202,34 +145,21 @@ class SegmentConsumer:
     # -- dead letters ---------------------------------------------------------------------------
 
     def _dead_letter_message(self, message: MediaMessage, rejection: Rejection) -> None:
-        self._send_dead_letter(
-            DeadLetterEvent(
-                reason=rejection.reason, detail=rejection.detail,
-                source=SourceCoordinates(topic=message.topic, partition=message.partition, offset=message.offset),
-                stream_id=message.headers.stream_id, seq=message.headers.seq, key=message.headers.stream_id,
-                value_bytes=len(message.payload), produced_at=now_utc(),
-            )
-        )
+        self._send_dead_letter(dead_letter_event(rejection, message.source, message.headers.stream_id, message.headers.seq,
+                                                 message.headers.stream_id, len(message.payload)))
         self.offsets.done(TopicPartition(message.topic, message.partition), message.offset)
 
-    def _dead_letter(self, record: ConsumerRecord, reason: DeadLetterReason, detail: str,
-                     stream_id: str | None, seq: int | None = None) -> None:
-        self._send_dead_letter(
-            DeadLetterEvent(
-                reason=reason, detail=detail,
-                source=SourceCoordinates(topic=record.topic, partition=record.partition, offset=record.offset),
-                stream_id=stream_id, seq=seq, key=record.key.decode(errors="replace") if record.key else None,
-                value_bytes=len(record.value or b""), produced_at=now_utc(),
-            )
-        )
+    def _dead_letter(self, record: ConsumerRecord, rejection: RecordRejection) -> None:
+        self._send_dead_letter(dead_letter_event(
+            rejection, SourceCoordinates(topic=record.topic, partition=record.partition, offset=record.offset),
+            rejection.stream_id, rejection.seq, record.key.decode(errors="replace") if record.key else None,
+            len(record.value or b"")))
 
     def _send_dead_letter(self, event: DeadLetterEvent) -> None:
         log.warning("dead letter %s at %s/%d/%d: %s", event.reason.value, event.source.topic,
                     event.source.partition, event.source.offset, event.detail)
         self.stats.dead_letters[event.reason.value] = self.stats.dead_letters.get(event.reason.value, 0) + 1
-        self.producer.send(self.settings.kafka.deadletter_topic,
-                           key=event.key.encode() if event.key else None,
-                           value=event.model_dump_json().encode())
+        self.sink.dead_letter(event)
 
 
 class _Rebalance(ConsumerRebalanceListener):

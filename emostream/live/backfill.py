@@ -24,19 +24,13 @@ from threadpoolctl import threadpool_limits
 
 from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
 from emostream.live.sessions import owner, with_roles
-from emostream.live.source import RECORD
+from emostream.live.source import RECORD, record_row
 from emostream.live.stages import REJECTED, SEGMENT, SegmentStage, StageRow
 from emostream.media.records import media_records
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 from emostream.sinks import Sink
 from emostream.spine import Spine
-
-
-def _record(stream_id: str, headers: list[tuple[str, bytes]], value: bytes, seq: int, topic: str) -> dict[str, Any]:
-    return {"kind": RECORD, "topic": topic, "partition": 0, "offset": seq, "key": stream_id.encode(), "value": value,
-            "header_keys": [k for k, _ in headers], "header_values": [v for _, v in headers],
-            "timestamp_ms": int(time.time() * 1000), "highwater": -1, "task": 0, "index": seq}
 
 
 class FileRecords:
@@ -48,17 +42,17 @@ class FileRecords:
     def __call__(self, row: dict[str, Any]) -> list[dict[str, Any]]:
         path, stream_id = row["path"], row["stream_id"]
         channels = tuple(row["channels"]) if row.get("channels") else None
-        return [_record(stream_id, record.headers.to_kafka(), record.payload, record.headers.seq, f"file:{path}")
+        now_ms = int(time.time() * 1000)
+        return [record_row(RECORD, f"file:{path}", 0, record.headers.seq, stream_id.encode(), record.payload,
+                           record.headers.to_kafka(), now_ms, now_ms, -1, index=record.headers.seq)
                 for record in media_records(path, stream_id, self.ingest, channels)]
 
 
 def kafka_record(row: dict[str, Any]) -> dict[str, Any]:
     """A `ray.data.read_kafka` row as a media record."""
     headers = list((row.get("headers") or {}).items()) if isinstance(row.get("headers"), dict) else list(row.get("headers") or [])
-    return {"kind": RECORD, "topic": row["topic"], "partition": row["partition"], "offset": row["offset"],
-            "key": row["key"], "value": row["value"] or b"", "header_keys": [k for k, _ in headers],
-            "header_values": [v for _, v in headers], "timestamp_ms": row["timestamp"], "highwater": -1,
-            "task": 0, "index": row["offset"]}
+    return record_row(RECORD, row["topic"], row["partition"], row["offset"], row["key"], row["value"], headers,
+                      row["timestamp"], row["timestamp"], -1, index=row["offset"])
 
 
 Output = UtteranceEmotionEvent | DeadLetterEvent

@@ -42,6 +42,15 @@ SCHEMA = pa.schema([
 ])
 
 
+def record_row(kind: str, topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
+               headers: list[tuple[str, bytes]], timestamp_ms: int, read_ms: int, highwater: int, task: int = 0,
+               index: int = 0) -> dict[str, object]:
+    """One row of `SCHEMA` (the source's output, the perception stage's input)."""
+    return {"kind": kind, "topic": topic, "partition": partition, "offset": offset, "key": key, "value": value or b"",
+            "header_keys": [k for k, _ in headers], "header_values": [v for _, v in headers], "timestamp_ms": timestamp_ms,
+            "read_ms": read_ms, "highwater": highwater, "task": task, "index": index}
+
+
 def media_partitions(kafka: KafkaSettings) -> list[int]:
     consumer = make_consumer(kafka)
     try:
@@ -71,24 +80,18 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
     index = 0
     try:
         while True:
-            rows: list[dict] = []
+            rows: list[dict[str, object]] = []
             polled = consumer.poll(timeout_ms=int(poll_seconds * 1000))
             read_ms = int(time.time() * 1000)
             for tp, records in polled.items():
                 highwater = consumer.highwater(tp)
-                rows += [{
-                    "kind": RECORD, "topic": r.topic, "partition": r.partition, "offset": r.offset, "key": r.key,
-                    "value": r.value or b"", "header_keys": [k for k, _ in r.headers],
-                    "header_values": [v for _, v in r.headers], "timestamp_ms": r.timestamp, "read_ms": read_ms,
-                    "highwater": highwater if highwater is not None else r.offset + 1,
-                } for r in records]
+                rows += [record_row(RECORD, r.topic, r.partition, r.offset, r.key, r.value, r.headers, r.timestamp, read_ms,
+                                    highwater if highwater is not None else r.offset + 1) for r in records]
             now = time.monotonic()
             if not rows and now - last_tick >= tick_seconds:
                 last_tick = now
-                rows = [{"kind": TICK, "topic": tp.topic, "partition": tp.partition, "offset": -1, "key": None,
-                         "value": b"", "header_keys": [], "header_values": [], "timestamp_ms": read_ms, "read_ms": read_ms,
-                         "highwater": -1 if (high := consumer.highwater(tp)) is None else high}
-                        for tp in assigned]
+                rows = [record_row(TICK, tp.topic, tp.partition, -1, None, b"", [], read_ms, read_ms,
+                                   -1 if (high := consumer.highwater(tp)) is None else high) for tp in assigned]
             for row in rows:
                 row["task"], row["index"] = task, index
                 index += 1

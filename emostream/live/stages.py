@@ -15,9 +15,9 @@ from typing import Any
 import pyarrow as pa
 from kafka import TopicPartition
 
-from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, now_utc
-from emostream.ingest.consumer import RecordRejection, decode_rejection, validate_record
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates
 from emostream.ingest.ordering import Rejection
+from emostream.ingest.records import RecordRejection, dead_letter_event, decode_rejection, validate_record
 from emostream.live.source import SCHEMA as RECORD_SCHEMA
 from emostream.live.source import TICK
 from emostream.media.decode import DecodeError, decode_record
@@ -88,11 +88,8 @@ class StageRow:
 def dead_letter(rejection: Rejection | RecordRejection, row: dict[str, Any], stream_id: str | None, seq: int | None,
                 key: str | None, value_bytes: int) -> DeadLetterEvent:
     """The dead-letter event of a record or perceived row (`row` gives its topic, partition and offset)."""
-    return DeadLetterEvent(
-        reason=rejection.reason, detail=rejection.detail,
-        source=SourceCoordinates(topic=row["topic"], partition=row["partition"], offset=row["offset"]),
-        stream_id=stream_id, seq=seq, key=key, value_bytes=value_bytes, produced_at=now_utc(),
-    )
+    source = SourceCoordinates(topic=row["topic"], partition=row["partition"], offset=row["offset"])
+    return dead_letter_event(rejection, source, stream_id, seq, key, value_bytes)
 
 
 def perceived(payload: bytes) -> PerceivedSegment:

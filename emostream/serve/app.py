@@ -266,12 +266,12 @@ class Ingress:
     @api.post("/v1/score", response_model=UtteranceEmotionEvent)
     async def score(self, request: Request, features: UtteranceFeatures) -> dict[str, Any]:
         """Score one utterance whose features were extracted elsewhere."""
-        from emostream.training.features import row_bundle  # noqa: PLC0415
+        from emostream.perception.utterance import bundle_from_features  # noqa: PLC0415
 
         self._authorise(request)
         row = {**features.model_dump(), "key": f"{features.stream_id}:{features.start}", "variant": 0}
         try:
-            bundle = replace(row_bundle(row), stream_id=features.stream_id)
+            bundle = replace(bundle_from_features(row), stream_id=features.stream_id)
         except (ValueError, TypeError) as error:
             raise HTTPException(status_code=422, detail=f"bad utterance features: {error}") from error
         events, _ = await self.model.score.remote([bundle])

@@ -21,9 +21,8 @@ import torch
 from emostream.labels import expected_valence_arousal
 from emostream.models.config import EmotionConfig
 from emostream.models.inputs import ModelInputs, collate, voice_vector
-from emostream.perception.utterance import UtteranceBundle
+from emostream.perception.utterance import UtteranceBundle, bundle_from_features
 from emostream.perception.voice.prosody import PROSODY_NAMES
-from emostream.training.features import row_bundle
 
 STD_FLOOR = 1e-3
 EARLY_MOST = 60  # early statistics come from 2 to this many other utterances of the speaker (a RAVDESS actor has 60)
@@ -47,7 +46,7 @@ def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: 
     """Per-speaker normalised samples (statistics over each speaker's rows, original and augmented)."""
     voices: dict[str, list[np.ndarray]] = defaultdict(list)
     prosodies: dict[str, list[np.ndarray]] = defaultdict(list)
-    bundles = [row_bundle(row) for row in rows]
+    bundles = [bundle_from_features(row) for row in rows]
     for row, bundle in zip(rows, bundles, strict=True):
         vector = voice_vector(bundle)
         if vector is not None:

@@ -25,9 +25,7 @@ from typing import Any
 import numpy as np
 
 from emostream.media.decode import SAMPLE_RATE, DecodedSegment
-from emostream.perception.faces.geometry import GEOMETRY_NAMES
-from emostream.perception.utterance import FaceSlice, UtteranceBundle
-from emostream.perception.voice.prosody import PROSODY_NAMES, Prosody
+from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 from emostream.training.datasets import Example
 
@@ -128,33 +126,6 @@ ROW_COLUMNS = (  # bundle_row's keys, in order
     "reference_transcript", "transcript", "start", "end", "prosody", "audio_embedding", "speaker_embedding", "text_embedding",
     "face_times", "face_expression", "face_features", "face_geometry", "face_geometry_z",
 )
-
-
-def row_bundle(row: dict[str, Any], prosody_z: dict[str, float] | None = None) -> UtteranceBundle:
-    """Rebuild a bundle (without raw media) from a cached row, for training and evaluation."""
-    def array(name: str, width: int | None = None) -> np.ndarray | None:
-        value = row.get(name)
-        if value is None or (isinstance(value, float) and np.isnan(value)):
-            return None
-        values = np.asarray(value, np.float32)
-        return values.reshape(-1, width) if width else values
-
-    face = None
-    times = array("face_times")
-    if times is not None and len(times):
-        face = FaceSlice(track_id=1, active_speaker_score=float("nan"), times=times.astype(np.float64),
-                         expression=array("face_expression", 7), features=array("face_features", 128),
-                         geometry=array("face_geometry", len(GEOMETRY_NAMES)), geometry_z=array("face_geometry_z", len(GEOMETRY_NAMES)))
-    prosody = Prosody(*[float(v) for v in array("prosody")])
-    return UtteranceBundle(
-        stream_id=str(row["speaker"]), utterance_id=f"{row['key']}#{row['variant']}", speaker_id=str(row["speaker"]), role=None,
-        channel=0, start=float(row["start"]), end=float(row["end"]), audio=np.zeros(0, np.float32), audio_start=float(row["start"]),
-        prosody=replace(prosody, pause_count=int(prosody.pause_count) if np.isfinite(prosody.pause_count) else 0),
-        prosody_z=prosody_z or {name: float("nan") for name in PROSODY_NAMES},
-        speaker_embedding=array("speaker_embedding"), speaker_similarity=1.0, face=face, listeners=(), frames=(),
-        has_video=face is not None, transcript=row.get("transcript") or None,
-        audio_embedding=array("audio_embedding"), text_embedding=array("text_embedding"),
-    )
 
 
 @dataclass
