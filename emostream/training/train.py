@@ -40,8 +40,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["ravdess", "manifest", "mer2023", "captions"] = "ravdess"
-    path: Path  # RAVDESS folder, manifest file, MER label CSV or caption file
+    dataset: Literal["ravdess", "tess", "emodb", "manifest", "mer2023", "captions"] = "ravdess"
+    path: Path  # RAVDESS, TESS or EmoDB folder, manifest file, MER label CSV or caption file
     media: Path | None = None  # media folder for MER and caption files
     validation_speakers: list[str] = []  # speaker-independent split: these speakers only validate
     augment_copies: int = Field(0, ge=0)  # augmented copies of each training example (audio-only: speed, gain, noise)
@@ -113,6 +113,10 @@ def read_dataset(data: DataConfig, label_set: str) -> list:
 
     if data.dataset == "ravdess":
         return datasets.read_ravdess(data.path)
+    if data.dataset == "tess":
+        return datasets.read_tess(data.path, label_set)
+    if data.dataset == "emodb":
+        return datasets.read_emodb(data.path, label_set)
     if data.dataset == "manifest":
         return datasets.read_manifest(data.path, label_set)
     if data.media is None:

@@ -9,6 +9,11 @@ Every reader returns ``list[Example]`` after validating every row, and raises ``
 
 Readers only check that media files exist; they never open them.
 
+The acted corpora (RAVDESS, TESS, EmoDB) name each clip's class in its file name. Their readers read it into
+the corpus's own label set (``emostream.labels``: ravdess8, tess7, emodb7) and store the name the requested
+``label_set`` gives the same concept. A clip whose class that set lacks (EmoDB's boredom in ravdess8) is kept
+with label None and its valence/arousal, and counted in the log: it is never given a nearby class.
+
 Readers
 -------
 ``read_manifest(path, label_set)``
@@ -35,6 +40,12 @@ Readers
 ``read_ravdess(folder)`` / ``ravdess_split``
     RAVDESS (Livingstone & Russo 2018) file names ``MM-VV-EE-II-SS-RR-AA.ext``, searched recursively.
 
+``read_tess(folder, label_set)``
+    TESS (two speakers, seven emotions): ``<speaker>_<emotion>/<speaker>_<word>_<emotion>.ext``.
+
+``read_emodb(folder, label_set)``
+    EmoDB (ten German speakers, seven emotions): ``SSTTTEV.ext``, the class from the emotion letter.
+
 ``read_mer2023(label_csv, media_folder)``
     MER2023 label files (``train-label.csv``, ``test1-label.csv`` ...): ``name, discrete, valence``.
 
@@ -53,7 +64,7 @@ EMER and MERR publish no speaker ids: see ``mer.py`` for the stand-in their read
 Modules
 -------
 ``example.py`` (``Example``, ``DatasetError``, the parsing helpers the readers share), ``manifest.py``,
-``ravdess.py``, ``mer.py`` (MER2023, MER-OV), ``captions.py`` (EMER / MERR), ``splits.py``. A new corpus is
+``ravdess.py``, ``tess.py``, ``emodb.py``, ``mer.py`` (MER2023, MER-OV), ``captions.py`` (EMER / MERR), ``splits.py``. A new corpus is
 one new module here, its names exported below, and a ``DataConfig.dataset`` entry in ``training/train.py``.
 """
 
@@ -65,11 +76,13 @@ from emostream.training.datasets.captions import (
     CAPTION_WORD_FIELDS,
     read_captions,
 )
+from emostream.training.datasets.emodb import EMODB_EMOTIONS, EMODB_SPEAKERS, read_emodb
 from emostream.training.datasets.example import MEDIA_EXTENSIONS, DatasetError, Example, parse_words
 from emostream.training.datasets.manifest import read_manifest
 from emostream.training.datasets.mer import mer_speaker, read_mer2023, read_mer_ov
 from emostream.training.datasets.ravdess import RAVDESS_EMOTIONS, RAVDESS_STATEMENTS, ravdess_split, read_ravdess
 from emostream.training.datasets.splits import check_speaker_independent, speaker_split
+from emostream.training.datasets.tess import TESS_FILE_EMOTIONS, TESS_FOLDER_EMOTIONS, read_tess
 
 __all__ = [
     "CAPTION_EXPLANATION_FIELDS",
@@ -77,9 +90,13 @@ __all__ = [
     "CAPTION_NAME_FIELDS",
     "CAPTION_TRANSCRIPT_FIELDS",
     "CAPTION_WORD_FIELDS",
+    "EMODB_EMOTIONS",
+    "EMODB_SPEAKERS",
     "MEDIA_EXTENSIONS",
     "RAVDESS_EMOTIONS",
     "RAVDESS_STATEMENTS",
+    "TESS_FILE_EMOTIONS",
+    "TESS_FOLDER_EMOTIONS",
     "DatasetError",
     "Example",
     "check_speaker_independent",
@@ -87,9 +104,11 @@ __all__ = [
     "parse_words",
     "ravdess_split",
     "read_captions",
+    "read_emodb",
     "read_manifest",
     "read_mer2023",
     "read_mer_ov",
     "read_ravdess",
+    "read_tess",
     "speaker_split",
 ]

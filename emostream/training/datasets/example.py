@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import logging
 import math
 import os
 import re
@@ -17,7 +18,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from emostream.labels import LABEL_SETS, parse_label
+from emostream.labels import LABEL_SETS, VALENCE_AROUSAL, canonical_labels, corresponding_label, parse_label
+
+log = logging.getLogger(__name__)
 
 # Extensions a media file may have when a label file gives only its name, in order of preference (a name
 # with both a video and an audio file resolves to the video).
@@ -232,3 +235,38 @@ class _MediaIndex:
             return self.found[name]
         except KeyError:
             raise row.error(f"no media file {name}.<ext> in {self.folder} (looked for {', '.join(MEDIA_EXTENSIONS)})") from None
+
+
+
+def _media_files(folder: str | os.PathLike[str], corpus: str) -> list[Path]:
+    """Every media file (``MEDIA_EXTENSIONS``) under ``folder``, recursively, sorted by path; hidden and other
+    files (READMEs) are skipped. Raises DatasetError when the folder is missing or holds no media."""
+    root = _absolute(folder)
+    if not root.is_dir():
+        raise DatasetError(f"{root}: {corpus} folder not found")
+    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and not p.name.startswith(".") and p.is_file())
+    if not files:
+        raise DatasetError(f"{root}: no media files ({', '.join(MEDIA_EXTENSIONS)}) found")
+    return files
+
+
+def _acted_example(media: Path, speaker: str, label: str, source: str, target: str, transcript: str | None, dataset: str) -> Example:
+    """A whole-file example of an acted corpus whose class a reader took from the file name.
+
+    ``label`` is a name of the corpus's own set ``source``; the example carries the ``target`` set's name for
+    the same concept, or None when ``target`` lacks it (``corresponding_label``: a missing class is never
+    guessed). Valence/arousal are the concept's ``VALENCE_AROUSAL`` anchor either way, so a clip without a
+    class still teaches the valence/arousal heads and counts in its speaker's statistics.
+    """
+    concept = canonical_labels(source)[LABEL_SETS[source].index(label)]
+    valence, arousal = VALENCE_AROUSAL[concept]
+    return Example(media=media, start=None, end=None, speaker=speaker, label=corresponding_label(label, source, target),
+                   valence=valence, arousal=arousal, transcript=transcript, explanation=None, open_vocabulary=(),
+                   dataset=dataset, key=media.stem)
+
+
+def _log_classes_missing(dataset: str, classes: Counter[str], target: str) -> None:
+    """Say how many clips of which corpus classes have no counterpart in ``target`` (kept without a class label)."""
+    if classes:
+        counts = ", ".join(f"{count} {label}" for label, count in sorted(classes.items()))
+        log.info("%s: no %s class for %s clips: kept without a class label (valence/arousal only)", dataset, target, counts)

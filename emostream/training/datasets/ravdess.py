@@ -7,8 +7,7 @@ import re
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
-from emostream.labels import LABEL_SETS, VALENCE_AROUSAL, canonical_labels
-from emostream.training.datasets.example import MEDIA_EXTENSIONS, DatasetError, Example, _absolute, _check_unique, _Row
+from emostream.training.datasets.example import Example, _acted_example, _check_unique, _media_files, _Row
 from emostream.training.datasets.splits import speaker_split
 
 # RAVDESS file-name fields (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391).
@@ -30,34 +29,11 @@ def read_ravdess(folder: str | os.PathLike[str]) -> list[Example]:
     Label: the ravdess8 name; valence/arousal: ``VALENCE_AROUSAL`` of the label; speaker ``ravdess-AA``;
     key: the file stem; dataset ``"ravdess"``. Raises DatasetError naming a bad file.
     """
-    root = _absolute(folder)
-    if not root.is_dir():
-        raise DatasetError(f"{root}: RAVDESS folder not found")
-    files = sorted(p for p in root.rglob("*") if p.suffix.lower() in MEDIA_EXTENSIONS and not p.name.startswith(".") and p.is_file())
-    if not files:
-        raise DatasetError(f"{root}: no media files ({', '.join(MEDIA_EXTENSIONS)}) found")
-    concepts = dict(zip(LABEL_SETS["ravdess8"], canonical_labels("ravdess8"), strict=True))
     examples = []
-    for media in files:
+    for media in _media_files(folder, "RAVDESS"):
         fields = _ravdess_fields(media)
-        label = RAVDESS_EMOTIONS[fields["emotion"]]
-        valence, arousal = VALENCE_AROUSAL[concepts[label]]
-        examples.append(
-            Example(
-                media=media,
-                start=None,
-                end=None,
-                speaker=f"ravdess-{fields['actor']:02d}",
-                label=label,
-                valence=valence,
-                arousal=arousal,
-                transcript=RAVDESS_STATEMENTS[fields["statement"]],
-                explanation=None,
-                open_vocabulary=(),
-                dataset="ravdess",
-                key=media.stem,
-            )
-        )
+        examples.append(_acted_example(media, f"ravdess-{fields['actor']:02d}", RAVDESS_EMOTIONS[fields["emotion"]], "ravdess8",
+                                       "ravdess8", RAVDESS_STATEMENTS[fields["statement"]], "ravdess"))
     _check_unique((example.key, _Row(example.media, "file name")) for example in examples)
     return examples
 
