@@ -80,37 +80,6 @@ def test_fer7_to_ravdess8() -> None:
     assert mapping_matrix("fer7", "ravdess8")[:, label_set("ravdess8").index("calm")].sum() == 0.0  # nothing becomes calm
 
 
-def test_tess7_and_emodb7_to_ravdess8() -> None:
-    assert canonical_labels("tess7") == ("angry", "disgust", "fearful", "happy", "neutral", "surprised", "sad")
-    assert canonical_labels("emodb7") == ("angry", "bored", "disgust", "fearful", "happy", "sad", "neutral")
-    assert weight("tess7", "pleasant_surprise", "ravdess8", "surprised") == 1.0
-    assert weight("emodb7", "happiness", "ravdess8", "happy") == 1.0
-    # boredom, which ravdess8 lacks, is spread by NEAREST when probabilities are mapped
-    assert weight("emodb7", "boredom", "ravdess8", "neutral") == pytest.approx(0.6)
-    assert weight("emodb7", "boredom", "ravdess8", "sad") == pytest.approx(0.4)
-    # and ravdess8's surprised, which EmoDB lacks, goes half to happiness, half to fear
-    assert weight("ravdess8", "surprised", "emodb7", "happiness") == pytest.approx(0.5)
-    assert weight("ravdess8", "surprised", "emodb7", "fear") == pytest.approx(0.5)
-    for corpus in ("tess7", "emodb7"):  # neither corpus has calm: nothing of theirs becomes calm
-        assert mapping_matrix(corpus, "ravdess8")[:, label_set("ravdess8").index("calm")].sum() == 0.0
-    assert parse_label("Pleasant_Surprise", "tess7") == parse_label("surprised", "tess7") == 5
-    assert parse_label("bored", "emodb7") == parse_label("Boredom", "emodb7") == 1
-
-
-def test_corresponding_label_never_guesses_a_missing_class() -> None:
-    assert corresponding_label("pleasant_surprise", "tess7", "ravdess8") == "surprised"
-    assert corresponding_label("fear", "tess7", "ravdess8") == "fearful"
-    assert corresponding_label("anger", "emodb7", "ravdess8") == "angry"
-    assert corresponding_label("boredom", "emodb7", "ravdess8") is None
-    assert corresponding_label("calm", "ravdess8", "emodb7") is None
-    assert corresponding_label("boredom", "emodb7", "emodb7") == "boredom"
-    assert [corresponding_label(name, "ravdess8", "ravdess8") for name in label_set("ravdess8")] == list(label_set("ravdess8"))
-    with pytest.raises(ValueError, match="'bored' is not a emodb7 label; allowed: anger, boredom"):
-        corresponding_label("bored", "emodb7", "ravdess8")  # the set's own name, not a synonym
-    with pytest.raises(ValueError, match="unknown label set 'tess'"):
-        corresponding_label("angry", "tess", "ravdess8")
-
-
 def test_ravdess8_to_mer2023_6() -> None:
     matrix = mapping_matrix("ravdess8", "mer2023_6")
     calm = matrix[label_set("ravdess8").index("calm")]
@@ -168,11 +137,11 @@ def test_mapping_matrix_is_a_fresh_copy() -> None:
 
 def test_expected_valence_arousal() -> None:
     for name in LABEL_SETS:
-        names = label_set(name)
+        names = canonical_labels(name)  # FER+ says "happiness", "sadness"
         one_hot = np.eye(len(names))
-        valence, arousal = expected_valence_arousal(one_hot[canonical_labels(name).index("happy")], name)
+        valence, arousal = expected_valence_arousal(one_hot[names.index("happy")], name)
         assert valence > 0 and arousal > 0
-        valence, arousal = expected_valence_arousal(one_hot[canonical_labels(name).index("sad")], name)
+        valence, arousal = expected_valence_arousal(one_hot[names.index("sad")], name)
         assert valence < 0 and arousal < 0
         valence, arousal = expected_valence_arousal(one_hot[canonical_labels(name).index("neutral")], name)
         assert float(valence) == 0.0 and float(arousal) == 0.0
@@ -227,3 +196,34 @@ def test_module_tables_are_checked_at_import(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(labels.NEAREST, "calm", (("neutral", 0.5),))
     with pytest.raises(RuntimeError, match="sum to 1"):
         labels._check_tables()
+
+
+def test_tess7_and_emodb7_to_ravdess8() -> None:
+    assert canonical_labels("tess7") == ("angry", "disgust", "fearful", "happy", "neutral", "surprised", "sad")
+    assert canonical_labels("emodb7") == ("angry", "bored", "disgust", "fearful", "happy", "sad", "neutral")
+    assert weight("tess7", "pleasant_surprise", "ravdess8", "surprised") == 1.0
+    assert weight("emodb7", "happiness", "ravdess8", "happy") == 1.0
+    # boredom, which ravdess8 lacks, is spread by NEAREST when probabilities are mapped
+    assert weight("emodb7", "boredom", "ravdess8", "neutral") == pytest.approx(0.6)
+    assert weight("emodb7", "boredom", "ravdess8", "sad") == pytest.approx(0.4)
+    # and ravdess8's surprised, which EmoDB lacks, goes half to happiness, half to fear
+    assert weight("ravdess8", "surprised", "emodb7", "happiness") == pytest.approx(0.5)
+    assert weight("ravdess8", "surprised", "emodb7", "fear") == pytest.approx(0.5)
+    for corpus in ("tess7", "emodb7"):  # neither corpus has calm: nothing of theirs becomes calm
+        assert mapping_matrix(corpus, "ravdess8")[:, label_set("ravdess8").index("calm")].sum() == 0.0
+    assert parse_label("Pleasant_Surprise", "tess7") == parse_label("surprised", "tess7") == 5
+    assert parse_label("bored", "emodb7") == parse_label("Boredom", "emodb7") == 1
+
+
+def test_corresponding_label_never_guesses_a_missing_class() -> None:
+    assert corresponding_label("pleasant_surprise", "tess7", "ravdess8") == "surprised"
+    assert corresponding_label("fear", "tess7", "ravdess8") == "fearful"
+    assert corresponding_label("anger", "emodb7", "ravdess8") == "angry"
+    assert corresponding_label("boredom", "emodb7", "ravdess8") is None
+    assert corresponding_label("calm", "ravdess8", "emodb7") is None
+    assert corresponding_label("boredom", "emodb7", "emodb7") == "boredom"
+    assert [corresponding_label(name, "ravdess8", "ravdess8") for name in label_set("ravdess8")] == list(label_set("ravdess8"))
+    with pytest.raises(ValueError, match="'bored' is not a emodb7 label; allowed: anger, boredom"):
+        corresponding_label("bored", "emodb7", "ravdess8")  # the set's own name, not a synonym
+    with pytest.raises(ValueError, match="unknown label set 'tess'"):
+        corresponding_label("angry", "tess", "ravdess8")
