@@ -24,7 +24,7 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
@@ -32,6 +32,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emostream.models.presets import build_preset, check_preset
 from emostream.training.features import Augment
+
+if TYPE_CHECKING:
+    from emostream.models.model import EmotionModel
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +155,7 @@ def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def build_model(config: TrainConfig):  # type: ignore[no-untyped-def]
+def build_model(config: TrainConfig) -> EmotionModel:
     """A fresh model of the config's preset, for its label set, with its preset arguments."""
     return build_preset(config.preset, config.label_set, config.preset_arguments)
 
