@@ -49,7 +49,7 @@ def main() -> None:
     cache = config.feature_cache / cache_key(load_settings(), Augment(copies=config.data.augment_copies, seed=config.seed))
     if not cache.is_dir():
         raise SystemExit(f"no feature cache at {cache}: run `emostream train {args.config_file}` first")
-    model_config = build_model(config.preset, config.label_set).config
+    model_config = build_model(config).config
     rows = read_features(cache)
     validation = set(config.data.validation_speakers)
     speakers = sorted({r["speaker"] for r in rows} - validation)

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root
 
 from emostream.models.inputs import collate  # noqa: E402
 from emostream.models.model import ScoringModel  # noqa: E402
-from emostream.models.presets import PRESETS, load_model  # noqa: E402
+from emostream.models.presets import build_preset, load_model, preset_names  # noqa: E402
 from emostream.models.score import EmotionScorer, StreamContexts  # noqa: E402
 from emostream.perception.utterance import UtteranceBundle  # noqa: E402
 from emostream.settings import FaceSettings  # noqa: E402
@@ -186,7 +186,7 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=5, help="timed passes per measurement; the median is printed")
     parser.add_argument("--utterances", type=int, default=64, help="utterances per pass (a multiple of 16)")
     parser.add_argument("--analysis-fps", type=float, default=FaceSettings().analysis_fps, help="analysed face frames per second")
-    parser.add_argument("--presets", nargs="+", default=[*PRESETS, "default"], choices=[*PRESETS, "default"],
+    parser.add_argument("--presets", nargs="+", default=["tiny", "lite", "default"], choices=[*preset_names(), "default"],
                         help="presets to measure (default: the embedded trained checkpoint)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and features")
     args = parser.parse_args()
@@ -198,7 +198,7 @@ def main() -> None:
     hf_logging.disable_progress_bar()
     pools = one_thread()
     torch.manual_seed(args.seed)
-    models = {name: (load_model(None) if name == "default" else PRESETS[name]()).eval() for name in args.presets}
+    models = {name: (load_model(None) if name == "default" else build_preset(name)).eval() for name in args.presets}
     print(f"# model bench: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread "
           f"(thread pools by default: {pools}), median of {args.runs} runs of {args.utterances} utterances, "
           f"faces at {args.analysis_fps:g} analysed frames/s, random weights and features")

@@ -8,6 +8,8 @@ Each set is a tuple of lowercase names in the dataset's own class order (index i
 name          size   order                                                                       source of the order
 ============  =====  ==========================================================================  ==========================================
 ravdess8      8      neutral, calm, happy, sad, angry, fearful, disgust, surprised               RAVDESS file-name emotion codes 01..08
+tess7         7      angry, disgust, fear, happy, neutral, pleasant_surprise, sad                TESS folder names, alphabetical
+emodb7        7      anger, boredom, disgust, fear, happiness, sadness, neutral                  EmoDB emotion letters W L E A F T N
 mer2023_6     6      neutral, angry, happy, sad, worried, surprise                               MER2023 baseline (MERTools) ``emos``
 merr9         9      neutral, angry, happy, sad, worried, surprise, fear, contempt, doubt        Emotion-LLaMA ``FeatureFaceDataset`` emos
 fer7          7      angry, disgust, fear, happy, sad, surprise, neutral                         FER-2013 ``emotion`` column 0..6
@@ -17,14 +19,22 @@ dfew7         7      happy, sad, neutral, angry, surprise, disgust, fear        
 MERR's annotation files give each label as a word, so its only index order is the reference implementation's
 (MER2023's six, then fear, contempt, doubt); Emotion-LLaMA's prompt lists the nine in a different order.
 
+TESS and EmoDB (more speakers for the ravdess8 voice model) carry their labels only as words in file and folder
+names, so their orders are the ones given above. TESS's only surprise is "pleasant surprise": it is the concept
+surprised (ravdess8's surprised does not fix a valence either). EmoDB's boredom is a concept of its own,
+``bored``, which ravdess8 lacks: a reader targeting ravdess8 keeps such a clip without a class label (see
+``corresponding_label``), and mapped probabilities spread it by ``NEAREST``. Neither corpus has calm; EmoDB
+has no surprised.
+
 Canonical vocabulary
 --------------------
 Every set's names are normalised into one vocabulary, ``CANONICAL``::
 
-    neutral, calm, happy, sad, angry, fearful, disgust, surprised, worried, doubt, contempt
+    neutral, calm, happy, sad, angry, fearful, disgust, surprised, worried, doubt, contempt, bored
 
-Normalisation only renames (``TO_CANONICAL``): "fear" -> "fearful", "surprise" -> "surprised"; all other
-names are already canonical. No two labels of one set share a canonical concept.
+Normalisation only renames (``TO_CANONICAL``), e.g. "fear" -> "fearful", "surprise" -> "surprised",
+"happiness" -> "happy", "pleasant_surprise" -> "surprised"; a name it does not list is already canonical.
+No two labels of one set share a canonical concept.
 
 Mapping rules (``mapping_matrix(source, target)``)
 ---------------------------------------------------
@@ -46,10 +56,13 @@ worried     fearful 1.0                   the reverse: fear is the sets' only an
 disgust     contempt 0.6, angry 0.4       the "CAD" hostility/rejection emotions (Rozin et al. 1999)
 contempt    disgust 0.6, angry 0.4        idem; contempt is closest to disgust
 doubt       neutral 0.7, worried 0.3      a mostly low-arousal cognitive state with an uneasy component
+bored       neutral 0.6, sad 0.4          a flat, low-arousal delivery, mildly unpleasant (not calm: pleasant)
+surprised   happy 0.5, fearful 0.5        high arousal, valence either way (EmoDB has no surprise)
 ==========  ============================  ==================================================================
 
 The resulting mappings are a convention for combining heads trained on different datasets, not measured
-confusion rates.
+confusion rates. A hard label is never spread: ``corresponding_label`` gives the same concept in another set,
+or None when that set lacks it.
 
 Valence/arousal
 ---------------
@@ -67,6 +80,7 @@ import numpy.typing as npt
 __all__ = [
     "CANONICAL",
     "DFEW7",
+    "EMODB7",
     "FER7",
     "LABEL_SETS",
     "MER2023_6",
@@ -74,9 +88,11 @@ __all__ = [
     "NEAREST",
     "RAVDESS8",
     "SYNONYMS",
+    "TESS7",
     "TO_CANONICAL",
     "VALENCE_AROUSAL",
     "canonical_labels",
+    "corresponding_label",
     "expected_valence_arousal",
     "label_set",
     "map_probabilities",
@@ -89,6 +105,16 @@ __all__ = [
 # RAVDESS (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391), 3rd field of each file name:
 # 01 neutral, 02 calm, 03 happy, 04 sad, 05 angry, 06 fearful, 07 disgust, 08 surprised.
 RAVDESS8: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised")
+
+# TESS (Dupuis & Pichora-Fuller 2010, Toronto emotional speech set): the emotion part of its folder names, spelt
+# consistently (the original mixes "Fear"/"fear", "Sad"/"sad", "Pleasant_surprise"/"pleasant_surprised"), in
+# alphabetical order as the folders list; TESS numbers nothing.
+TESS7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "neutral", "pleasant_surprise", "sad")
+
+# EmoDB (Burkhardt et al. 2005, Interspeech, "A database of German emotional speech"): the 6th character of
+# each file name, in the order its documentation lists them: W anger (Wut), L boredom (Langeweile), E disgust
+# (Ekel), A fear (Angst), F happiness (Freude), T sadness (Trauer), N neutral.
+EMODB7: tuple[str, ...] = ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")
 
 # MER2023 (Lian et al. 2023, "MER 2023: Multi-label Learning, Modality Robustness, and Semi-Supervised
 # Learning"), discrete track: the index order of the official baseline (MERTools/MER2023,
@@ -116,6 +142,8 @@ DFEW7: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgu
 
 LABEL_SETS: dict[str, tuple[str, ...]] = {
     "ravdess8": RAVDESS8,
+    "tess7": TESS7,
+    "emodb7": EMODB7,
     "mer2023_6": MER2023_6,
     "merr9": MERR9,
     "fer7": FER7,
@@ -124,11 +152,15 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
 
 # ---------------------------------------------------------------------------------------------------- canonical vocabulary
 
-CANONICAL: tuple[str, ...] = ("neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "worried", "doubt", "contempt")
+CANONICAL: tuple[str, ...] = (
+    "neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised", "worried", "doubt", "contempt", "bored",
+)  # fmt: skip
 
 # Per-set renaming into CANONICAL; a label not listed keeps its name.
 TO_CANONICAL: dict[str, dict[str, str]] = {
     "ravdess8": {},
+    "tess7": {"fear": "fearful", "pleasant_surprise": "surprised"},
+    "emodb7": {"anger": "angry", "boredom": "bored", "fear": "fearful", "happiness": "happy", "sadness": "sad"},
     "mer2023_6": {"surprise": "surprised"},
     "merr9": {"fear": "fearful", "surprise": "surprised"},
     "fer7": {"fear": "fearful", "surprise": "surprised"},
@@ -136,7 +168,7 @@ TO_CANONICAL: dict[str, dict[str, str]] = {
 }
 
 # Where a concept's probability goes in a set that lacks it: (canonical concept, weight), weights summing to 1.
-# Concepts present in every set (neutral, happy, sad, angry, surprised) need no entry.
+# Concepts present in every set (neutral, happy, sad, angry) need no entry.
 NEAREST: dict[str, tuple[tuple[str, float], ...]] = {
     # Calm (RAVDESS only) is a quiet, low-arousal, mildly pleasant delivery, much like neutral: most of it goes
     # there, and the small happy share keeps some of its positive valence (no other set has a pleasant low-arousal class).
@@ -155,6 +187,12 @@ NEAREST: dict[str, tuple[tuple[str, float], ...]] = {
     # Doubt (MERR) is mostly a low-arousal, near-neutral cognitive state, with an uneasy, uncertain component
     # carried by worried (or, where worried is absent, by fearful through its own entry).
     "doubt": (("neutral", 0.7), ("worried", 0.3)),
+    # Boredom (EmoDB) is a flat, slow, low-arousal delivery, acoustically much like neutral; sad carries its low
+    # arousal and mildly negative valence. Not calm: calm is the pleasant side of low arousal.
+    "bored": (("neutral", 0.6), ("sad", 0.4)),
+    # Surprise is high-arousal with a valence that goes either way: a pleasant surprise is near joy, an alarming
+    # one near fear (the two classes surprise is most confused with). Only EmoDB lacks it.
+    "surprised": (("happy", 0.5), ("fearful", 0.5)),
 }
 
 # Words parse_label accepts besides a set's own names (case-insensitive), each -> canonical concept. Every word
@@ -172,11 +210,14 @@ SYNONYMS: dict[str, str] = {
     "anger": "angry",
     "worry": "worried",
     "calmness": "calm",
+    "boredom": "bored",
     # adjective forms
     "disgusted": "disgust",
     "contemptuous": "contempt",
     "doubtful": "doubt",
     "afraid": "fearful",
+    # TESS's folder word for its surprise class
+    "pleasant_surprise": "surprised",
     # three-letter codes of CREMA-D (ANG, DIS, FEA, HAP, NEU, SAD) and IEMOCAP (ang, hap, sad, neu, fea, sur, dis)
     "ang": "angry",
     "dis": "disgust",
@@ -204,6 +245,7 @@ VALENCE_AROUSAL: dict[str, tuple[float, float]] = {
     "worried": (-0.4, 0.3),
     "doubt": (-0.2, 0.0),
     "contempt": (-0.5, 0.2),
+    "bored": (-0.4, -0.7),
 }
 
 
@@ -364,3 +406,19 @@ def parse_label(text: str, label_set: str) -> int:
     if concept is None or concept not in concepts:
         raise ValueError(f"{text!r} is not a {label_set} label; allowed: {', '.join(labels)} (or their synonyms in SYNONYMS)")
     return concepts.index(concept)
+
+
+def corresponding_label(label: str, source: str, target: str) -> str | None:
+    """The `target` set's name for the concept of `source` label `label`, or None when `target` lacks that concept.
+
+    For hard labels (a clip's class): "pleasant_surprise" (tess7) -> "surprised" (ravdess8); "boredom" (emodb7)
+    -> None in ravdess8. Unlike mapping_matrix, nothing is spread to a nearest concept: a class the target set
+    lacks is not guessed. Raises ValueError for an unknown set or a `label` that is not one of `source`'s names.
+    """
+    labels = _labels(source)
+    _labels(target)
+    if label not in labels:
+        raise ValueError(f"{label!r} is not a {source} label; allowed: {', '.join(labels)}")
+    concept = canonical_labels(source)[labels.index(label)]
+    concepts = canonical_labels(target)
+    return LABEL_SETS[target][concepts.index(concept)] if concept in concepts else None

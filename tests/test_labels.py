@@ -15,6 +15,7 @@ from emostream.labels import (
     NEAREST,
     VALENCE_AROUSAL,
     canonical_labels,
+    corresponding_label,
     expected_valence_arousal,
     label_set,
     map_probabilities,
@@ -37,7 +38,9 @@ def test_set_orders() -> None:
     assert label_set("fer7") == ("angry", "disgust", "fear", "happy", "sad", "surprise", "neutral")  # FER-2013 0..6
     assert label_set("fer7") == FER7  # the face network's output order, not a copy of it
     assert label_set("dfew7") == ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
-    assert set(LABEL_SETS) == {"ravdess8", "mer2023_6", "merr9", "fer7", "dfew7"}
+    assert label_set("tess7") == ("angry", "disgust", "fear", "happy", "neutral", "pleasant_surprise", "sad")
+    assert label_set("emodb7") == ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")  # W L E A F T N
+    assert set(LABEL_SETS) == {"ravdess8", "tess7", "emodb7", "mer2023_6", "merr9", "fer7", "dfew7"}
 
 
 def test_every_set_normalises_into_the_canonical_vocabulary() -> None:
@@ -101,7 +104,7 @@ def test_missing_concepts_go_to_their_nearest() -> None:
 def test_round_trip_keeps_argmax_for_shared_labels(middle: str) -> None:
     there_and_back = mapping_matrix("ravdess8", middle) @ mapping_matrix(middle, "ravdess8")
     shared = set(canonical_labels("ravdess8")) & set(canonical_labels(middle))
-    assert {"neutral", "happy", "sad", "angry", "surprised"} <= shared
+    assert {"neutral", "happy", "sad", "angry"} <= shared
     for i, concept in enumerate(canonical_labels("ravdess8")):
         if concept in shared:
             assert int(there_and_back[i].argmax()) == i, (middle, concept)
@@ -134,7 +137,7 @@ def test_mapping_matrix_is_a_fresh_copy() -> None:
 
 def test_expected_valence_arousal() -> None:
     for name in LABEL_SETS:
-        names = label_set(name)
+        names = canonical_labels(name)  # FER+ says "happiness", "sadness"
         one_hot = np.eye(len(names))
         valence, arousal = expected_valence_arousal(one_hot[names.index("happy")], name)
         assert valence > 0 and arousal > 0
@@ -193,3 +196,34 @@ def test_module_tables_are_checked_at_import(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setitem(labels.NEAREST, "calm", (("neutral", 0.5),))
     with pytest.raises(RuntimeError, match="sum to 1"):
         labels._check_tables()
+
+
+def test_tess7_and_emodb7_to_ravdess8() -> None:
+    assert canonical_labels("tess7") == ("angry", "disgust", "fearful", "happy", "neutral", "surprised", "sad")
+    assert canonical_labels("emodb7") == ("angry", "bored", "disgust", "fearful", "happy", "sad", "neutral")
+    assert weight("tess7", "pleasant_surprise", "ravdess8", "surprised") == 1.0
+    assert weight("emodb7", "happiness", "ravdess8", "happy") == 1.0
+    # boredom, which ravdess8 lacks, is spread by NEAREST when probabilities are mapped
+    assert weight("emodb7", "boredom", "ravdess8", "neutral") == pytest.approx(0.6)
+    assert weight("emodb7", "boredom", "ravdess8", "sad") == pytest.approx(0.4)
+    # and ravdess8's surprised, which EmoDB lacks, goes half to happiness, half to fear
+    assert weight("ravdess8", "surprised", "emodb7", "happiness") == pytest.approx(0.5)
+    assert weight("ravdess8", "surprised", "emodb7", "fear") == pytest.approx(0.5)
+    for corpus in ("tess7", "emodb7"):  # neither corpus has calm: nothing of theirs becomes calm
+        assert mapping_matrix(corpus, "ravdess8")[:, label_set("ravdess8").index("calm")].sum() == 0.0
+    assert parse_label("Pleasant_Surprise", "tess7") == parse_label("surprised", "tess7") == 5
+    assert parse_label("bored", "emodb7") == parse_label("Boredom", "emodb7") == 1
+
+
+def test_corresponding_label_never_guesses_a_missing_class() -> None:
+    assert corresponding_label("pleasant_surprise", "tess7", "ravdess8") == "surprised"
+    assert corresponding_label("fear", "tess7", "ravdess8") == "fearful"
+    assert corresponding_label("anger", "emodb7", "ravdess8") == "angry"
+    assert corresponding_label("boredom", "emodb7", "ravdess8") is None
+    assert corresponding_label("calm", "ravdess8", "emodb7") is None
+    assert corresponding_label("boredom", "emodb7", "emodb7") == "boredom"
+    assert [corresponding_label(name, "ravdess8", "ravdess8") for name in label_set("ravdess8")] == list(label_set("ravdess8"))
+    with pytest.raises(ValueError, match="'bored' is not a emodb7 label; allowed: anger, boredom"):
+        corresponding_label("bored", "emodb7", "ravdess8")  # the set's own name, not a synonym
+    with pytest.raises(ValueError, match="unknown label set 'tess'"):
+        corresponding_label("angry", "tess", "ravdess8")

@@ -13,7 +13,8 @@ from emostream.models.presets import large, load_model
 from tests.model_helpers import random_bundle
 
 
-def test_large_preset_from_local_checkpoints(tmp_path: Path) -> None:
+def tiny_checkpoints(folder: Path) -> tuple[ViTModel, Wav2Vec2Model, GPT2LMHeadModel]:
+    """Tiny random vision, audio and language models saved as Hugging Face folders <folder>/vision, audio, llm."""
     torch.manual_seed(0)
     vision = ViTModel(ViTConfig(hidden_size=32, num_hidden_layers=1, num_attention_heads=2, intermediate_size=64, image_size=32,
                                 patch_size=8))
@@ -22,7 +23,12 @@ def test_large_preset_from_local_checkpoints(tmp_path: Path) -> None:
                                          num_conv_pos_embedding_groups=2))
     llm = GPT2LMHeadModel(GPT2Config(vocab_size=50363, n_embd=32, n_layer=1, n_head=2, n_positions=512))
     for name, part in (("vision", vision), ("audio", audio), ("llm", llm)):
-        part.save_pretrained(tmp_path / name)
+        part.save_pretrained(folder / name)
+    return vision, audio, llm
+
+
+def test_large_preset_from_local_checkpoints(tmp_path: Path) -> None:
+    vision, _, llm = tiny_checkpoints(tmp_path)
     model = large(tmp_path / "vision", tmp_path / "audio", tmp_path / "llm", label_set="merr9", hidden_size=32).eval()
     # the pretrained weights really came from the folders
     torch.testing.assert_close(model.visual_encoder.frame_encoder.model.embeddings.patch_embeddings.projection.weight,

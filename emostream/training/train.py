@@ -24,13 +24,17 @@ import os
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from emostream.models.presets import build_preset, check_preset
 from emostream.training.features import Augment
+
+if TYPE_CHECKING:
+    from emostream.models.model import EmotionModel
 
 log = logging.getLogger(__name__)
 
@@ -40,8 +44,8 @@ class _Section(BaseModel):
 
 
 class DataConfig(_Section):
-    dataset: Literal["ravdess", "manifest", "mer2023", "captions"] = "ravdess"
-    path: Path  # RAVDESS folder, manifest file, MER label CSV or caption file
+    dataset: Literal["ravdess", "tess", "emodb", "manifest", "mer2023", "captions"] = "ravdess"
+    path: Path  # RAVDESS, TESS or EmoDB folder, manifest file, MER label CSV or caption file
     media: Path | None = None  # media folder for MER and caption files
     validation_speakers: list[str] = []  # speaker-independent split: these speakers only validate
     augment_copies: int = Field(0, ge=0)  # augmented copies of each training example (audio-only: speed, gain, noise)
@@ -58,7 +62,8 @@ class StageConfig(_Section):
 class TrainConfig(_Section):
     """A training run, read from YAML (see deployments/train-*.yaml)."""
 
-    preset: Literal["tiny", "tiny-llm", "lite"] = "lite"
+    preset: str = "lite"  # a name of emostream.models.presets.PRESETS: tiny, tiny-llm, lite, large
+    preset_arguments: dict[str, Any] = {}  # what the preset takes besides the label set, e.g. large's checkpoint folders
     label_set: str = "ravdess8"
     data: DataConfig
     feature_cache: Path = Path(".emostream/features")
@@ -91,8 +96,11 @@ class TrainConfig(_Section):
     export: Path = Path(".emostream/models/emotion")
 
     @model_validator(mode="after")
-    def _ensemble_of_classifiers(self) -> TrainConfig:
-        if self.ensemble_size > 1 and self.preset == "tiny-llm":
+    def _known_preset_and_ensemble_of_classifiers(self) -> TrainConfig:
+        check_preset(self.preset, self.preset_arguments)
+        # tiny-llm always has a language model, large when given one; an ensemble would only fail at its export
+        has_language_model = self.preset == "tiny-llm" or bool(self.preset_arguments.get("llm_path"))
+        if self.ensemble_size > 1 and has_language_model:
             raise ValueError("ensemble_size > 1 averages classifiers: a preset with a language model cannot be ensembled")
         return self
 
@@ -113,6 +121,10 @@ def read_dataset(data: DataConfig, label_set: str) -> list:
 
     if data.dataset == "ravdess":
         return datasets.read_ravdess(data.path)
+    if data.dataset == "tess":
+        return datasets.read_tess(data.path, label_set)
+    if data.dataset == "emodb":
+        return datasets.read_emodb(data.path, label_set)
     if data.dataset == "manifest":
         return datasets.read_manifest(data.path, label_set)
     if data.media is None:
@@ -143,12 +155,9 @@ def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
     }
 
 
-def build_model(preset: str, label_set: str):  # type: ignore[no-untyped-def]
-    from emostream.models import presets  # noqa: PLC0415
-
-    if preset == "tiny-llm":
-        return presets.tiny(label_set, llm=True)
-    return {"tiny": presets.tiny, "lite": presets.lite}[preset](label_set)
+def build_model(config: TrainConfig) -> EmotionModel:
+    """A fresh model of the config's preset, for its label set, with its preset arguments."""
+    return build_preset(config.preset, config.label_set, config.preset_arguments)
 
 
 def _stage_at(config: TrainConfig, epoch: int) -> tuple[int, StageConfig]:
@@ -210,7 +219,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     torch.manual_seed(config.seed)
     rows = read_features(Path(loop_config["cache"]))
     validation = set(config.data.validation_speakers)
-    model = build_model(config.preset, config.label_set)
+    model = build_model(config)
     labels = model.config.labels
     train_samples = samples_from_rows([r for r in rows if r["speaker"] not in validation], labels, config.label_set)
     val_samples = validation_samples(rows, config, labels)
@@ -326,7 +335,7 @@ def consolidate(checkpoint: Path, config: TrainConfig):  # type: ignore[no-untyp
         os.environ.setdefault("DS_ACCELERATOR", "cpu")
     from emostream.models.llm import add_lora  # noqa: PLC0415
 
-    model = build_model(config.preset, config.label_set)
+    model = build_model(config)
     if any(stage.lora for stage in config.stages) and model.language_model is not None:
         add_lora(model)
     tag = (checkpoint / "latest").read_text().strip()
@@ -386,6 +395,9 @@ def _fit_run(config: TrainConfig, cache: Path):  # type: ignore[no-untyped-def]
 
     if config.deepspeed is not None:  # workers run in their own folders: hand them an absolute path
         config = config.model_copy(update={"deepspeed": config.deepspeed.resolve()})
+    # the same for the preset's checkpoint folders (large: vision_path, audio_path, llm_path)
+    folders = {name: str(Path(value).resolve()) for name, value in config.preset_arguments.items() if name.endswith("_path") and value}
+    config = config.model_copy(update={"preset_arguments": {**config.preset_arguments, **folders}})
     deepspeed_config(config)  # a bad DeepSpeed file fails here, before any worker starts
     run_dir = config.run_dir.resolve()
     run_path = run_dir / config.name
