@@ -6,14 +6,11 @@ from __future__ import annotations
 import argparse
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from emostream.cli.common import Commands
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.settings import Settings, load_settings
-
-if TYPE_CHECKING:
-    from emostream.models.score import EmotionScorer
 
 # Perception and the emotion model load torch and their models: imported inside file_events, so that the other
 # commands start fast.
@@ -52,15 +49,16 @@ def cmd_analyze(args: argparse.Namespace) -> int:
     return 0
 
 
-def file_events(path: str | Path, stream_id: str, settings: Settings, channels: tuple[str, ...] | None = None,
-                scorer: EmotionScorer | None = None) -> Iterator[UtteranceEmotionEvent]:
+def file_events(
+    path: str | Path, stream_id: str, settings: Settings, channels: tuple[str, ...] | None = None
+) -> Iterator[UtteranceEmotionEvent]:
     """The file's events, each as soon as its utterance ends, scored as the live job scores a stream: segment by
     segment, with one context for the file so the model's memory and each speaker's voice statistics carry over."""
     from emostream.live.sessions import with_roles
     from emostream.models.score import StreamContexts, load_scorer
     from emostream.perception.pipeline import Perception, file_segments
 
-    scorer = scorer or load_scorer(settings.serve.model, settings.serve.model_name)  # first: a wrong --model fails fast
+    scorer = load_scorer(settings.serve.model, settings.serve.model_name)  # first: a wrong --model fails fast
     perception = Perception(settings)
     contexts = StreamContexts()
     for segment in file_segments(path, stream_id, settings, channels):
