@@ -23,7 +23,7 @@ from emostream.models.score import StreamContexts, load_scorer
 from emostream.perception.encode import UtteranceEncoder
 from emostream.perception.segment import PerceivedSegment, SegmentPerceiver
 from emostream.perception.session import StreamSessions
-from emostream.perception.utterance import UtteranceBundle
+from emostream.perception.utterance import UtteranceBundle, with_roles
 from emostream.perception.voice.speakers import VoiceEmbedder
 from emostream.settings import Settings
 
@@ -71,8 +71,7 @@ class Spine:
 
     def closed(self, perceived: PerceivedSegment) -> list[UtteranceBundle]:
         """Stitch a perceived segment into its stream; the utterances it closed, encoded."""
-        bundles = self.sessions.push(perceived)
-        return self.encode(bundles) if bundles else []
+        return self._encoded(self.sessions.push(perceived))
 
     def score(self, bundles: list[UtteranceBundle]) -> list[UtteranceEmotionEvent]:
         """Events of the bundles, each stream with its own context (kept here across calls)."""
@@ -80,14 +79,13 @@ class Spine:
 
     def flush_idle(self) -> list[UtteranceBundle]:
         """Close the streams idle for `voice.idle_seconds`; their last utterances, encoded."""
-        bundles = self.sessions.flush_idle()
-        return self.encode(bundles) if bundles else []
+        return self._encoded(self.sessions.flush_idle())
 
     def finish(self) -> list[UtteranceBundle]:
         """Close every open stream (its media ended without an end marker); the last utterances, encoded."""
         bundles = [b for session in self.sessions.sessions.values() for b in session.flush()]
         self.sessions.sessions.clear()
-        return self.encode(bundles) if bundles else []
+        return self._encoded(bundles)
 
     # -- the whole chain --------------------------------------------------------------------------
 
@@ -109,6 +107,11 @@ class Spine:
         """A media file as one stream: each utterance's event as soon as the utterance closes."""
         for segment in self._segments(path, stream_id, channels):
             yield from self.events(segment)
+
+    def _encoded(self, bundles: list[UtteranceBundle]) -> list[UtteranceBundle]:
+        """Only the roles `live.score_roles` names are encoded (and so scored): the others' words are never processed."""
+        scored = with_roles(bundles, self.settings.live.score_roles)
+        return self.encode(scored) if scored else []
 
     def _segments(self, path: str | Path, stream_id: str, channels: tuple[str, ...] | None) -> Iterator[DecodedSegment]:
         return file_segments(path, stream_id, self.settings.ingest, channels)

@@ -3,7 +3,7 @@ from pathlib import Path
 
 import pytest
 
-from emostream.cli import schema_documents
+from emostream.cli.schema import schema_documents
 from emostream.contracts import (
     ContractError,
     DeadLetterEvent,

@@ -246,7 +246,7 @@ def test_serve_config_check_fails_when_the_rayservice_drifts(tmp_path: Path, mon
     deployments, patch = tmp_path / "deployments", tmp_path / "k8s" / "base" / "rayservice-serve-config.yaml"
     deployments.mkdir()
     patch.parent.mkdir(parents=True)
-    monkeypatch.setattr(cli, "DEPLOYMENTS_DIR", deployments)
+    monkeypatch.setattr(cli.serve_config, "DEPLOYMENTS_DIR", deployments)
     assert cli.main(["serve-config", "--profile", "cluster"]) == 0  # writes both files
     assert patch.read_text() == (K8S / "base" / "rayservice-serve-config.yaml").read_text()
     assert cli.main(["serve-config", "--profile", "cluster", "--check"]) == 0

@@ -23,7 +23,7 @@ from ray.data import DataContext
 from threadpoolctl import threadpool_limits
 
 from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
-from emostream.live.sessions import owner, with_roles
+from emostream.live.sessions import owner
 from emostream.live.source import RECORD, record_row
 from emostream.live.stages import REJECTED, SEGMENT, SegmentStage, StageRow
 from emostream.media.records import media_records
@@ -84,7 +84,7 @@ class BackfillStreams:
         return self._score(self.spine.finish())
 
     def _score(self, bundles: list[UtteranceBundle]) -> list[Output]:
-        return list(self.spine.score(with_roles(bundles, self.settings.live.score_roles)))
+        return list(self.spine.score(bundles))
 
 
 def records_from_files(paths: list[Path], settings: Settings, channels: tuple[str, ...] | None) -> ray.data.Dataset:

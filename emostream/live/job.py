@@ -45,13 +45,13 @@ from emostream.kafka.clients import consumer as make_consumer
 from emostream.live.commits import CommitLedger, Committer, Held, commit, ended_before_commit
 from emostream.live.dataflow import perceived_rows
 from emostream.live.serve_client import ScoringService
-from emostream.live.sessions import SessionActor, owner, with_roles
+from emostream.live.sessions import SessionActor, owner
 from emostream.live.source import TICK, media_partitions
 from emostream.live.stages import REJECTED, StageRow, dead_letter
 from emostream.live.workers import OrderedWorker, StreamWorkers
 from emostream.metrics import Metrics
 from emostream.models.score import StreamContexts
-from emostream.perception.utterance import UtteranceBundle
+from emostream.perception.utterance import UtteranceBundle, with_roles
 from emostream.settings import Settings
 from emostream.sinks import Sink, SinkError, open_sink
 

@@ -9,7 +9,6 @@ from their first segment.
 from __future__ import annotations
 
 import zlib
-from typing import TypeVar
 
 import ray
 
@@ -18,17 +17,10 @@ from emostream.perception.session import Draft, StreamSessions
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 
-R = TypeVar("R", UtteranceBundle, Draft)
-
 
 def owner(stream_id: str, actors: int) -> int:
     """The session actor of a stream: a stable hash, the same in every process and run."""
     return zlib.crc32(stream_id.encode()) % actors
-
-
-def with_roles(items: list[R], roles: tuple[str, ...]) -> list[R]:
-    """The bundles (or drafts) to score under `live.score_roles` (empty: all of them)."""
-    return [item for item in items if not roles or item.role in roles]
 
 
 @ray.remote(num_cpus=0.1, max_concurrency=1)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
@@ -110,3 +110,16 @@ def bundle_from_features(row: Mapping[str, Any], prosody_z: dict[str, float] | N
         has_video=face is not None, transcript=row.get("transcript") or None,
         audio_embedding=array("audio_embedding"), text_embedding=array("text_embedding"),
     )
+
+
+class _HasRole(Protocol):
+    @property
+    def role(self) -> str | None: ...
+
+
+R = TypeVar("R", bound=_HasRole)
+
+
+def with_roles(items: list[R], roles: tuple[str, ...]) -> list[R]:
+    """The bundles (or drafts) to score under `live.score_roles` (empty: all of them)."""
+    return [item for item in items if not roles or item.role in roles]

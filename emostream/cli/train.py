@@ -1,0 +1,73 @@
+"""`emostream train` (Ray Train + DeepSpeed) and `emostream evaluate` (a model on a config's unseen speakers)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from emostream.cli.common import Commands, ray_local
+from emostream.settings import load_settings
+
+# Training, features and models load torch, Ray and the encoders: imported inside the commands, so that the
+# other commands start fast.
+
+
+def add_train(commands: Commands) -> None:
+    train = commands.add_parser("train", help="train an emotion model (Ray Train + DeepSpeed)",
+                                description="Extract features of a labelled dataset (cached, Ray Data), train with Ray "
+                                            "Train workers running DeepSpeed, checkpoint every epoch (a re-run resumes), "
+                                            "and export the model with save_pretrained.")
+    train.add_argument("config_file", metavar="CONFIG.yaml", help="training config, e.g. deployments/train-lite.yaml")
+    train.add_argument("--cpus", type=int, metavar="N", help="CPUs for the local Ray instance (default: all)")
+    train.set_defaults(func=cmd_train)
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from emostream.training.train import load_train_config, train
+
+    config = load_train_config(args.config_file)
+    ray_local(args.cpus)
+    exported, metrics = train(config)
+    print(f"model exported to {exported}")
+    print("last epoch: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
+    return 0
+
+
+def add_evaluate(commands: Commands) -> None:
+    evaluate = commands.add_parser("evaluate", help="evaluate a model on the validation speakers of a training config",
+                                   description="WAR, UAR, weighted F1, confusion matrix and valence/arousal error on "
+                                               "speakers the model never trained on, with batch and live normalisation.")
+    evaluate.add_argument("config_file", metavar="CONFIG.yaml", help="training config naming the data and its validation speakers")
+    evaluate.add_argument("--model", metavar="DIR", help="model folder or preset (default: the config's export folder)")
+    evaluate.add_argument("--out", metavar="DIR", help="also write metrics.json and confusion.png here")
+    evaluate.add_argument("--cpus", type=int, metavar="N", help="CPUs for the local Ray instance (default: all)")
+    evaluate.set_defaults(func=cmd_evaluate)
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from emostream.models.presets import load_model
+    from emostream.training.data import samples_from_rows
+    from emostream.training.evaluate import evaluate_samples
+    from emostream.training.features import Augment, extract_features, read_features
+    from emostream.training.metrics import write_report
+    from emostream.training.train import load_train_config, read_dataset
+
+    config = load_train_config(args.config_file)
+    model = load_model(args.model or config.export)
+    speakers = set(config.data.validation_speakers)
+    examples = [e for e in read_dataset(config.data, config.label_set) if e.speaker in speakers or not speakers]
+    ray_local(args.cpus)
+    # Evaluation needs no augmented copies: its own cache, a third of the work.
+    cache = extract_features(examples, load_settings(args.config), config.feature_cache, Augment(seed=config.seed),
+                             workers=config.feature_workers)
+    keys = {e.key for e in examples}
+    rows = [r for r in read_features(cache) if r["key"] in keys and r["variant"] == 0]
+    samples = samples_from_rows(rows, model.config.labels, model.config.label_set)
+    for regime, live in (("batch", False), ("live", True)):
+        report = evaluate_samples(model, samples, model.config.labels, live=live)
+        print(f"== {regime} normalisation ({'each speaker over all their utterances' if not live else 'running, one utterance at a time'})")
+        print(report.format())
+        if args.out:
+            paths = write_report(report, Path(args.out) / regime)
+            print("written: " + ", ".join(str(p) for p in paths))
+    return 0
