@@ -190,3 +190,6 @@ def test_whisper_base_from_its_packages_transcribes_and_gives_every_layer(
     result = transcriber(read_mono(clip))
     assert word_error_rate([references[clip.stem]], [result.text]) <= 0.2, result.text
     assert result.audio_embedding.shape == (2 * 7 * 512,)  # base: 6 layers of 512, and the convolutions' output
+    base = WhisperLayers(whisper_base)
+    hidden, _ = base.hidden_states(read_mono(clip))
+    assert cosines(hidden[-1], ctranslate2_encoder_output(whisper_base, base.log_mel(read_mono(clip)))).min() > 0.999
