@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import importlib.util
 import re
@@ -13,11 +14,12 @@ import numpy as np
 import pytest
 import torch
 
-from emostream.perception.encode import speech_recogniser
+from emostream.perception.encode import UtteranceEncoder, speech_recogniser
 from emostream.perception.voice.asr import Transcriber, bundled_model_dir
 from emostream.perception.voice.whisper_base import MODEL_FILES, PACKAGES, join_model
 from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers, read_ct2_variables
 from emostream.settings import load_settings
+from tests.model_helpers import random_bundle
 from tests.speech_helpers import read_mono, word_error_rate
 
 
@@ -106,7 +108,8 @@ def test_reads_int8_weights_and_their_scales(tmp_path: Path) -> None:
 
 
 def test_transcriber_every_layer_keeps_ctranslate2_transcripts(librivox: list[Path], models, layers: WhisperLayers) -> None:  # type: ignore[no-untyped-def]
-    every_layer = speech_recogniser(load_settings(voice={"audio_features": "every_layer"}).voice)
+    voice = load_settings(voice={"audio_features": "every_layer"}).voice
+    every_layer = speech_recogniser(voice)
     clips = [read_mono(p) for p in librivox[:2]]
     last = models["transcriber"].recognise(clips)
     results = every_layer.recognise(clips)
@@ -117,6 +120,11 @@ def test_transcriber_every_layer_keeps_ctranslate2_transcripts(librivox: list[Pa
         np.testing.assert_allclose(alone.audio_embedding, result.audio_embedding, atol=1e-5)
         assert alone.text == ""
     assert load_settings().voice.audio_features == "last_layer" and last[0].audio_embedding.shape == (768,)
+
+    bundle = dataclasses.replace(random_bundle(text=False), audio=clips[0], audio_embedding=None, end=len(clips[0]) / 16000)
+    (encoded,) = UtteranceEncoder(voice, every_layer, models["sentences"])([bundle])  # what perception and training call
+    np.testing.assert_allclose(encoded.audio_embedding, results[0].audio_embedding, atol=1e-5)
+    assert encoded.transcript == results[0].text and encoded.text_embedding is not None
 
 
 def test_missing_model_part_names_the_file_and_the_install_step(tmp_path: Path) -> None:
