@@ -11,7 +11,8 @@ Stages, each timed by calling the component directly on the same audio or uttera
   vad           StreamingVad.push over every segment's audio
   prosody       prosody_frames() per segment and channel
   diarisation   VoiceEmbedder on each utterance + OnlineDiarizer.assign
-  asr+audio     Transcriber (Whisper encoder -> audio embedding, decoder -> transcript) per utterance
+  asr+audio     Transcriber (Whisper encoder -> audio embedding, decoder -> transcript) per utterance; with
+                --audio-features every_layer the audio embedding comes from whisper_layers.py (torch) instead
   text          SentenceEmbedder over each push's transcripts, as UtteranceEncoder batches them
   stitching     StreamSession.push over the perceived segments minus the time inside VAD and diarisation
   other         whole path minus the stages above (cutting the file into segments, thumbnails, glue)
@@ -22,8 +23,14 @@ threadpoolctl: left alone, OpenBLAS takes a second core in Whisper's and resembl
 extraction and mostly spins there), so figures are per core; the whole path is also timed on the
 wall clock, which matches its CPU time when nothing ran in parallel. Model loading is excluded:
 models are loaded once and warmed up before any timing.
-RTF = CPU seconds of processing / seconds of audio (the target is <= 0.1 per stream on one core).
-Timings are printed, never asserted. Run: .venv/bin/python bench/speech.py [--runs 3]
+RTF = CPU seconds of processing / seconds of audio (the target is <= 0.05 per stream on one core).
+
+A second table times the audio embedding alone, per utterance of the same inputs, each way it can be made:
+  last layer, CT2 30 s     CTranslate2 int8, Whisper's own 30 s padded window, last layer pooled
+  last layer, CT2 window   Transcriber(audio_features="last_layer") encoder only: the >= 10 s window of asr.py
+  every layer, torch       WhisperLayers: transformers' encoder in fp32 on the utterance + 0.5 s, every layer pooled
+as CPU ms per utterance and RTF (CPU s / s of utterance audio), one thread, median over runs.
+Timings are printed, never asserted. Run: .venv/bin/python bench/speech.py [--runs 3] [--audio-features every_layer]
 """
 
 from __future__ import annotations
@@ -51,9 +58,11 @@ from emostream.perception.encode import UtteranceEncoder
 from emostream.perception.segment import SegmentPerceiver
 from emostream.perception.session import StreamSession
 from emostream.perception.utterance import UtteranceBundle
+from emostream.perception.voice.asr import Transcriber
 from emostream.perception.voice.prosody import prosody_frames
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
 from emostream.perception.voice.vad import StreamingVad
+from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers
 from emostream.settings import Settings, load_settings
 from emostream.spine import Spine
 
@@ -61,7 +70,8 @@ DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 LIBRIVOX = "speech-librivox"
 RAVDESS = "ravdess-speech-16k"
 PAUSE_SECONDS = 1.0  # background noise between clips
-TARGET_RTF = 0.1  # the speech path's budget: <= 0.1x real time per stream on one core
+TARGET_RTF = 0.05  # the speech path's budget (issue 19): <= 0.05x real time per stream on one core
+WHISPER_WINDOW_SECONDS = 30  # Whisper's own padded input
 STAGES = ("decode", "vad", "prosody", "diarisation", "asr+audio", "text", "stitching")
 
 
@@ -150,6 +160,30 @@ def timed(watch: Stopwatch, function: Callable) -> Callable:  # type: ignore[typ
     return wrapper
 
 
+class PaddedLastLayer:
+    """The audio embedding as Whisper would make it: CTranslate2 int8 on a 30 s padded window, last layer pooled."""
+
+    def __init__(self, model_dir: Path) -> None:
+        import ctranslate2
+        from faster_whisper.feature_extractor import FeatureExtractor
+
+        self.model = ctranslate2.models.Whisper(str(model_dir), device="cpu", compute_type="int8", intra_threads=1)
+        self.mel = FeatureExtractor()
+
+    def __call__(self, audio: np.ndarray) -> np.ndarray:
+        import ctranslate2
+
+        padded = np.zeros(WHISPER_WINDOW_SECONDS * SAMPLE_RATE, np.float32)
+        padded[: len(audio)] = audio[: len(padded)]
+        mel = self.mel(padded, padding=0)[None, :, : WHISPER_WINDOW_SECONDS * 100]
+        hidden = np.asarray(self.model.encode(ctranslate2.StorageView.from_array(np.ascontiguousarray(mel))))[0]
+        frames = max(1, min(len(audio) // SAMPLES_PER_ENCODER_FRAME, len(hidden)))
+        return np.concatenate([hidden[:frames].mean(axis=0), hidden[:frames].std(axis=0)])
+
+
+EMBEDDINGS = ("last layer, CT2 30 s", "last layer, CT2 window", "every layer, torch")
+
+
 @dataclass
 class Models:
     """Loaded once; every run and every stage uses the same instances."""
@@ -158,10 +192,16 @@ class Models:
     perceiver: SegmentPerceiver
     encoder: UtteranceEncoder
     voices: VoiceEmbedder
+    embedders: dict[str, Callable[[np.ndarray], object]]  # the audio embedding each way (EMBEDDINGS)
 
     @classmethod
     def load(cls, settings: Settings) -> Models:
-        return cls(settings, SegmentPerceiver(settings), UtteranceEncoder(settings.voice), VoiceEmbedder())
+        encoder = UtteranceEncoder(settings.voice)
+        model_dir = encoder.transcriber.model_dir
+        last_layer = Transcriber(model_dir, audio_features="last_layer")
+        embedders = dict(zip(EMBEDDINGS, (PaddedLastLayer(model_dir), lambda audio: last_layer(audio, transcribe=False),
+                                          WhisperLayers(model_dir)), strict=True))
+        return cls(settings, SegmentPerceiver(settings), encoder, VoiceEmbedder(), embedders)
 
 
 @dataclass
@@ -249,6 +289,12 @@ def run_stages(models: Models, work: Work) -> dict[str, Stopwatch]:
             session.push(segment)
     stitching = watches["stitching"]
     stitching.cpu, stitching.wall = session_total.cpu - inner.cpu, session_total.wall - inner.wall
+
+    for name, embed in models.embedders.items():
+        watches[name] = Stopwatch()
+        with watches[name]:
+            for bundle in work.bundles:
+                embed(bundle.audio)
     return watches
 
 
@@ -265,7 +311,7 @@ def one_thread() -> str:
 @dataclass
 class Result:
     work: Work
-    cpu: dict[str, float]  # median CPU seconds per stage, plus "other" and "whole"
+    cpu: dict[str, float]  # median CPU seconds per stage, plus "other" and "whole", and per EMBEDDINGS way
     whole_wall: float
 
 
@@ -277,7 +323,7 @@ def measure(models: Models, work: Work, runs: int) -> Result:
         stage_runs.append(run_stages(models, work))
         print(f"  {work.input.label} run {run + 1}: whole path {whole.cpu:.2f} s CPU, {whole.wall:.2f} s wall; stages (s CPU) "
               + " ".join(f"{s}={stage_runs[-1][s].cpu:.3f}" for s in STAGES), file=sys.stderr, flush=True)
-    cpu = {s: statistics.median(r[s].cpu for r in stage_runs) for s in STAGES}
+    cpu = {s: statistics.median(r[s].cpu for r in stage_runs) for s in (*STAGES, *EMBEDDINGS)}
     cpu["whole"] = statistics.median(w.cpu for w in whole_runs)
     cpu["other"] = cpu["whole"] - sum(cpu[s] for s in STAGES)
     return Result(work, cpu, statistics.median(w.wall for w in whole_runs))
@@ -314,6 +360,17 @@ def report(results: list[Result]) -> None:
               f"wall clock), {verdict} the target of <= {TARGET_RTF:g}x per stream; ~{1 / rtf:.0f} such streams per core; "
               f"largest stage: {ROW_NAMES.get(dominant, dominant)} ({r.cpu[dominant] / r.cpu['whole']:.0%}, "
               f"{r.cpu[dominant] * 1000 / max(len(bundles), 1):.0f} ms per utterance)")
+    print()
+    print("audio embedding alone, per utterance: CPU ms and RTF (CPU s / s of utterance audio), median over runs")
+    header = f"{'way':<24}" + "".join(f"{r.work.input.label + ' ms/utt.':>20}{'RTF':>8}" for r in results)
+    print(header)
+    print("-" * len(header))
+    for name in EMBEDDINGS:
+        line = f"{name:<24}"
+        for r in results:
+            bundles = r.work.bundles
+            line += f"{r.cpu[name] * 1000 / max(len(bundles), 1):>20.1f}{r.cpu[name] / max(sum(b.duration for b in bundles), 1e-9):>8.4f}"
+        print(line)
 
 
 def main() -> None:
@@ -321,6 +378,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed passes per input; the median is printed")
     parser.add_argument("--turns", type=int, default=5, help="clips per actor in the two-speaker meeting")
     parser.add_argument("--data", type=Path, default=DATA, help=f"the shared data folder (default: {DATA})")
+    parser.add_argument("--audio-features", choices=("last_layer", "every_layer"), default="last_layer",
+                        help="voice.audio_features of the whole path (default: last_layer, as shipped)")
     args = parser.parse_args()
     if args.runs < 1 or args.turns < 1:
         parser.error("--runs and --turns must be at least 1")
@@ -328,7 +387,8 @@ def main() -> None:
         sys.exit(f"needs the real speech recordings in {args.data} (the shared data folder beside the project)")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
-    settings = load_settings()  # ONNX Runtime (VAD) and CTranslate2 (Whisper) run on one thread already
+    # ONNX Runtime (VAD) and CTranslate2 (Whisper) run on one thread already
+    settings = load_settings(voice={"audio_features": args.audio_features})
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
         inputs = build_inputs(args.data, Path(tmp), args.turns)
         print("loading models (untimed)…", file=sys.stderr, flush=True)
@@ -337,7 +397,8 @@ def main() -> None:
         voice = settings.voice
         print(f"# speech bench: {platform.processor() or platform.machine()}, 1 thread, median of {args.runs} runs; "
               f"model loading excluded (loaded and warmed up first); {settings.ingest.segment_seconds:g} s segments, "
-              f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}")
+              f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}, "
+              f"audio features {voice.audio_features}")
         print(f"# thread pools limited to 1 thread (by default: {pools})")
         results = []
         for item in inputs:

@@ -73,8 +73,9 @@ def needs_text_encoding(bundle: UtteranceBundle) -> bool:
 
 
 def speech_recogniser(voice: VoiceSettings) -> Transcriber:
-    """Whisper as the settings ask for it (model, threads, beam, language)."""
-    return Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size, language=voice.asr_language)
+    """Whisper as the settings ask for it (model, threads, beam, language, which audio features)."""
+    return Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size, language=voice.asr_language,
+                       audio_features=voice.audio_features)
 
 
 def text_embedder(voice: VoiceSettings) -> SentenceEmbedder | None:

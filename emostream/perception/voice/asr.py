@@ -13,26 +13,34 @@ and standard deviation) over the frames that hold the utterance, is its audio
 embedding (2 x 384 values for tiny): on RAVDESS it separates 8 emotions of
 unseen speakers as well with 10 s windows as with 30 s ones (77.5% with a
 logistic regression and per-speaker normalisation, both).
+
+`audio_features="every_layer"` makes the audio embedding every encoder layer's
+mean and standard deviation instead (whisper_layers.py: the same weights in
+torch, on the utterance's real length, no window); CTranslate2 still writes
+the transcript.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 
 from emostream.media.decode import SAMPLE_RATE
+from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers, missing_model_error
 
 MIN_WINDOW_SECONDS = 10.0  # shorter encoder windows made tiny.en repeat itself
 WINDOW_PADDING_SECONDS = 1.0  # silence after the utterance, so its last word is not cut
 MAX_WINDOW_SECONDS = 30.0  # Whisper's own window: longer audio is cut
-SAMPLES_PER_ENCODER_FRAME = 320  # the encoder halves the 10 ms mel frames
 TOKENS_PER_SECOND = 6  # generous upper bound of speech tokens per second (decoding stops at this length)
 # Whisper's own rule for "nothing was said" (it hallucinates "you" on silence): both must hold.
 NO_SPEECH_THRESHOLD = 0.6
 LOG_PROBABILITY_THRESHOLD = -1.0
+AudioFeatures = Literal["last_layer", "every_layer"]
+AUDIO_FEATURES: tuple[AudioFeatures, ...] = ("last_layer", "every_layer")
 
 
 def bundled_model_dir() -> Path:
@@ -47,7 +55,9 @@ class Recognised:
     """What one utterance's audio gave."""
 
     text: str
-    audio_embedding: np.ndarray  # shape = (2 * d_model,): mean and standard deviation of the encoder output over the utterance
+    # last_layer: shape = (2 * d_model,), mean and standard deviation of the encoder output over the utterance;
+    # every_layer: shape = (2 * (n_layers + 1) * d_model,), the same for every layer (WhisperLayers)
+    audio_embedding: np.ndarray
     no_speech_probability: float  # Whisper's own estimate that nothing was said
     mean_log_probability: float  # per generated token: low means an unsure transcript
 
@@ -55,14 +65,20 @@ class Recognised:
 class Transcriber:
     """Whisper over one utterance at a time. One instance per thread."""
 
-    def __init__(self, model_dir: Path | None = None, threads: int = 1, beam_size: int = 1, language: str = "en") -> None:
+    def __init__(self, model_dir: Path | None = None, threads: int = 1, beam_size: int = 1, language: str = "en",
+                 audio_features: AudioFeatures = "last_layer") -> None:
         from faster_whisper import WhisperModel  # noqa: PLC0415 (heavy; loaded on use)
         from faster_whisper.tokenizer import Tokenizer  # noqa: PLC0415
 
         path = Path(model_dir) if model_dir else bundled_model_dir()
-        if not (path / "model.bin").is_file():
-            raise FileNotFoundError(f"no CTranslate2 Whisper model in {path} (expected model.bin, config.json, tokenizer.json)")
+        if audio_features not in AUDIO_FEATURES:
+            raise ValueError(f"audio_features {audio_features!r} is not one of {', '.join(AUDIO_FEATURES)}")
+        for part in ("model.bin", "config.json", "tokenizer.json"):
+            if not (path / part).is_file():
+                raise missing_model_error(path, part)
         self.model_dir = path
+        self.audio_features = audio_features
+        self._layers = WhisperLayers(path) if audio_features == "every_layer" else None
         self._whisper = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
         self._tokenizer = Tokenizer(self._whisper.hf_tokenizer, self._whisper.model.is_multilingual, task="transcribe", language=language)
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
@@ -79,13 +95,24 @@ class Transcriber:
         """Several utterances in batched encoder and decoder calls (~20% less work than one by one for
         four on one thread). Utterances are batched only with others of the same window length, so
         each one's result is what it would get alone."""
-        by_window: dict[int, list[int]] = {}
         clipped = [a[: int(MAX_WINDOW_SECONDS * SAMPLE_RATE)].astype(np.float32) for a in audios]
-        for i, audio in enumerate(clipped):
+        if self._layers is None:
+            return self._recognise_windows(clipped, transcribe)
+        # every_layer: torch encodes each utterance at its own length; CTranslate2's windows give only the transcripts
+        embeddings = [self._layers(audio) for audio in clipped]
+        if not transcribe:
+            return [_untranscribed(embedding) for embedding in embeddings]
+        transcribed = self._recognise_windows(clipped, transcribe=True)
+        return [replace(result, audio_embedding=embedding) for result, embedding in zip(transcribed, embeddings, strict=True)]
+
+    def _recognise_windows(self, audios: list[np.ndarray], transcribe: bool) -> list[Recognised]:
+        """CTranslate2 over the utterances, batched by window length; the embedding is its last layer's."""
+        by_window: dict[int, list[int]] = {}
+        for i, audio in enumerate(audios):
             by_window.setdefault(_window_seconds(len(audio)), []).append(i)
         results: dict[int, Recognised] = {}
         for window, members in by_window.items():
-            results.update(zip(members, self._recognise_window([clipped[i] for i in members], window, transcribe), strict=True))
+            results.update(zip(members, self._recognise_window([audios[i] for i in members], window, transcribe), strict=True))
         return [results[i] for i in range(len(audios))]
 
     def _recognise_window(self, audios: list[np.ndarray], window: int, transcribe: bool) -> list[Recognised]:
@@ -103,8 +130,7 @@ class Transcriber:
             frames = max(1, min(len(audio) // SAMPLES_PER_ENCODER_FRAME, window * 50))
             embeddings.append(np.concatenate([hidden[i, :frames].mean(axis=0), hidden[i, :frames].std(axis=0)]).astype(np.float32))
         if not transcribe:
-            return [Recognised(text="", audio_embedding=e, no_speech_probability=float("nan"), mean_log_probability=float("nan"))
-                    for e in embeddings]
+            return [_untranscribed(embedding) for embedding in embeddings]
         results = self._whisper.model.generate(
             encoded,
             [self._prompt] * len(audios),
@@ -128,6 +154,11 @@ class Transcriber:
                 mean_log_probability=log_probability,
             ))
         return recognised
+
+
+def _untranscribed(embedding: np.ndarray) -> Recognised:
+    """The result of an encoder-only pass: an audio embedding, no text."""
+    return Recognised(text="", audio_embedding=embedding, no_speech_probability=float("nan"), mean_log_probability=float("nan"))
 
 
 def _window_seconds(samples: int) -> int:
