@@ -101,3 +101,20 @@ def build_call(clips: list[tuple[int, np.ndarray]], pauses: list[float], seed: i
         spoken_start, spoken_end = speech_bounds(call[first : first + len(audio), speaker])
         turns.append(Turn(speaker, start + spoken_start, start + spoken_end))
     return call, turns
+
+
+def meeting_and_call(folder: Path, face_video: Path, librivox: list[Path], shared_data: Path) -> dict[str, Path]:
+    """The live tests' media: an audio+video meeting (the face video over one read sentence) and a stereo call
+    (an angry customer on channel 0, then, 1.5 s later, a calm agent on channel 1)."""
+    from emostream.media.synthetic import mux_files, speech_track
+
+    meeting = mux_files(face_video, speech_track(librivox[:1], folder / "speech.wav"), folder / "meeting.mp4")
+    ravdess = shared_data / "ravdess-speech-16k"
+    customer, _ = sf.read(ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac", dtype="float32")  # angry
+    agent, rate = sf.read(ravdess / "Actor_08" / "03-01-02-01-02-01-08.flac", dtype="float32")  # calm
+    gap = int(1.5 * rate)
+    call = np.zeros((len(customer) + gap + len(agent), 2), np.float32)
+    call[: len(customer), 0] = customer
+    call[len(customer) + gap :, 1] = agent
+    sf.write(folder / "call.wav", call, rate, subtype="PCM_16")
+    return {"meeting": meeting, "call": folder / "call.wav"}

@@ -18,19 +18,18 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import pytest
-import soundfile
 
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.ingest.publish import publish
 from emostream.kafka.broker import free_port
 from emostream.kafka.clients import consumer, producer
-from emostream.media.synthetic import mux_files, speech_track
+from emostream.media.synthetic import speech_track
 from emostream.metrics import Metrics, serve_metrics
 from emostream.models.score import StreamContexts, load_scorer
 from emostream.settings import Settings, load_settings
 from tests.kafka_helpers import read_topic
+from tests.speech_helpers import meeting_and_call
 
 pytestmark = pytest.mark.broker  # starts Ray: loopback-only namespace
 
@@ -55,17 +54,7 @@ def cluster():  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory, wolfgang: Path, librivox: list[Path], shared_data: Path) -> dict[str, Path]:
     """An audio+video meeting (face video, read speech) and a stereo call (customer first, then the agent)."""
-    tmp = tmp_path_factory.mktemp("live-media")
-    meeting = mux_files(wolfgang, speech_track(librivox[:1], tmp / "speech.wav"), tmp / "meeting.mp4")
-    ravdess = shared_data / "ravdess-speech-16k"
-    customer, _ = soundfile.read(ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac", dtype="float32")  # angry
-    agent, rate = soundfile.read(ravdess / "Actor_08" / "03-01-02-01-02-01-08.flac", dtype="float32")  # calm
-    gap = int(1.5 * rate)
-    call = np.zeros((len(customer) + gap + len(agent), 2), np.float32)
-    call[: len(customer), 0] = customer
-    call[len(customer) + gap :, 1] = agent
-    soundfile.write(tmp / "call.wav", call, rate, subtype="PCM_16")
-    return {"meeting": meeting, "call": tmp / "call.wav"}
+    return meeting_and_call(tmp_path_factory.mktemp("live-media"), wolfgang, librivox, shared_data)
 
 
 CHANNELS = {"meeting": None, "call": ("customer", "agent")}

@@ -10,12 +10,10 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-import numpy as np
 import pytest
-import soundfile
 
-from emostream.media.synthetic import mux_files, speech_track
 from emostream.settings import load_settings
+from tests.speech_helpers import meeting_and_call
 
 BEFORE = json.loads((Path(__file__).parent / "data" / "spine_events.json").read_text())
 
@@ -23,17 +21,7 @@ BEFORE = json.loads((Path(__file__).parent / "data" / "spine_events.json").read_
 @pytest.fixture(scope="module")
 def media(tmp_path_factory: pytest.TempPathFactory, wolfgang: Path, librivox: list[Path], shared_data: Path) -> dict[str, Path]:
     """The meeting (face video, read speech) and the stereo call of tests/test_live.py."""
-    tmp = tmp_path_factory.mktemp("spine-media")
-    meeting = mux_files(wolfgang, speech_track(librivox[:1], tmp / "speech.wav"), tmp / "meeting.mp4")
-    ravdess = shared_data / "ravdess-speech-16k"
-    customer, _ = soundfile.read(ravdess / "Actor_03" / "03-01-05-02-01-01-03.flac", dtype="float32")  # angry
-    agent, rate = soundfile.read(ravdess / "Actor_08" / "03-01-02-01-02-01-08.flac", dtype="float32")  # calm
-    gap = int(1.5 * rate)
-    call = np.zeros((len(customer) + gap + len(agent), 2), np.float32)
-    call[: len(customer), 0] = customer
-    call[len(customer) + gap :, 1] = agent
-    soundfile.write(tmp / "call.wav", call, rate, subtype="PCM_16")
-    return {"meeting": meeting, "call": tmp / "call.wav"}
+    return meeting_and_call(tmp_path_factory.mktemp("spine-media"), wolfgang, librivox, shared_data)
 
 
 @pytest.mark.parametrize(("name", "channels"), [("meeting", None), ("call", ("customer", "agent"))])
