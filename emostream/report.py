@@ -75,7 +75,7 @@ font-size:13px;vertical-align:top}}</style></head><body>
 """
 
 
-def write_report(events: list[dict[str, Any]], path: Path, title: str = "emostream report") -> Path:
+def write_html_report(events: list[dict[str, Any]], path: Path, title: str = "emostream report") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(render_report(events, title))
     return path

@@ -15,7 +15,7 @@ from emostream.ingest.publish import publish
 from emostream.kafka.broker import EmbeddedBroker
 from emostream.media.segmenter import probe
 from emostream.media.synthetic import mux_files, speech_track, write_clip
-from emostream.report import write_report
+from emostream.report import write_html_report
 from emostream.settings import load_settings
 
 # Ray and Serve: imported inside cmd_demo, so that the other commands start fast.
@@ -87,7 +87,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
                     stop.set()
                     runner.join()
                     events += [event.model_dump(mode="json") for event in reader]
-                report = write_report(events, Path(args.report), f"emostream demo: {sample.name}")
+                report = write_html_report(events, Path(args.report), f"emostream demo: {sample.name}")
                 print(f"4. {len(events)} utterances, {job.stats.dead_letters} dead letters; report with an emotion timeline "
                       f"per speaker: {report}", flush=True)
             finally:
