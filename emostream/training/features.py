@@ -136,15 +136,12 @@ class FeatureExtractor:
     augment: Augment = field(default_factory=Augment)
 
     def __post_init__(self) -> None:
-        from emostream.perception.encode import UtteranceEncoder  # noqa: PLC0415 (the actor loads the models)
-        from emostream.perception.segment import SegmentPerceiver  # noqa: PLC0415
-        from emostream.perception.voice.speakers import VoiceEmbedder  # noqa: PLC0415
-        from emostream.settings import Settings  # noqa: PLC0415
+        from emostream.perception.voice.speakers import VoiceEmbedder  # noqa: PLC0415 (the actor loads the models,
+        from emostream.spine import Spine  # noqa: PLC0415                                  the driver does not)
 
         self.settings = Settings.model_validate_json(self.settings_json)
-        self.perceiver = SegmentPerceiver(self.settings)
-        self.encoder = UtteranceEncoder(self.settings.voice)
         self.voices = VoiceEmbedder()
+        self.spine = Spine(self.settings, voices=self.voices)  # its perceive and encode stages; a labelled span replaces stitching
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows: list[dict[str, Any]] = []
@@ -171,9 +168,9 @@ class FeatureExtractor:
         for number, parts in enumerate(variants):
             session = StreamSession(example.key, self.settings, self.voices, cut=False)
             for part in parts:
-                session.push(self.perceiver(part))
+                session.push(self.spine.perceive(part))
             whole = number > 0 and not any(len(p.frames) for p in parts)  # an augmented audio copy is the span itself
-            bundle = self.encoder([session.utterance(None if whole else example.start, None if whole else example.end)])[0]
+            bundle = self.spine.encode([session.utterance(None if whole else example.start, None if whole else example.end)])[0]
             rows.append(bundle_row(bundle, example, number))
         return rows
 
