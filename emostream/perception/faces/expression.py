@@ -141,7 +141,7 @@ class _ResidualBlock(nn.Module):
 
 
 class MiniXception(nn.Module):
-    """The FER mini-Xception: (n, 1, 64, 64) normalised grey -> (probabilities (n, 7), features (n, 128)).
+    """The FER mini-Xception: (n, 1, 64, 64) normalised grey -> (probabilities (n, n_classes), features (n, 128)).
 
     Spatial sizes: 64 -> 62 -> 60 (two 'valid' 3x3 convs) -> 30 -> 15 -> 8 -> 4 (four residual blocks).
     Build with `MiniXception.from_keras(path)`; a bare instance has untrained weights.
