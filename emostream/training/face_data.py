@@ -1,0 +1,141 @@
+"""Labelled face images for the face expert: FER+ splits (.npz) and folders of images, as live-style inputs.
+
+FER+ votes
+----------
+Each FER+ image (`../shared/data/ferplus/<split>.npz`: `images` N x 48 x 48 uint8 grey, `votes` N x 10) has
+ten raters' votes over neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown and
+NF (not a face). Two readings of them, both in the FERPLUS8 label set (the eight emotions, contempt a class
+of its own):
+
+- **Soft targets** (training, `vote_distribution`): the emotion votes renormalised to sum to 1; "unknown"
+  votes are dropped (a rater who could not tell says nothing about which emotion it is). An image is left
+  out when "not a face" has the most votes (ties included) or no rater chose an emotion.
+- **Majority labels** (evaluation, `majority_labels`): the rule of FER+'s reference code (Microsoft/FERPlus,
+  `ferplus.py`, `_process_target`, mode "majority"): votes of a single rater are dropped as outliers, then
+  the top class must hold more than half of the remaining votes; the image is left out when there is no
+  such majority or when it is "unknown" or "not a face". Accuracy on these images is what FER+ papers call
+  majority-vote accuracy.
+
+Live-style inputs
+-----------------
+Live, a face is warped straight to a 64 x 64 grey crop (align.py, bilinear) and fed to the network; the
+FER+ 48 x 48 crops are brought to that size the same way (`to_network_input`: bilinear, cv2.INTER_LINEAR,
+as `fer` itself resizes its crops). Folder images are taken as face crops already and resized with
+INTER_AREA when shrinking (align.to_grey's choice) and INTER_LINEAR when enlarging.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from emostream.labels import FERPLUS8, label_set, parse_label
+from emostream.perception.faces.expression import INPUT_SIZE
+
+VOTE_COLUMNS = (*FERPLUS8, "unknown", "not-a-face")  # the 10 columns of FER+'s `votes`, in order
+UNKNOWN, NOT_A_FACE = 8, 9  # their indices
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+
+
+@dataclass(frozen=True)
+class FaceSet:
+    """Labelled grey face images, ready for the expression network."""
+
+    images: np.ndarray  # shape = (n, INPUT_SIZE, INPUT_SIZE) = (n, 64, 64) uint8 grey
+    labels: np.ndarray  # shape = (n,) int64, class index in `label_set`
+    label_set: str  # name in emostream.labels
+    dropped: dict[str, int]  # images left out, by reason
+
+
+def to_network_input(images: np.ndarray) -> np.ndarray:
+    """Grey crops of any square size, shape = (n, h, w) uint8 -> (n, 64, 64) uint8, resized as live crops are made."""
+    out = np.empty((len(images), INPUT_SIZE, INPUT_SIZE), np.uint8)
+    for i, image in enumerate(images):
+        shrink = image.shape[0] > INPUT_SIZE or image.shape[1] > INPUT_SIZE
+        out[i] = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
+    return out
+
+
+def read_ferplus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
+    """(images (n, 48, 48) uint8, votes (n, 10) int64) of one FER+ split file."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"FER+ split {path} not found (expected e.g. ../shared/data/ferplus/test.npz)")
+    with np.load(path) as data:
+        if "images" not in data or "votes" not in data:
+            raise ValueError(f"{path}: a FER+ split needs arrays 'images' and 'votes', found {sorted(data.files)}")
+        images, votes = data["images"], data["votes"].astype(np.int64)
+    if images.ndim != 3 or votes.shape != (len(images), len(VOTE_COLUMNS)):
+        raise ValueError(f"{path}: images {images.shape} and votes {votes.shape}; expected (n, h, w) and (n, {len(VOTE_COLUMNS)})")
+    return images, votes
+
+
+def vote_distribution(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Soft FERPLUS8 targets: (targets (m, 8) float32 rows summing to 1, kept (n,) bool) for votes (n, 10)."""
+    emotion = votes[:, : len(FERPLUS8)].astype(np.float64)
+    total = emotion.sum(axis=1)
+    not_a_face = votes[:, NOT_A_FACE] >= votes[:, : NOT_A_FACE].max(axis=1)
+    kept = (total > 0) & ~not_a_face
+    return (emotion[kept] / total[kept, None]).astype(np.float32), kept
+
+
+def _majority(votes: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(top column of 10, whether it is a majority) per image, after dropping single-rater votes."""
+    votes = np.where(votes <= 1, 0, votes)
+    return votes.argmax(axis=1), votes.max(axis=1) > 0.5 * votes.sum(axis=1)
+
+
+def majority_labels(votes: np.ndarray) -> np.ndarray:
+    """FER+'s majority label per image, shape = (n,) int64: a FERPLUS8 index, or -1 where the image is left out.
+
+    Votes of one rater are outliers (dropped); the top class then needs more than half of what is left; an
+    "unknown" or "not a face" majority, or none at all, gives -1.
+    """
+    top, majority = _majority(votes)
+    return np.where(majority & (top < len(FERPLUS8)), top, -1).astype(np.int64)
+
+
+def ferplus_faces(path: str | Path) -> FaceSet:
+    """The images of a FER+ split with a majority label (see `majority_labels`), as network inputs."""
+    images, votes = read_ferplus(path)
+    top, majority = _majority(votes)
+    dropped = {
+        "no majority": int((~majority).sum()),
+        "unknown": int((majority & (top == UNKNOWN)).sum()),
+        "not a face": int((majority & (top == NOT_A_FACE)).sum()),
+    }
+    labels = majority_labels(votes)
+    kept = labels >= 0
+    return FaceSet(to_network_input(images[kept]), labels[kept], "ferplus8", dropped)
+
+
+def folder_faces(path: str | Path, labels: str) -> FaceSet:
+    """Face crops in one sub-folder per label (`happy/`, `anger/`, ...: any name `parse_label` reads in `labels`).
+
+    Images are read as grey and resized to the network's input; sub-folders that name no label of the set are
+    an error (the message lists the set's labels), and unreadable files are counted in `dropped`.
+    """
+    root = Path(path)
+    if not root.is_dir():
+        raise FileNotFoundError(f"face folder {root} not found; expected one sub-folder of images per label")
+    label_set(labels)
+    images: list[np.ndarray] = []
+    indices: list[int] = []
+    unreadable = 0
+    for folder in sorted(p for p in root.iterdir() if p.is_dir()):
+        index = parse_label(folder.name, labels)
+        for file in sorted(folder.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            if image is None:
+                unreadable += 1
+                continue
+            images.append(to_network_input(image[None])[0])
+            indices.append(index)
+    if not images:
+        raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the label sub-folders of {root}")
+    return FaceSet(np.stack(images), np.array(indices, np.int64), labels, {"unreadable": unreadable})

@@ -1,0 +1,187 @@
+"""The face expert: FER+ votes read honestly, calibration arithmetic, evaluation on real FER+ faces, training.
+
+Real data: a few hundred FER+ test images (../shared/data/ferplus), as a split file and as a folder of PNGs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+from emostream.labels import FER7, FERPLUS8
+from emostream.perception.faces.analyze import FaceAnalyzer
+from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
+from emostream.settings import FaceSettings
+from emostream.training.face_data import folder_faces, majority_labels, read_ferplus, to_network_input, vote_distribution
+from emostream.training.face_expert import Recipe, evaluate_face_expert, expected_calibration_error, fit_temperature, main, train
+from tests.face_helpers import read_image
+
+SAMPLE = 400  # FER+ test images in the real-data sample (about 350 keep a majority label)
+
+
+def votes(*rows: list[int]) -> np.ndarray:
+    """Vote rows over neutral, happiness, surprise, sadness, anger, disgust, fear, contempt, unknown, not-a-face."""
+    return np.array(rows, np.int64)
+
+
+# ---------------------------------------------------------------- reading the votes (no media needed)
+
+
+def test_majority_follows_ferplus_reference_rule() -> None:
+    labels = majority_labels(votes(
+        [6, 3, 0, 0, 0, 0, 0, 0, 1, 0],  # neutral holds 6 of 9 (the single unknown vote is an outlier)
+        [4, 0, 0, 4, 0, 0, 0, 0, 0, 2],  # a tie: no majority
+        [5, 0, 0, 0, 0, 0, 0, 4, 1, 0],  # 5 of 9 is a majority
+        [1, 1, 1, 1, 1, 1, 1, 2, 1, 0],  # only contempt survives outlier removal: it is the majority
+        [2, 0, 0, 0, 0, 0, 0, 0, 8, 0],  # unknown
+        [0, 0, 0, 0, 3, 0, 0, 0, 0, 7],  # not a face
+    ))
+    assert labels.tolist() == [0, -1, 0, FERPLUS8.index("contempt"), -1, -1]
+
+
+def test_soft_targets_drop_unknown_votes_and_non_faces() -> None:
+    targets, kept = vote_distribution(votes(
+        [6, 2, 0, 0, 0, 0, 0, 0, 2, 0],
+        [0, 0, 0, 0, 3, 0, 0, 0, 2, 5],  # mostly "not a face": left out
+        [0, 0, 0, 0, 0, 0, 0, 0, 10, 0],  # nobody named an emotion: left out
+        [0, 0, 0, 0, 0, 0, 0, 3, 0, 1],  # contempt is a class of its own; the NF vote goes
+    ))
+    assert kept.tolist() == [True, False, False, True]
+    np.testing.assert_allclose(targets, [[0.75, 0.25, 0, 0, 0, 0, 0, 0], [0, 0, 0, 0, 0, 0, 0, 1]])
+
+
+def test_expected_calibration_error() -> None:
+    # confidence 0.8 everywhere, right 4 times out of 5: calibrated
+    probabilities = np.tile([0.8, 0.2], (5, 1))
+    assert expected_calibration_error(probabilities, np.array([0, 0, 0, 0, 1])) == pytest.approx(0.0)
+    # certain and right half the time: off by 0.5
+    assert expected_calibration_error(np.tile([1.0, 0.0], (4, 1)), np.array([0, 1, 0, 1])) == pytest.approx(0.5)
+
+
+def test_fit_temperature_recovers_overconfidence() -> None:
+    generator = torch.Generator().manual_seed(0)
+    logits = torch.randn(20_000, 8, generator=generator) * 2
+    labels = torch.multinomial(torch.softmax(logits, dim=1), 1, generator=generator)[:, 0]
+    assert fit_temperature(logits * 3, labels) == pytest.approx(3.0, rel=0.05)
+
+
+def test_unknown_model_name() -> None:
+    with pytest.raises(ValueError, match="choose fer2013 or ferplus"):
+        ExpressionModel.load("vgg")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------- the shipped FER+ weights
+
+
+@pytest.fixture(scope="module")
+def ferplus() -> ExpressionModel:
+    return ExpressionModel.load("ferplus")
+
+
+@pytest.fixture(scope="module")
+def fer2013() -> ExpressionModel:
+    try:
+        return ExpressionModel.load("fer2013")
+    except FileNotFoundError as error:
+        pytest.skip(str(error))
+
+
+def test_ferplus_outputs_calibrated_ferplus8(ferplus: ExpressionModel) -> None:
+    faces = np.random.default_rng(0).integers(0, 256, (3, INPUT_SIZE, INPUT_SIZE), dtype=np.uint8)
+    output = ferplus(faces)
+    assert ferplus.label_set == output.label_set == "ferplus8"
+    assert output.probabilities.shape == (3, len(FERPLUS8)) and output.features.shape == (3, 128)
+    np.testing.assert_allclose(output.probabilities.sum(axis=1), 1.0, atol=1e-5)
+    assert float(ferplus.network.temperature) != 1.0  # fitted on FER+ valid
+    as_fer7 = output.probabilities_in("fer7")
+    assert as_fer7.shape == (3, len(FER7))
+    np.testing.assert_allclose(as_fer7.sum(axis=1), 1.0, atol=1e-5)
+
+
+def test_analyzer_with_ferplus_gives_fer7_frames(shared_data: Path) -> None:
+    analyzer = FaceAnalyzer(FaceSettings(expression_model="ferplus"))
+    assert analyzer.expression.label_set == "ferplus8"
+    folder = shared_data / "faces-pyfeat"
+    happy = analyzer.analyze_frames("still", 0, read_image(folder / "0-f15-hao-ph.jpg")[None], np.zeros(1)).analysed[0].faces[0]
+    assert happy.expression.shape == (len(FER7),) and FER7[int(happy.expression.argmax())] == "happy"
+
+
+# ---------------------------------------------------------------- evaluation on real FER+ test faces
+
+
+@pytest.fixture(scope="module")
+def sample(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first SAMPLE FER+ test images, as a split file of their own."""
+    images, all_votes = read_ferplus(shared_data / "ferplus" / "test.npz")
+    path = tmp_path_factory.mktemp("ferplus") / "sample.npz"
+    np.savez(path, images=images[:SAMPLE], votes=all_votes[:SAMPLE])
+    return path
+
+
+def test_ferplus_beats_fer2013_on_real_test_faces(sample: Path, ferplus: ExpressionModel, fer2013: ExpressionModel) -> None:
+    new, old = evaluate_face_expert(ferplus, sample), evaluate_face_expert(fer2013, sample)
+    kept = int(np.sum(majority_labels(read_ferplus(sample)[1]) >= 0))
+    assert new.report.count == old.report.count == kept == SAMPLE - sum(new.dropped.values())
+    assert new.report.labels == old.report.labels == FERPLUS8
+    assert new.report.war > old.report.war + 0.05  # measured on all of FER+ test: see weights/ferplus.md
+    assert new.report.war > 0.75 and new.report.uar > 0.5
+    assert new.ece < 0.1
+    assert new.report.confusion.sum() == kept
+
+
+def test_evaluate_command_writes_metrics(sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    main(["evaluate", "--faces", str(sample), "--expression-model", "ferplus", "--temperature", "1", "--out", str(tmp_path)])
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["temperature"] == 1.0 and 0 <= metrics["ece"] < 1 and metrics["labels"] == list(FERPLUS8)
+    assert metrics["count"] + sum(metrics["dropped"].values()) == SAMPLE
+    assert (tmp_path / "confusion.png").stat().st_size > 0
+    assert "ECE" in capsys.readouterr().out
+
+
+def test_folder_of_images_scores_like_the_split(sample: Path, ferplus: ExpressionModel, tmp_path: Path) -> None:
+    images, sample_votes = read_ferplus(sample)
+    labels = majority_labels(sample_votes)
+    for i in np.flatnonzero(labels >= 0)[:120]:
+        folder = tmp_path / FERPLUS8[labels[i]]
+        folder.mkdir(exist_ok=True)
+        cv2.imwrite(str(folder / f"{i}.png"), images[i])
+    from_folder = evaluate_face_expert(ferplus, tmp_path)
+    assert from_folder.report.count == 120
+    # same pixels, same resizing: the same predictions as scoring those images straight from the split
+    kept = np.flatnonzero(labels >= 0)[:120]
+    order = np.argsort([FERPLUS8[labels[i]] for i in kept], kind="stable")  # folders are read in name order
+    expected = ferplus(to_network_input(images[kept][order])).probabilities.argmax(axis=1)
+    truth = labels[kept][order]
+    assert from_folder.report.war == pytest.approx(float(np.mean(expected == truth)))
+
+
+def test_folder_names_must_be_labels(tmp_path: Path) -> None:
+    (tmp_path / "bored").mkdir()
+    with pytest.raises(ValueError, match="'bored' is not a ferplus8 label"):
+        folder_faces(tmp_path, "ferplus8")
+
+
+# ---------------------------------------------------------------- training (a tiny real run)
+
+
+def test_training_is_seeded_and_writes_loadable_weights(shared_data: Path, tmp_path: Path) -> None:
+    torch.set_num_threads(1)
+    data = tmp_path / "data"
+    data.mkdir()
+    for split, count in (("train", 96), ("valid", 64)):
+        images, split_votes = read_ferplus(shared_data / "ferplus" / f"{split}.npz")
+        np.savez(data / f"{split}.npz", images=images[:count], votes=split_votes[:count])
+    recipe = Recipe(epochs=1, batch_size=32, seed=3)
+    first = ExpressionModel.load("ferplus", train(data, tmp_path / "a.pt", recipe))
+    second = ExpressionModel.load("ferplus", train(data, tmp_path / "b.pt", recipe))
+    assert first.label_set == "ferplus8"
+    for (name, a), b in zip(first.network.state_dict().items(), second.network.state_dict().values(), strict=True):
+        assert torch.equal(a, b), name
+    checkpoint = torch.load(tmp_path / "a.pt", weights_only=True)
+    assert checkpoint["recipe"]["train_images"] == 96 and checkpoint["recipe"]["seed"] == 3
+    assert float(first.network.temperature) == pytest.approx(checkpoint["recipe"]["temperature"], rel=1e-3)
