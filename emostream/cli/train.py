@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import sys
 from pathlib import Path
 
 from emostream.cli.common import Commands, ray_local
@@ -36,15 +37,30 @@ def cmd_train(args: argparse.Namespace) -> int:
 def add_evaluate(commands: Commands) -> None:
     evaluate = commands.add_parser("evaluate", help="evaluate a model on the validation speakers of a training config",
                                    description="WAR, UAR, weighted F1, confusion matrix and valence/arousal error on "
-                                               "speakers the model never trained on, with batch and live normalisation.")
-    evaluate.add_argument("config_file", metavar="CONFIG.yaml", help="training config naming the data and its validation speakers")
+                                               "speakers the model never trained on, with batch and live normalisation; "
+                                               "or, with --faces, the face expression expert on labelled face images "
+                                               "(accuracy, UAR, ECE, confusion matrix).")
+    evaluate.add_argument("config_file", metavar="CONFIG.yaml", nargs="?",
+                          help="training config naming the data and its validation speakers (not with --faces)")
     evaluate.add_argument("--model", metavar="DIR", help="model folder or preset (default: the config's export folder)")
+    evaluate.add_argument("--faces", metavar="PATH", type=Path,
+                          help="evaluate the face expert instead: a FER+ split (.npz) or a folder with one sub-folder "
+                               "of face images per label")
+    evaluate.add_argument("--expression-model", choices=["fer2013", "ferplus"], default="ferplus",
+                          help="with --faces: which expression weights (default: ferplus)")
+    evaluate.add_argument("--temperature", type=float, metavar="T",
+                          help="with --faces: softmax temperature instead of the fitted one (1: uncalibrated)")
     evaluate.add_argument("--out", metavar="DIR", help="also write metrics.json and confusion.png here")
     evaluate.add_argument("--cpus", type=int, metavar="N", help="CPUs for the local Ray instance (default: all)")
     evaluate.set_defaults(func=cmd_evaluate)
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
+    if args.faces is not None:
+        return evaluate_faces(args)
+    if args.config_file is None:
+        print("give a training config, or --faces PATH", file=sys.stderr)
+        return 2
     from emostream.models.presets import load_model
     from emostream.training.data import samples_from_rows
     from emostream.training.evaluate import evaluate_samples
@@ -70,4 +86,12 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         if args.out:
             paths = write_report(report, Path(args.out) / regime)
             print("written: " + ", ".join(str(p) for p in paths))
+    return 0
+
+
+def evaluate_faces(args: argparse.Namespace) -> int:
+    from emostream.training.face_expert import evaluate_named_expert
+
+    evaluation = evaluate_named_expert(args.faces, args.expression_model, args.temperature, Path(args.out) if args.out else None)
+    print(evaluation.format())
     return 0
