@@ -477,7 +477,7 @@ def test_training_and_backfill_jobs_target_the_batch_cluster() -> None:
         assert spec["clusterSelector"] == {"ray.io/cluster": batch["metadata"]["name"]}
         assert spec["submitterPodTemplate"]["metadata"]["labels"]["app.kubernetes.io/component"] == "ray-job-submitter"
     train = one(render("jobs/train"), "RayJob")["spec"]["entrypoint"].split()
-    assert train[:2] == ["emostream", "train"]
+    assert train[:2] == ["emostream", "train"] and train[-2:] == ["--address", "auto"]  # the batch cluster's Ray
     config_path = Path(train[2])
     head = batch["spec"]["headGroupSpec"]["template"]["spec"]
     mount = next(m for m in head["containers"][0]["volumeMounts"] if m["mountPath"] == str(config_path.parent))
