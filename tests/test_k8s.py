@@ -8,8 +8,8 @@ Prometheus operator's from ../shared/k8s-crds), every KubeRay resource against t
 admission rules (tests/kuberay_admission.py), and every core object against the Kubernetes
 schemas bundled in kubernetes-validate. Cross-references the schemas cannot see are checked here too: Secret,
 ConfigMap and volume names, the Kafka client settings against Strimzi's names, PodMonitor ports
-against pod ports and NetworkPolicies, PromQL metric names against what the code exports, and
-the Dockerfile's install lines against the Makefile's.
+against pod ports and NetworkPolicies, and PromQL metric names against what the code exports.
+The image and the install are checked in tests/test_image.py.
 """
 
 from __future__ import annotations
@@ -627,50 +627,3 @@ def test_dashboard_is_a_grafana_model_shipped_as_a_configmap() -> None:
         configmap = one(render(f"overlays/{overlay}"), "ConfigMap", "emostream-grafana-dashboard")
         assert configmap["metadata"]["labels"]["grafana_dashboard"] == "1"
         assert json.loads(configmap["data"]["emostream-dashboard.json"]) == dashboard
-
-
-# --- the image ----------------------------------------------------------------------------------
-
-def dockerfile_instructions() -> list[tuple[str, str]]:
-    """(INSTRUCTION, arguments) with continuation lines joined and comments dropped."""
-    lines, current = [], ""
-    for line in (ROOT / "Dockerfile").read_text().splitlines():
-        if not current and (not line.strip() or line.lstrip().startswith("#")):
-            continue
-        current += line.rstrip("\\").strip() + " " if line.endswith("\\") else line.strip()
-        if not line.endswith("\\"):
-            lines.append(current)
-            current = ""
-    return [(line.split(None, 1)[0].upper(), line.split(None, 1)[1]) for line in lines]
-
-
-def makefile_pins() -> tuple[str, set[str]]:
-    makefile = (ROOT / "Makefile").read_text()
-    torch = re.search(r"install --quiet (torch==\S+)", makefile).group(1)  # type: ignore[union-attr]
-    no_deps = set(re.search(r"install --quiet --no-deps (.+)", makefile).group(1).split())  # type: ignore[union-attr]
-    return torch, no_deps
-
-
-def test_dockerfile_installs_what_the_makefile_installs_and_runs_as_non_root() -> None:
-    instructions = dockerfile_instructions()
-    stages = [i for i, (op, _) in enumerate(instructions) if op == "FROM"]
-    assert len(stages) == 2 and all(instructions[i][1].startswith("${BASE_IMAGE}") for i in stages)
-    build, runtime = instructions[stages[0]:stages[1]], instructions[stages[1]:]
-    args = dict(arg.split("=", 1) for op, arg in instructions if op == "ARG" and "=" in arg)
-    torch, no_deps = makefile_pins()
-    runs = " ; ".join(arg for op, arg in build if op == "RUN")
-    assert f"torch=={args['TORCH_VERSION']}" == torch and "torch==${TORCH_VERSION}" in runs
-    assert args["TORCH_INDEX_URL"].endswith("/whl/cpu") and "--index-url ${TORCH_INDEX_URL}" in runs
-    assert "torchvision" not in runs
-    no_deps_line = re.search(r"pip install --no-deps ([^;&]+)", runs)
-    assert no_deps_line and set(no_deps_line.group(1).split()) == no_deps
-    assert 'pip install ".[${EXTRAS}]"' in runs and runs.index("torch==") < runs.index('".[${EXTRAS}]"') < runs.index("--no-deps")
-    users = [arg for op, arg in runtime if op == "USER"]
-    assert users and users[-1].split(":")[0].isdigit() and int(users[-1].split(":")[0]) != 0
-    env = " ".join(arg for op, arg in runtime if op == "ENV")
-    assert "HF_HUB_OFFLINE=1" in env
-    assert ("ENTRYPOINT", '["emostream"]') in runtime
-    copied = " ".join(arg for op, arg in instructions if op == "COPY")
-    assert "deployments /app/deployments" in copied  # the k8s train config names /app/deployments/deepspeed/...
-    ignore = (ROOT / ".dockerignore").read_text().split()
-    assert {"!pyproject.toml", "!README.md", "!emostream/", "!deployments/"} <= set(ignore)
