@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import json
+import math
 import os
 import re
 import shutil
@@ -44,9 +45,10 @@ KUBERNETES_VERSIONS = ("1.30.0", kubernetes_validate.latest_version())  # oldest
 Loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)  # the KubeRay CRDs are 1-1.4 MB each
 
 # Secrets the manifests use but do not contain: Strimzi writes the first three, the operator
-# creates the Ray token once (docs/deploy.md step 3), the API token is optional.
+# creates the Ray token, the Redis password and the TLS certificate once (docs/deploy.md step 3),
+# the API token is optional.
 EXTERNAL_SECRETS = {"emostream-app", "emostream-producer", "emostream-cluster-ca-cert", "emostream-batch-ray-token",
-                    "emostream-api-token"}
+                    "emostream-api-token", "emostream-redis", "emostream-tls"}
 
 # Ray's own metric names that the dashboard and alerts may use, as Ray documents them.
 # https://docs.ray.io/en/latest/ray-observability/reference/system-metrics.html
@@ -225,6 +227,27 @@ def test_kafka_topics_are_valid_strimzi_resources() -> None:
         assert topic["metadata"]["labels"]["strimzi.io/cluster"] == "emostream"
 
 
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_media_topic_takes_what_the_producer_sends_and_forgets_raw_media_within_the_hour(
+        overlay: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    from emostream.kafka.clients import REQUEST_OVERHEAD_BYTES
+    from emostream.settings import load_settings
+
+    objects = render(f"overlays/{overlay}")
+    media = one(objects, "KafkaTopic", "emostream.media")["spec"]["config"]
+    for key, value in one(objects, "ConfigMap", next(o["metadata"]["name"] for o in objects if o["kind"] == "ConfigMap"
+                                                     and o["metadata"]["name"].startswith("emostream-settings")))["data"].items():
+        monkeypatch.setenv(key, value)
+    app_limit = load_settings().kafka.max_message_bytes
+    # The producer sends batches up to the app's value limit plus its overhead; the topic and the
+    # brokers must accept them, or an in-limit segment fails at the broker instead of being scored.
+    assert media["max.message.bytes"] == app_limit + REQUEST_OVERHEAD_BYTES
+    broker = one(objects, "Kafka")["spec"]["kafka"]["config"]
+    assert broker["message.max.bytes"] >= media["max.message.bytes"] <= broker["replica.fetch.max.bytes"]
+    # Retention deletes closed segments only: segments must close well within it (Kafka's default: 7 days).
+    assert media["retention.ms"] <= 3_600_000 and media["segment.ms"] <= media["retention.ms"] / 4
+
+
 def test_strict_validation_rejects_a_misspelt_field() -> None:
     live = json.loads(json.dumps(one(render("overlays/dev"), "RayJob", "emostream-live")))
     live["spec"]["backofLimit"] = 3
@@ -339,10 +362,16 @@ def test_pods_get_valid_settings_that_match_the_kafka_cluster(overlay: str, monk
     assert {"Write"} <= acls[("topic", "emostream.deadletter")] and {"Read"} <= acls[("group", "emostream")]
     live = one(objects, "RayJob", "emostream-live")
     live_env = yaml.safe_load(live["spec"]["runtimeEnvYAML"])["env_vars"]
+    kafka_clients = set()
     for obj in objects:
-        for where, _, pod in pod_specs(obj):
+        for where, meta, pod in pod_specs(obj):
             if "submitter" in where:
                 continue
+            if meta.get("labels", {}).get("emostream.io/kafka-client") != "true":
+                # No Kafka credential or CA where no Kafka client runs (the app's user reads all raw media).
+                assert user["metadata"]["name"] not in json.dumps(pod) and "kafka-ca" not in json.dumps(pod), where
+                continue
+            kafka_clients.add(obj["kind"])
             env = pod_settings_env(objects, pod)
             if obj is live:
                 env.update(live_env)
@@ -357,8 +386,6 @@ def test_pods_get_valid_settings_that_match_the_kafka_cluster(overlay: str, monk
             assert settings.kafka.sasl_plain_username == user["metadata"]["name"], where
             assert settings.kafka.sasl_plain_password == "from-a-secret", where
             assert settings.live.metrics_host == "0.0.0.0", where
-            assert settings.kafka.max_message_bytes >= int(
-                one(objects, "KafkaTopic", "emostream.media")["spec"]["config"]["max.message.bytes"]), where
             password = next(v for v in pod["containers"][0]["env"] if v["name"] == "EMOSTREAM_KAFKA__SASL_PLAIN_PASSWORD")
             assert password["valueFrom"]["secretKeyRef"] == {"name": user["metadata"]["name"], "key": "password"}, where
             ca = next(v for v in pod["volumes"] if v["name"] == "kafka-ca")
@@ -366,6 +393,7 @@ def test_pods_get_valid_settings_that_match_the_kafka_cluster(overlay: str, monk
             mount = next(m for m in pod["containers"][0]["volumeMounts"] if m["name"] == "kafka-ca")
             assert str(settings.kafka.ssl_cafile) == f"{mount['mountPath']}/ca.crt", where
     assert {"EMOSTREAM_LIVE__SOURCE_TASKS", "EMOSTREAM_LIVE__PERCEPTION_ACTORS", "EMOSTREAM_LIVE__SESSION_ACTORS"} <= set(live_env)
+    assert kafka_clients == {"RayJob", "RayCluster"}  # the live job and the batch cluster; the HTTP API is not one
 
 
 @pytest.mark.parametrize("overlay", sorted(OVERLAYS))
@@ -529,7 +557,195 @@ def test_pod_monitors_find_their_ports_and_network_policies_let_prometheus_in(ov
     allowed = {peer["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"] for rule in serve_rules for peer in rule["from"]}
     assert allowed == {"ingress-nginx", "kuberay-system"}
     kafka = one(objects, "Kafka")["spec"]["kafka"]["listeners"][0]["networkPolicyPeers"][0]["podSelector"]
-    assert all(selects(kafka, labels) for labels, ports in pods if "metrics" in ports), "a Ray pod may not reach Kafka"
+    reaches_kafka = {labels["app.kubernetes.io/component"] for labels, ports in pods if "metrics" in ports and selects(kafka, labels)}
+    assert reaches_kafka == {"live", "batch"}, "only the live job and the batch cluster talk to Kafka"
+
+
+# --- docs/deploy.md against the manifests ------------------------------------------------------
+
+DEPLOY_DOC = ROOT / "docs" / "deploy.md"
+
+
+def quantity(value: str | int | float) -> float:
+    """A Kubernetes CPU (cores) or memory (GiB) quantity."""
+    text = str(value)
+    for suffix, scale in (("m", 1e-3), ("Gi", 1.0), ("Mi", 1 / 1024), ("Ki", 1 / 1024**2)):
+        if text.endswith(suffix):
+            return float(text[: -len(suffix)]) * scale
+    return float(text)
+
+
+def minimum_requests(objects: tuple[dict[str, Any], ...]) -> tuple[float, float]:
+    """(CPU, GiB) requested by everything an overlay runs, each Ray worker group at its minReplicas."""
+    cpu = memory = 0.0
+
+    def add(requests: dict[str, Any], count: int = 1) -> None:
+        nonlocal cpu, memory
+        cpu += count * quantity(requests["cpu"])
+        memory += count * quantity(requests["memory"])
+
+    for obj in objects:
+        cluster = ray_cluster(obj)
+        if cluster:
+            add(cluster["autoscalerOptions"]["resources"]["requests"])
+            groups = [(cluster["headGroupSpec"], 1)] + [(g, g["minReplicas"]) for g in cluster.get("workerGroupSpecs", [])]
+            for group, count in groups:
+                for container in group["template"]["spec"]["containers"]:
+                    add(container["resources"]["requests"], count)
+        elif obj["kind"] == "KafkaNodePool":
+            add(obj["spec"]["resources"]["requests"], obj["spec"]["replicas"])
+        elif obj["kind"] == "Deployment":
+            for container in obj["spec"]["template"]["spec"]["containers"]:
+                add(container["resources"]["requests"], obj["spec"]["replicas"])
+    return cpu, memory
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_sizing_table_states_what_the_overlay_requests(overlay: str) -> None:
+    cpu, memory = minimum_requests(render(f"overlays/{overlay}"))
+    row = f"| `{overlay}` | {math.ceil(cpu)} CPU | {math.ceil(memory)} GiB |"
+    assert row in DEPLOY_DOC.read_text(), f"docs/deploy.md, Sizing: expected the row {row!r} ({cpu:.2f} CPU, {memory:.2f} GiB)"
+
+
+def test_deploy_md_names_only_files_and_resources_that_exist() -> None:
+    """Walk the guide's commands as a checklist: every path and every object a command names is there."""
+    text = DEPLOY_DOC.read_text()
+    blocks = "\n".join(re.findall(r"```(?:sh|yaml)\n(.*?)```", text, re.S))
+    for path in set(re.findall(r"\bk8s/[\w./-]*\w", text)) | set(re.findall(r"-k (k8s/[\w/-]+)", blocks)):
+        assert (ROOT / path).exists(), f"docs/deploy.md names {path}, which does not exist"
+    for target in re.findall(r"-k k8s/([\w/$-]+)", blocks):
+        for overlay in OVERLAYS:
+            assert (K8S / target.replace("overlays/$OVERLAY", f"overlays/{overlay}") / "kustomization.yaml").is_file(), target
+    objects = [o for overlay in OVERLAYS for o in render(f"overlays/{overlay}")] + [o for job in JOBS for o in render(job)]
+    names = {(o["kind"].lower(), o["metadata"]["name"]) for o in objects}
+    # Objects the operators make from ours: KubeRay's Serve Service, Strimzi's Secrets and jobs' submitter Jobs.
+    made = {("svc", "emostream-serve-svc"), ("secret", "emostream-producer"), ("job", "emostream-train"),
+            ("job", "emostream-backfill")}
+    for kind, name in re.findall(r"kubectl -n \$NS (?:get|wait|delete|describe|logs -f) (\w+)[/ ]([a-z][\w.-]+)", blocks):
+        kind = {"kafka": "kafka", "rayservice": "rayservice", "rayjob": "rayjob", "raycluster": "raycluster"}.get(kind, kind)
+        if kind in ("pod", "kafkanodepools,kafkatopics,kafkausers"):
+            continue
+        assert (kind, name) in names or (kind, name) in made, f"docs/deploy.md: `{kind} {name}` is not an object of the manifests"
+    for secret in re.findall(r"create secret (?:generic|tls|docker-registry) ([\w-]+)", blocks):
+        assert secret in EXTERNAL_SECRETS | {"emostream-registry"}, secret
+    assert EXTERNAL_SECRETS - {"emostream-app", "emostream-producer", "emostream-cluster-ca-cert"} <= set(
+        re.findall(r"create secret (?:generic|tls) ([\w-]+)", blocks)), "a Secret the manifests need is never created"
+    assert "overlays/dev" not in blocks.replace("overlays/$OVERLAY", ""), "a command hard-codes the dev overlay"
+    assert "emostream tail --from-beginning" in blocks
+
+
+# --- NetworkPolicies: who may talk to whom ------------------------------------------------------
+
+Endpoint = tuple[str, dict[str, str]]  # (namespace, pod labels); namespace "" for an address outside the cluster
+
+
+def label_selects(selector: dict[str, Any], labels: dict[str, str]) -> bool:
+    """A Kubernetes label selector (matchLabels and In/NotIn/Exists/DoesNotExist expressions)."""
+    if not selects(selector, labels):
+        return False
+    for expression in selector.get("matchExpressions", []):
+        key, op, values = expression["key"], expression["operator"], expression.get("values", [])
+        if not {"In": labels.get(key) in values, "NotIn": labels.get(key) not in values,
+                "Exists": key in labels, "DoesNotExist": key not in labels}[op]:
+            return False
+    return True
+
+
+def peer_matches(peer: dict[str, Any], own_namespace: str, other: Endpoint) -> bool:
+    namespace, labels = other
+    if "ipBlock" in peer:
+        return namespace == ""  # only addresses outside the cluster here (the API server)
+    if namespace == "":
+        return False
+    if "namespaceSelector" in peer:
+        if not label_selects(peer["namespaceSelector"], {"kubernetes.io/metadata.name": namespace}):
+            return False
+    elif namespace != own_namespace:
+        return False
+    return label_selects(peer.get("podSelector", {}), labels)
+
+
+def allowed(policies: list[dict[str, Any]], namespace: str, pod: dict[str, str], other: Endpoint, port: int,
+            direction: str) -> bool:
+    """Whether the policies of `namespace` let `pod` receive from (Ingress) or send to (Egress) `other` on `port`."""
+    rules_key, peers_key = ("ingress", "from") if direction == "Ingress" else ("egress", "to")
+    selecting = [p for p in policies if direction in p["policyTypes"] and label_selects(p["podSelector"], pod)]
+    if not selecting:
+        return True  # not isolated in this direction
+    return any((not rule.get(peers_key) or any(peer_matches(peer, namespace, other) for peer in rule[peers_key]))
+               and (not rule.get("ports") or any(p["port"] == port for p in rule["ports"]))
+               for policy in selecting for rule in policy.get(rules_key, []))
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_network_policies_give_each_pod_only_what_it_needs(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}") + tuple(o for job in JOBS for o in render(job))
+    namespace = OVERLAYS[overlay]
+    policies = [o["spec"] for o in objects if o["kind"] == "NetworkPolicy"]
+    pods = {}  # component and node type -> labels as KubeRay gives them
+    for obj in objects:
+        for where, meta, _ in pod_specs(obj):
+            labels = dict(meta.get("labels", {}))
+            if "submitter" not in where:
+                labels |= {"ray.io/is-ray-node": "yes", "ray.io/node-type": "head" if where.endswith(" head") else "worker"}
+            pods[(labels["app.kubernetes.io/component"], labels.get("ray.io/node-type", "pod"))] = labels
+    assert set(pods) >= {(c, t) for c in ("serving", "live", "batch") for t in ("head", "worker")} | {("ray-job-submitter", "pod")}
+    broker: Endpoint = (namespace, {"strimzi.io/cluster": "emostream", "strimzi.io/kind": "Kafka"})
+    dns: Endpoint = ("kube-system", {"k8s-app": "kube-dns"})
+    api_server: Endpoint = ("", {})
+
+    def talks(source: tuple[str, str], target: Endpoint, port: int) -> bool:
+        sends = allowed(policies, namespace, pods[source], target, port, "Egress")
+        target_namespace, target_labels = target
+        if target_namespace != namespace or "strimzi.io/cluster" in target_labels:
+            return sends  # the other side's policies are not ours (Strimzi writes Kafka's)
+        return sends and allowed(policies, namespace, target_labels, (namespace, pods[source]), port, "Ingress")
+
+    for name, labels in pods.items():
+        assert any("Egress" in p["policyTypes"] and label_selects(p["podSelector"], labels) for p in policies), name
+        assert talks(name, dns, 53), f"{name} cannot resolve names"
+    for component in ("serving", "live", "batch"):
+        assert talks((component, "worker"), (namespace, pods[(component, "head")]), 6379)  # its own GCS
+        assert talks((component, "head"), (namespace, pods[(component, "worker")]), 40000)  # its own raylets
+        assert talks((component, "head"), api_server, 443) and not talks((component, "worker"), api_server, 443)
+        for other in {"serving", "live", "batch"} - {component}:
+            assert not talks((component, "worker"), (namespace, pods[(other, "worker")]), 6379), f"{component} -> {other}"
+    assert talks(("live", "worker"), broker, 9093) and talks(("batch", "head"), broker, 9093)
+    assert not talks(("serving", "worker"), broker, 9093) and not talks(("serving", "head"), broker, 9093)
+    assert talks(("ray-job-submitter", "pod"), (namespace, pods[("batch", "head")]), 8265)
+    assert not talks(("ray-job-submitter", "pod"), (namespace, pods[("live", "head")]), 8265)
+    assert not talks(("live", "worker"), api_server, 443) and not talks(("serving", "worker"), api_server, 80)
+    redis = one(objects, "Deployment", "emostream-redis")["spec"]["template"]["metadata"]["labels"]
+    assert talks(("serving", "head"), (namespace, redis), 6379)
+    assert not talks(("live", "head"), (namespace, redis), 6379) and not talks(("batch", "worker"), (namespace, redis), 6379)
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_http_api_survives_its_head_and_drains_and_speaks_https_only(overlay: str) -> None:
+    objects = render(f"overlays/{overlay}")
+    # GCS fault tolerance against the Redis the base deploys, with the password that Redis requires.
+    cluster = one(objects, "RayService")["spec"]["rayClusterConfig"]
+    fault_tolerance = cluster["gcsFaultToleranceOptions"]
+    host, port = fault_tolerance["redisAddress"].split(":")
+    service = one(objects, "Service", host)
+    assert int(port) in {p["port"] for p in service["spec"]["ports"]}
+    redis = one(objects, "Deployment", host)["spec"]["template"]
+    assert all(redis["metadata"]["labels"].get(k) == v for k, v in service["spec"]["selector"].items())
+    redis_password = next(v for v in redis["spec"]["containers"][0]["env"] if v["name"] == "REDIS_PASSWORD")
+    assert fault_tolerance["redisPassword"]["valueFrom"] == redis_password["valueFrom"]
+    assert redis_password["valueFrom"]["secretKeyRef"]["name"] in EXTERNAL_SECRETS
+    # Disruption budgets select the pods they are about (KubeRay adds ray.io/node-type).
+    pods = [({**meta.get("labels", {}), "ray.io/node-type": "head" if where.endswith(" head") else "worker"})
+            for o in objects for where, meta, _ in pod_specs(o) if "submitter" not in where]
+    budgets = {o["metadata"]["name"]: o["spec"] for o in objects if o["kind"] == "PodDisruptionBudget"}
+    for name, budget in budgets.items():
+        assert any(selects(budget["selector"], labels) for labels in pods), f"PodDisruptionBudget {name} selects no pod"
+    assert budgets["emostream-live-head"]["maxUnavailable"] == 0  # a drain must not spend a live-job retry
+    assert budgets["emostream-serving-workers"]["maxUnavailable"] == 1
+    # TLS for every host the Ingress serves.
+    ingress = one(objects, "Ingress")["spec"]
+    assert [h for t in ingress["tls"] for h in t["hosts"]] == [r["host"] for r in ingress["rules"]]
+    assert {t["secretName"] for t in ingress["tls"]} <= EXTERNAL_SECRETS
 
 
 # --- PromQL: every name the dashboard and alerts query is exported ------------------------------
@@ -562,9 +778,22 @@ def dashboard_expressions(dashboard: dict[str, Any]) -> list[str]:
     return exprs
 
 
-def alert_rules() -> list[dict[str, Any]]:
-    rule = one(render("overlays/prod"), "PrometheusRule", "emostream")
+def alert_rules(overlay: str = "prod") -> list[dict[str, Any]]:
+    rule = one(render(f"overlays/{overlay}"), "PrometheusRule", "emostream")
     return [r for group in rule["spec"]["groups"] for r in group["rules"]]
+
+
+def equality_matchers(expr: str) -> dict[str, dict[str, str]]:
+    """metric name -> {label: value} of the `label="value"` matchers of its selectors in an expression."""
+    found: dict[str, dict[str, str]] = {}
+
+    def visit(node: Any) -> None:
+        if isinstance(node, promql_parser.VectorSelector):
+            found.setdefault(node.name, {}).update(
+                {m.name: m.value for m in node.matchers.matchers if m.op == promql_parser.MatchOp.Equal})
+
+    promql_parser.walk(promql_parser.parse(expr), visit)
+    return found
 
 
 def test_promql_parser_finds_the_names() -> None:
@@ -595,9 +824,18 @@ def test_alerts_cover_lag_dead_letters_and_the_latency_slo() -> None:
     slo = " ".join(rules["EmostreamLatencySLO"]["expr"].split())
     assert "histogram_quantile(0.95," in slo and slo.endswith("> 1.5") and "emostream_end_to_end_latency_seconds_bucket" in slo
     assert "deriv(emostream_consumer_lag" in rules["EmostreamConsumerLagGrowing"]["expr"]
-    assert "emostream_errors_total" in rules["EmostreamDeadLetterRate"]["expr"]
+    # Dead letters only: emostream_errors_total also counts failed sessions and scoring calls.
+    dead_letters = equality_matchers(rules["EmostreamDeadLetterRate"]["expr"])
+    assert dead_letters == {"emostream_segments_total": {"outcome": "dead_letter"}}
     for rule in rules.values():
         assert rule["labels"]["severity"] in {"warning", "critical"} and rule["annotations"]["summary"]
+
+
+@pytest.mark.parametrize("overlay", sorted(OVERLAYS))
+def test_the_live_job_alert_watches_its_own_namespace(overlay: str) -> None:
+    """absent() yields one series for all namespaces: without a namespace matcher, prod down while dev is up stays silent."""
+    rule = next(r for r in alert_rules(overlay) if r["alert"] == "EmostreamLiveJobDown")
+    assert equality_matchers(rule["expr"])["up"] == {"namespace": OVERLAYS[overlay], "component": "live"}
 
 
 def test_alert_rules_pass_promtool(tmp_path: Path) -> None:
