@@ -717,6 +717,8 @@ def test_network_policies_give_each_pod_only_what_it_needs(overlay: str) -> None
     assert not talks(("live", "worker"), api_server, 443) and not talks(("serving", "worker"), api_server, 80)
     redis = one(objects, "Deployment", "emostream-redis")["spec"]["template"]["metadata"]["labels"]
     assert talks(("serving", "head"), (namespace, redis), 6379)
+    pods[("serving", "redis-cleanup")] = pods[("serving", "head")] | {"ray.io/node-type": "redis-cleanup"}  # KubeRay's Job
+    assert talks(("serving", "redis-cleanup"), (namespace, redis), 6379)
     assert not talks(("live", "head"), (namespace, redis), 6379) and not talks(("batch", "worker"), (namespace, redis), 6379)
 
 
