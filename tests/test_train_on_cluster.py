@@ -1,4 +1,4 @@
-"""`emostream train --address` trains on a Ray cluster that is already running, as k8s/jobs/train does on
+"""`emostream train --address auto` trains on a Ray cluster that is already running, as k8s/jobs/train does on
 the batch cluster: a head with no CPUs for tasks (drivers only) and a worker node that runs the Ray Train
 workers, both started with `ray start` and stopped by process id."""
 
@@ -101,8 +101,10 @@ def test_train_with_address_runs_its_workers_on_the_existing_cluster(tmp_path: P
     config = write_config(tmp_path)
     with ray_cluster(worker_cpus=2) as address:
         worker_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
-        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1"}
-        command = subprocess.Popen([str(BIN / "emostream"), "train", str(config), "--address", address],
+        # `--address auto`, as k8s/jobs/train runs it: Ray resolves it from RAY_ADDRESS (which Ray's job manager
+        # sets for a job's entrypoint), here naming this cluster rather than any other Ray on the machine.
+        env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1", "RAY_ADDRESS": address}
+        command = subprocess.Popen([str(BIN / "emostream"), "train", str(config), "--address", "auto"],
                                    env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         output, _ = command.communicate(timeout=540)
         assert command.returncode == 0, output[-4000:]
