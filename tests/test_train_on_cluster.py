@@ -5,6 +5,7 @@ workers, both started with `ray start` and stopped by process id."""
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -75,6 +76,7 @@ def ray_cluster(worker_cpus: int) -> Iterator[str]:
     finally:
         ray.shutdown()
         stop(processes)
+        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def write_config(tmp_path: Path) -> Path:
