@@ -16,8 +16,9 @@
 # (requirements/image.lock, `make lock`), DeepSpeed with its CPU op, then the package's code.
 
 ARG BASE_IMAGE=python:3.11-slim-bookworm
-# DeepSpeed's accelerator where the image runs: cpu, or cuda for the CUDA build. DeepSpeed loads an
-# op built into the package only when the package was built for the accelerator it finds.
+# DeepSpeed's accelerator where the image runs: cpu (its CPU op is built in), or cuda for the CUDA
+# build. DeepSpeed loads an op built into the package only when the package was built for the
+# accelerator it finds.
 ARG DS_ACCELERATOR=cpu
 
 FROM ${BASE_IMAGE} AS build
@@ -46,12 +47,17 @@ COPY requirements/image.lock ./
 RUN pip install -r image.lock
 # DeepSpeed compiles its CPU shared-memory collective (deepspeed_shm_comm, used by every CPU
 # training run) on first use unless it is built into the package; pods have no compiler and a
-# read-only root. Build it here (tests/test_image.py runs this same command in a clean venv). The
-# ARGs are in the environment of RUN: DeepSpeed's build reads DS_ACCELERATOR from there.
-RUN DS_BUILD_SHM_COMM="$([ "${DS_ACCELERATOR}" = cpu ] && echo 1 || echo 0)" \
-    pip install --no-build-isolation --no-binary deepspeed deepspeed==${DEEPSPEED_VERSION} \
- && python -c "import os; from deepspeed.git_version_info import installed_ops as ops, accelerator_name as name; \
-assert name == os.environ['DS_ACCELERATOR'] and (name != 'cpu' or ops['deepspeed_shm_comm']), (name, ops)"
+# read-only root. The CPU image builds it here, from DeepSpeed's source against this torch
+# (tests/test_image.py runs this same command in a clean venv); the ARGs are in the environment
+# of RUN, and DeepSpeed's build reads DS_ACCELERATOR from there. The CUDA image (NCCL, no CPU
+# collective) takes DeepSpeed's wheel.
+RUN if [ "${DS_ACCELERATOR}" = cpu ]; then \
+      DS_BUILD_SHM_COMM=1 pip install --no-build-isolation --no-binary deepspeed deepspeed==${DEEPSPEED_VERSION} \
+      && python -c "from deepspeed.git_version_info import installed_ops as ops, accelerator_name as name; \
+assert name == 'cpu' and ops['deepspeed_shm_comm'], (name, ops)"; \
+    else \
+      pip install deepspeed==${DEEPSPEED_VERSION}; \
+    fi
 # Packages used for the model files inside them, installed --no-deps: [tool.emostream] no-deps in
 # pyproject.toml says why, and `dependencies` there lists what they really need.
 COPY pyproject.toml README.md ./
