@@ -203,7 +203,8 @@ def test_without_the_cpu_index_torch_comes_from_a_local_cpu_wheel_or_not_at_all(
 
 # --- the DeepSpeed prebuild, run for real -------------------------------------------------------
 
-@pytest.mark.slow  # builds DeepSpeed from source: about 5 minutes on two cores
+@pytest.mark.slow  # builds DeepSpeed from source: 5-10 minutes on two shared cores
+@pytest.mark.timeout(1800)
 def test_the_build_stage_prebuilds_deepspeeds_cpu_op_in_a_clean_venv(tmp_path: Path) -> None:
     """The build stage's own RUN lines (torch, then DeepSpeed), with its ARG defaults and ENV, in a fresh
     python3.11 venv; then the op must load with no compiler reachable, as in the runtime stage."""
