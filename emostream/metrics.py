@@ -8,6 +8,10 @@ this registry.
 
 from __future__ import annotations
 
+import threading
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 LATENCY_BUCKETS = (0.1, 0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 60.0)
@@ -19,10 +23,19 @@ BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128)
 # including decode and perceive in the actor pool)
 STAGES = ("fetch", "ingest", "decode", "perceive", "session", "score", "produce")
 
+# An ended stream's per-stream series stay this long (seconds) before they are removed: several
+# scrapes (every 15 s in k8s/) see its final counts, and the label set grows with the open streams
+# only, not with every stream the job has ever seen.
+ENDED_STREAM_SECONDS = 300.0
+
 
 class Metrics:
-    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+    def __init__(self, registry: CollectorRegistry | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.registry = registry or CollectorRegistry()
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._stream_labels: dict[str, set[str]] = {}  # stream -> emotion labels it has series for
+        self._ended: dict[str, float] = {}  # stream -> when it ended (clock)
         r = self.registry
         self.segments = Counter("emostream_segments", "Media segments taken from Kafka or files", ["outcome"], registry=r)
         self.frames = Counter("emostream_frames_analysed", "Video frames run through face analysis", registry=r)
@@ -43,6 +56,34 @@ class Metrics:
                                buckets=STAGE_BUCKETS, registry=r)
         self.batch = Histogram("emostream_score_batch_size", "Utterances per scoring call", buckets=BATCH_BUCKETS,
                                registry=r)
+
+    def count_stream_utterance(self, stream: str, label: str) -> None:
+        """One utterance event of `stream` with emotion `label` (emostream_stream_utterances_total).
+
+        Count per-stream events through this method, not `stream_utterances` directly, and call
+        `end_stream` when the stream ends: only then are its series removed again.
+        """
+        self.stream_utterances.labels(stream, label).inc()
+        with self._lock:
+            self._stream_labels.setdefault(stream, set()).add(label)
+            self._ended.pop(stream, None)  # a stream that comes back (a replay after a restart) is open again
+        self.forget_ended_streams()
+
+    def end_stream(self, stream: str) -> None:
+        """Mark `stream` ended: its per-stream series are removed ENDED_STREAM_SECONDS from now."""
+        with self._lock:
+            self._ended[stream] = self._clock()
+        self.forget_ended_streams()
+
+    def forget_ended_streams(self) -> None:
+        """Remove the series of streams that ended at least ENDED_STREAM_SECONDS ago (called by the two above)."""
+        now = self._clock()
+        with self._lock:
+            expired = [stream for stream, ended in self._ended.items() if now - ended >= ENDED_STREAM_SECONDS]
+            for stream in expired:
+                del self._ended[stream]
+                for label in self._stream_labels.pop(stream, set()):
+                    self.stream_utterances.remove(stream, label)
 
     def names(self) -> set[str]:
         """Every sample name this registry exports (`_total`, `_bucket`, `_sum`, `_count` included)."""

@@ -6,7 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from emostream.cli.common import Commands, ray_local
+from emostream.cli.common import Commands, ray_connect, ray_local
 from emostream.settings import load_settings
 
 # Training, features and models load torch, Ray and the encoders: imported inside the commands, so that the
@@ -19,6 +19,7 @@ def add_train(commands: Commands) -> None:
                                             "Train workers running DeepSpeed, checkpoint every epoch (a re-run resumes), "
                                             "and export the model with save_pretrained.")
     train.add_argument("config_file", metavar="CONFIG.yaml", help="training config, e.g. deployments/train-lite.yaml")
+    train.add_argument("--address", metavar="ADDR", help="Ray cluster to join, e.g. auto (default: start a local Ray)")
     train.add_argument("--cpus", type=int, metavar="N", help="CPUs for the local Ray instance (default: all)")
     train.set_defaults(func=cmd_train)
 
@@ -27,7 +28,7 @@ def cmd_train(args: argparse.Namespace) -> int:
     from emostream.training.train import load_train_config, train
 
     config = load_train_config(args.config_file)
-    ray_local(args.cpus)
+    ray_connect(args.address, args.cpus)
     exported, metrics = train(config)
     print(f"model exported to {exported}")
     print("last epoch: " + ", ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in metrics.items()))
