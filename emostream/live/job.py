@@ -13,8 +13,10 @@ and moves past an ended stream only once all of its events were sent (and the pr
 flushed). After a crash — of the job, or of a session actor, on which the job rebuilds its
 pipeline — the open streams replay from their first segment through fresh sessions, which
 find the same utterances and speakers again: repeated events have the ids of the first.
-Streams that had ended before the crash but lie after the commit point are named in the
-commit's metadata and skipped on replay.
+Streams that had ended (or were closed as idle) before the crash but have records after the
+commit point are named in the commit's metadata with their last offset, and skipped up to it
+on replay (`commits`: the metadata is bounded in bytes; a stream that does not fit is replayed
+whole, or holds the commit at its first record).
 
 Where the parts live: the Ray Data flow in `dataflow`, the offsets and the commit (with the delivery
 guarantee of `emostream.sinks.base`) in `commits`, the threads in `workers`, the Serve client in
@@ -112,7 +114,7 @@ class LiveJob:
         self._lost: str | None = None  # why the session actors' state is gone (set by a session thread)
         self._sessions: list[OrderedWorker[SessionPush | None]] = []
         self._scorers: StreamWorkers[ScoreJob] = StreamWorkers(self._score_job, self.live.max_in_flight)
-        self._reset()
+        self._reset_state({})
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -124,6 +126,7 @@ class LiveJob:
         self._sessions = [OrderedWorker(f"emostream-session-{i}", lambda item, i=i: self._push(i, item), self.live.max_in_flight)
                           for i in range(self.live.session_actors)]
         try:
+            self._reset()
             while not stop.is_set():
                 try:
                     self._pipeline(stop, until)
@@ -149,16 +152,9 @@ class LiveJob:
         return self.stats
 
     def _reset(self) -> None:
-        ingest = self.settings.ingest
-        self.orderer: StreamOrderer[StageRow] = StreamOrderer(ingest.reorder_buffer, ingest.gap_timeout_seconds,
-                                                              ingest.stream_idle_seconds)
+        """Start over from the last commit: fresh state (streams that ended after it are skipped), fresh sessions."""
         partitions = [TopicPartition(self.settings.kafka.media_topic, p) for p in media_partitions(self.settings.kafka)]
-        self.ledger = CommitLedger(skip=ended_before_commit(self.committer, partitions))
-        self.highwater: dict[TopicPartition, int] = {}
-        self.contexts: dict[str, StreamContexts] = {}
-        self.unordered: dict[int, dict[int, StageRow]] = {}  # per read task: rows ahead of their turn
-        self.next_index: dict[int, int] = {}
-        self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
+        self._reset_state(ended_before_commit(self.committer, partitions))
         for actor in self._actors:
             ray.kill(actor)
         self._lost = None
@@ -166,6 +162,18 @@ class LiveJob:
         self._actors = [SessionActor.options(name=f"emostream-session-{self.group_id}-{i}").remote(blob)  # type: ignore[attr-defined]
                         for i in range(self.live.session_actors)]
         ray.get([actor.ping.remote() for actor in self._actors])
+
+    def _reset_state(self, skip: dict[str, int]) -> None:
+        """The driver's bookkeeping, empty (no Ray or broker needed: the job's parts are tested without them)."""
+        ingest = self.settings.ingest
+        self.orderer: StreamOrderer[StageRow] = StreamOrderer(ingest.reorder_buffer, ingest.gap_timeout_seconds,
+                                                              ingest.stream_idle_seconds)
+        self.ledger = CommitLedger(skip, self.live.commit_metadata_bytes)
+        self.highwater: dict[TopicPartition, int] = {}
+        self.contexts: dict[str, StreamContexts] = {}
+        self.unordered: dict[int, dict[int, StageRow]] = {}  # per read task: rows ahead of their turn
+        self.next_index: dict[int, int] = {}
+        self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
 
     def _pipeline(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> None:
         last_commit = last_idle = time.monotonic()
@@ -214,8 +222,7 @@ class LiveJob:
         self.metrics.stage.labels("ingest").observe(max(0.0, time.time() - row.read_ms / 1000))
         self.read_up_to[tp] = row.offset + 1
         self.ledger.read(tp, row.offset)
-        if row.stream_id in self.ledger.skip:  # its events were all sent before the crash
-            self.ledger.finished(tp, row.offset)
+        if self.ledger.skips(row.stream_id, tp, row.offset):  # its events were all sent before the crash
             return
         if row.kind == REJECTED and row.seq is None:
             self._dead_letter(row.dead_letter_event(), row)
