@@ -46,6 +46,7 @@ class Held:
     start: float  # stream seconds covered by the segment
     end: float
     sent_ms: int  # producer wall clock of the segment, for end-to-end latency
+    value_bytes: int = 0  # size of the record's value (for a dead letter naming it)
 
 
 @dataclass

@@ -41,12 +41,13 @@ import ray
 from kafka import TopicPartition
 from ray.exceptions import RayActorError, RayTaskError
 
-from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, UtteranceEmotionEvent
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
+from emostream.ingest.records import dead_letter_event
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.live.commits import CommitLedger, Committer, Held, commit, ended_before_commit
 from emostream.live.dataflow import perceived_rows
-from emostream.live.serve_client import ScoringService
+from emostream.live.serve_client import ScoringFailed, ScoringService, score_with_retries
 from emostream.live.sessions import SessionActor, owner
 from emostream.live.source import TICK, media_partitions
 from emostream.live.stages import REJECTED, StageRow, dead_letter
@@ -249,7 +250,7 @@ class LiveJob:
         self.metrics.frames.inc(row.frames)
         self.metrics.faces.inc(row.faces)
         self.metrics.stage.labels("perceive").observe(row.perceive_seconds)
-        self.ledger.hold(stream, Held(row.tp, row.offset, row.start, row.end, row.timestamp_ms))
+        self.ledger.hold(stream, Held(row.tp, row.offset, row.start, row.end, row.timestamp_ms, row.value_bytes))
         self.metrics.streams.set(self.ledger.open_streams())
         self._sessions[owner(stream, len(self._sessions))].put(SessionPush(stream, row.payload, row.end_of_stream))
 
@@ -303,20 +304,29 @@ class LiveJob:
     # -- output ---------------------------------------------------------------------------------
 
     def _score_job(self, job: ScoreJob) -> None:
-        """Scorer thread: a stream's closed utterances through the scorer with its context, then out."""
-        try:
-            contexts = self.contexts.setdefault(job.stream_id, StreamContexts())
-            events: list[dict[str, Any]] = []
-            if job.bundles:
-                started = time.perf_counter()
-                events, contexts = self.scorer.score(job.bundles, contexts)
+        """Scorer thread: a stream's closed utterances through the scorer with its context, then out.
+
+        A call that fails or times out is tried `live.score_attempts` times; then each of its utterances is
+        dead-lettered (processing_error, naming the stream, the utterance's times and a segment it came from)
+        before the offsets behind it are released: no offset passes an utterance that was neither sent nor
+        dead-lettered. (Stopping the job to replay instead would meet the same failure again when it is the input's;
+        a Serve outage long enough to exhaust the tries shows as a burst of processing_error dead letters.)"""
+        contexts = self.contexts.setdefault(job.stream_id, StreamContexts())
+        events: list[dict[str, Any]] = []
+        if job.bundles:
+            started = time.perf_counter()
+            try:
+                events, contexts = score_with_retries(self.scorer, job.bundles, contexts, self.live.score_attempts,
+                                                      self.live.score_timeout_seconds)
                 self.contexts[job.stream_id] = contexts
                 self.metrics.stage.labels("score").observe(time.perf_counter() - started)
                 self.metrics.batch.observe(len(job.bundles))
-        except Exception:  # a failed call loses these utterances' events, not the stream  # noqa: BLE001
-            log.exception("stream %s: scoring %d utterances failed", job.stream_id, len(job.bundles))
-            self.metrics.errors.labels("scoring_failed").inc()
-            job, events = ScoreJob(job.stream_id, [], job.release, job.ended), []
+            except ScoringFailed as error:
+                log.error("%s: dead-lettering the utterances", error)
+                self.metrics.errors.labels("scoring_failed").inc()
+                for bundle in job.bundles:
+                    self._dead_letter_utterance(bundle, job.release, str(error))
+                job, events = ScoreJob(job.stream_id, [], job.release, job.ended), []
         self.emit(job, [UtteranceEmotionEvent.model_validate(event) for event in events])
         if job.ended:
             self.contexts.pop(job.stream_id, None)
@@ -339,11 +349,31 @@ class LiveJob:
                 self.stats.ended_streams.add(job.stream_id)
 
     def _dead_letter(self, event: DeadLetterEvent, row: StageRow) -> None:
-        log.warning("dead letter %s at %s/%d/%d: %s", event.reason.value, row.topic, row.partition, row.offset, event.detail)
+        """A record that needs nothing more: dead-lettered, its offset finished."""
+        self._send_dead_letter(event)
+        self.ledger.finished(row.tp, row.offset)
+
+    def _dead_letter_utterance(self, bundle: UtteranceBundle, released: list[Held], why: str) -> None:
+        """An utterance that could not be scored; its segments stay held until the stream ends, as any."""
+        segments = released or self.ledger.held_during(bundle.stream_id, -float("inf"), float("inf"))
+        during = [h for h in segments if h.start < bundle.end and h.end > bundle.start] or segments[-1:]
+        if not during:  # cannot happen: an utterance's segments are held until its stream's events are out
+            log.error("stream %s: no segment held for the utterance at %.2f s", bundle.stream_id, bundle.start)
+            return
+        source = during[0]
+        detail = (f"stream {bundle.stream_id!r}: utterance {bundle.utterance_id} ({bundle.speaker_id}, "
+                  f"{bundle.start:.2f}-{bundle.end:.2f} s) was not scored: {why}")
+        coordinates = SourceCoordinates(topic=source.tp.topic, partition=source.tp.partition, offset=source.offset)
+        self._send_dead_letter(dead_letter_event(Rejection(DeadLetterReason.PROCESSING_ERROR, detail), coordinates,
+                                                 bundle.stream_id, None, bundle.stream_id, source.value_bytes))
+
+    def _send_dead_letter(self, event: DeadLetterEvent) -> None:
+        source = event.source
+        log.warning("dead letter %s at %s/%d/%d: %s", event.reason.value, source.topic, source.partition, source.offset,
+                    event.detail)
         self.sink.dead_letter(event)
         self.metrics.errors.labels(event.reason.value).inc()
         self.metrics.segments.labels("dead_letter").inc()
-        self.ledger.finished(row.tp, row.offset)
         with self._lock:
             self.stats.dead_letters += 1
 

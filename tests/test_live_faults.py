@@ -1,0 +1,125 @@
+"""Faults in the live job's scoring and session calls, without Ray or a broker: the job's driver bookkeeping
+(`LiveJob` builds it without either) with a fake scorer that raises or hangs, a recording sink and a fake
+committer. What must hold: no offset is committed past an event that was neither sent nor dead-lettered, and
+nothing hangs."""
+
+from __future__ import annotations
+
+import threading
+from typing import Any
+
+import pytest
+from kafka import TopicPartition
+
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, UtteranceEmotionEvent
+from emostream.live import serve_client
+from emostream.live.commits import Held, commit
+from emostream.live.job import LiveJob
+from emostream.models.score import StreamContexts
+from emostream.perception.utterance import UtteranceBundle
+from emostream.settings import load_settings
+from tests.model_helpers import random_bundle
+from tests.test_commits import FakeCommitter, event
+
+TP = TopicPartition("media", 0)
+
+
+class Sink:
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+        self.sent: list[UtteranceEmotionEvent] = []
+        self.dead: list[DeadLetterEvent] = []
+
+    def send(self, event: UtteranceEmotionEvent) -> None:
+        self.log.append("send")
+        self.sent.append(event)
+
+    def dead_letter(self, event: DeadLetterEvent) -> None:
+        self.log.append("dead_letter")
+        self.dead.append(event)
+
+    def flush(self) -> None:
+        self.log.append("flush")
+
+    def close(self) -> None:
+        pass
+
+
+class Scorer:
+    """Fails its first `failures` calls (raises, or hangs until released), then scores."""
+
+    def __init__(self, failures: int, hang: bool = False) -> None:
+        self.failures, self.hang = failures, hang
+        self.calls = 0
+        self.released = threading.Event()
+
+    def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
+        self.calls += 1
+        if self.calls <= self.failures:
+            if self.hang:
+                self.released.wait()
+            raise RuntimeError("the replica died")
+        return [event(b.stream_id, b.start).model_dump(mode="json") for b in bundles], contexts
+
+    def prepare(self, drafts: list[Any]) -> None:
+        pass
+
+
+def make_job(scorer: Scorer, log: list[str], monkeypatch: pytest.MonkeyPatch) -> tuple[LiveJob, Sink, FakeCommitter]:
+    monkeypatch.setattr(serve_client, "RETRY_PAUSE", 0.01)
+    settings = load_settings(live={"score_attempts": 2, "score_timeout_seconds": 0.5, "sink": "jsonl"})
+    sink, committer = Sink(log), FakeCommitter(log)
+    return LiveJob(settings, scorer, sink=sink, committer=committer), sink, committer  # type: ignore[arg-type]
+
+
+def read(job: LiveJob, stream: str, offsets: list[int]) -> None:
+    for offset in offsets:
+        job.ledger.read(TP, offset)
+        job.ledger.hold(stream, Held(TP, offset, start=float(offset), end=offset + 1.0, sent_ms=0, value_bytes=100))
+
+
+def finish(job: LiveJob, timeout: float = 20.0) -> None:
+    """Wait for the scorer threads, failing (not hanging) when they do not finish."""
+    done = threading.Thread(target=job._scorers.join, daemon=True)
+    done.start()
+    done.join(timeout)
+    assert not done.is_alive(), f"the scorer threads did not finish within {timeout} s"
+
+
+@pytest.mark.parametrize("hang", [False, True])
+def test_a_failed_or_hung_score_dead_letters_its_utterances_before_the_offsets_are_committed(
+        hang: bool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """(22.6) The job used to drop the utterances and release the offsets; Serve calls had no timeout."""
+    log: list[str] = []
+    scorer = Scorer(failures=10, hang=hang)
+    job, sink, committer = make_job(scorer, log, monkeypatch)
+    try:
+        read(job, "call", [0, 1, 2])
+        job._submit("call", [random_bundle("call", 0.2, seconds=1.0)], ended=False)  # closed mid-stream
+        finish(job)
+        assert commit(job.ledger, sink, committer)[TP].offset == 0  # the open stream holds its offsets
+        job._submit("call", [random_bundle("call", 1.5, seconds=1.0, seed=1)], ended=True)  # the last one
+        finish(job)
+        points = commit(job.ledger, sink, committer)
+    finally:
+        scorer.released.set()
+        job._scorers.stop()
+    assert scorer.calls == 4  # two tries per call
+    assert sink.sent == [] and [d.reason for d in sink.dead] == [DeadLetterReason.PROCESSING_ERROR] * 2
+    first, second = sink.dead
+    assert "'call'" in first.detail and "0.20-1.20 s" in first.detail and (first.source.offset, first.value_bytes) == (0, 100)
+    assert "1.50-2.50 s" in second.detail and second.source.offset == 1
+    assert points[TP].offset == 3 and log.index("dead_letter") < log.index("commit")
+
+
+def test_a_score_that_fails_once_is_retried_and_sent(monkeypatch: pytest.MonkeyPatch) -> None:
+    log: list[str] = []
+    job, sink, committer = make_job(Scorer(failures=1), log, monkeypatch)
+    try:
+        read(job, "call", [0, 1])
+        job._submit("call", [random_bundle("call", 0.2, seconds=1.0)], ended=True)
+        finish(job)
+        points = commit(job.ledger, sink, committer)
+    finally:
+        job._scorers.stop()
+    assert len(sink.sent) == 1 and sink.dead == [] and points[TP].offset == 2
