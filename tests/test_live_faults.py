@@ -123,3 +123,39 @@ def test_a_score_that_fails_once_is_retried_and_sent(monkeypatch: pytest.MonkeyP
     finally:
         job._scorers.stop()
     assert len(sink.sent) == 1 and sink.dead == [] and points[TP].offset == 2
+
+
+class FailingSessionActor:
+    """Stands in for a SessionActor whose push raises (what `ray.get` raises for a failed actor task)."""
+
+    class _Push:
+        def remote(self, payload: bytes, drafts: bool) -> Any:
+            from ray.exceptions import RayTaskError
+
+            from emostream.perception.session import SegmentOutOfPlace
+
+            raise RayTaskError("SessionActor.push", "Traceback ...", SegmentOutOfPlace("segment 4 starts at 1e9 s"))
+
+    push = _Push()
+
+
+def test_a_segment_its_session_fails_on_is_dead_lettered_and_its_offset_stays_held(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(22.10) A failed session call dropped the segment without a dead letter."""
+    from emostream.live.job import SessionPush
+
+    log: list[str] = []
+    job, sink, committer = make_job(Scorer(failures=0), log, monkeypatch)
+    try:
+        job._actors = [FailingSessionActor()]
+        read(job, "call", [0, 1])
+        held = Held(TP, 1, start=1.0, end=2.0, sent_ms=0, value_bytes=100)
+        job._push(0, SessionPush("call", b"", ended=False, seq=4, held=held))
+        assert job._lost is None  # the stream and the job go on
+        assert [(d.reason, d.seq, d.source.offset) for d in sink.dead] == [(DeadLetterReason.PROCESSING_ERROR, 4, 1)]
+        assert "1e9" in sink.dead[0].detail
+        assert commit(job.ledger, sink, committer)[TP].offset == 0  # held with the open stream's other segments
+        job._submit("call", [], ended=True)  # the stream closes (its end, or its idle flush)
+        finish(job)
+        assert commit(job.ledger, sink, committer)[TP].offset == 2
+    finally:
+        job._scorers.stop()

@@ -39,7 +39,7 @@ from typing import Any
 
 import ray
 from kafka import TopicPartition
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
 from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, UtteranceEmotionEvent
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
@@ -79,6 +79,8 @@ class SessionPush:
     stream_id: str
     payload: bytes  # the pickled PerceivedSegment
     ended: bool
+    seq: int
+    held: Held  # where the segment is (for a dead letter if its session fails on it)
 
 
 FLUSH_IDLE = None  # a session thread's item: flush the actor's idle streams
@@ -250,9 +252,11 @@ class LiveJob:
         self.metrics.frames.inc(row.frames)
         self.metrics.faces.inc(row.faces)
         self.metrics.stage.labels("perceive").observe(row.perceive_seconds)
-        self.ledger.hold(stream, Held(row.tp, row.offset, row.start, row.end, row.timestamp_ms, row.value_bytes))
+        held = Held(row.tp, row.offset, row.start, row.end, row.timestamp_ms, row.value_bytes)
+        self.ledger.hold(stream, held)
         self.metrics.streams.set(self.ledger.open_streams())
-        self._sessions[owner(stream, len(self._sessions))].put(SessionPush(stream, row.payload, row.end_of_stream))
+        assert row.seq is not None
+        self._sessions[owner(stream, len(self._sessions))].put(SessionPush(stream, row.payload, row.end_of_stream, row.seq, held))
 
     def _push(self, index: int, item: SessionPush | None) -> None:
         """Session thread `index`: a segment to its actor (or FLUSH_IDLE), and the utterances closed to scoring."""
@@ -267,9 +271,14 @@ class LiveJob:
         except RayActorError:
             self._lost = f"session actor {index} died"
             return
-        except RayTaskError:  # a bug met by this segment: it is lost, not the stream or the job
-            log.exception("session actor %d failed on %s", index, "idle flush" if item is FLUSH_IDLE else item.stream_id)
-            self.metrics.errors.labels("session_failed").inc()
+        except Exception as error:  # noqa: BLE001 (a bug met by this segment: it is lost, not the stream or the job)
+            if item is FLUSH_IDLE:
+                log.exception("session actor %d failed on the idle flush", index)
+                self.metrics.errors.labels("session_failed").inc()
+                return
+            # (on an end-of-stream marker too: the session is still open on the actor, and its idle flush
+            # closes the stream and releases its offsets with its last events)
+            self._session_failed(item, error)
             return
         if item is FLUSH_IDLE:
             for stream, closing in flushed.items():
@@ -282,6 +291,18 @@ class LiveJob:
         self._submit(item.stream_id, bundles, item.ended)
         if drafts := with_roles(drafts, self.live.score_roles):
             self.scorer.prepare(drafts)
+
+    def _session_failed(self, item: SessionPush, error: Exception) -> None:
+        """Dead-letter a segment its session failed on; its offset stays held with the stream's others (and is
+        released with them at the stream's end), so a crash before then replays it too."""
+        log.error("session failed on segment %d of stream %s: %r", item.seq, item.stream_id, error)
+        cause = getattr(error, "cause", None) or error  # a RayTaskError carries the actor's exception
+        held = item.held
+        detail = f"segment {item.seq} of stream {item.stream_id!r}: the stream's session failed on it: {cause}"
+        self._send_dead_letter(dead_letter_event(
+            Rejection(DeadLetterReason.PROCESSING_ERROR, detail[:2000]),
+            SourceCoordinates(topic=held.tp.topic, partition=held.tp.partition, offset=held.offset),
+            item.stream_id, item.seq, item.stream_id, held.value_bytes))
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
         """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
