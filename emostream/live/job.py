@@ -177,6 +177,7 @@ class LiveJob:
         self.unordered: dict[int, dict[int, StageRow]] = {}  # per read task: rows ahead of their turn
         self.next_index: dict[int, int] = {}
         self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
+        self.caught_up: dict[TopicPartition, bool] = {}  # per partition: everything there was has been read
 
     def _pipeline(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> None:
         last_commit = last_idle = time.monotonic()
@@ -188,7 +189,8 @@ class LiveJob:
                 now = time.monotonic()
                 if now - last_idle >= 1.0:
                     last_idle = now
-                    self._apply(self.orderer.tick())
+                    # wall-clock gaps only for streams that went quiet, not for a job that is behind
+                    self._apply(self.orderer.tick(caught_up=all(self.caught_up.values())))
                     for worker in self._sessions:
                         worker.put(FLUSH_IDLE)
                 if self._lost is not None:
@@ -218,8 +220,10 @@ class LiveJob:
         tp = row.tp
         if row.highwater is not None and row.highwater >= 0:
             self.highwater[tp] = row.highwater
-        if row.kind == TICK:
+        if row.kind == TICK:  # an empty poll: the read task is at the partition's end
+            self.caught_up[tp] = True
             return
+        self.caught_up[tp] = row.highwater is not None and 0 <= row.highwater <= row.offset + 1
         self.metrics.stage.labels("decode").observe(row.decode_seconds)
         self.metrics.stage.labels("fetch").observe(max(0.0, (row.read_ms - row.timestamp_ms) / 1000))
         self.metrics.stage.labels("ingest").observe(max(0.0, time.time() - row.read_ms / 1000))
@@ -231,7 +235,7 @@ class LiveJob:
             self._dead_letter(row.dead_letter_event(), row)
             return
         assert row.stream_id is not None and row.seq is not None  # a row with headers names both
-        outcome = self.orderer.push(row.stream_id, row.seq, row, row.end_of_stream)
+        outcome = self.orderer.push(row.stream_id, row.seq, row, row.end_of_stream, media_time=row.start)
         if outcome.rejected is not None:
             self._dead_letter(_rejected(row, outcome.rejected), row)
         self._apply(outcome)
