@@ -174,6 +174,9 @@ class LiveSettings(_Section):
     commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
     # Kafka's offset.metadata.max.bytes: the commit names ended streams within this (the rest are replayed)
     commit_metadata_bytes: int = Field(4096, ge=64)
+    # a stream open longer than this (media seconds) is closed and goes on in a fresh session, so the commit can
+    # pass it: Kafka's retention of the media topic must exceed it
+    max_stream_seconds: float = Field(4 * 3600.0, gt=0)
     score_timeout_seconds: float = Field(60.0, gt=0)  # one Serve scoring call; past it the call counts as failed
     # tries of a stream's scoring call before its utterances are dead-lettered (processing_error)
     score_attempts: int = Field(3, ge=1)

@@ -241,3 +241,11 @@ def test_an_idle_stream_that_resumed_is_skipped_only_up_to_its_idle_close() -> N
         again.hold(stream, held(offset))
     again.delivered("call", again.release("call"), ended=False)
     assert json.loads(again.commit_points()[TP].metadata)["ended"] == {"call": 2}
+
+
+def test_a_release_through_a_segment_leaves_the_later_ones_held() -> None:
+    """A session closed at offset 1 (idle, or open too long) while offset 2 was already held for the next one."""
+    ledger = CommitLedger()
+    read_segments(ledger, "call", [0, 1, 2])
+    assert [h.offset for h in ledger.release("call", through=held(1))] == [0, 1]
+    assert [h.offset for h in ledger.release("call")] == [2]

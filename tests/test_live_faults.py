@@ -129,7 +129,7 @@ class FailingSessionActor:
     """Stands in for a SessionActor whose push raises (what `ray.get` raises for a failed actor task)."""
 
     class _Push:
-        def remote(self, payload: bytes, drafts: bool) -> Any:
+        def remote(self, payload: bytes, drafts: bool, close: bool = False) -> Any:
             from ray.exceptions import RayTaskError
 
             from emostream.perception.session import SegmentOutOfPlace
@@ -157,5 +157,124 @@ def test_a_segment_its_session_fails_on_is_dead_lettered_and_its_offset_stays_he
         job._submit("call", [], ended=True)  # the stream closes (its end, or its idle flush)
         finish(job)
         assert commit(job.ledger, sink, committer)[TP].offset == 2
+    finally:
+        job._scorers.stop()
+
+
+# -- the driver's decisions, fed perceived rows directly (sessions stand in for the actors) -------------------
+
+
+class Sessions:
+    """Stands in for the session threads: keeps what the driver hands them."""
+
+    def __init__(self) -> None:
+        self.items: list[Any] = []
+
+    def put(self, item: Any) -> None:
+        self.items.append(item)
+
+
+class QuietActor:
+    """A SessionActor whose pushes close nothing (for `_push` without Ray)."""
+
+    class _Push:
+        def remote(self, payload: bytes, drafts: bool, close: bool = False) -> Any:
+            return [], []
+
+    push = _Push()
+
+
+def row(stream: str, seq: int, offset: int, seconds: float = 2.0, start: float | None = None) -> Any:
+    from emostream.live.stages import SEGMENT, StageRow
+
+    start = seq * seconds if start is None else start
+    return StageRow(kind=SEGMENT, topic=TP.topic, partition=TP.partition, offset=offset, timestamp_ms=0, read_ms=0,
+                    highwater=100, task=0, index=offset, stream_id=stream, seq=seq, end_of_stream=False,
+                    start=start, end=start + seconds, payload=b"", frames=0, faces=0, decode_seconds=0.0,
+                    perceive_seconds=0.0, value_bytes=10)
+
+
+def drive(job: LiveJob, rows: list[Any], monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The driver takes every row, then the session thread handles what it was given (behind, as under load)."""
+    monkeypatch.setattr("emostream.live.job.ray.get", lambda value: value)
+    sessions = Sessions()
+    job._sessions = [sessions]  # type: ignore[list-item]
+    job._actors = [QuietActor()]
+    for r in rows:
+        job._take(r)
+    for item in sessions.items:
+        job._push(0, item)
+    finish(job)
+    return sessions.items
+
+
+def test_a_stream_that_never_ends_is_closed_on_its_media_clock_and_the_commit_passes_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(22.17) A never-ending stream held the commit at its first segment forever. Past live.max_stream_seconds of
+    media its session is closed and the offsets it had released (not the next segments, already held); a replay
+    from that commit closes the stream at the same segments as the uninterrupted run."""
+    monkeypatch.setattr(serve_client, "RETRY_PAUSE", 0.01)
+    settings = load_settings(live={"max_stream_seconds": 6.0, "sink": "jsonl"})
+    rows = [row("endless", seq, offset=seq) for seq in range(8)]
+
+    log: list[str] = []
+    job = LiveJob(settings, Scorer(0), sink=Sink(log), committer=FakeCommitter(log))  # type: ignore[arg-type]
+    try:
+        pushed = drive(job, rows[:5], monkeypatch)  # the driver is at seq 4 when the session closes at seq 2
+        assert [p.seq for p in pushed if p.close] == [2]
+        points = commit(job.ledger, job.sink, job.committer)
+        assert points[TP].offset == 3  # seqs 0-2 are done; seq 3 on is held for the next session
+        pushed += drive(job, rows[5:], monkeypatch)
+        closes = [p.seq for p in pushed if p.close]
+        assert closes == [2, 5]
+    finally:
+        job._scorers.stop()
+
+    # a restart from that commit: seqs 0-2 skipped, the rest closed where the uninterrupted run closed it
+    again = LiveJob(settings, Scorer(0), sink=Sink([]), committer=job.committer)  # type: ignore[arg-type]
+    try:
+        from emostream.live.commits import ended_before_commit
+
+        again._reset_state(ended_before_commit(job.committer, [TP]))
+        replayed = drive(again, rows[3:], monkeypatch)
+        assert [p.seq for p in replayed] == [3, 4, 5, 6, 7] and [p.seq for p in replayed if p.close] == [5]
+    finally:
+        again._scorers.stop()
+
+
+def test_the_ended_streams_of_the_stats_are_bounded() -> None:
+    from emostream.live.job import RecentStreams
+
+    ended = RecentStreams(capacity=2)
+    for stream in ("a", "b", "c"):
+        ended.add(stream)
+    assert {"b", "c"} <= ended and "a" not in ended and len(ended) == 2
+
+
+def test_an_idle_flush_releases_only_what_the_session_had_not_the_resumed_segments(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """(22.9) The stream resumed while its idle flush was queued: the resumed segment, already held by the driver,
+    was released with the idle-closed events, and a commit could pass it before it was processed."""
+    from emostream.live.job import FLUSH_IDLE
+
+    class IdleActor(QuietActor):
+        class _Flush:
+            def remote(self) -> dict[str, list[UtteranceBundle]]:
+                return {"call": []}
+
+        flush_idle = _Flush()
+
+    monkeypatch.setattr("emostream.live.job.ray.get", lambda value: value)
+    log: list[str] = []
+    job, sink, committer = make_job(Scorer(0), log, monkeypatch)
+    sessions = Sessions()
+    job._sessions, job._actors = [sessions], [IdleActor()]  # type: ignore[list-item]
+    try:
+        job._take(row("call", 0, offset=0))
+        job._push(0, sessions.items[0])
+        job._take(row("call", 1, offset=1, start=40.0))  # it resumes: held before the session thread gets to the idle flush
+        job._push(0, FLUSH_IDLE)
+        finish(job)
+        assert commit(job.ledger, sink, committer)[TP].offset == 1  # the resumed segment is still held
     finally:
         job._scorers.stop()

@@ -119,10 +119,19 @@ class CommitLedger:
         with self._lock:
             self._held[stream_id].append(held)
 
-    def release(self, stream_id: str) -> list[Held]:
-        """The stream ended: its held segments, to be delivered with its last events."""
+    def release(self, stream_id: str, through: Held | None = None) -> list[Held]:
+        """The stream ended (or its session was closed): its held segments up to `through` (default: all), to be
+        delivered with its last events. Segments after `through` were held for the session that follows."""
         with self._lock:
-            return list(self._held.pop(stream_id, ()))
+            held = self._held.get(stream_id)
+            if held is None:
+                return []
+            released = []
+            while held and (through is None or held[0].offset <= through.offset):
+                released.append(held.popleft())
+            if not held:
+                del self._held[stream_id]
+            return released
 
     def delivered(self, stream_id: str, released: list[Held], ended: bool) -> None:
         """The events behind `released` were handed to the sink: their offsets are finished."""

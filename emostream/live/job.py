@@ -32,8 +32,9 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -81,9 +82,34 @@ class SessionPush:
     ended: bool
     seq: int
     held: Held  # where the segment is (for a dead letter if its session fails on it)
+    close: bool = False  # close the stream's session after it (open longer than live.max_stream_seconds)
 
 
 FLUSH_IDLE = None  # a session thread's item: flush the actor's idle streams
+
+
+class RecentStreams(AbstractSet[str]):
+    """The streams that ended most recently, at most `capacity` (a set for callers waiting on streams to end;
+    bounded, as a job runs forever)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._names: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, stream_id: str) -> None:
+        self._names[stream_id] = None
+        self._names.move_to_end(stream_id)
+        while len(self._names) > self.capacity:
+            self._names.popitem(last=False)
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass
@@ -92,7 +118,7 @@ class JobStats:
     events: int = 0
     dead_letters: int = 0
     restarts: int = 0
-    ended_streams: set[str] = field(default_factory=set)
+    ended_streams: RecentStreams = field(default_factory=RecentStreams)
 
 
 class LiveJob:
@@ -178,6 +204,8 @@ class LiveJob:
         self.next_index: dict[int, int] = {}
         self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
         self.caught_up: dict[TopicPartition, bool] = {}  # per partition: everything there was has been read
+        self.open_since: dict[str, float] = {}  # per open stream: media start of its session's first segment (driver)
+        self._last_pushed: dict[str, Held] = {}  # per open stream: its last segment handed to its session (session threads)
 
     def _pipeline(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> None:
         last_commit = last_idle = time.monotonic()
@@ -260,18 +288,30 @@ class LiveJob:
         self.ledger.hold(stream, held)
         self.metrics.streams.set(self.ledger.open_streams())
         assert row.seq is not None
-        self._sessions[owner(stream, len(self._sessions))].put(SessionPush(stream, row.payload, row.end_of_stream, row.seq, held))
+        # A stream that never ends would hold the commit at its first segment forever: past max_stream_seconds of
+        # media its session is closed (like an idle one) and its offsets released; the next segment starts afresh.
+        # On media time, so a replay closes it at the same segment.
+        since = self.open_since.setdefault(stream, row.start)
+        close = not row.end_of_stream and row.end - since >= self.live.max_stream_seconds
+        if close:
+            log.info("stream %s open for %.0f s of media: closing its session", stream, row.end - since)
+        if close or row.end_of_stream:
+            del self.open_since[stream]
+        push = SessionPush(stream, row.payload, row.end_of_stream, row.seq, held, close)
+        self._sessions[owner(stream, len(self._sessions))].put(push)
 
     def _push(self, index: int, item: SessionPush | None) -> None:
         """Session thread `index`: a segment to its actor (or FLUSH_IDLE), and the utterances closed to scoring."""
         if self._lost is not None:
             return  # the pipeline is being rebuilt from the last commit: what is queued replays
         started = time.perf_counter()
+        if item is not FLUSH_IDLE:
+            self._last_pushed[item.stream_id] = item.held
         try:
             if item is FLUSH_IDLE:
                 flushed: dict[str, list[UtteranceBundle]] = ray.get(self._actors[index].flush_idle.remote())
             else:
-                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload, self.live.prepare_drafts))
+                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload, self.live.prepare_drafts, item.close))
         except RayActorError:
             self._lost = f"session actor {index} died"
             return
@@ -287,12 +327,13 @@ class LiveJob:
         if item is FLUSH_IDLE:
             for stream, closing in flushed.items():
                 log.info("stream %s went idle: closing it", stream)
-                self._submit(stream, closing, ended=True)
+                self.open_since.pop(stream, None)  # if it resumes, in a fresh session
+                self._submit(stream, closing, True, self._last_pushed.pop(stream, None))
             return
         self.metrics.stage.labels("session").observe(time.perf_counter() - started)
         with self._lock:
             self.stats.segments += 1
-        self._submit(item.stream_id, bundles, item.ended)
+        self._submit(item.stream_id, bundles, item.ended or item.close, item.held)
         if drafts := with_roles(drafts, self.live.score_roles):
             self.scorer.prepare(drafts)
 
@@ -308,15 +349,19 @@ class LiveJob:
             SourceCoordinates(topic=held.tp.topic, partition=held.tp.partition, offset=held.offset),
             item.stream_id, item.seq, item.stream_id, held.value_bytes))
 
-    def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
-        """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
+    def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool, through: Held | None = None) -> None:
+        """Hand a stream's closed utterances to its scorer; at its end (or its session's close), with its offsets up
+        to `through`, the last segment its session had (later ones are held for the session that follows)."""
         scored = with_roles(bundles, self.live.score_roles)
         if len(scored) < len(bundles):
             self.metrics.skipped.labels("role").inc(len(bundles) - len(scored))
         if not scored and not ended:
             return  # most segments close nothing
         wall_ends = [self.ledger.sent_at(stream, b.end) for b in scored]
-        release = self.ledger.release(stream) if ended else []
+        release = []
+        if ended:
+            release = self.ledger.release(stream, through)
+            self._last_pushed.pop(stream, None)
         self._scorers.put(ScoreJob(stream, scored, release, ended, wall_ends))
 
     def _idle(self) -> bool:

@@ -371,6 +371,11 @@ class StreamSessions:
         session = self.sessions.get(stream_id)
         return session.drafts() if session is not None else []
 
+    def close(self, stream_id: str) -> list[UtteranceBundle]:
+        """Flush and forget a stream's session (its next segment starts a fresh one)."""
+        session = self.sessions.pop(stream_id, None)
+        return session.flush() if session is not None else []
+
     def flush_idle(self, now: float | None = None) -> list[UtteranceBundle]:
         """Flush and forget streams with no segment for `voice.idle_seconds`."""
         now = self.clock() if now is None else now
