@@ -78,6 +78,11 @@ def read(job: LiveJob, stream: str, offsets: list[int]) -> None:
         job.ledger.hold(stream, Held(TP, offset, start=float(offset), end=offset + 1.0, sent_ms=0, value_bytes=100))
 
 
+def last(offset: int) -> Held:
+    """The last segment a closing session had (what `_submit` releases through)."""
+    return Held(TP, offset, start=float(offset), end=offset + 1.0, sent_ms=0)
+
+
 def finish(job: LiveJob, timeout: float = 20.0) -> None:
     """Wait for the scorer threads, failing (not hanging) when they do not finish."""
     done = threading.Thread(target=job._scorers.join, daemon=True)
@@ -98,7 +103,7 @@ def test_a_failed_or_hung_score_dead_letters_its_utterances_before_the_offsets_a
         job._submit("call", [random_bundle("call", 0.2, seconds=1.0)], ended=False)  # closed mid-stream
         finish(job)
         assert commit(job.ledger, sink, committer)[TP].offset == 0  # the open stream holds its offsets
-        job._submit("call", [random_bundle("call", 1.5, seconds=1.0, seed=1)], ended=True)  # the last one
+        job._submit("call", [random_bundle("call", 1.5, seconds=1.0, seed=1)], ended=True, through=last(2))  # the last one
         finish(job)
         points = commit(job.ledger, sink, committer)
     finally:
@@ -117,7 +122,7 @@ def test_a_score_that_fails_once_is_retried_and_sent(monkeypatch: pytest.MonkeyP
     job, sink, committer = make_job(Scorer(failures=1), log, monkeypatch)
     try:
         read(job, "call", [0, 1])
-        job._submit("call", [random_bundle("call", 0.2, seconds=1.0)], ended=True)
+        job._submit("call", [random_bundle("call", 0.2, seconds=1.0)], ended=True, through=last(1))
         finish(job)
         points = commit(job.ledger, sink, committer)
     finally:
@@ -154,7 +159,7 @@ def test_a_segment_its_session_fails_on_is_dead_lettered_and_its_offset_stays_he
         assert [(d.reason, d.seq, d.source.offset) for d in sink.dead] == [(DeadLetterReason.PROCESSING_ERROR, 4, 1)]
         assert "1e9" in sink.dead[0].detail
         assert commit(job.ledger, sink, committer)[TP].offset == 0  # held with the open stream's other segments
-        job._submit("call", [], ended=True)  # the stream closes (its end, or its idle flush)
+        job._submit("call", [], ended=True, through=last(1))  # the stream closes (its end, or its idle flush)
         finish(job)
         assert commit(job.ledger, sink, committer)[TP].offset == 2
     finally:

@@ -35,6 +35,7 @@ TP = TopicPartition("media", 0)
 METADATA_LIMIT = 700  # offset.metadata.max.bytes, scaled down to three of the ids below (Kafka's default is 4096)
 LONG_ID = "x" * 180  # stream ids go up to 200 characters
 COMMIT_EVERY = 4  # rows
+PAUSE_AFTER, PAUSE_SECONDS = 3, 60  # the paused call stops sending after its third segment, for a minute
 
 
 class Committer:
@@ -110,28 +111,42 @@ class Immediate:
 
 def media_rows(librivox: list[Path], ravdess: list[Path]) -> list[StageRow]:
     """A long call and short calls (190-character ids) that start one second apart behind it, in 1 s segments,
-    interleaved on one partition as the producers send them."""
-    calls = {"long-call": np.concatenate([read_mono(librivox[0]), read_mono(librivox[2])])}
-    starts = {"long-call": 0}
+    interleaved on one partition as the producers send them (timestamps: one second per segment); and a call that
+    pauses for a minute after its first sentence, then goes on."""
+    calls = {"long-call": np.concatenate([read_mono(librivox[0]), read_mono(librivox[2])]),
+             "paused-call": np.concatenate([read_mono(librivox[1]), read_mono(ravdess[0])])}
+    starts = {"long-call": 0, "paused-call": 0}
     for i, path in enumerate(ravdess):
         calls[f"short-{i}-" + LONG_ID] = read_mono(path)
         starts[f"short-{i}-" + LONG_ID] = 1 + i
     segments: list[tuple[int, str, int, np.ndarray, bool]] = []
     for stream, audio in calls.items():
         pieces = [audio[i: i + RATE] for i in range(0, len(audio), RATE)]
-        segments += [(starts[stream] + seq, stream, seq, piece, seq == len(pieces) - 1) for seq, piece in enumerate(pieces)]
+        pause = PAUSE_SECONDS if stream == "paused-call" else 0
+        segments += [(starts[stream] + seq + (pause if seq >= PAUSE_AFTER else 0), stream, seq, piece, seq == len(pieces) - 1)
+                     for seq, piece in enumerate(pieces)]
     rows = []
-    for offset, (_, stream, seq, piece, last) in enumerate(sorted(segments, key=lambda s: (s[0], s[1]))):
+    for offset, (sent, stream, seq, piece, last) in enumerate(sorted(segments, key=lambda s: (s[0], s[1]))):
         segment = segment_of(stream, seq, piece, float(seq), end_of_stream=last)
-        rows.append(StageRow(kind=SEGMENT, topic=TP.topic, partition=TP.partition, offset=offset, timestamp_ms=0,
+        rows.append(StageRow(kind=SEGMENT, topic=TP.topic, partition=TP.partition, offset=offset, timestamp_ms=1000 * sent,
                              read_ms=0, highwater=-1, task=0, index=offset, stream_id=stream, seq=seq,
                              end_of_stream=last, start=segment.start, end=segment.end, payload=pickle.dumps(segment),
                              frames=0, faces=0, decode_seconds=0.0, perceive_seconds=0.0, value_bytes=len(piece) * 4))
     return rows
 
 
-def run(settings: Settings, rows: list[StageRow], committer: Committer, durable: list[str], kill_at: int | None = None) -> None:
-    """A job from the committer's last commit to the end of `rows`, or killed before the row at offset `kill_at`."""
+def resumption(rows: list[StageRow]) -> int:
+    """The offset at which the paused call sends again."""
+    return next(r.offset for r in rows if r.stream_id == "paused-call" and r.seq == PAUSE_AFTER)
+
+
+def run(settings: Settings, rows: list[StageRow], committer: Committer, durable: list[str], kill_at: int | None = None,
+        idle_flush: bool = True) -> None:
+    """A job from the committer's last commit to the end of `rows`, or killed before the row at offset `kill_at`.
+
+    `idle_flush`: a job running in real time sees the paused call quiet for a minute, and its idle flush closes
+    the call's session; a job replaying from a commit reads the records at once, and sees no pause on the wall
+    clock."""
     job = LiveJob(settings, Scorer(), sink=Sink(durable), committer=committer)  # type: ignore[arg-type]
     try:
         job._reset_state(ended_before_commit(committer, [TP]))
@@ -141,6 +156,11 @@ def run(settings: Settings, rows: list[StageRow], committer: Committer, durable:
         for row in rows[start:]:
             if row.offset == kill_at:
                 return  # killed: nothing more is flushed or committed
+            if idle_flush and row.offset == resumption(rows):
+                actor = job._actors[0].actor
+                for session in actor.sessions.sessions.values():
+                    session.last_push -= PAUSE_SECONDS  # a minute passes on the wall clock
+                job._push(0, job_module.FLUSH_IDLE)
             job._take(row)
             if row.offset % COMMIT_EVERY == 0:
                 job._scorers.join()
@@ -173,9 +193,10 @@ def test_a_job_killed_at_a_random_point_resumes_with_exactly_the_uninterrupted_r
     """(22.5) the long ids overflowed the metadata (the commit raised) and `[-40:]` dropped straddling streams."""
     settings, rows, whole = scene
     monkeypatch.setattr(job_module.ray, "get", lambda value: value)
-    kill_at = random.Random(seed).randrange(COMMIT_EVERY + 1, len(rows))
+    # kill points at random, and one right after the idle flush, before a commit could name the closed session
+    kill_at = random.Random(seed).randrange(COMMIT_EVERY + 1, len(rows)) if seed else resumption(rows) + 1
     committer, durable = Committer(), []
     run(settings, rows, committer, durable, kill_at=kill_at)
     assert committer.last is not None
-    run(settings, rows, committer, durable)
+    run(settings, rows, committer, durable, idle_flush=False)
     assert set(durable) == set(whole), f"killed before offset {kill_at} of {len(rows)}"

@@ -22,6 +22,11 @@ Where the parts live: the Ray Data flow in `dataflow`, the offsets and the commi
 guarantee of `emostream.sinks.base`) in `commits`, the threads in `workers`, the Serve client in
 `serve_client`; events go to a `Sink` (Kafka by default, `live.sink`).
 
+Streams that pause: a stream quiet for `voice.idle_seconds` is closed by its session actor's idle flush (wall
+clock, only while the job has read everything: a job that is behind is not a quiet stream), and a stream whose
+next segment was sent `voice.idle_seconds` after its last (producer timestamps, which a replay reads again) goes
+on in a fresh session in any case, so a replay cuts a paused stream where the live run did.
+
 The price of exact replay is that Kafka must keep a stream's media for as long as the stream
 is open (retention ≥ the longest call), and a restart re-processes the open streams from
 their start (several times faster than real time).
@@ -86,6 +91,21 @@ class SessionPush:
 
 
 FLUSH_IDLE = None  # a session thread's item: flush the actor's idle streams
+
+
+@dataclass(frozen=True)
+class SessionClose:
+    """A session thread's item: close a stream's session before its next segment (the stream paused)."""
+
+    stream_id: str
+
+
+@dataclass
+class OpenStream:
+    """What the driver keeps of a stream whose session is open."""
+
+    since: float  # media start of the session's first segment
+    last_sent_ms: int  # producer timestamp of its latest segment
 
 
 class RecentStreams(AbstractSet[str]):
@@ -204,7 +224,7 @@ class LiveJob:
         self.next_index: dict[int, int] = {}
         self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
         self.caught_up: dict[TopicPartition, bool] = {}  # per partition: everything there was has been read
-        self.open_since: dict[str, float] = {}  # per open stream: media start of its session's first segment (driver)
+        self.open: dict[str, OpenStream] = {}  # per stream with an open session (driver)
         self._last_pushed: dict[str, Held] = {}  # per open stream: its last segment handed to its session (session threads)
 
     def _pipeline(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> None:
@@ -217,10 +237,12 @@ class LiveJob:
                 now = time.monotonic()
                 if now - last_idle >= 1.0:
                     last_idle = now
-                    # wall-clock gaps only for streams that went quiet, not for a job that is behind
-                    self._apply(self.orderer.tick(caught_up=all(self.caught_up.values())))
-                    for worker in self._sessions:
-                        worker.put(FLUSH_IDLE)
+                    # wall-clock decisions only for streams that went quiet, not for a job that is behind
+                    caught_up = all(self.caught_up.values())
+                    self._apply(self.orderer.tick(caught_up=caught_up))
+                    if caught_up:
+                        for worker in self._sessions:
+                            worker.put(FLUSH_IDLE)
                 if self._lost is not None:
                     raise SessionLost(self._lost)
                 if now - last_commit >= self.live.commit_seconds:
@@ -288,22 +310,40 @@ class LiveJob:
         self.ledger.hold(stream, held)
         self.metrics.streams.set(self.ledger.open_streams())
         assert row.seq is not None
+        # A stream that paused for voice.idle_seconds (producer timestamps, in the log: a replay decides the same)
+        # goes on in a fresh session, as it does when its idle flush closed it meanwhile.
+        worker = self._sessions[owner(stream, len(self._sessions))]
+        opened = self.open.get(stream)
+        if opened is not None and row.timestamp_ms - opened.last_sent_ms >= 1000 * self.settings.voice.idle_seconds:
+            log.info("stream %s resumed after %.0f s: in a fresh session", stream, (row.timestamp_ms - opened.last_sent_ms) / 1000)
+            worker.put(SessionClose(stream))
+            opened = None
+        if opened is None:
+            opened = self.open[stream] = OpenStream(row.start, row.timestamp_ms)
+        opened.last_sent_ms = row.timestamp_ms
         # A stream that never ends would hold the commit at its first segment forever: past max_stream_seconds of
         # media its session is closed (like an idle one) and its offsets released; the next segment starts afresh.
         # On media time, so a replay closes it at the same segment.
-        since = self.open_since.setdefault(stream, row.start)
-        close = not row.end_of_stream and row.end - since >= self.live.max_stream_seconds
+        close = not row.end_of_stream and row.end - opened.since >= self.live.max_stream_seconds
         if close:
-            log.info("stream %s open for %.0f s of media: closing its session", stream, row.end - since)
+            log.info("stream %s open for %.0f s of media: closing its session", stream, row.end - opened.since)
         if close or row.end_of_stream:
-            del self.open_since[stream]
-        push = SessionPush(stream, row.payload, row.end_of_stream, row.seq, held, close)
-        self._sessions[owner(stream, len(self._sessions))].put(push)
+            del self.open[stream]
+        worker.put(SessionPush(stream, row.payload, row.end_of_stream, row.seq, held, close))
 
-    def _push(self, index: int, item: SessionPush | None) -> None:
-        """Session thread `index`: a segment to its actor (or FLUSH_IDLE), and the utterances closed to scoring."""
+    def _push(self, index: int, item: SessionPush | SessionClose | None) -> None:
+        """Session thread `index`: a segment to its actor (or FLUSH_IDLE, or a SessionClose), and the utterances
+        closed to scoring."""
         if self._lost is not None:
             return  # the pipeline is being rebuilt from the last commit: what is queued replays
+        if isinstance(item, SessionClose):
+            try:
+                closing: list[UtteranceBundle] = ray.get(self._actors[index].close.remote(item.stream_id))
+            except RayActorError:
+                self._lost = f"session actor {index} died"
+                return
+            self._submit(item.stream_id, closing, True, self._last_pushed.get(item.stream_id))
+            return
         started = time.perf_counter()
         if item is not FLUSH_IDLE:
             self._last_pushed[item.stream_id] = item.held
@@ -327,8 +367,8 @@ class LiveJob:
         if item is FLUSH_IDLE:
             for stream, closing in flushed.items():
                 log.info("stream %s went idle: closing it", stream)
-                self.open_since.pop(stream, None)  # if it resumes, in a fresh session
-                self._submit(stream, closing, True, self._last_pushed.pop(stream, None))
+                self.open.pop(stream, None)  # if it resumes, in a fresh session
+                self._submit(stream, closing, True, self._last_pushed.get(stream))
             return
         self.metrics.stage.labels("session").observe(time.perf_counter() - started)
         with self._lock:
@@ -351,7 +391,8 @@ class LiveJob:
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool, through: Held | None = None) -> None:
         """Hand a stream's closed utterances to its scorer; at its end (or its session's close), with its offsets up
-        to `through`, the last segment its session had (later ones are held for the session that follows)."""
+        to `through`, the last segment its session had (later ones are held for the session that follows; None:
+        nothing was pushed since the last release)."""
         scored = with_roles(bundles, self.live.score_roles)
         if len(scored) < len(bundles):
             self.metrics.skipped.labels("role").inc(len(bundles) - len(scored))
@@ -359,7 +400,7 @@ class LiveJob:
             return  # most segments close nothing
         wall_ends = [self.ledger.sent_at(stream, b.end) for b in scored]
         release = []
-        if ended:
+        if ended and through is not None:
             release = self.ledger.release(stream, through)
             self._last_pushed.pop(stream, None)
         self._scorers.put(ScoreJob(stream, scored, release, ended, wall_ends))

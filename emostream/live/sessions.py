@@ -44,6 +44,10 @@ class SessionActor:
             return bundles + self.sessions.close(segment.stream_id), []
         return bundles, self.sessions.drafts(segment.stream_id) if drafts else []
 
+    def close(self, stream_id: str) -> list[UtteranceBundle]:
+        """Close a stream's session (it paused; its next segment starts a fresh one): its last utterances."""
+        return self.sessions.close(stream_id)
+
     def flush_idle(self) -> dict[str, list[UtteranceBundle]]:
         """Streams idle for `voice.idle_seconds`, flushed and forgotten: their last utterances."""
         before = set(self.sessions.sessions)
