@@ -60,3 +60,36 @@ def test_a_broker_stopped_mid_publish_makes_publish_raise(tmp_path: Path, libriv
             publish(librivox[0], "call-10", settings, segment_seconds=1.0, on_segment=stop_after_the_first,
                     producer=producer)
         producer.close(timeout=1)
+
+
+@pytest.mark.broker
+def test_the_kafka_sink_fails_its_flush_when_the_broker_is_gone_and_nothing_is_committed(tmp_path: Path) -> None:
+    """The producer side of the live job: events accepted while the broker is down fail the flush (SinkError),
+    and the commit behind them does not happen."""
+    from kafka import TopicPartition
+
+    from emostream.live.commits import CommitLedger, Held, commit
+    from emostream.sinks import SinkError
+    from emostream.sinks.kafka import KafkaSink
+    from tests.test_commits import FakeCommitter, event
+
+    with EmbeddedBroker(free_port(), tmp_path / "broker") as broker:
+        settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "emotions_topic": "emotions-gone"})
+        ensure_topics(settings.kafka)
+        sink = KafkaSink(settings.kafka)
+        sink.producer.close()
+        sink.producer = make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000, max_block_ms=3000)
+        sink.send(event("call-11", 0.0))
+        sink.flush()  # delivered while the broker runs
+        broker.stop()
+        tp = TopicPartition("media", 0)
+        ledger, log = CommitLedger(), []
+        ledger.read(tp, 0)
+        ledger.hold("call-11", Held(tp, 0, 0.0, 1.0, 0))
+        sink.send(event("call-11", 1.0))
+        ledger.delivered("call-11", ledger.release("call-11"), ended=True)
+        committer = FakeCommitter(log)
+        with pytest.raises(SinkError, match="not delivered to Kafka"):
+            commit(ledger, sink, committer)
+        assert committer.commits == []
+        sink.producer.close(timeout=1)

@@ -161,7 +161,7 @@ class LiveJob:
         self._lock = threading.Lock()  # stats, shared with the scorer threads
         self._actors: list[Any] = []
         self._lost: str | None = None  # why the session actors' state is gone (set by a session thread)
-        self._sessions: list[OrderedWorker[SessionPush | None]] = []
+        self._sessions: list[OrderedWorker[SessionPush | SessionClose | None]] = []
         self._scorers: StreamWorkers[ScoreJob] = StreamWorkers(self._score_job, self.live.max_in_flight)
         self._reset_state({})
 
