@@ -1,5 +1,6 @@
 """`emostream publish` checks each send's result: a broker that goes away mid-publish, or a record the producer
-refuses, is a PublishError naming the segment, never a report of a complete stream (22.7)."""
+refuses, is a PublishError naming the segment, never a report of a complete stream; the live job's Kafka sink
+fails its flush, and nothing is committed behind it (22.7)."""
 
 from __future__ import annotations
 
