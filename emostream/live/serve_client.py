@@ -77,8 +77,8 @@ class ServeClient:
         recognised, texts, position = kept
         started = time.perf_counter()
         try:
-            result = recognised.result()[position]
-            embedding = texts.result()[position] if texts is not None else None
+            result = recognised.result(timeout_s=self.timeout_seconds)[position]
+            embedding = texts.result(timeout_s=self.timeout_seconds)[position] if texts is not None else None
         except Exception:  # the application encodes the closed utterance instead  # noqa: BLE001
             log.warning("stream %s: encoding the draft failed; encoding the utterance again", bundle.stream_id, exc_info=True)
             self.prepared.failed()
