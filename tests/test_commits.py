@@ -249,3 +249,21 @@ def test_a_release_through_a_segment_leaves_the_later_ones_held() -> None:
     read_segments(ledger, "call", [0, 1, 2])
     assert [h.offset for h in ledger.release("call", through=held(1))] == [0, 1]
     assert [h.offset for h in ledger.release("call")] == [2]
+
+
+def test_streams_skipped_on_replay_that_no_longer_fit_keep_the_last_commit() -> None:
+    """(22.5) Skipped streams began before the last commit: the commit cannot wait at their first record, so when
+    they do not all fit (a smaller limit than before) the partition keeps its last commit."""
+    a, b = "a" * 150, "b" * 150
+
+    def replayed(metadata_bytes: int) -> CommitLedger:
+        ledger = CommitLedger(skip={a: 9, b: 10}, metadata_bytes=metadata_bytes)  # both have records up to 9 and 10
+        for offset, stream in ((5, a), (6, b)):
+            ledger.read(TP, offset)
+            assert ledger.skips(stream, TP, offset)
+        read_segments(ledger, "open", [7])  # holds the point at 7: a and b straddle it
+        return ledger
+
+    assert TP not in replayed(200).commit_points()
+    points = replayed(4096).commit_points()
+    assert points[TP].offset == 7 and json.loads(points[TP].metadata)["ended"] == {a: 9, b: 10}
