@@ -175,6 +175,14 @@ class LiveSettings(_Section):
     block_bytes: int = Field(1, ge=1)
     poll_seconds: float = Field(0.1, gt=0)  # Kafka poll timeout of the read tasks
     commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
+    # Kafka's offset.metadata.max.bytes: the commit names ended streams within this (the rest are replayed)
+    commit_metadata_bytes: int = Field(4096, ge=64)
+    # a stream open longer than this (media seconds) is closed and goes on in a fresh session, so the commit can
+    # pass it: Kafka's retention of the media topic must exceed it
+    max_stream_seconds: float = Field(4 * 3600.0, gt=0)
+    score_timeout_seconds: float = Field(60.0, gt=0)  # one Serve scoring call; past it the call counts as failed
+    # tries of a stream's scoring call before its utterances are dead-lettered (processing_error)
+    score_attempts: int = Field(3, ge=1)
     max_in_flight: int = Field(64, ge=1)  # score calls queued or running (streams in parallel); ingestion waits beyond
     score_roles: tuple[str, ...] = ()  # score only speakers with these roles (e.g. "customer"); empty scores everyone
     # Start Whisper on an utterance while the pause that will close it runs out (wasted if speech resumes)

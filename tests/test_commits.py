@@ -96,14 +96,13 @@ def test_the_commit_point_waits_for_the_first_segment_of_an_open_stream() -> Non
 
 
 def test_dead_letters_and_skipped_records_finish_at_once() -> None:
-    ledger = CommitLedger(skip={"replayed"})
+    ledger = CommitLedger(skip={"replayed": 1})
     ledger.read(TP, 0)
     ledger.finished(TP, 0)  # a dead letter
     ledger.read(TP, 1)
     assert ledger.commit_points()[TP].offset == 1
-    ledger.finished(TP, 1)
+    assert ledger.skips("replayed", TP, 1)
     assert ledger.commit_points()[TP].offset == 2
-    assert "replayed" in ledger.skip
 
 
 def test_streams_that_ended_after_the_commit_point_are_named_in_the_metadata_and_skipped_on_replay() -> None:
@@ -115,12 +114,12 @@ def test_streams_that_ended_after_the_commit_point_are_named_in_the_metadata_and
     ledger.delivered("short", ledger.release("short"), ended=True)  # ended behind the still open "long"
     points = commit(ledger, sink, committer)
     assert points[TP].offset == 0
-    assert json.loads(points[TP].metadata) == {"ended": ["short"]}
-    assert ended_before_commit(committer, [TP]) == {"short"}  # a restart skips it
+    assert json.loads(points[TP].metadata) == {"ended": {"short": 2}}
+    assert ended_before_commit(committer, [TP]) == {"short": 2}  # a restart skips it, up to its last record
     ledger.delivered("long", ledger.release("long"), ended=True)
     points = commit(ledger, sink, committer)
     assert points[TP].offset == 3 and points[TP].metadata == ""  # both wholly before the commit now
-    assert ended_before_commit(committer, [TP]) == set()
+    assert ended_before_commit(committer, [TP]) == {}
 
 
 def test_a_commit_flushes_the_sink_first_and_a_failed_flush_commits_nothing() -> None:
@@ -160,3 +159,111 @@ def test_the_jsonl_sink_is_one_file_and_one_registry_line(tmp_path: Path) -> Non
         open_sink("jsonl", load_settings())
     with pytest.raises(ValueError, match="unknown sink 'postgres'"):
         open_sink("postgres", load_settings())
+
+
+def replay(ledger: CommitLedger, point: int, records: list[tuple[str, int]]) -> tuple[CommitLedger, list[tuple[str, int]]]:
+    """A restart from `ledger`'s commit: the records (stream, offset) at or after the point that are processed again."""
+    committer = FakeCommitter([])
+    commit(ledger, RecordingSink([]), committer)
+    assert committer.commits[-1][TP].offset == point
+    again = CommitLedger(skip=ended_before_commit(committer, [TP]))
+    processed = []
+    for stream, offset in records:
+        if offset >= point:
+            again.read(TP, offset)
+            if not again.skips(stream, TP, offset):
+                processed.append((stream, offset))
+    return again, processed
+
+
+def test_long_stream_ids_stay_within_the_metadata_limit_and_a_stream_that_straddles_the_commit_holds_it() -> None:
+    """(22.5) Ids of 1 KB: the metadata stays under the limit; an ended stream whose first record lies before the
+    commit point but does not fit keeps the commit at its first record, so a replay never sees its tail alone."""
+    long = [f"{name}-" + "x" * 1000 for name in "abcdef"]
+    records = [(long[0], 0), (long[1], 1), (long[2], 2), ("open", 3)] + [(s, 4 + i) for i, s in enumerate(long)]
+    ledger = CommitLedger(metadata_bytes=2200)
+    for stream, offset in records:
+        ledger.read(TP, offset)
+        ledger.hold(stream, held(offset))
+    for stream in long:
+        ledger.delivered(stream, ledger.release(stream), ended=True)
+    # "open" holds the commit at 3; a, b, c straddle it (records before and after); only two ids fit in 2200 bytes
+    points = ledger.commit_points()
+    assert len(points[TP].metadata) <= 2200
+    assert points[TP].offset == 2  # c did not fit: the commit stays at its first record
+    assert set(json.loads(points[TP].metadata)["ended"]) == {long[0], long[1]}
+    _, processed = replay(ledger, 2, records)
+    replayed = {stream for stream, _ in processed}
+    assert long[0] not in replayed and long[1] not in replayed
+    assert [o for s, o in processed if s == long[2]] == [2, 6]  # c is replayed whole, from its first record
+    for stream in long[3:]:  # wholly after the commit, not named: replayed whole (the same ids again)
+        assert [o for s, o in processed if s == stream] == [4 + long.index(stream)]
+
+
+@pytest.mark.parametrize("metadata_bytes", [4096, 400])
+def test_many_short_streams_ending_behind_a_long_one_are_all_skipped_or_replayed_whole(metadata_bytes: int) -> None:
+    """(22.5) Sixty short calls straddle the point held by a long one. The old `[-40:]` named the 40 that ended
+    last and dropped the others: their tails were replayed alone. Each must be skipped, or replayed whole."""
+    records = [(f"short-{i}", i) for i in range(60)] + [("long", 60)] + [(f"short-{i}", 61 + i) for i in range(60)]
+    ledger = CommitLedger(metadata_bytes=metadata_bytes)
+    for stream, offset in records:
+        ledger.read(TP, offset)
+        ledger.hold(stream, held(offset))
+    for i in range(60):
+        ledger.delivered(f"short-{i}", ledger.release(f"short-{i}"), ended=True)
+    point = ledger.commit_points()[TP].offset
+    assert point == 60 if metadata_bytes == 4096 else point < 60  # too small for all: the commit waits
+    _, processed = replay(ledger, point, records)
+    by_stream: dict[str, list[int]] = {}
+    for stream, offset in processed:
+        by_stream.setdefault(stream, []).append(offset)
+    for i in range(60):
+        assert by_stream.get(f"short-{i}") in (None, [i, 61 + i])
+    assert by_stream["long"] == [60]
+
+
+def test_an_idle_stream_that_resumed_is_skipped_only_up_to_its_idle_close() -> None:
+    """(22.9) An idle flush closed "call" (its events out); it resumed; the job crashed: the replay skips the
+    closed part only, and the resumed part is scored as the fresh session it was."""
+    records = [("other", 0), ("call", 1), ("call", 2), ("call", 3), ("call", 4)]
+    ledger = CommitLedger()
+    for stream, offset in records[:3]:
+        ledger.read(TP, offset)
+        ledger.hold(stream, held(offset))
+    ledger.delivered("call", ledger.release("call"), ended=True)  # the idle close
+    for stream, offset in records[3:]:  # it resumes
+        ledger.read(TP, offset)
+        ledger.hold(stream, held(offset))
+    again, processed = replay(ledger, 0, records)
+    assert processed == [("other", 0), ("call", 3), ("call", 4)]
+    # the replay's own commit keeps naming the skipped part while it lies after the point
+    for stream, offset in processed:
+        again.hold(stream, held(offset))
+    again.delivered("call", again.release("call"), ended=False)
+    assert json.loads(again.commit_points()[TP].metadata)["ended"] == {"call": 2}
+
+
+def test_a_release_through_a_segment_leaves_the_later_ones_held() -> None:
+    """A session closed at offset 1 (idle, or open too long) while offset 2 was already held for the next one."""
+    ledger = CommitLedger()
+    read_segments(ledger, "call", [0, 1, 2])
+    assert [h.offset for h in ledger.release("call", through=held(1))] == [0, 1]
+    assert [h.offset for h in ledger.release("call")] == [2]
+
+
+def test_streams_skipped_on_replay_that_no_longer_fit_keep_the_last_commit() -> None:
+    """(22.5) Skipped streams began before the last commit: the commit cannot wait at their first record, so when
+    they do not all fit (a smaller limit than before) the partition keeps its last commit."""
+    a, b = "a" * 150, "b" * 150
+
+    def replayed(metadata_bytes: int) -> CommitLedger:
+        ledger = CommitLedger(skip={a: 9, b: 10}, metadata_bytes=metadata_bytes)  # both have records up to 9 and 10
+        for offset, stream in ((5, a), (6, b)):
+            ledger.read(TP, offset)
+            assert ledger.skips(stream, TP, offset)
+        read_segments(ledger, "open", [7])  # holds the point at 7: a and b straddle it
+        return ledger
+
+    assert TP not in replayed(200).commit_points()
+    points = replayed(4096).commit_points()
+    assert points[TP].offset == 7 and json.loads(points[TP].metadata)["ended"] == {a: 9, b: 10}

@@ -87,3 +87,53 @@ def test_idle_streams_are_forgotten_so_memory_stays_bounded() -> None:
     clock.now = 61
     orderer.tick()
     assert orderer.streams() == []
+
+
+def test_under_load_a_late_segment_is_waited_for_on_the_media_clock_not_the_wall_clock() -> None:
+    """(22.11) A slow job (a minute of wall clock between rows) with segments out of order: no gap while the
+    stream's own media has not moved `gap_timeout` past the hole."""
+    clock = Clock()
+    orderer: StreamOrderer[int] = StreamOrderer(gap_timeout=10, clock=clock)
+    orderer.push("s", 0, 0, media_time=0.0)
+    for seq in (2, 3):
+        clock.now += 60
+        assert orderer.push("s", seq, seq, media_time=2.0 * seq).released == []
+        assert orderer.tick(caught_up=False).gaps == []  # still rows to read: the job is behind, not the stream
+    clock.now += 60
+    assert orderer.push("s", 1, 1, media_time=2.0).released == [1, 2, 3]
+
+
+def test_a_gap_is_declared_when_the_stream_media_moved_on_whatever_the_wall_clock() -> None:
+    """(22.11) The same pushes give the same gaps at any speed: the wall clock never moves here."""
+    orderer: StreamOrderer[int] = StreamOrderer(gap_timeout=10, clock=lambda: 0.0)
+    orderer.push("s", 0, 0, media_time=0.0)
+    released = []
+    for seq in range(2, 8):  # seq 1 never comes; the hole appeared at media 4.0
+        outcome = orderer.push("s", seq, seq, media_time=2.0 * seq)
+        released += outcome.released
+        assert (outcome.gaps == [Gap("s", 1, 2)]) == (seq == 7)  # 14.0 - 4.0 >= 10
+    assert released == [2, 3, 4, 5, 6, 7]
+
+
+def test_a_stream_that_goes_quiet_with_a_hole_is_given_up_once_the_job_has_read_everything() -> None:
+    clock = Clock()
+    orderer: StreamOrderer[int] = StreamOrderer(gap_timeout=10, idle_timeout=600, clock=clock)
+    orderer.push("s", 0, 0, media_time=0.0)
+    orderer.push("s", 2, 2, media_time=4.0, end_of_stream=True)
+    clock.now = 30
+    assert orderer.tick(caught_up=False).released == []
+    outcome = orderer.tick(caught_up=True)
+    assert outcome.released == [2] and outcome.gaps == [Gap("s", 1, 2)] and orderer.streams() == []
+
+
+def test_the_number_of_streams_held_is_bounded(monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """(22.17) Streams that never end and never idle out (within the timeout) do not grow the orderer forever."""
+    from emostream.ingest import ordering
+
+    monkeypatch.setattr(ordering, "OPEN_STREAMS", 3)
+    orderer: StreamOrderer[int] = StreamOrderer()
+    orderer.push("holey", 0, 0)
+    orderer.push("holey", 2, 2)  # a hole: kept
+    for stream in ("a", "b", "c", "d"):
+        orderer.push(stream, 0, 0)
+    assert orderer.streams() == ["holey", "c", "d"]

@@ -153,3 +153,34 @@ def test_a_draft_is_the_audio_its_utterance_closes_with(librivox: list[Path], mo
     (closed_at, audio_bytes), _ = closed
     assert drafted.get(audio_bytes) == closed_at - 1
     assert all(np.array_equal(a, b) for a, b in voices) and len(voices) == 2
+
+
+def test_a_segment_far_from_the_stream_clock_is_refused_and_later_audio_kept(librivox: list[Path],
+                                                                             models: dict[str, object]) -> None:
+    """(22.10) A segment starting at 1e9 s moved the stream's end there, and every later segment's audio was
+    trimmed away: no utterance came out of the rest of the stream."""
+    from emostream.perception.session import SegmentOutOfPlace
+
+    session = StreamSession("jumpy", load_settings(), models["voices"])  # type: ignore[arg-type]
+    audio = read_mono(librivox[0])[: 3 * RATE]
+    assert session.push(segment_of("jumpy", 0, audio[: RATE], 0.0)) == []
+    with pytest.raises(SegmentOutOfPlace, match=r"segment 1 of stream 'jumpy' starts at 1000000000\.000 s"):
+        session.push(segment_of("jumpy", 1, audio[RATE : 2 * RATE], 1e9))
+    with pytest.raises(SegmentOutOfPlace, match="from the stream's end"):
+        session.push(segment_of("jumpy", 1, audio[RATE : 2 * RATE], -1e6))
+    session.push(segment_of("jumpy", 2, audio[RATE:], 1.0))
+    assert session.end == pytest.approx(3.0) and session._channels[0].audio_end == pytest.approx(3.0)
+    closed = session.push(segment_of("jumpy", 3, room_noise(2.0), 3.0, end_of_stream=True))
+    assert closed and all(b.end <= 3.0 for b in closed)
+
+
+def test_idleness_is_judged_on_the_injected_clock(librivox: list[Path], models: dict[str, object]) -> None:
+    """(22.11) Idleness is the only wall-clock decision of a session, and its clock is injected."""
+    now = [100.0]
+    sessions = StreamSessions(load_settings(voice={"idle_seconds": 5.0}), models["voices"], clock=lambda: now[0])  # type: ignore[arg-type]
+    sessions.push(segment_of("quiet", 0, read_mono(librivox[1])[: 2 * RATE], 0.0))
+    now[0] = 104.0
+    assert sessions.flush_idle() == [] and "quiet" in sessions.sessions
+    now[0] = 105.5
+    sessions.flush_idle()
+    assert sessions.sessions == {}

@@ -1,4 +1,8 @@
-"""Publish a media file to the media topic as a stream of self-contained segments."""
+"""Publish a media file to the media topic as a stream of self-contained segments.
+
+`KafkaProducer.flush` returns when every send has finished, delivered or not: `publish` checks each send's result
+and raises `PublishError` naming the first segment the broker did not take.
+"""
 
 from __future__ import annotations
 
@@ -8,11 +12,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from kafka import KafkaProducer
+from kafka.errors import KafkaError
+from kafka.producer.future import FutureRecordMetadata
 
 from emostream.kafka.clients import producer as make_producer
 from emostream.media.records import MediaRecord, media_records
 from emostream.media.segmenter import MediaError
 from emostream.settings import Settings
+
+
+class PublishError(RuntimeError):
+    """Records of the stream were not delivered to the media topic: the stream there is incomplete."""
 
 
 @dataclass(frozen=True)
@@ -38,7 +48,8 @@ def publish(
 
     `realtime` paces segments to the media clock, as a live source would send them.
     `channels` names the audio channels in order (e.g. ("agent", "customer")).
-    Raises MediaError for unreadable input, a wrong channel map or an oversized segment.
+    Raises MediaError for unreadable input, a wrong channel map or an oversized segment, and PublishError when
+    the producer or the broker refused a record.
     """
     kafka = settings.kafka
     own_producer = producer is None
@@ -46,6 +57,7 @@ def publish(
     started = time.monotonic()
     sent = total_bytes = 0
     end = 0.0
+    pending: list[tuple[int, FutureRecordMetadata]] = []  # (seq, the send's result) of every record
     try:
         for record in media_records(path, stream_id, settings.ingest, channels, segment_seconds):
             if record.payload:
@@ -59,7 +71,13 @@ def publish(
                     if delay > 0:
                         time.sleep(delay)
             headers = record.headers.model_copy(update={"sent_at": time.time()})
-            producer.send(kafka.media_topic, key=stream_id.encode(), value=record.payload, headers=headers.to_kafka())
+            try:
+                future = producer.send(kafka.media_topic, key=stream_id.encode(), value=record.payload,
+                                       headers=headers.to_kafka())
+            except KafkaError as error:  # refused before it was queued (too large, buffer full past max_block_ms)
+                raise PublishError(f"{path}: the producer refused segment {record.headers.seq} of stream {stream_id!r} "
+                                   f"for {kafka.media_topic}: {error!r}") from error
+            pending.append((record.headers.seq, future))
             if record.payload:
                 sent += 1
                 total_bytes += len(record.payload)
@@ -67,6 +85,13 @@ def publish(
                 if on_segment is not None:
                     on_segment(record)
         producer.flush()
+        failed = [(seq, future.exception) for seq, future in pending if future.failed()]
+        if failed:
+            seq, error = failed[0]
+            raise PublishError(
+                f"{path}: {len(failed)} of {len(pending)} records of stream {stream_id!r} were not delivered to "
+                f"{kafka.media_topic} at {kafka.bootstrap_servers}, the first segment {seq}: {error!r}. Publish the file "
+                f"again once the broker is reachable (under a new stream id: the job has seen part of this one)")
     finally:
         if own_producer:
             producer.close()

@@ -13,12 +13,19 @@ and moves past an ended stream only once all of its events were sent (and the pr
 flushed). After a crash — of the job, or of a session actor, on which the job rebuilds its
 pipeline — the open streams replay from their first segment through fresh sessions, which
 find the same utterances and speakers again: repeated events have the ids of the first.
-Streams that had ended before the crash but lie after the commit point are named in the
-commit's metadata and skipped on replay.
+Streams that had ended (or were closed as idle) before the crash but have records after the
+commit point are named in the commit's metadata with their last offset, and skipped up to it
+on replay (`commits`: the metadata is bounded in bytes; a stream that does not fit is replayed
+whole, or holds the commit at its first record).
 
 Where the parts live: the Ray Data flow in `dataflow`, the offsets and the commit (with the delivery
 guarantee of `emostream.sinks.base`) in `commits`, the threads in `workers`, the Serve client in
 `serve_client`; events go to a `Sink` (Kafka by default, `live.sink`).
+
+Streams that pause: a stream quiet for `voice.idle_seconds` is closed by its session actor's idle flush (wall
+clock, only while the job has read everything: a job that is behind is not a quiet stream), and a stream whose
+next segment was sent `voice.idle_seconds` after its last (producer timestamps, which a replay reads again) goes
+on in a fresh session in any case, so a replay cuts a paused stream where the live run did.
 
 The price of exact replay is that Kafka must keep a stream's media for as long as the stream
 is open (retention ≥ the longest call), and a restart re-processes the open streams from
@@ -30,21 +37,23 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
+from collections import OrderedDict, deque
+from collections.abc import Callable, Iterator
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
 import ray
 from kafka import TopicPartition
-from ray.exceptions import RayActorError, RayTaskError
+from ray.exceptions import RayActorError
 
-from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, UtteranceEmotionEvent
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
+from emostream.ingest.records import dead_letter_event
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.live.commits import CommitLedger, Committer, Held, commit, ended_before_commit
 from emostream.live.dataflow import perceived_rows
-from emostream.live.serve_client import ScoringService
+from emostream.live.serve_client import ScoringFailed, ScoringService, score_with_retries
 from emostream.live.sessions import SessionActor, owner
 from emostream.live.source import TICK, media_partitions
 from emostream.live.stages import REJECTED, StageRow, dead_letter
@@ -76,9 +85,51 @@ class SessionPush:
     stream_id: str
     payload: bytes  # the pickled PerceivedSegment
     ended: bool
+    seq: int
+    held: Held  # where the segment is (for a dead letter if its session fails on it)
+    close: bool = False  # close the stream's session after it (open longer than live.max_stream_seconds)
 
 
 FLUSH_IDLE = None  # a session thread's item: flush the actor's idle streams
+
+
+@dataclass(frozen=True)
+class SessionClose:
+    """A session thread's item: close a stream's session before its next segment (the stream paused)."""
+
+    stream_id: str
+
+
+@dataclass
+class OpenStream:
+    """What the driver keeps of a stream whose session is open."""
+
+    since: float  # media start of the session's first segment
+    last_sent_ms: int  # producer timestamp of its latest segment
+
+
+class RecentStreams(AbstractSet[str]):
+    """The streams that ended most recently, at most `capacity` (a set for callers waiting on streams to end;
+    bounded, as a job runs forever)."""
+
+    def __init__(self, capacity: int = 10_000) -> None:
+        self.capacity = capacity
+        self._names: OrderedDict[str, None] = OrderedDict()
+
+    def add(self, stream_id: str) -> None:
+        self._names[stream_id] = None
+        self._names.move_to_end(stream_id)
+        while len(self._names) > self.capacity:
+            self._names.popitem(last=False)
+
+    def __contains__(self, stream_id: object) -> bool:
+        return stream_id in self._names
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
 
 
 @dataclass
@@ -87,7 +138,7 @@ class JobStats:
     events: int = 0
     dead_letters: int = 0
     restarts: int = 0
-    ended_streams: set[str] = field(default_factory=set)
+    ended_streams: RecentStreams = field(default_factory=RecentStreams)
 
 
 class LiveJob:
@@ -110,9 +161,9 @@ class LiveJob:
         self._lock = threading.Lock()  # stats, shared with the scorer threads
         self._actors: list[Any] = []
         self._lost: str | None = None  # why the session actors' state is gone (set by a session thread)
-        self._sessions: list[OrderedWorker[SessionPush | None]] = []
+        self._sessions: list[OrderedWorker[SessionPush | SessionClose | None]] = []
         self._scorers: StreamWorkers[ScoreJob] = StreamWorkers(self._score_job, self.live.max_in_flight)
-        self._reset()
+        self._reset_state({})
 
     # -- the loop ------------------------------------------------------------------------------
 
@@ -124,6 +175,7 @@ class LiveJob:
         self._sessions = [OrderedWorker(f"emostream-session-{i}", lambda item, i=i: self._push(i, item), self.live.max_in_flight)
                           for i in range(self.live.session_actors)]
         try:
+            self._reset()
             while not stop.is_set():
                 try:
                     self._pipeline(stop, until)
@@ -149,16 +201,9 @@ class LiveJob:
         return self.stats
 
     def _reset(self) -> None:
-        ingest = self.settings.ingest
-        self.orderer: StreamOrderer[StageRow] = StreamOrderer(ingest.reorder_buffer, ingest.gap_timeout_seconds,
-                                                              ingest.stream_idle_seconds)
+        """Start over from the last commit: fresh state (streams that ended after it are skipped), fresh sessions."""
         partitions = [TopicPartition(self.settings.kafka.media_topic, p) for p in media_partitions(self.settings.kafka)]
-        self.ledger = CommitLedger(skip=ended_before_commit(self.committer, partitions))
-        self.highwater: dict[TopicPartition, int] = {}
-        self.contexts: dict[str, StreamContexts] = {}
-        self.unordered: dict[int, dict[int, StageRow]] = {}  # per read task: rows ahead of their turn
-        self.next_index: dict[int, int] = {}
-        self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
+        self._reset_state(ended_before_commit(self.committer, partitions))
         for actor in self._actors:
             ray.kill(actor)
         self._lost = None
@@ -166,6 +211,21 @@ class LiveJob:
         self._actors = [SessionActor.options(name=f"emostream-session-{self.group_id}-{i}").remote(blob)  # type: ignore[attr-defined]
                         for i in range(self.live.session_actors)]
         ray.get([actor.ping.remote() for actor in self._actors])
+
+    def _reset_state(self, skip: dict[str, int]) -> None:
+        """The driver's bookkeeping, empty (no Ray or broker needed: the job's parts are tested without them)."""
+        ingest = self.settings.ingest
+        self.orderer: StreamOrderer[StageRow] = StreamOrderer(ingest.reorder_buffer, ingest.gap_timeout_seconds,
+                                                              ingest.stream_idle_seconds)
+        self.ledger = CommitLedger(skip, self.live.commit_metadata_bytes)
+        self.highwater: dict[TopicPartition, int] = {}
+        self.contexts: dict[str, StreamContexts] = {}
+        self.unordered: dict[int, dict[int, StageRow]] = {}  # per read task: rows ahead of their turn
+        self.next_index: dict[int, int] = {}
+        self.read_up_to: dict[TopicPartition, int] = {}  # next offset after the last record read, per partition
+        self.caught_up: dict[TopicPartition, bool] = {}  # per partition: everything there was has been read
+        self.open: dict[str, OpenStream] = {}  # per stream with an open session (driver)
+        self._last_pushed: dict[str, Held] = {}  # per open stream: its last segment handed to its session (session threads)
 
     def _pipeline(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> None:
         last_commit = last_idle = time.monotonic()
@@ -177,9 +237,12 @@ class LiveJob:
                 now = time.monotonic()
                 if now - last_idle >= 1.0:
                     last_idle = now
-                    self._apply(self.orderer.tick())
-                    for worker in self._sessions:
-                        worker.put(FLUSH_IDLE)
+                    # wall-clock decisions only for streams that went quiet, not for a job that is behind
+                    caught_up = all(self.caught_up.values())
+                    self._apply(self.orderer.tick(caught_up=caught_up))
+                    if caught_up:
+                        for worker in self._sessions:
+                            worker.put(FLUSH_IDLE)
                 if self._lost is not None:
                     raise SessionLost(self._lost)
                 if now - last_commit >= self.live.commit_seconds:
@@ -207,21 +270,22 @@ class LiveJob:
         tp = row.tp
         if row.highwater is not None and row.highwater >= 0:
             self.highwater[tp] = row.highwater
-        if row.kind == TICK:
+        if row.kind == TICK:  # an empty poll: the read task is at the partition's end
+            self.caught_up[tp] = True
             return
+        self.caught_up[tp] = row.highwater is not None and 0 <= row.highwater <= row.offset + 1
         self.metrics.stage.labels("decode").observe(row.decode_seconds)
         self.metrics.stage.labels("fetch").observe(max(0.0, (row.read_ms - row.timestamp_ms) / 1000))
         self.metrics.stage.labels("ingest").observe(max(0.0, time.time() - row.read_ms / 1000))
         self.read_up_to[tp] = row.offset + 1
         self.ledger.read(tp, row.offset)
-        if row.stream_id in self.ledger.skip:  # its events were all sent before the crash
-            self.ledger.finished(tp, row.offset)
+        if self.ledger.skips(row.stream_id, tp, row.offset):  # its events were all sent before the crash
             return
         if row.kind == REJECTED and row.seq is None:
             self._dead_letter(row.dead_letter_event(), row)
             return
         assert row.stream_id is not None and row.seq is not None  # a row with headers names both
-        outcome = self.orderer.push(row.stream_id, row.seq, row, row.end_of_stream)
+        outcome = self.orderer.push(row.stream_id, row.seq, row, row.end_of_stream, media_time=row.start)
         if outcome.rejected is not None:
             self._dead_letter(_rejected(row, outcome.rejected), row)
         self._apply(outcome)
@@ -242,48 +306,103 @@ class LiveJob:
         self.metrics.frames.inc(row.frames)
         self.metrics.faces.inc(row.faces)
         self.metrics.stage.labels("perceive").observe(row.perceive_seconds)
-        self.ledger.hold(stream, Held(row.tp, row.offset, row.start, row.end, row.timestamp_ms))
+        held = Held(row.tp, row.offset, row.start, row.end, row.timestamp_ms, row.value_bytes)
+        self.ledger.hold(stream, held)
         self.metrics.streams.set(self.ledger.open_streams())
-        self._sessions[owner(stream, len(self._sessions))].put(SessionPush(stream, row.payload, row.end_of_stream))
+        assert row.seq is not None
+        # A stream that paused for voice.idle_seconds (producer timestamps, in the log: a replay decides the same)
+        # goes on in a fresh session, as it does when its idle flush closed it meanwhile.
+        worker = self._sessions[owner(stream, len(self._sessions))]
+        opened = self.open.get(stream)
+        if opened is not None and row.timestamp_ms - opened.last_sent_ms >= 1000 * self.settings.voice.idle_seconds:
+            log.info("stream %s resumed after %.0f s: in a fresh session", stream, (row.timestamp_ms - opened.last_sent_ms) / 1000)
+            worker.put(SessionClose(stream))
+            opened = None
+        if opened is None:
+            opened = self.open[stream] = OpenStream(row.start, row.timestamp_ms)
+        opened.last_sent_ms = row.timestamp_ms
+        # A stream that never ends would hold the commit at its first segment forever: past max_stream_seconds of
+        # media its session is closed (like an idle one) and its offsets released; the next segment starts afresh.
+        # On media time, so a replay closes it at the same segment.
+        close = not row.end_of_stream and row.end - opened.since >= self.live.max_stream_seconds
+        if close:
+            log.info("stream %s open for %.0f s of media: closing its session", stream, row.end - opened.since)
+        if close or row.end_of_stream:
+            del self.open[stream]
+        worker.put(SessionPush(stream, row.payload, row.end_of_stream, row.seq, held, close))
 
-    def _push(self, index: int, item: SessionPush | None) -> None:
-        """Session thread `index`: a segment to its actor (or FLUSH_IDLE), and the utterances closed to scoring."""
+    def _push(self, index: int, item: SessionPush | SessionClose | None) -> None:
+        """Session thread `index`: a segment to its actor (or FLUSH_IDLE, or a SessionClose), and the utterances
+        closed to scoring."""
         if self._lost is not None:
             return  # the pipeline is being rebuilt from the last commit: what is queued replays
+        if isinstance(item, SessionClose):
+            try:
+                closing: list[UtteranceBundle] = ray.get(self._actors[index].close.remote(item.stream_id))
+            except RayActorError:
+                self._lost = f"session actor {index} died"
+                return
+            self._submit(item.stream_id, closing, True, self._last_pushed.get(item.stream_id))
+            return
         started = time.perf_counter()
+        if item is not FLUSH_IDLE:
+            self._last_pushed[item.stream_id] = item.held
         try:
             if item is FLUSH_IDLE:
                 flushed: dict[str, list[UtteranceBundle]] = ray.get(self._actors[index].flush_idle.remote())
             else:
-                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload, self.live.prepare_drafts))
+                bundles, drafts = ray.get(self._actors[index].push.remote(item.payload, self.live.prepare_drafts, item.close))
         except RayActorError:
             self._lost = f"session actor {index} died"
             return
-        except RayTaskError:  # a bug met by this segment: it is lost, not the stream or the job
-            log.exception("session actor %d failed on %s", index, "idle flush" if item is FLUSH_IDLE else item.stream_id)
-            self.metrics.errors.labels("session_failed").inc()
+        except Exception as error:  # noqa: BLE001 (a bug met by this segment: it is lost, not the stream or the job)
+            if item is FLUSH_IDLE:
+                log.exception("session actor %d failed on the idle flush", index)
+                self.metrics.errors.labels("session_failed").inc()
+                return
+            # (on an end-of-stream marker too: the session is still open on the actor, and its idle flush
+            # closes the stream and releases its offsets with its last events)
+            self._session_failed(item, error)
             return
         if item is FLUSH_IDLE:
             for stream, closing in flushed.items():
                 log.info("stream %s went idle: closing it", stream)
-                self._submit(stream, closing, ended=True)
+                self.open.pop(stream, None)  # if it resumes, in a fresh session
+                self._submit(stream, closing, True, self._last_pushed.get(stream))
             return
         self.metrics.stage.labels("session").observe(time.perf_counter() - started)
         with self._lock:
             self.stats.segments += 1
-        self._submit(item.stream_id, bundles, item.ended)
+        self._submit(item.stream_id, bundles, item.ended or item.close, item.held)
         if drafts := with_roles(drafts, self.live.score_roles):
             self.scorer.prepare(drafts)
 
-    def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool) -> None:
-        """Hand a stream's closed utterances to its scorer; at its end, with all of its offsets."""
+    def _session_failed(self, item: SessionPush, error: Exception) -> None:
+        """Dead-letter a segment its session failed on; its offset stays held with the stream's others (and is
+        released with them at the stream's end), so a crash before then replays it too."""
+        log.error("session failed on segment %d of stream %s: %r", item.seq, item.stream_id, error)
+        cause = getattr(error, "cause", None) or error  # a RayTaskError carries the actor's exception
+        held = item.held
+        detail = f"segment {item.seq} of stream {item.stream_id!r}: the stream's session failed on it: {cause}"
+        self._send_dead_letter(dead_letter_event(
+            Rejection(DeadLetterReason.PROCESSING_ERROR, detail[:2000]),
+            SourceCoordinates(topic=held.tp.topic, partition=held.tp.partition, offset=held.offset),
+            item.stream_id, item.seq, item.stream_id, held.value_bytes))
+
+    def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool, through: Held | None = None) -> None:
+        """Hand a stream's closed utterances to its scorer; at its end (or its session's close), with its offsets up
+        to `through`, the last segment its session had (later ones are held for the session that follows; None:
+        nothing was pushed since the last release)."""
         scored = with_roles(bundles, self.live.score_roles)
         if len(scored) < len(bundles):
             self.metrics.skipped.labels("role").inc(len(bundles) - len(scored))
         if not scored and not ended:
             return  # most segments close nothing
         wall_ends = [self.ledger.sent_at(stream, b.end) for b in scored]
-        release = self.ledger.release(stream) if ended else []
+        release = []
+        if ended and through is not None:
+            release = self.ledger.release(stream, through)
+            self._last_pushed.pop(stream, None)
         self._scorers.put(ScoreJob(stream, scored, release, ended, wall_ends))
 
     def _idle(self) -> bool:
@@ -296,20 +415,29 @@ class LiveJob:
     # -- output ---------------------------------------------------------------------------------
 
     def _score_job(self, job: ScoreJob) -> None:
-        """Scorer thread: a stream's closed utterances through the scorer with its context, then out."""
-        try:
-            contexts = self.contexts.setdefault(job.stream_id, StreamContexts())
-            events: list[dict[str, Any]] = []
-            if job.bundles:
-                started = time.perf_counter()
-                events, contexts = self.scorer.score(job.bundles, contexts)
+        """Scorer thread: a stream's closed utterances through the scorer with its context, then out.
+
+        A call that fails or times out is tried `live.score_attempts` times; then each of its utterances is
+        dead-lettered (processing_error, naming the stream, the utterance's times and a segment it came from)
+        before the offsets behind it are released: no offset passes an utterance that was neither sent nor
+        dead-lettered. (Stopping the job to replay instead would meet the same failure again when it is the input's;
+        a Serve outage long enough to exhaust the tries shows as a burst of processing_error dead letters.)"""
+        contexts = self.contexts.setdefault(job.stream_id, StreamContexts())
+        events: list[dict[str, Any]] = []
+        if job.bundles:
+            started = time.perf_counter()
+            try:
+                events, contexts = score_with_retries(self.scorer, job.bundles, contexts, self.live.score_attempts,
+                                                      self.live.score_timeout_seconds)
                 self.contexts[job.stream_id] = contexts
                 self.metrics.stage.labels("score").observe(time.perf_counter() - started)
                 self.metrics.batch.observe(len(job.bundles))
-        except Exception:  # a failed call loses these utterances' events, not the stream  # noqa: BLE001
-            log.exception("stream %s: scoring %d utterances failed", job.stream_id, len(job.bundles))
-            self.metrics.errors.labels("scoring_failed").inc()
-            job, events = ScoreJob(job.stream_id, [], job.release, job.ended), []
+            except ScoringFailed as error:
+                log.error("%s: dead-lettering the utterances", error)
+                self.metrics.errors.labels("scoring_failed").inc()
+                for bundle in job.bundles:
+                    self._dead_letter_utterance(bundle, job.release, str(error))
+                job, events = ScoreJob(job.stream_id, [], job.release, job.ended), []
         self.emit(job, [UtteranceEmotionEvent.model_validate(event) for event in events])
         if job.ended:
             self.contexts.pop(job.stream_id, None)
@@ -332,11 +460,31 @@ class LiveJob:
                 self.stats.ended_streams.add(job.stream_id)
 
     def _dead_letter(self, event: DeadLetterEvent, row: StageRow) -> None:
-        log.warning("dead letter %s at %s/%d/%d: %s", event.reason.value, row.topic, row.partition, row.offset, event.detail)
+        """A record that needs nothing more: dead-lettered, its offset finished."""
+        self._send_dead_letter(event)
+        self.ledger.finished(row.tp, row.offset)
+
+    def _dead_letter_utterance(self, bundle: UtteranceBundle, released: list[Held], why: str) -> None:
+        """An utterance that could not be scored; its segments stay held until the stream ends, as any."""
+        segments = released or self.ledger.held_during(bundle.stream_id, -float("inf"), float("inf"))
+        during = [h for h in segments if h.start < bundle.end and h.end > bundle.start] or segments[-1:]
+        if not during:  # cannot happen: an utterance's segments are held until its stream's events are out
+            log.error("stream %s: no segment held for the utterance at %.2f s", bundle.stream_id, bundle.start)
+            return
+        source = during[0]
+        detail = (f"stream {bundle.stream_id!r}: utterance {bundle.utterance_id} ({bundle.speaker_id}, "
+                  f"{bundle.start:.2f}-{bundle.end:.2f} s) was not scored: {why}")
+        coordinates = SourceCoordinates(topic=source.tp.topic, partition=source.tp.partition, offset=source.offset)
+        self._send_dead_letter(dead_letter_event(Rejection(DeadLetterReason.PROCESSING_ERROR, detail), coordinates,
+                                                 bundle.stream_id, None, bundle.stream_id, source.value_bytes))
+
+    def _send_dead_letter(self, event: DeadLetterEvent) -> None:
+        source = event.source
+        log.warning("dead letter %s at %s/%d/%d: %s", event.reason.value, source.topic, source.partition, source.offset,
+                    event.detail)
         self.sink.dead_letter(event)
         self.metrics.errors.labels(event.reason.value).inc()
         self.metrics.segments.labels("dead_letter").inc()
-        self.ledger.finished(row.tp, row.offset)
         with self._lock:
             self.stats.dead_letters += 1
 

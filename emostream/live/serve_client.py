@@ -1,11 +1,18 @@
-"""The live job's client of the Serve application: drafts to the encoders early, closed utterances to the ingress."""
+"""The live job's client of the Serve application: drafts to the encoders early, closed utterances to the ingress.
+
+Every scoring call is bounded: `ServeClient` gives Serve a timeout, and `score_with_retries` (what the job calls,
+with any `ScoringService`) waits at most `timeout` per try, tries `attempts` times, then raises `ScoringFailed`;
+the job then dead-letters the utterances instead of dropping them (`live.job`).
+"""
 
 from __future__ import annotations
 
 import logging
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import replace
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from ray import serve
 
@@ -18,6 +25,13 @@ from emostream.serve.app import AudioEncoder, TextEncoder
 from emostream.settings import VoiceSettings
 
 log = logging.getLogger(__name__)
+
+R = TypeVar("R")
+RETRY_PAUSE = 1.0  # seconds before the second try, doubled for each further one (Serve replicas restarting)
+
+
+class ScoringFailed(RuntimeError):
+    """A stream's scoring call failed or timed out on every try."""
 
 
 class ScoringService(Protocol):
@@ -37,8 +51,9 @@ class ServeClient:
     encoder; a closed utterance whose audio was drafted gets those results attached here, and the
     application skips the encoders for it (`drafts`)."""
 
-    def __init__(self, app_name: str, voice: VoiceSettings) -> None:
+    def __init__(self, app_name: str, voice: VoiceSettings, timeout_seconds: float = 60.0) -> None:
         self.voice = voice
+        self.timeout_seconds = timeout_seconds  # one scoring call (the live job's `live.score_timeout_seconds`)
         self.ingress = serve.get_app_handle(app_name)
         self.audio = serve.get_deployment_handle(AudioEncoder.name, app_name)
         self.text = serve.get_deployment_handle(TextEncoder.name, app_name) if embeds_text(voice) else None
@@ -47,7 +62,7 @@ class ServeClient:
 
     def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
         bundles = [self._with_prepared(bundle) for bundle in bundles]
-        return self.ingress.score_bundles.remote(bundles, contexts).result()
+        return self.ingress.score_bundles.remote(bundles, contexts).result(timeout_s=self.timeout_seconds)
 
     def prepare(self, drafts: list[Draft]) -> None:
         recognised = self.audio.recognise.remote([draft.audio for draft in drafts])
@@ -62,11 +77,51 @@ class ServeClient:
         recognised, texts, position = kept
         started = time.perf_counter()
         try:
-            result = recognised.result()[position]
-            embedding = texts.result()[position] if texts is not None else None
+            result = recognised.result(timeout_s=self.timeout_seconds)[position]
+            embedding = texts.result(timeout_s=self.timeout_seconds)[position] if texts is not None else None
         except Exception:  # the application encodes the closed utterance instead  # noqa: BLE001
             log.warning("stream %s: encoding the draft failed; encoding the utterance again", bundle.stream_id, exc_info=True)
             self.prepared.failed()
             return bundle
         bundle = with_recognition([bundle], [result], self.voice, time.perf_counter() - started)[0]
         return replace(bundle, text_embedding=embedding) if embedding is not None else bundle
+
+
+def score_with_retries(scorer: ScoringService, bundles: list[UtteranceBundle], contexts: StreamContexts, attempts: int,
+                       timeout: float) -> tuple[list[dict[str, Any]], StreamContexts]:
+    """`scorer.score`, each try bounded by `timeout` seconds, up to `attempts` tries; else `ScoringFailed`."""
+    stream = bundles[0].stream_id if bundles else "?"
+    last: Exception | None = None
+    for attempt in range(1, attempts + 1):
+        try:
+            return _within(timeout, lambda: scorer.score(bundles, contexts))
+        except Exception as error:  # noqa: BLE001 (any failure of the service is retried, then reported)
+            last = error
+            log.warning("stream %s: scoring %d utterances failed (try %d of %d): %r", stream, len(bundles), attempt,
+                        attempts, error)
+            if attempt < attempts:
+                time.sleep(RETRY_PAUSE * 2 ** (attempt - 1))
+    raise ScoringFailed(f"stream {stream!r}: scoring {len(bundles)} utterances failed {attempts} times, the last "
+                        f"with {last!r}") from last
+
+
+def _within(timeout: float, call: Callable[[], R]) -> R:
+    """`call()`, or TimeoutError after `timeout` seconds (the call is left to finish on a daemon thread: a
+    service that hangs must not hang the job)."""
+    result: list[R] = []
+    failure: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            result.append(call())
+        except BaseException as error:  # noqa: BLE001 (handed to the waiting thread)
+            failure.append(error)
+
+    thread = threading.Thread(target=run, name="emostream-score-call", daemon=True)
+    thread.start()
+    thread.join(timeout)
+    if failure:
+        raise failure[0]
+    if not result:
+        raise TimeoutError(f"no answer within {timeout} s")
+    return result[0]

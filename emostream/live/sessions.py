@@ -35,10 +35,18 @@ class SessionActor:
         self.sessions = StreamSessions(Settings.model_validate_json(settings_json))
         self.sessions.warm_up()  # before the job's ping returns: a stream's first utterance must not wait for it
 
-    def push(self, payload: bytes, drafts: bool) -> tuple[list[UtteranceBundle], list[Draft]]:
-        """The utterances the segment closed, in time order, and (if asked for) the stream's new drafts."""
+    def push(self, payload: bytes, drafts: bool, close: bool = False) -> tuple[list[UtteranceBundle], list[Draft]]:
+        """The utterances the segment closed, in time order, and (if asked for) the stream's new drafts.
+        `close`: then close the stream's session (it was open too long); its next segment starts a fresh one."""
         segment = perceived(payload)
-        return self.sessions.push(segment), self.sessions.drafts(segment.stream_id) if drafts else []
+        bundles = self.sessions.push(segment)
+        if close:
+            return bundles + self.sessions.close(segment.stream_id), []
+        return bundles, self.sessions.drafts(segment.stream_id) if drafts else []
+
+    def close(self, stream_id: str) -> list[UtteranceBundle]:
+        """Close a stream's session (it paused; its next segment starts a fresh one): its last utterances."""
+        return self.sessions.close(stream_id)
 
     def flush_idle(self) -> dict[str, list[UtteranceBundle]]:
         """Streams idle for `voice.idle_seconds`, flushed and forgotten: their last utterances."""

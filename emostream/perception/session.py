@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,6 +33,10 @@ from emostream.settings import Settings
 log = logging.getLogger(__name__)
 
 GAP_TOLERANCE = 0.1  # seconds: audio further than this from where the last segment ended is a gap in the stream
+# A segment starting this far beyond the stream's end is not a gap but a broken clock (a bad header): taken, it
+# would move the stream's end so far that every later segment's audio is trimmed away. Streams that pause this
+# long are closed as idle first (voice.idle_seconds, wall clock) and resume in a fresh session.
+MAX_JUMP_SECONDS = 3600.0
 # Silero reacts to breaths and lets speech trail off; utterance edges are tightened to where the sound is
 # clearly speech: within EDGE_BELOW_LOUD_DB of the utterance's loud level and EDGE_ABOVE_FLOOR_DB over the
 # channel's noise floor (its FLOOR_PERCENTILE-th percentile frame over the buffered audio).
@@ -43,6 +48,10 @@ THUMBNAILS_PER_UTTERANCE = 4
 # The recognisers get this much audio beyond each edge: the edges are set where speech is clearly
 # above the background, and a soft first or last word can lie just outside.
 AUDIO_MARGIN = 0.25  # seconds
+
+
+class SegmentOutOfPlace(ValueError):
+    """A segment far from where its stream's clock is: refused (the live job dead-letters it), the session unchanged."""
 
 
 @dataclass(frozen=True)
@@ -96,9 +105,11 @@ class _Channel:
 class StreamSession:
     """Stitches one stream's perceived segments into utterance bundles."""
 
-    def __init__(self, stream_id: str, settings: Settings, voices: VoiceEmbedder | None = None, cut: bool = True) -> None:
+    def __init__(self, stream_id: str, settings: Settings, voices: VoiceEmbedder | None = None, cut: bool = True,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         """cut=False: no voice activity detection and nothing dropped; `utterance(span)` takes given spans
-        (labelled training examples)."""
+        (labelled training examples). `clock`: wall time, for idleness only (every media decision is on the
+        segments' own times)."""
         self.cut = cut
         self.stream_id = stream_id
         self.settings = settings
@@ -114,8 +125,10 @@ class StreamSession:
         self._has_video = False
         self._diarizer = OnlineDiarizer(self.voice.diarize_threshold, self.voice.max_speakers)
         self._speaker_stats: dict[str, SpeakerProsodyStats] = {}
-        self.last_push = time.monotonic()
+        self.clock = clock
+        self.last_push = clock()  # wall time of the last push: a stream is idle when none came for a while
         self.end = 0.0  # stream seconds up to which segments were pushed
+        self.pushed = False
         self.ended = False
 
     @property
@@ -128,7 +141,9 @@ class StreamSession:
         """Add the stream's next segment; returns the utterances it closed."""
         if segment.stream_id != self.stream_id:
             raise ValueError(f"segment {segment.seq} of stream {segment.stream_id!r} pushed to the session of {self.stream_id!r}")
-        self.last_push = time.monotonic()
+        self._check_place(segment)
+        self.last_push = self.clock()
+        self.pushed = True
         self.end = max(self.end, segment.end)
         if segment.channels:
             self._roles = segment.channels
@@ -150,6 +165,17 @@ class StreamSession:
         if self.cut:
             self._trim()
         return sorted(bundles, key=lambda b: b.start)
+
+    def _check_place(self, segment: PerceivedSegment) -> None:
+        """Refuse a segment far ahead of the stream's end, or so far behind that its audio is already dropped."""
+        if not self.pushed:
+            return  # the first segment sets the clock (a consumer may join mid-stream)
+        ahead = segment.audio_start - self.end
+        if ahead > MAX_JUMP_SECONDS or ahead < -self.voice.buffer_seconds:
+            raise SegmentOutOfPlace(
+                f"segment {segment.seq} of stream {self.stream_id!r} starts at {segment.audio_start:.3f} s, "
+                f"{ahead:+.3f} s from the stream's end at {self.end:.3f} s (allowed: -{self.voice.buffer_seconds:g} "
+                f"to +{MAX_JUMP_SECONDS:g} s); check the producer's emostream-start header")
 
     def flush(self) -> list[UtteranceBundle]:
         """Close everything: the stream ended or went idle."""
@@ -323,15 +349,18 @@ def tighten(span: Span, frames: ProsodyFrames) -> Span:
 class StreamSessions:
     """The sessions of many streams (one process's share of them), with idle flushing."""
 
-    def __init__(self, settings: Settings, voices: VoiceEmbedder | None = None) -> None:
+    def __init__(self, settings: Settings, voices: VoiceEmbedder | None = None,
+                 clock: Callable[[], float] = time.monotonic) -> None:
         self.settings = settings
         self._voices = voices
+        self.clock = clock  # wall time, for idleness only
         self.sessions: dict[str, StreamSession] = {}
 
     def push(self, segment: PerceivedSegment) -> list[UtteranceBundle]:
         session = self.sessions.get(segment.stream_id)
         if session is None:
-            session = self.sessions[segment.stream_id] = StreamSession(segment.stream_id, self.settings, self._shared_voices())
+            session = self.sessions[segment.stream_id] = StreamSession(segment.stream_id, self.settings,
+                                                                       self._shared_voices(), clock=self.clock)
         bundles = session.push(segment)
         if session.ended:
             del self.sessions[segment.stream_id]
@@ -342,9 +371,14 @@ class StreamSessions:
         session = self.sessions.get(stream_id)
         return session.drafts() if session is not None else []
 
+    def close(self, stream_id: str) -> list[UtteranceBundle]:
+        """Flush and forget a stream's session (its next segment starts a fresh one)."""
+        session = self.sessions.pop(stream_id, None)
+        return session.flush() if session is not None else []
+
     def flush_idle(self, now: float | None = None) -> list[UtteranceBundle]:
         """Flush and forget streams with no segment for `voice.idle_seconds`."""
-        now = time.monotonic() if now is None else now
+        now = self.clock() if now is None else now
         idle = [s for s in self.sessions.values() if now - s.last_push >= self.settings.voice.idle_seconds]
         bundles = []
         for session in idle:
