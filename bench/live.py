@@ -135,7 +135,7 @@ def main() -> None:
         print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, streams of read speech published in real time "
               f"in {args.segment_seconds:g} s segments, starts {args.stagger:g} s apart{''.join(' --set ' + item for item in args.set)}")
         ensure_topics(settings.kafka)
-        job = LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), Metrics())
+        job = LiveJob(settings, ServeClient.for_settings(settings), Metrics())
         stop = threading.Event()
         runner = threading.Thread(target=job.run, kwargs={"stop": stop})
         runner.start()

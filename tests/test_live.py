@@ -89,7 +89,7 @@ def run_job(settings: Settings, streams: set[str], metrics: Metrics | None = Non
     from emostream.live.job import LiveJob
     from emostream.live.serve_client import ServeClient
 
-    job = LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), metrics, **parts)
+    job = LiveJob(settings, ServeClient.for_settings(settings), metrics, **parts)
     stop = threading.Event()
     runner = threading.Thread(target=job.run, kwargs={"stop": stop, "until": lambda s: streams <= s.ended_streams})
     runner.start()

@@ -60,4 +60,4 @@ def live_job(settings: Settings, profile: str = "local") -> LiveJob:
     deploy(settings, profile)
     metrics = Metrics()
     serve_metrics(metrics, settings.live.metrics_host, settings.live.metrics_port)
-    return LiveJob(settings, ServeClient(settings.live.serve_app, settings.voice), metrics)
+    return LiveJob(settings, ServeClient.for_settings(settings), metrics)

@@ -100,7 +100,7 @@ class SegmentConsumer:
             return
         self._stream_partition[message.headers.stream_id] = tp
         outcome = self.orderer.push(message.headers.stream_id, message.headers.seq, message,
-                                    message.headers.end_of_stream)
+                                    message.headers.end_of_stream, media_time=message.headers.start)
         if outcome.rejected is not None:
             self._dead_letter_message(message, outcome.rejected)
         self._apply(outcome)

@@ -448,7 +448,7 @@ class LiveJob:
         for event, wall_end in zip(events, job.wall_end, strict=True):
             self.sink.send(event)
             self.metrics.utterances.labels(event.label).inc()
-            self.metrics.stream_utterances.labels(job.stream_id, event.label).inc()
+            self.metrics.count_stream_utterance(job.stream_id, event.label)
             latency = max(0.0, time.time() - wall_end)
             self.metrics.latency.observe(latency)
             self.latencies.append((job.stream_id, latency))
@@ -458,6 +458,8 @@ class LiveJob:
             self.stats.events += len(events)
             if job.ended:
                 self.stats.ended_streams.add(job.stream_id)
+        if job.ended:
+            self.metrics.end_stream(job.stream_id)  # its per-stream series go a while after its end
 
     def _dead_letter(self, event: DeadLetterEvent, row: StageRow) -> None:
         """A record that needs nothing more: dead-lettered, its offset finished."""

@@ -22,7 +22,7 @@ from emostream.perception.encode import embeds_text, with_recognition
 from emostream.perception.session import Draft
 from emostream.perception.utterance import UtteranceBundle
 from emostream.serve.app import AudioEncoder, TextEncoder
-from emostream.settings import VoiceSettings
+from emostream.settings import Settings, VoiceSettings
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +50,11 @@ class ServeClient:
     Drafts go to the audio encoder as soon as the job has them, and their transcripts on to the text
     encoder; a closed utterance whose audio was drafted gets those results attached here, and the
     application skips the encoders for it (`drafts`)."""
+
+    @classmethod
+    def for_settings(cls, settings: Settings) -> ServeClient:
+        """The client of the application `live.serve_app`, with the live job's scoring timeout."""
+        return cls(settings.live.serve_app, settings.voice, settings.live.score_timeout_seconds)
 
     def __init__(self, app_name: str, voice: VoiceSettings, timeout_seconds: float = 60.0) -> None:
         self.voice = voice
