@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import subprocess
 from pathlib import Path
 from typing import Any
 
@@ -88,3 +89,24 @@ def test_a_100_kb_key_gives_a_dead_letter_of_a_few_kb() -> None:
         letter = json.loads(row["payload"])
         assert letter["key"].startswith("kkk") and letter["key"].endswith("[100000 chars]")
         assert row["stream_id"] is None or len(row["stream_id"]) <= 256
+
+
+# -- 22.19: backfill --from-kafka with a client certificate --------------------------------------
+
+
+def test_backfill_from_kafka_passes_the_client_certificate_and_key(tmp_path: Path) -> None:
+    from confluent_kafka import Consumer  # noqa: PLC0415
+
+    from emostream.live.backfill import confluent_config  # noqa: PLC0415
+    from emostream.settings import KafkaSettings  # noqa: PLC0415
+
+    cert, key = tmp_path / "client.pem", tmp_path / "client.key"
+    subprocess.run(["openssl", "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=emostream-test", "-days", "1",
+                    "-keyout", str(key), "-out", str(cert)], check=True, capture_output=True)
+    kafka = KafkaSettings(security_protocol="SSL", ssl_cafile=str(cert), ssl_certfile=str(cert), ssl_keyfile=str(key))
+    config = confluent_config(kafka)
+    assert config["ssl.certificate.location"] == str(cert)
+    assert config["ssl.key.location"] == str(key)
+    assert config["ssl.ca.location"] == str(cert)
+    # librdkafka loads the certificate and key when the client is made: a wrong pair or option name fails here
+    Consumer({**config, "bootstrap.servers": "127.0.0.1:1", "group.id": "g"}).close()
