@@ -2,17 +2,27 @@
 
 from __future__ import annotations
 
+import io
 import json
+import os
 import subprocess
+import sys
+import textwrap
+import wave
 from pathlib import Path
 from typing import Any
 
+import av
+import numpy as np
 import pyarrow as pa
 import pytest
 
-from emostream.contracts import ContractError, DeadLetterReason, SegmentHeaders
+from emostream.contracts import MAX_AUDIO_CHANNELS, ContractError, DeadLetterReason, SegmentHeaders
 from emostream.live.source import RECORD, SCHEMA, record_row
 from emostream.live.stages import REJECTED, SegmentStage
+from emostream.media.decode import DecodeError, decode_segment
+from emostream.media.records import segment_headers
+from emostream.media.segmenter import segment_file
 from emostream.settings import Settings
 
 REPO = Path(__file__).resolve().parent.parent
@@ -110,3 +120,157 @@ def test_backfill_from_kafka_passes_the_client_certificate_and_key(tmp_path: Pat
     assert config["ssl.ca.location"] == str(cert)
     # librdkafka loads the certificate and key when the client is made: a wrong pair or option name fails here
     Consumer({**config, "bootstrap.servers": "127.0.0.1:1", "group.id": "g"}).close()
+
+
+# -- 22.2: many audio channels -------------------------------------------------------------------
+
+
+def wav_bytes(rate: int, n_channels: int, seconds: float) -> bytes:
+    """A WAV of a quiet tone on every channel (the `wave` module writes any channel count)."""
+    t = np.arange(int(rate * seconds)) / rate
+    tone = (3000 * np.sin(2 * np.pi * 220 * t)).astype("<i2")
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(n_channels)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(np.repeat(tone[:, None], n_channels, axis=1).tobytes())
+    return out.getvalue()
+
+
+def surround_mkv(layout: str, seconds: float = 1.0) -> bytes:
+    """A Matroska file of PCM audio in a named FFmpeg layout (e.g. 7.1), as a camera or mixer writes it."""
+    out = io.BytesIO()
+    with av.open(out, "w", format="matroska") as container:
+        stream = container.add_stream("pcm_s16le", rate=48000)
+        stream.codec_context.layout = layout
+        n_channels = stream.codec_context.channels
+        samples = (3000 * np.sin(np.linspace(0, 440 * np.pi, int(48000 * seconds)))).astype("<i2")
+        frame = av.AudioFrame.from_ndarray(np.tile(samples[:, None], (1, n_channels)).reshape(1, -1), format="s16",
+                                           layout=layout)
+        frame.sample_rate = 48000
+        for packet in [*stream.encode(frame), *stream.encode(None)]:
+            container.mux(packet)
+    return out.getvalue()
+
+
+def decode_in_subprocess(content_type: str, payload: bytes, **limits: int) -> dict[str, Any]:
+    """decode_segment in a child process: a crash shows as a signal instead of killing pytest."""
+    script = textwrap.dedent(f"""
+        import json, sys
+        from emostream.contracts import SegmentHeaders
+        from emostream.media.decode import decode_segment, DecodeError
+        headers = SegmentHeaders(stream_id="s", seq=0, start=0, content_type={content_type!r})
+        try:
+            segment = decode_segment(headers, sys.stdin.buffer.read(), **{limits!r})
+            print(json.dumps({{"audio": list(segment.audio.shape), "seconds": segment.audio_seconds}}))
+        except DecodeError as error:
+            print(json.dumps({{"error": str(error)}}))
+    """)
+    done = subprocess.run([sys.executable, "-c", script], input=payload, capture_output=True, timeout=120,
+                          cwd=REPO, env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert done.returncode == 0, f"decoder died with {done.returncode}: {done.stderr.decode()[-2000:]}"
+    return json.loads(done.stdout)
+
+
+@pytest.mark.parametrize("n_channels", [8, 9, 16])
+def test_raw_pcm_with_many_channels_decodes_without_a_crash(n_channels: int) -> None:
+    pcm = np.zeros((8000, n_channels), "<i2").tobytes()
+    result = decode_in_subprocess(f"audio/pcm;rate=8000;channels={n_channels}", pcm)
+    assert result["audio"][0] == n_channels and abs(result["seconds"] - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("n_channels", [8, 9, 16])
+def test_wav_with_many_channels_decodes_without_a_crash(n_channels: int) -> None:
+    result = decode_in_subprocess("audio/wav", wav_bytes(44100, n_channels, 1.0))
+    assert result["audio"][0] == n_channels and abs(result["seconds"] - 1.0) < 0.01
+
+
+@pytest.mark.parametrize("layout", ["7.1", "hexadecagonal"])
+def test_surround_container_decodes_without_a_crash(layout: str) -> None:
+    result = decode_in_subprocess("video/x-matroska", surround_mkv(layout))
+    assert result["audio"][0] == av.AudioLayout(layout).nb_channels and abs(result["seconds"] - 1.0) < 0.01
+
+
+def test_more_channels_than_the_limit_is_a_decode_error_naming_both() -> None:
+    result = decode_in_subprocess("audio/wav", wav_bytes(16000, MAX_AUDIO_CHANNELS + 4, 0.1))
+    assert result["error"] == (f"audio with {MAX_AUDIO_CHANNELS + 4} channels is over the limit of "
+                               f"{MAX_AUDIO_CHANNELS} channels (each channel is analysed as a voice of its own)")
+    with pytest.raises(ContractError, match=f"1–{MAX_AUDIO_CHANNELS} channels"):
+        SegmentHeaders.from_kafka(headers(**{"emostream-content-type": "audio/pcm;rate=8000;channels=17"}))
+
+
+def test_resampling_channel_by_channel_keeps_stereo_samples() -> None:
+    """The per-channel path gives what FFmpeg's stereo resampler gives, where that one works."""
+    rng = np.random.default_rng(0)
+    pcm = (rng.normal(0, 3000, (8000, 2))).astype("<i2")
+    decoded = decode_segment(SegmentHeaders(stream_id="s", seq=0, start=0, content_type="audio/pcm;rate=8000;channels=2"),
+                             pcm.tobytes())
+    frame = av.AudioFrame.from_ndarray(pcm.reshape(1, -1), format="s16", layout="stereo")
+    frame.sample_rate = 8000
+    resampler = av.AudioResampler(format="fltp", layout="stereo", rate=16000)
+    expected = np.concatenate([out.to_ndarray() for piece in (frame, None) for out in resampler.resample(piece)], axis=1)
+    assert decoded.audio.shape == expected.shape
+    np.testing.assert_allclose(decoded.audio, expected, atol=1e-6)
+
+
+# -- 22.13: memory budgets counted before decoding -----------------------------------------------
+
+
+def test_a_444_byte_wav_at_1_hz_is_refused_before_it_is_resampled() -> None:
+    tiny = wav_bytes(1, 1, 200.0)
+    assert len(tiny) == 444
+    result = decode_in_subprocess("audio/wav", tiny, max_decoded_megabytes=1)
+    assert result == {"error": "audio at 1 Hz is outside 1000–384000 Hz"}
+
+
+def test_audio_budget_counts_samples_after_resampling() -> None:
+    low_rate = wav_bytes(1000, 1, 200.0)  # 400 KB that resample to 12.8 MB of float32 at 16 kHz
+    with pytest.raises(DecodeError, match="more than 4 MiB"):
+        decode_segment(SegmentHeaders(stream_id="s", seq=0, start=0, content_type="audio/wav"), low_rate,
+                       max_decoded_megabytes=4)
+    with pytest.raises(DecodeError, match="more than 4 MiB"):
+        decode_segment(SegmentHeaders(stream_id="s", seq=0, start=0, content_type="audio/pcm;rate=1000;channels=1"),
+                       low_rate[44:], max_decoded_megabytes=4)
+
+
+PEAK_SCRIPT = """
+import sys
+from pathlib import Path
+from emostream.contracts import SegmentHeaders
+from emostream.media.decode import decode_segment
+
+def resident(field):  # kB in /proc/self/status: VmRSS now, VmHWM the peak since the last reset
+    return next(int(line.split()[1]) * 1024 for line in open("/proc/self/status") if line.startswith(field + ":"))
+
+headers = SegmentHeaders.model_validate_json(Path(sys.argv[1]).read_text())
+payload = Path(sys.argv[2]).read_bytes()
+Path("/proc/self/clear_refs").write_text("5")  # resets the peak to the current resident size
+before = resident("VmRSS")
+decoded = decode_segment(headers, payload, max_decoded_megabytes=int(sys.argv[3]))
+print(resident("VmHWM") - before, decoded.frames.nbytes + decoded.audio.nbytes)
+"""
+
+
+def test_video_within_budget_is_never_held_twice(wolfgang: Path, tmp_path: Path) -> None:
+    """Peak memory of a decode (a fresh process's peak RSS over its peak before) stays within the budget: frames
+    are counted before they are converted and not copied again into the stacked array."""
+    segment = next(iter(segment_file(wolfgang)))
+    hdrs = segment_headers("s", segment, None)
+    (tmp_path / "headers.json").write_text(hdrs.model_dump_json())
+    (tmp_path / "payload").write_bytes(segment.payload)
+
+    def peak_and_size(budget: int) -> tuple[int, int]:
+        done = subprocess.run([sys.executable, "-c", PEAK_SCRIPT, str(tmp_path / "headers.json"), str(tmp_path / "payload"),
+                               str(budget)], capture_output=True, timeout=300, cwd=REPO,
+                              env={**os.environ, "PYTHONPATH": str(REPO)}, check=True)
+        peak, size = map(int, done.stdout.split())
+        return peak, size
+
+    _, size = peak_and_size(4096)
+    # the decoded media once, plus the decoder's own buffers (about 25 MiB here); not the media twice
+    budget = int(size / 2**20) + 40
+    peak, _ = peak_and_size(budget)
+    assert peak < budget * 2**20, f"decoding {size / 2**20:.0f} MiB peaked at {peak / 2**20:.0f} MiB, over {budget} MiB"
+    with pytest.raises(DecodeError, match="more than"):
+        decode_segment(hdrs, segment.payload, max_decoded_megabytes=int(0.5 * size / 2**20))
