@@ -9,6 +9,7 @@ import subprocess
 import sys
 import textwrap
 import wave
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -274,3 +275,27 @@ def test_video_within_budget_is_never_held_twice(wolfgang: Path, tmp_path: Path)
     assert peak < budget * 2**20, f"decoding {size / 2**20:.0f} MiB peaked at {peak / 2**20:.0f} MiB, over {budget} MiB"
     with pytest.raises(DecodeError, match="more than"):
         decode_segment(hdrs, segment.payload, max_decoded_megabytes=int(0.5 * size / 2**20))
+
+
+# -- 22.12: one perceiver, many threads ----------------------------------------------------------
+
+
+def face_points(perceived: Any) -> list[np.ndarray]:
+    return [face.landmarks.points for frame in perceived.faces.analysed for face in frame.faces]
+
+
+def test_segment_perception_is_the_same_from_concurrent_threads(wolfgang: Path) -> None:
+    """Serve calls a deployment's sync `perceive` from a thread pool on one shared perceiver."""
+    from emostream.perception.segment import SegmentPerceiver  # noqa: PLC0415
+
+    segment = next(iter(segment_file(wolfgang)))
+    decoded = decode_segment(segment_headers("s", segment, None), segment.payload, max_frame_side=320)
+    perceiver = SegmentPerceiver(Settings(faces={"analysis_fps": 0, "detect_every": 1}))
+    alone = face_points(perceiver(decoded))
+    assert alone, "the clip shows a face"
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        together = list(pool.map(lambda _: face_points(perceiver(decoded)), range(8)))
+    for points in together:
+        assert len(points) == len(alone)
+        for mine, theirs in zip(points, alone, strict=True):
+            np.testing.assert_array_equal(mine, theirs)
