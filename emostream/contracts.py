@@ -108,22 +108,27 @@ class SegmentHeaders(_Contract):
         return headers
 
     @classmethod
-    def from_kafka(cls, headers: list[tuple[str, bytes]] | None) -> SegmentHeaders:
-        """Parse Kafka headers; raise ContractError naming what is missing or malformed."""
+    def from_kafka(cls, headers: list[tuple[str | bytes, bytes]] | None) -> SegmentHeaders:
+        """Parse Kafka headers (names as text, or as the bytes on the wire); raise ContractError naming what is
+        missing or malformed."""
         values: dict[str, object] = {}
-        for name, raw in headers or []:
+        for wire_name, raw in headers or []:
+            try:
+                name = wire_name.decode() if isinstance(wire_name, bytes) else wire_name
+            except UnicodeDecodeError:
+                raise ContractError(f"header name {clip(repr(wire_name), MAX_ECHOED_INPUT)} is not UTF-8") from None
             if not name.startswith(HEADER_PREFIX):
                 continue  # other systems' headers (tracing, …) pass through untouched
             field = name[len(HEADER_PREFIX):].replace("-", "_")
             try:
                 text = raw.decode()
             except (UnicodeDecodeError, AttributeError):
-                raise ContractError(f"header {name!r} is not UTF-8 text") from None
+                raise ContractError(f"header {clip(repr(name), MAX_ECHOED_INPUT)} is not UTF-8 text") from None
             if field == "channels":
                 values[field] = tuple(part.strip() for part in text.split(",")) if text else None
             elif field == "end_of_stream":
                 if text.lower() not in ("true", "false", "1", "0"):
-                    raise ContractError(f"header {name!r} = {text!r}: expected true or false")
+                    raise ContractError(f"header {name!r} = {clip(repr(text), MAX_ECHOED_INPUT)}: expected true or false")
                 values[field] = text.lower() in ("true", "1")
             else:
                 values[field] = text

@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import textwrap
+import time
 import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -299,3 +300,51 @@ def test_segment_perception_is_the_same_from_concurrent_threads(wolfgang: Path) 
         assert len(points) == len(alone)
         for mine, theirs in zip(points, alone, strict=True):
             np.testing.assert_array_equal(mine, theirs)
+
+
+# -- 22.4: a header name that is not UTF-8 -------------------------------------------------------
+
+
+class RawName(str):
+    """A header name kafka-python's producer writes as these bytes (it calls `.encode("utf-8")` on names)."""
+
+    raw: bytes
+
+    def __new__(cls, raw: bytes) -> RawName:
+        name = super().__new__(cls, raw.decode("latin-1"))
+        name.raw = raw
+        return name
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return self.raw
+
+
+@pytest.mark.broker
+def test_a_header_name_that_is_not_utf8_is_dead_lettered_and_the_partition_goes_on(settings: Settings) -> None:
+    from emostream.kafka.clients import producer  # noqa: PLC0415
+    from emostream.live.source import read_partitions  # noqa: PLC0415
+
+    pcm = b"\0\0" * 1600
+    out = producer(settings.kafka)
+    for seq in range(4):  # one batch: the bad record sits between good ones
+        hdrs = headers(**{"emostream-seq": str(seq)})
+        if seq == 1:
+            hdrs = [(RawName(b"emostream-\xff\xfe"), b"x"), *hdrs]
+        out.send(settings.kafka.media_topic, key=b"s", value=pcm, headers=hdrs, partition=0)
+    out.flush()
+    out.close()
+
+    rows: list[dict[str, Any]] = []
+    reader = read_partitions(settings.kafka, settings.kafka.group_id, [0], poll_seconds=0.2)
+    deadline = time.monotonic() + 30
+    while len(rows) < 4 and time.monotonic() < deadline:
+        rows += [row for row in next(reader).to_pylist() if row["kind"] == RECORD]
+    reader.close()
+    assert [row["offset"] for row in rows] == [0, 1, 2, 3]
+    assert rows[1]["header_keys"][0] == b"emostream-\xff\xfe"
+    stage = SegmentStage(Settings().model_dump_json())
+    processed = [stage.process(row) for row in rows]
+    assert [row["kind"] for row in processed] == ["segment", REJECTED, "segment", "segment"]
+    letter = json.loads(processed[1]["payload"])
+    assert letter["reason"] == DeadLetterReason.BAD_HEADERS
+    assert letter["detail"] == "header name b'emostream-\\xff\\xfe' is not UTF-8"

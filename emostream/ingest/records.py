@@ -50,7 +50,7 @@ class RecordRejection:
 
 
 def validate_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                    headers: list[tuple[str, bytes]], max_message_bytes: int) -> MediaMessage | RecordRejection:
+                    headers: list[tuple[str | bytes, bytes]], max_message_bytes: int) -> MediaMessage | RecordRejection:
     """Check one media-topic record's size, headers and key; the message, or why it is refused."""
     value = value or b""
     stream_hint = key.decode(errors="replace") if key else None

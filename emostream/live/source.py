@@ -17,6 +17,7 @@ from collections.abc import Iterator
 
 import pyarrow as pa
 from kafka import TopicPartition
+from kafka.record.default_records import DefaultRecordBatch
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
@@ -31,7 +32,7 @@ SCHEMA = pa.schema([
     ("offset", pa.int64()),
     ("key", pa.binary()),
     ("value", pa.large_binary()),
-    ("header_keys", pa.list_(pa.string())),
+    ("header_keys", pa.list_(pa.binary())),  # as they were on the wire (a name that is not UTF-8 is dead-lettered)
     ("header_values", pa.list_(pa.binary())),
     ("timestamp_ms", pa.int64()),  # when the producer sent the segment (wall clock)
     ("read_ms", pa.int64()),  # when the read task got it from Kafka (wall clock)
@@ -47,8 +48,59 @@ def record_row(kind: str, topic: str, partition: int, offset: int, key: bytes | 
                index: int = 0) -> dict[str, object]:
     """One row of `SCHEMA` (the source's output, the perception stage's input)."""
     return {"kind": kind, "topic": topic, "partition": partition, "offset": offset, "key": key, "value": value or b"",
-            "header_keys": [k for k, _ in headers], "header_values": [v for _, v in headers], "timestamp_ms": timestamp_ms,
-            "read_ms": read_ms, "highwater": highwater, "task": task, "index": index}
+            "header_keys": [wire_name(k) for k, _ in headers], "header_values": [v for _, v in headers],
+            "timestamp_ms": timestamp_ms, "read_ms": read_ms, "highwater": highwater, "task": task, "index": index}
+
+
+def wire_name(name: str | bytes) -> bytes:
+    """A header name's bytes as they were on the wire (see `keep_undecodable_header_names`)."""
+    return name if isinstance(name, bytes) else name.encode("utf-8", "surrogateescape")
+
+
+class _LenientNames(bytearray):
+    """A record batch's buffer whose slices decode with `surrogateescape`: bytes that are not UTF-8 are kept."""
+
+    def __getitem__(self, item):  # type: ignore[no-untyped-def]
+        part = super().__getitem__(item)
+        return _LenientSlice(part) if isinstance(item, slice) else part
+
+
+class _LenientSlice(bytearray):
+    def decode(self, encoding: str = "utf-8", errors: str = "strict") -> str:
+        return _WireName(bytearray.decode(self, encoding, "surrogateescape"))
+
+
+class _WireName(str):
+    """A header name holding bytes that are not UTF-8 as surrogates; it encodes back to those bytes (kafka-python
+    re-encodes names to count a record's size)."""
+
+    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
+        return str.encode(self, encoding, "surrogateescape")
+
+
+def keep_undecodable_header_names() -> None:
+    """Let kafka-python read a record whose header name is not UTF-8, instead of failing inside `poll`.
+
+    kafka-python decodes header names strictly (`DefaultRecordBatch._read_msg`); the error is raised on every
+    poll at the same position, so the read task would never move past that record, nor past the rest of its
+    batch. When a record fails so, it is read again from a buffer whose name slices decode with
+    `surrogateescape`: the record comes through with its name's bytes intact (`wire_name`), and the perception
+    stage dead-letters it as bad headers. Records that decode are read exactly as before.
+    """
+    original = DefaultRecordBatch._read_msg
+    if getattr(original, "keeps_undecodable_names", False):
+        return
+
+    def read_msg(self: DefaultRecordBatch, *args: object, **kwargs: object) -> object:
+        start = self._pos
+        try:
+            return original(self, *args, **kwargs)
+        except UnicodeDecodeError:
+            self._buffer, self._pos = _LenientNames(self._buffer), start
+            return original(self, *args, **kwargs)
+
+    read_msg.keeps_undecodable_names = True  # type: ignore[attr-defined]
+    DefaultRecordBatch._read_msg = read_msg
 
 
 def media_partitions(kafka: KafkaSettings) -> list[int]:
@@ -67,6 +119,7 @@ def media_partitions(kafka: KafkaSettings) -> list[int]:
 def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], poll_seconds: float, task: int = 0,
                     tick_seconds: float = 0.5) -> Iterator[pa.Table]:
     """Blocks of media records of `partitions`, from the group's committed offsets, forever."""
+    keep_undecodable_header_names()
     consumer = make_consumer(kafka, group_id=group_id)
     assigned = [TopicPartition(kafka.media_topic, p) for p in partitions]
     consumer.assign(assigned)
