@@ -39,7 +39,9 @@ StreamId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z
 # Bounds on what a header may claim, so one record cannot overflow a column or a buffer downstream.
 MAX_SEQ = 2**63 - 1  # the int64 seq column of the live perception stage
 MAX_STREAM_SECONDS = 1e7  # stream time of any segment (about 115 days)
-MAX_SEGMENT_SECONDS = 600.0  # declared media length of one segment (publishers cut 2-10 s)
+# Media in one segment, declared or decoded (publishers cut 2-10 s, at most ingest.max_segment_seconds = 120):
+# per-segment perception holds several times the decoded audio, so a longer segment is refused.
+MAX_SEGMENT_SECONDS = 120.0
 MAX_AUDIO_CHANNELS = 16  # each channel is a voice of its own (activity, prosody, speakers); 7.1 sound is 8
 # A channel role is a short name ("agent"); the map is one comma-separated header, so no commas in a role.
 Role = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f\x7f]+$")]

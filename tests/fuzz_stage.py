@@ -4,7 +4,9 @@ Hypothesis builds media-topic records (headers mutated field by field, payloads 
 from real seeds: WAV, raw PCM, 7.1 Matroska, H.264 in MPEG-TS and MP4) and runs each through
 `SegmentStage.process` (record check, decode, perception) as the live job does. Every record must give one
 row that fits the stage's Arrow schema: a perceived segment, or a dead letter within its bound. It prints
-one JSON line: examples, rows by kind and reason, and the peak memory growth over the run (VmHWM).
+one JSON line: examples, rows by kind and reason, the largest rise of peak memory (VmHWM) over the resident size
+while one record was decoded (held to ingest.max_decoded_megabytes) and while one was processed whole (decode
+and perception), and how far the resident size grew over the whole run.
 tests/test_fuzz.py runs it in a subprocess, so a crash shows as a signal.
 """
 
@@ -15,6 +17,7 @@ import json
 import math
 import tempfile
 from collections import Counter
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -28,15 +31,17 @@ from emostream.contracts import (
     SUPPORTED_CONTENT_TYPES,
     DeadLetterEvent,
 )
+from emostream.live import stages
 from emostream.live.source import RECORD, SCHEMA, record_row
 from emostream.live.stages import REJECTED, SEGMENT, SegmentStage, perceived
 from emostream.live.stages import SCHEMA as STAGE_SCHEMA
+from emostream.media.decode import decode_record
 from emostream.media.segmenter import segment_file
 from emostream.media.synthetic import write_clip
 from emostream.settings import Settings
 from tests.test_hardening_input import surround_mkv, wav_bytes
 
-BUDGET_MEGABYTES = 48  # ingest.max_decoded_megabytes of the fuzzed stage
+BUDGET_MEGABYTES = 8  # ingest.max_decoded_megabytes of the fuzzed stage: low, so that seeds reach it
 # A dead letter's JSON: the bounded texts, with room for JSON escapes (\uXXXX is 6 characters for 1), and the rest.
 MAX_DEAD_LETTER_BYTES = 6 * (MAX_DEAD_LETTER_DETAIL + 2 * MAX_DEAD_LETTER_KEY) + 1000
 
@@ -51,6 +56,8 @@ def seeds() -> dict[str, tuple[str, bytes]]:
         "wav-8k-stereo": ("audio/wav", wav_bytes(8000, 2, 0.5)),
         "wav-44k-8ch": ("audio/wav", wav_bytes(44100, 8, 0.2)),
         "pcm-8k": ("audio/pcm;rate=8000;channels=1", wav_bytes(8000, 1, 0.5)[44:]),
+        # 50 s at 1 kHz: 100 KB that resample to 3.2 MB of float32, counted as 6.8 MB: near the budget
+        "pcm-1k-long": ("audio/pcm;rate=1000;channels=1", wav_bytes(1000, 1, 50.0)[44:]),
         "mkv-7.1": ("video/x-matroska", surround_mkv("7.1", 0.3)),
         "ts": ("video/mp2t", ts),
         "mp4": ("video/mp4", clip.read_bytes()),
@@ -143,25 +150,45 @@ def check(row: dict[str, Any], key: bytes | None, headers: list[tuple[str | byte
     return str(letter.reason)
 
 
+def peak_of(work: Callable[[], Any]) -> tuple[Any, int]:
+    """`work()` and how far the peak resident size (VmHWM) rose over the resident size before it, bytes."""
+    Path("/proc/self/clear_refs").write_text("5")  # resets the peak to the current resident size
+    before = resident("VmRSS")
+    result = work()
+    return result, resident("VmHWM") - before
+
+
 def run(examples: int, random: bool) -> dict[str, Any]:
     media = seeds()
     stage = SegmentStage(Settings(ingest={"max_decoded_megabytes": BUDGET_MEGABYTES},
                                   faces={"analysis_fps": 5}).model_dump_json())
     outcomes: Counter[str] = Counter()
     offset = iter(range(10**9))
+    decode_peaks: list[int] = []  # per decoded record: how far decoding raised the peak memory
+    record_peaks: list[int] = []  # per record: how far checking, decoding and perceiving it did
+
+    def measured_decode(*args: Any) -> Any:
+        segment, peak = peak_of(lambda: decode_record(*args))
+        decode_peaks.append(peak)
+        return segment
+
+    stages.decode_record = measured_decode  # the stage's own decode, measured
 
     def process(record: tuple[bytes | None, bytes, list[tuple[str | bytes, bytes]]]) -> str:
         key, payload, headers = record
         row = record_row(RECORD, "media", 0, next(offset), key, payload, headers, 0, 0, 1)
         pa.Table.from_pylist([row], schema=SCHEMA)  # the source could have produced it
-        return check(stage.process(row), key, headers)
+        out, peak = peak_of(lambda: stage.process(row))
+        record_peaks.append(peak)
+        return check(out, key, headers)
 
     for name, (content_type, payload) in media.items():  # every seed decodes: the face models load before measuring
         good: list[tuple[str | bytes, bytes]] = [("emostream-stream-id", b"s"), ("emostream-seq", b"0"),
                                                  ("emostream-start", b"0"), ("emostream-content-type", content_type.encode())]
         assert process((b"s", payload, good)) == "segment", name
-    Path("/proc/self/clear_refs").write_text("5")  # the peak from here on
-    before = resident("VmRSS")
+    decode_peaks.clear()
+    record_peaks.clear()
+    start = resident("VmRSS")
 
     @settings(max_examples=examples, deadline=None, database=None, derandomize=not random,
               suppress_health_check=list(HealthCheck))
@@ -170,8 +197,9 @@ def run(examples: int, random: bool) -> dict[str, Any]:
         outcomes[process(record)] += 1
 
     fuzz()
-    return {"examples": sum(outcomes.values()), "outcomes": dict(outcomes),
-            "peak_growth_megabytes": (resident("VmHWM") - before) / 2**20, "budget_megabytes": BUDGET_MEGABYTES}
+    return {"examples": sum(outcomes.values()), "outcomes": dict(outcomes), "budget_megabytes": BUDGET_MEGABYTES,
+            "decode_peak_megabytes": max(decode_peaks) / 2**20, "record_peak_megabytes": max(record_peaks) / 2**20,
+            "resident_growth_megabytes": (resident("VmRSS") - start) / 2**20}
 
 
 if __name__ == "__main__":

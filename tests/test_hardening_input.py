@@ -50,8 +50,8 @@ def stage_rows(records: list[tuple[bytes | None, bytes, list[tuple[str, bytes]]]
 @pytest.mark.parametrize(("name", "value"), [
     ("emostream-seq", str(2**63)), ("emostream-seq", "-1"), ("emostream-start", "nan"), ("emostream-start", "inf"),
     ("emostream-start", "-1"), ("emostream-start", "1e300"), ("emostream-duration", "-2"),
-    ("emostream-duration", "inf"), ("emostream-timestamp-offset", "nan"), ("emostream-timestamp-offset", "-1e300"),
-    ("emostream-sent-at", "nan"),
+    ("emostream-duration", "inf"), ("emostream-duration", "121"), ("emostream-timestamp-offset", "nan"),
+    ("emostream-timestamp-offset", "-1e300"), ("emostream-sent-at", "nan"),
 ])
 def test_out_of_range_header_becomes_a_bad_headers_dead_letter(name: str, value: str) -> None:
     [row] = stage_rows([(b"s", b"\0\0" * 1600, headers(**{name: value}))])
@@ -227,7 +227,7 @@ def test_a_444_byte_wav_at_1_hz_is_refused_before_it_is_resampled() -> None:
 
 
 def test_audio_budget_counts_samples_after_resampling() -> None:
-    low_rate = wav_bytes(1000, 1, 200.0)  # 400 KB that resample to 12.8 MB of float32 at 16 kHz
+    low_rate = wav_bytes(1000, 1, 100.0)  # 200 KB that resample to 6.4 MB of float32 at 16 kHz
     with pytest.raises(DecodeError, match="more than 4 MiB"):
         decode_segment(SegmentHeaders(stream_id="s", seq=0, start=0, content_type="audio/wav"), low_rate,
                        max_decoded_megabytes=4)
@@ -252,6 +252,15 @@ before = resident("VmRSS")
 decoded = decode_segment(headers, payload, max_decoded_megabytes=int(sys.argv[3]))
 print(resident("VmHWM") - before, decoded.frames.nbytes + decoded.audio.nbytes)
 """
+
+
+def test_a_segment_longer_than_a_segment_may_be_is_refused() -> None:
+    """Perception holds several times a segment's audio, so a record of 121 s is refused whatever the budget."""
+    long = SegmentHeaders(stream_id="s", seq=0, start=0, content_type="audio/pcm;rate=8000;channels=1")
+    with pytest.raises(DecodeError, match="holds 121.0 s of media, over the 120 s"):
+        decode_segment(long, b"\0\0" * 8000 * 121)
+    with pytest.raises(DecodeError, match=r"holds 120\.\d s of media, over the 120 s"):  # found as it decodes
+        decode_segment(long.model_copy(update={"content_type": "audio/wav"}), wav_bytes(8000, 1, 121.0))
 
 
 def test_video_within_budget_is_never_held_twice(wolfgang: Path, tmp_path: Path) -> None:

@@ -19,6 +19,7 @@ import numpy as np
 from emostream.contracts import (
     CONTAINER_CONTENT_TYPES,
     MAX_AUDIO_CHANNELS,
+    MAX_SEGMENT_SECONDS,
     MAX_STREAM_SECONDS,
     RAW_PCM_CONTENT_TYPE,
     SegmentHeaders,
@@ -130,6 +131,7 @@ def _raw_pcm(payload: bytes, rate: int, n_channels: int, budget: int) -> np.ndar
     if len(payload) % frame_bytes:
         raise DecodeError(f"raw PCM of {len(payload)} bytes is not a whole number of {n_channels}-channel s16 frames")
     _check_audio_format(rate, n_channels)
+    _check_length(len(payload) // frame_bytes / rate)
     _check_budget(_audio_bytes(len(payload) // frame_bytes, rate, n_channels), budget)
     interleaved = np.frombuffer(payload, dtype="<i2")
     return _resample(interleaved.reshape(-1, n_channels).T.astype(np.float32) / 32768.0, rate)
@@ -149,8 +151,14 @@ def _check_audio_format(rate: int, n_channels: int) -> None:
 
 
 def _audio_bytes(n_samples: int, rate: int, n_channels: int) -> int:
-    """Memory `n_samples` per channel take as float32: decoded, joined, and resampled to SAMPLE_RATE."""
-    return 4 * n_channels * (2 * n_samples + int(n_samples * SAMPLE_RATE / rate) + 1)
+    """Memory `n_samples` per channel take as float32: decoded and joined, then resampled to SAMPLE_RATE in pieces
+    and joined (each twice)."""
+    return 4 * n_channels * 2 * (n_samples + int(n_samples * SAMPLE_RATE / rate) + 1)
+
+
+def _check_length(seconds: float) -> None:
+    if seconds > MAX_SEGMENT_SECONDS:
+        raise DecodeError(f"segment holds {seconds:.1f} s of media, over the {MAX_SEGMENT_SECONDS:.0f} s a segment may hold")
 
 
 def _check_budget(needed: int, budget: int) -> None:
@@ -177,18 +185,35 @@ def _resample(audio: np.ndarray, rate: int) -> np.ndarray:
 
     One mono resampler per channel: FFmpeg's resampler behind PyAV crashes the process on 8- and 16-channel
     layouts (7.1 sound), and channels are resampled independently anyway, so this gives the same samples.
+    Each gets a second of input at a time: the resampler's own buffers grow with the frame it is given
+    (100 s at 1 kHz in one frame peaked at 7 times its output).
     """
     if rate == SAMPLE_RATE:
         return audio.astype(np.float32, copy=False)
-    channels = []
-    for channel in audio:
-        resampler = av.AudioResampler(format="fltp", layout="mono", rate=SAMPLE_RATE)
-        frame = av.AudioFrame.from_ndarray(np.ascontiguousarray(channel[None], dtype=np.float32), format="fltp",
-                                           layout="mono")
-        frame.sample_rate = rate
-        chunks = [out.to_ndarray() for piece in (frame, None) for out in resampler.resample(piece)]
-        channels.append(np.concatenate(chunks, axis=1)[0] if chunks else np.zeros(0, np.float32))
-    return np.stack(channels) if channels else np.zeros((0, 0), np.float32)
+    resampled = [_resample_channel(channel, rate) for channel in audio]
+    length = min((sum(chunk.shape[1] for chunk in chunks) for chunks in resampled), default=0)
+    out = np.empty((len(resampled), length), np.float32)
+    for i, chunks in enumerate(resampled):  # each channel's pieces moved into place and freed
+        at = 0
+        while chunks and at < length:
+            chunk = chunks.pop(0)[0, : length - at]
+            out[i, at : at + len(chunk)] = chunk
+            at += len(chunk)
+    return out
+
+
+def _resample_channel(channel: np.ndarray, rate: int) -> list[np.ndarray]:
+    """One channel at SAMPLE_RATE, as the resampler's output pieces, each of shape = (1, n)."""
+    resampler = av.AudioResampler(format="fltp", layout="mono", rate=SAMPLE_RATE)
+    out: list[np.ndarray] = []
+    for first in [*range(0, len(channel), rate), None]:
+        piece = None
+        if first is not None:
+            piece = av.AudioFrame.from_ndarray(np.ascontiguousarray(channel[None, first : first + rate], dtype=np.float32),
+                                               format="fltp", layout="mono")
+            piece.sample_rate = rate
+        out += [frame.to_ndarray() for frame in resampler.resample(piece)]
+    return out
 
 
 def _decode_container(
@@ -203,6 +228,9 @@ def _decode_container(
         audio = container.streams.audio[0] if container.streams.audio else None
         if video is None and audio is None:
             raise DecodeError(f"{format_name} container has no audio or video stream")
+        for stream in (video, audio):
+            if stream is not None and stream.codec_context is None:
+                raise DecodeError(f"{format_name} container: no decoder for its {stream.type} stream's codec")
         # What the streams declare is checked before a single frame is decoded (MPEG-TS may declare nothing
         # until the first frame: then the first frame is checked before it is converted).
         rate = n_channels = 0
@@ -233,6 +261,8 @@ def _decode_container(
                     if isinstance(frame, av.VideoFrame):
                         if frame.time is None or frame.time + offset < 0:
                             continue  # no timing, or pre-roll before stream time 0
+                        if frame_times:
+                            _check_length(frame.time + offset - min(frame_times))
                         used_by_frames += _rgb_bytes(frame.width, frame.height, max_frame_side)
                     else:
                         if not audio_samples and not audio_chunks:  # the first frame: the stream may not have said
@@ -242,6 +272,7 @@ def _decode_container(
                             raise DecodeError(f"audio changes from {rate} Hz, {n_channels} channels to "
                                               f"{frame.sample_rate} Hz, {frame.layout.nb_channels} within the segment")
                         audio_samples += frame.samples
+                        _check_length(audio_samples / rate)
                     # counted before the frame is converted: the budget holds for what is about to be allocated
                     _check_budget(used_by_frames + _audio_bytes(audio_samples, rate or SAMPLE_RATE, n_channels), budget)
                     if isinstance(frame, av.VideoFrame):
