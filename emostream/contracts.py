@@ -36,6 +36,20 @@ SUPPORTED_CONTENT_TYPES = (*CONTAINER_CONTENT_TYPES, RAW_PCM_CONTENT_TYPE)
 
 StreamId = Annotated[str, Field(min_length=1, max_length=200, pattern=r"^[A-Za-z0-9._:@/-]+$")]
 
+# Bounds on what a header may claim, so one record cannot overflow a column or a buffer downstream.
+MAX_SEQ = 2**63 - 1  # the int64 seq column of the live perception stage
+MAX_STREAM_SECONDS = 1e7  # stream time of any segment (about 115 days)
+# Media in one segment, declared or decoded (publishers cut 2-10 s, at most ingest.max_segment_seconds = 120):
+# per-segment perception holds several times the decoded audio, so a longer segment is refused.
+MAX_SEGMENT_SECONDS = 120.0
+MAX_AUDIO_CHANNELS = 16  # each channel is a voice of its own (activity, prosody, speakers); 7.1 sound is 8
+# A channel role is a short name ("agent"); the map is one comma-separated header, so no commas in a role.
+Role = Annotated[str, Field(min_length=1, max_length=64, pattern=r"^[^,\x00-\x1f\x7f]+$")]
+# A dead letter stays small whatever the record held: long texts are cut (with a marker) to these lengths.
+MAX_DEAD_LETTER_KEY = 256  # characters of the original key (and of a stream id taken from it)
+MAX_DEAD_LETTER_DETAIL = 2000  # characters of the reason's detail
+MAX_ECHOED_INPUT = 120  # characters of a bad header value repeated in an error message
+
 
 class ContractError(ValueError):
     """A message does not follow its wire contract; the text says which field and why."""
@@ -58,16 +72,19 @@ class SegmentHeaders(_Contract):
     """Kafka headers of one message on the media topic (key = stream id)."""
 
     stream_id: StreamId  # the call or meeting this segment belongs to
-    seq: int = Field(ge=0)  # position of the segment in its stream, 0, 1, 2, … without gaps
-    start: float = Field(ge=0)  # stream time (s) of the earliest sample in the segment
-    duration: float | None = Field(None, ge=0)  # media seconds in the segment, to detect truncation
+    seq: int = Field(ge=0, le=MAX_SEQ)  # position of the segment in its stream, 0, 1, 2, … without gaps
+    # stream time (s) of the earliest sample in the segment
+    start: float = Field(ge=0, le=MAX_STREAM_SECONDS, allow_inf_nan=False)
+    # media seconds in the segment, to detect truncation
+    duration: float | None = Field(None, ge=0, le=MAX_SEGMENT_SECONDS, allow_inf_nan=False)
     # Stream time = container timestamp + this. When absent, the segment's earliest
     # timestamp stands for `start`. Media decoding to before stream time 0 is pre-roll and dropped.
-    timestamp_offset: float | None = None
-    content_type: str  # one of SUPPORTED_CONTENT_TYPES, with parameters for raw PCM
+    timestamp_offset: float | None = Field(None, ge=-MAX_STREAM_SECONDS, le=MAX_STREAM_SECONDS, allow_inf_nan=False)
+    content_type: str = Field(max_length=200)  # one of SUPPORTED_CONTENT_TYPES, with parameters for raw PCM
     end_of_stream: bool = False  # true on the last segment or on an empty end marker
-    channels: tuple[str, ...] | None = None  # role of each audio channel, e.g. ("agent", "customer")
-    sent_at: float | None = None  # producer wall clock (Unix seconds), for ingest lag
+    # role of each audio channel, e.g. ("agent", "customer")
+    channels: tuple[Role, ...] | None = Field(None, min_length=1, max_length=MAX_AUDIO_CHANNELS)
+    sent_at: float | None = Field(None, ge=0, allow_inf_nan=False)  # producer wall clock (Unix seconds), for ingest lag
 
     @field_validator("content_type")
     @classmethod
@@ -93,22 +110,27 @@ class SegmentHeaders(_Contract):
         return headers
 
     @classmethod
-    def from_kafka(cls, headers: list[tuple[str, bytes]] | None) -> SegmentHeaders:
-        """Parse Kafka headers; raise ContractError naming what is missing or malformed."""
+    def from_kafka(cls, headers: list[tuple[str | bytes, bytes]] | None) -> SegmentHeaders:
+        """Parse Kafka headers (names as text, or as the bytes on the wire); raise ContractError naming what is
+        missing or malformed."""
         values: dict[str, object] = {}
-        for name, raw in headers or []:
+        for wire_name, raw in headers or []:
+            try:  # a name read leniently (emostream.kafka.header_names) holds its undecodable bytes as surrogates
+                name = (wire_name if isinstance(wire_name, bytes) else wire_name.encode("utf-8", "surrogateescape")).decode()
+            except UnicodeDecodeError:
+                raise ContractError(f"header name {clip(repr(wire_name), MAX_ECHOED_INPUT)} is not UTF-8") from None
             if not name.startswith(HEADER_PREFIX):
                 continue  # other systems' headers (tracing, …) pass through untouched
             field = name[len(HEADER_PREFIX):].replace("-", "_")
             try:
                 text = raw.decode()
             except (UnicodeDecodeError, AttributeError):
-                raise ContractError(f"header {name!r} is not UTF-8 text") from None
+                raise ContractError(f"header {clip(repr(name), MAX_ECHOED_INPUT)} is not UTF-8 text") from None
             if field == "channels":
                 values[field] = tuple(part.strip() for part in text.split(",")) if text else None
             elif field == "end_of_stream":
                 if text.lower() not in ("true", "false", "1", "0"):
-                    raise ContractError(f"header {name!r} = {text!r}: expected true or false")
+                    raise ContractError(f"header {name!r} = {clip(repr(text), MAX_ECHOED_INPUT)}: expected true or false")
                 values[field] = text.lower() in ("true", "1")
             else:
                 values[field] = text
@@ -127,8 +149,9 @@ def raw_pcm_format(content_type: str) -> tuple[int, int]:
         rate, channels = int(params["rate"]), int(params.get("channels", "1"))
     except (KeyError, ValueError):
         raise ValueError(f"raw PCM needs integer parameters, e.g. 'audio/pcm;rate=8000;channels=1', got {content_type!r}") from None
-    if not (1000 <= rate <= 384_000 and 1 <= channels <= 64):
-        raise ValueError(f"raw PCM rate {rate} or channels {channels} out of range (1000–384000 Hz, 1–64)")
+    if not (1000 <= rate <= 384_000 and 1 <= channels <= MAX_AUDIO_CHANNELS):
+        raise ValueError(f"raw PCM rate {rate} or channels {channels} out of range "
+                         f"(1000–384000 Hz, 1–{MAX_AUDIO_CHANNELS} channels)")
     return rate, channels
 
 
@@ -140,8 +163,16 @@ def describe_validation_error(error: ValidationError, prefix: str = "") -> str:
         if item["type"] == "missing":
             parts.append(f"{name} is missing")
         else:
-            parts.append(f"{name} = {item.get('input')!r}: {item['msg']}")
+            parts.append(f"{name} = {clip(repr(item.get('input')), MAX_ECHOED_INPUT)}: {item['msg']}")
     return "; ".join(parts)
+
+
+def clip(text: str, limit: int) -> str:
+    """`text`, or its first characters and a marker saying how long it was, within `limit` characters."""
+    if len(text) <= limit:
+        return text
+    marker = f"…[{len(text)} chars]"
+    return text[: max(0, limit - len(marker))] + marker
 
 
 # -- output ------------------------------------------------------------------------------------
@@ -253,11 +284,11 @@ class DeadLetterEvent(_Contract):
     """One message on the dead-letter topic: something that could not be processed."""
 
     reason: DeadLetterReason
-    detail: str  # what exactly was wrong, naming the field, value or codec
+    detail: str = Field(max_length=MAX_DEAD_LETTER_DETAIL)  # what exactly was wrong, naming the field, value or codec
     source: SourceCoordinates  # where the original message is
-    stream_id: str | None = None  # when the headers named one
+    stream_id: str | None = Field(None, max_length=MAX_DEAD_LETTER_KEY)  # when the headers (or the key) named one
     seq: int | None = None
-    key: str | None = None  # the original message key, as text
+    key: str | None = Field(None, max_length=MAX_DEAD_LETTER_KEY)  # the original message key, as text (cut if long)
     value_bytes: int  # size of the original value; the media itself is never copied here
     produced_at: datetime
 

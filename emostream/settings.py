@@ -156,6 +156,7 @@ class ServeSettings(_Section):
     host: str = "127.0.0.1"  # HTTP proxy address (0.0.0.0 inside a cluster pod)
     port: int = Field(8000, ge=1, le=65535)
     max_upload_megabytes: float = Field(200.0, gt=0)  # larger POST /v1/analyze bodies are refused (413)
+    max_score_megabytes: float = Field(4.0, gt=0)  # larger POST /v1/score bodies (JSON features) are refused (413)
     bearer_token: str | None = None  # when set, every /v1 call but healthz needs "Authorization: Bearer <token>"
     model: Path | None = None  # emotion model folder or preset name; default: the embedded lite-ravdess checkpoint
     model_name: str | None = None  # reported in events and /v1/model (default: from the checkpoint)

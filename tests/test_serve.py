@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
+import threading
+import time
 import urllib.error
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
@@ -54,13 +58,39 @@ def test_health_model_and_token(server: str) -> None:
     assert status == 200 and info["name"] == "emostream-lite-ravdess" and len(info["labels"]) == 8
     assert call(f"{server}/v1/model", token=None)[0] == 401
     assert call(f"{server}/v1/model", token="wrong")[0] == 401
-    status, spec = call(f"{server}/openapi.json", token=None)
+    assert call(f"{server}/v1/model", token=TOKEN + "x")[0] == 401
+
+
+def test_api_description_is_behind_the_token(server: str) -> None:
+    assert call(f"{server}/openapi.json", token=None)[0] == 401
+    assert call(f"{server}/docs", token=None)[0] == 401
+    status, spec = call(f"{server}/openapi.json")
     assert status == 200 and {"/v1/analyze", "/v1/score", "/v1/model", "/v1/healthz"} <= set(spec["paths"])
+    assert "requestBody" in spec["paths"]["/v1/score"]["post"]
+
+
+def uploads_on_disk() -> set[str]:
+    return {name for name in os.listdir(tempfile.gettempdir()) if name.startswith("emostream-upload")}
 
 
 def test_analyze_a_clip(server: str, librivox: list[Path]) -> None:
-    status, events = call(f"{server}/v1/analyze?stream_id=upload-1", librivox[0].read_bytes())
+    """An upload never has a name on disk: a replica that dies mid-request leaves no raw media behind."""
+    before, seen, done = uploads_on_disk(), set(), threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            seen.update(uploads_on_disk() - before)
+            time.sleep(0.005)
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    try:
+        status, events = call(f"{server}/v1/analyze?stream_id=upload-1", librivox[0].read_bytes())
+    finally:
+        done.set()
+        watcher.join()
     assert status == 200 and len(events) == 1, events
+    assert not seen, f"the upload was on disk as {seen}"
     event = UtteranceEmotionEvent.model_validate(events[0])
     assert event.stream_id == "upload-1" and "Dashwood" in (event.transcript or "") and event.label in event.explanation
 
@@ -70,6 +100,7 @@ def test_bad_uploads_are_refused_with_reasons(server: str) -> None:
     assert status == 413 and "limit" in detail["detail"]
     status, detail = call(f"{server}/v1/analyze", b"this is not media")
     assert status == 422 and "cannot read" in detail["detail"]
+    assert "/proc" not in detail["detail"] and tempfile.gettempdir() not in detail["detail"], detail
     assert call(f"{server}/v1/analyze", b"", token=TOKEN)[0] == 400
 
 
@@ -84,6 +115,37 @@ def test_score_pre_extracted_features(server: str) -> None:
     assert parsed.stream_id == "call-9" and parsed.speaker.id == "customer" and parsed.transcript == "this is unacceptable"
     status, error = call(f"{server}/v1/score", json.dumps({**features, "prosody": "x"}).encode(), content_type="application/json")
     assert status == 422
+
+
+SCORE_FEATURES = {"stream_id": "call-9", "speaker": "customer", "start": 1.0, "end": 3.5, "transcript": "fine, thanks",
+                  "prosody": [180.0, 6.0, 1.0, -20.0, 15.0, 4.5, 1.0, 0.3, 0.6, 0.02, 0.1], "audio_embedding": [0.1] * 768,
+                  "speaker_embedding": [0.05] * 256, "text_embedding": [0.02] * 384}
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"audio_embedding": [0.1] * 10}, "bad utterance features for this model"),  # passes the edge, not the model
+    ({"face_times": [1.0, 2.0], "face_expression": [0.1] * 5}, "bad utterance features"),
+    ({"stream_id": "bad id!"}, "stream-id"),
+    ({"end": 0.5}, "before start"),
+    ({"speaker": "x" * 100}, "speaker"),
+])
+def test_bad_score_input_fails_alone(server: str, change: dict, message: str) -> None:
+    """A bad request is refused (422) before it joins a model batch; good requests batched beside it succeed."""
+    def send(features: dict) -> tuple[int, dict]:
+        return call(f"{server}/v1/score", json.dumps(features).encode(), content_type="application/json")
+
+    with ThreadPoolExecutor(max_workers=6) as pool:
+        bad = pool.submit(send, {**SCORE_FEATURES, **change})
+        good = [pool.submit(send, {**SCORE_FEATURES, "stream_id": f"call-{i}"}) for i in range(4)]
+        status, error = bad.result()
+        assert status == 422 and message.replace("-", "_") in error["detail"].replace("-", "_"), error
+        assert "Traceback" not in error["detail"]
+        assert [future.result()[0] for future in good] == [200] * 4
+
+
+def test_score_body_is_limited(server: str) -> None:
+    huge = json.dumps({**SCORE_FEATURES, "transcript": "x" * 5_000_000}).encode()
+    assert call(f"{server}/v1/score", huge, content_type="application/json")[0] == 413
 
 
 def test_serve_config_files_are_generated_from_the_app() -> None:

@@ -9,11 +9,15 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from emostream.contracts import (
+    MAX_DEAD_LETTER_DETAIL,
+    MAX_DEAD_LETTER_KEY,
+    MAX_ECHOED_INPUT,
     ContractError,
     DeadLetterEvent,
     DeadLetterReason,
     SegmentHeaders,
     SourceCoordinates,
+    clip,
     now_utc,
 )
 from emostream.ingest.ordering import Rejection
@@ -46,7 +50,7 @@ class RecordRejection:
 
 
 def validate_record(topic: str, partition: int, offset: int, key: bytes | None, value: bytes | None,
-                    headers: list[tuple[str, bytes]], max_message_bytes: int) -> MediaMessage | RecordRejection:
+                    headers: list[tuple[str | bytes, bytes]], max_message_bytes: int) -> MediaMessage | RecordRejection:
     """Check one media-topic record's size, headers and key; the message, or why it is refused."""
     value = value or b""
     stream_hint = key.decode(errors="replace") if key else None
@@ -62,7 +66,8 @@ def validate_record(topic: str, partition: int, offset: int, key: bytes | None, 
         return RecordRejection(reason, str(error), stream_hint)
     if key is not None and stream_hint != parsed.stream_id:
         return RecordRejection(DeadLetterReason.BAD_HEADERS,
-                               f"message key {stream_hint!r} differs from emostream-stream-id {parsed.stream_id!r}",
+                               f"message key {clip(repr(stream_hint), MAX_ECHOED_INPUT)} differs from "
+                               f"emostream-stream-id {parsed.stream_id!r}",
                                parsed.stream_id, parsed.seq)
     if not value and not parsed.end_of_stream:
         return RecordRejection(DeadLetterReason.EMPTY_VALUE, "empty value without emostream-end-of-stream: true",
@@ -75,10 +80,14 @@ def decode_rejection(error: DecodeError) -> Rejection:
     return Rejection(reason, str(error))
 
 
-
-
 def dead_letter_event(rejection: Rejection | RecordRejection, source: SourceCoordinates, stream_id: str | None,
                       seq: int | None, key: str | None, value_bytes: int) -> DeadLetterEvent:
-    """The dead letter of a record: why, and where the original is (the media itself is never copied)."""
-    return DeadLetterEvent(reason=rejection.reason, detail=rejection.detail, source=source, stream_id=stream_id, seq=seq,
-                           key=key, value_bytes=value_bytes, produced_at=now_utc())
+    """The dead letter of a record: why, and where the original is (the media itself is never copied).
+
+    Its texts are cut to a few hundred characters, so a huge key or header cannot make a dead letter too
+    large to send; the original record stays where `source` says.
+    """
+    return DeadLetterEvent(
+        reason=rejection.reason, detail=clip(rejection.detail, MAX_DEAD_LETTER_DETAIL), source=source,
+        stream_id=clip(stream_id, MAX_DEAD_LETTER_KEY) if stream_id is not None else None, seq=seq,
+        key=clip(key, MAX_DEAD_LETTER_KEY) if key is not None else None, value_bytes=value_bytes, produced_at=now_utc())

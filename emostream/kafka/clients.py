@@ -12,6 +12,7 @@ from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
 
+from emostream.kafka.header_names import keep_undecodable_header_names
 from emostream.settings import KafkaSettings
 
 log = logging.getLogger(__name__)
@@ -47,6 +48,7 @@ def consumer(kafka: KafkaSettings, topics: Iterable[str] = (), group_id: str | N
         "fetch_max_bytes": max(52_428_800, kafka.max_message_bytes + REQUEST_OVERHEAD_BYTES),
     }
     settings.update(options)
+    keep_undecodable_header_names()  # a bad header name must not stop the consumer at its record
     return KafkaConsumer(*topics, **settings)
 
 

@@ -28,7 +28,7 @@ from emostream.live.source import RECORD, record_row
 from emostream.live.stages import REJECTED, SEGMENT, SegmentStage, StageRow
 from emostream.media.records import media_records
 from emostream.perception.utterance import UtteranceBundle
-from emostream.settings import Settings
+from emostream.settings import KafkaSettings, Settings
 from emostream.sinks import Sink
 from emostream.spine import Spine
 
@@ -94,16 +94,24 @@ def records_from_files(paths: list[Path], settings: Settings, channels: tuple[st
                                                compute=ray.data.ActorPoolStrategy(size=1), num_cpus=0.25)
 
 
-def records_from_kafka(settings: Settings, start: str, end: str) -> ray.data.Dataset:
-    """The media topic between `start` and `end` ("earliest"/"latest" or an ISO time)."""
-    _ordered()
-    kafka = settings.kafka
+def confluent_config(kafka: KafkaSettings) -> dict[str, Any]:
+    """The connection options of `kafka` in confluent-kafka's names (`ray.data.read_kafka` uses that client)."""
     config: dict[str, Any] = {"security.protocol": kafka.security_protocol}
     if kafka.sasl_mechanism:
         config.update({"sasl.mechanism": kafka.sasl_mechanism, "sasl.username": kafka.sasl_plain_username,
                        "sasl.password": kafka.sasl_plain_password})
-    if kafka.ssl_cafile:
-        config["ssl.ca.location"] = kafka.ssl_cafile
+    for name, option in (("ssl_cafile", "ssl.ca.location"), ("ssl_certfile", "ssl.certificate.location"),
+                         ("ssl_keyfile", "ssl.key.location")):
+        if getattr(kafka, name):
+            config[option] = getattr(kafka, name)
+    return config
+
+
+def records_from_kafka(settings: Settings, start: str, end: str) -> ray.data.Dataset:
+    """The media topic between `start` and `end` ("earliest"/"latest" or an ISO time)."""
+    _ordered()
+    kafka = settings.kafka
+    config = confluent_config(kafka)
 
     def bound(value: str) -> Any:
         return value if value in ("earliest", "latest") else datetime.fromisoformat(value)

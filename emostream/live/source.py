@@ -21,6 +21,7 @@ from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from emostream.kafka.clients import consumer as make_consumer
+from emostream.kafka.header_names import wire_name
 from emostream.settings import KafkaSettings
 
 RECORD, TICK = "record", "tick"
@@ -31,7 +32,7 @@ SCHEMA = pa.schema([
     ("offset", pa.int64()),
     ("key", pa.binary()),
     ("value", pa.large_binary()),
-    ("header_keys", pa.list_(pa.string())),
+    ("header_keys", pa.list_(pa.binary())),  # as they were on the wire (a name that is not UTF-8 is dead-lettered)
     ("header_values", pa.list_(pa.binary())),
     ("timestamp_ms", pa.int64()),  # when the producer sent the segment (wall clock)
     ("read_ms", pa.int64()),  # when the read task got it from Kafka (wall clock)
@@ -47,8 +48,8 @@ def record_row(kind: str, topic: str, partition: int, offset: int, key: bytes | 
                index: int = 0) -> dict[str, object]:
     """One row of `SCHEMA` (the source's output, the perception stage's input)."""
     return {"kind": kind, "topic": topic, "partition": partition, "offset": offset, "key": key, "value": value or b"",
-            "header_keys": [k for k, _ in headers], "header_values": [v for _, v in headers], "timestamp_ms": timestamp_ms,
-            "read_ms": read_ms, "highwater": highwater, "task": task, "index": index}
+            "header_keys": [wire_name(k) for k, _ in headers], "header_values": [v for _, v in headers],
+            "timestamp_ms": timestamp_ms, "read_ms": read_ms, "highwater": highwater, "task": task, "index": index}
 
 
 def media_partitions(kafka: KafkaSettings) -> list[int]:

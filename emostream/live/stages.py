@@ -120,7 +120,7 @@ class SegmentStage:
                                   self.settings.kafka.max_message_bytes)
         if isinstance(checked, RecordRejection):
             event = self._dead_letter(checked, row, checked.stream_id, checked.seq)
-            return {**out, "kind": REJECTED, "stream_id": checked.stream_id, "payload": event.model_dump_json().encode()}
+            return {**out, "kind": REJECTED, "stream_id": event.stream_id, "payload": event.model_dump_json().encode()}
         headers = checked.headers
         out.update(stream_id=headers.stream_id, seq=headers.seq, end_of_stream=headers.end_of_stream,
                    start=headers.start, end=headers.start + (headers.duration or 0.0))

@@ -8,6 +8,7 @@ stitches its output into utterances.
 
 from __future__ import annotations
 
+import threading
 import time
 from dataclasses import dataclass
 
@@ -58,15 +59,21 @@ def thumbnails(segment: DecodedSegment, per_second: float, size: int) -> tuple[T
 
 
 class SegmentPerceiver:
-    """Runs the per-segment models. One instance per worker thread (the models are not thread-safe)."""
+    """Runs the per-segment models. Safe to call from several threads (Serve runs a deployment's sync methods
+    in a thread pool): the face models, whose TFLite interpreters are not thread-safe, run one segment at a time."""
 
     def __init__(self, settings: Settings, faces: FaceAnalyzer | None = None) -> None:
         self.settings = settings
         self._faces = faces
         self._faces_ready = faces is not None
+        self._faces_lock = threading.Lock()  # one segment in the face models at a time, and one loading them
 
     @property
     def faces(self) -> FaceAnalyzer:
+        with self._faces_lock:
+            return self._loaded_faces()
+
+    def _loaded_faces(self) -> FaceAnalyzer:
         if not self._faces_ready:  # loaded on the first video segment: audio-only streams never pay for it
             self._faces, self._faces_ready = FaceAnalyzer(self.settings.faces), True
         assert self._faces is not None
@@ -75,7 +82,10 @@ class SegmentPerceiver:
     def __call__(self, segment: DecodedSegment) -> PerceivedSegment:
         timings: dict[str, float] = {}
         started = time.perf_counter()
-        faces = self.faces.analyze(segment) if len(segment.frames) else None
+        faces = None
+        if len(segment.frames):
+            with self._faces_lock:
+                faces = self._loaded_faces().analyze(segment)
         timings["faces"] = time.perf_counter() - started
         started = time.perf_counter()
         prosody = tuple(prosody_frames(channel, segment.audio_start) for channel in segment.audio)

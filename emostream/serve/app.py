@@ -12,27 +12,39 @@ or `serve run emostream.serve.app:build_app`. HTTP:
     POST /v1/score     one pre-extracted utterance (JSON, `UtteranceFeatures`) -> its event
     GET  /v1/healthz   liveness, no token needed
     GET  /v1/model     the served model's name, version and labels
-Uploaded media lives in a temporary file for the length of the request only.
+    GET  /openapi.json, /docs   the API's description (behind the token too, when one is set)
+An upload is streamed into an unnamed temporary file (O_TMPFILE: no directory entry, so nothing of the
+media stays on disk if the replica dies mid-request) and decoded off the event loop.
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run time, and
 # Serve's class-based ingress hides string annotations from it (a `Request` became a query parameter).
 import asyncio
+import hmac
+import io
 import logging
 import tempfile
 import time
+from collections.abc import Iterator
 from dataclasses import replace
-from typing import Any
+from typing import IO, Annotated, Any, Self
 
 from fastapi import FastAPI, HTTPException, Request
-from pydantic import BaseModel, ConfigDict
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from ray import serve
 
-from emostream.contracts import UtteranceEmotionEvent
+from emostream.contracts import MAX_STREAM_SECONDS, Role, StreamId, UtteranceEmotionEvent, describe_validation_error
 from emostream.settings import Settings, load_settings
 
 log = logging.getLogger(__name__)
-api = FastAPI(title="emostream", version="1", description="Per-utterance, multimodal emotion scoring.")
+# The API description is served by the ingress itself, behind the token when one is set.
+api = FastAPI(title="emostream", version="1", description="Per-utterance, multimodal emotion scoring.",
+              docs_url=None, redoc_url=None, openapi_url=None)
+
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+MAX_FEATURE_VALUES = 200_000  # floats in one feature list (a 30 s utterance's face features at 15 fps: 57,600)
 
 
 class UtteranceFeatures(BaseModel):
@@ -40,20 +52,26 @@ class UtteranceFeatures(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    stream_id: str
-    speaker: str
-    start: float
-    end: float
-    transcript: str | None = None
-    prosody: list[float]  # PROSODY_NAMES order
-    audio_embedding: list[float] | None = None  # 768: Whisper encoder mean and std
-    speaker_embedding: list[float] | None = None  # 256: resemblyzer
-    text_embedding: list[float] | None = None  # 384: all-MiniLM-L6-v2
-    face_times: list[float] | None = None
-    face_expression: list[float] | None = None  # n x 7, flattened
-    face_features: list[float] | None = None  # n x 128
-    face_geometry: list[float] | None = None  # n x 11
-    face_geometry_z: list[float] | None = None  # n x 11
+    stream_id: StreamId
+    speaker: Role
+    start: float = Field(ge=0, le=MAX_STREAM_SECONDS, allow_inf_nan=False)
+    end: float = Field(ge=0, le=MAX_STREAM_SECONDS, allow_inf_nan=False)
+    transcript: str | None = Field(None, max_length=20_000)
+    prosody: list[float] = Field(max_length=64)  # PROSODY_NAMES order (NaN where a measure is undefined)
+    audio_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 768: Whisper encoder mean and std
+    speaker_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 256: resemblyzer
+    text_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 384: all-MiniLM-L6-v2
+    face_times: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)
+    face_expression: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # n x 7, flattened
+    face_features: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # n x 128
+    face_geometry: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # n x 11
+    face_geometry_z: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # n x 11
+
+    @model_validator(mode="after")
+    def _ends_after_start(self) -> Self:
+        if self.end < self.start:
+            raise ValueError(f"end {self.end} is before start {self.start}")
+        return self
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
@@ -165,8 +183,26 @@ class EmotionModel:
 
         contexts : a `StreamContexts` the caller keeps for these streams (the live job: speaker statistics
         and model memory carry over between calls); None scores the bundles on their own.
+        Raises ValueError for bundles the model cannot take, before they join a batch: one bad request
+        fails alone instead of failing every request batched with it.
         """
+        self.check(bundles)
         return await self.score_batch((bundles, contexts))
+
+    def check(self, bundles: list[Any]) -> None:
+        """Raise ValueError unless `bundles` collate into finite model inputs (the shapes this model reads)."""
+        import torch  # noqa: PLC0415
+
+        from emostream.models.inputs import collate  # noqa: PLC0415
+
+        model = self.scorer.model
+        try:
+            inputs = collate(bundles, model.config, model.audio_adapter.encoder is not None)
+        except (ValueError, TypeError, IndexError) as error:
+            raise ValueError(f"bad utterance features for this model: {error}") from error
+        for name, value in vars(inputs).items():
+            if isinstance(value, torch.Tensor) and value.is_floating_point() and not bool(torch.isfinite(value).all()):
+                raise ValueError(f"bad utterance features for this model: {name} holds NaN or infinite values")
 
     @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.01)
     async def score_batch(self, requests: list[tuple[list[Any], Any]]) -> list[tuple[list[dict[str, Any]], Any]]:
@@ -194,6 +230,17 @@ class EmotionModel:
         return out
 
 
+# Helpers of the ingress stand above it: Serve serialises the class where it is defined.
+def _next_or_none(items: Iterator[Any]) -> Any:
+    return next(items, None)
+
+
+def _cause(error: Exception) -> str:
+    """The message of an error, without the traceback Ray wraps around one raised in another actor."""
+    cause = getattr(error, "cause", None)
+    return str(cause if isinstance(cause, Exception) else error).strip().splitlines()[-1]
+
+
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Ingress:
@@ -203,7 +250,8 @@ class Ingress:
 
     def _authorise(self, request: Request) -> None:
         token = self.settings.serve.bearer_token
-        if token and request.headers.get("authorization") != f"Bearer {token}":
+        given = request.headers.get("authorization", "").encode()
+        if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):  # constant time: no timing oracle
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
     async def score_bundles(self, bundles: list[Any], contexts: Any = None) -> tuple[list[dict[str, Any]], Any]:
@@ -223,6 +271,17 @@ class Ingress:
     async def healthz(self) -> dict[str, str]:
         return {"status": "ok"}
 
+    @api.get("/openapi.json", include_in_schema=False)
+    async def openapi(self, request: Request) -> dict[str, Any]:
+        self._authorise(request)
+        return api.openapi()
+
+    @api.get("/docs", include_in_schema=False)
+    async def docs(self, request: Request) -> HTMLResponse:
+        """Swagger UI; with a token set, the page loads but its schema request needs the token (closed)."""
+        self._authorise(request)
+        return get_swagger_ui_html(openapi_url="/openapi.json", title="emostream")
+
     @api.get("/v1/model")
     async def model_info(self, request: Request) -> dict[str, Any]:
         self._authorise(request)
@@ -238,43 +297,66 @@ class Ingress:
 
         self._authorise(request)
         limit = int(self.settings.serve.max_upload_megabytes * 1e6)
-        declared = request.headers.get("content-length")
-        if declared is not None and int(declared) > limit:
-            raise HTTPException(status_code=413, detail=f"upload of {int(declared)} bytes is over the {limit}-byte limit")
-        body = bytearray()
-        async for chunk in request.stream():
-            body += chunk
-            if len(body) > limit:
-                raise HTTPException(status_code=413, detail=f"upload is over the {limit}-byte limit")
-        if not body:
-            raise HTTPException(status_code=400, detail="empty body: send the media file as the request body")
         roles = tuple(channels.split(",")) if channels else None
-        session = StreamSession(stream_id, self.settings)
         bundles: list[Any] = []
-        with tempfile.NamedTemporaryFile(prefix="emostream-upload-") as media:  # deleted when the request ends
-            media.write(body)
-            media.flush()
+        # Unnamed (O_TMPFILE): no path exists, so no raw media is left behind if the replica dies; the kernel
+        # frees it when the file is closed or the process ends. PyAV opens it through /proc/self/fd.
+        with tempfile.TemporaryFile(prefix="emostream-upload-") as media:
+            size = await self._receive(request, media, limit)
+            if not size:
+                raise HTTPException(status_code=400, detail="empty body: send the media file as the request body")
+            path = f"/proc/self/fd/{media.fileno()}"
+            session = StreamSession(stream_id, self.settings)
+            segments = file_segments(path, stream_id, self.settings.ingest, roles)
             try:
-                for segment in file_segments(media.name, stream_id, self.settings.ingest, roles):
-                    perceived = await self.perception.perceive.remote(segment) if not segment.is_end_marker else None
-                    bundles += session.push(perceived) if perceived is not None else session.flush()
+                while (segment := await asyncio.to_thread(_next_or_none, segments)) is not None:  # decode off the loop
+                    if segment.is_end_marker:
+                        bundles += await asyncio.to_thread(session.flush)
+                    else:
+                        perceived = await self.perception.perceive.remote(segment)
+                        bundles += await asyncio.to_thread(session.push, perceived)
             except (MediaError, DecodeError, ValueError) as error:
-                raise HTTPException(status_code=422, detail=f"cannot read the upload: {error}") from error
+                detail = str(error).replace(path, "the upload")  # never a server path in a response
+                raise HTTPException(status_code=422, detail=f"cannot read the upload: {detail}") from error
+            finally:
+                segments.close()
         events, _ = await self.score_bundles(bundles)
         return events
 
-    @api.post("/v1/score", response_model=UtteranceEmotionEvent)
-    async def score(self, request: Request, features: UtteranceFeatures) -> dict[str, Any]:
-        """Score one utterance whose features were extracted elsewhere."""
+    async def _receive(self, request: Request, sink: IO[bytes], limit: int) -> int:
+        """Stream the request body into `sink` (413 past `limit` bytes); its size."""
+        declared = request.headers.get("content-length")
+        if declared is not None and declared.isdigit() and int(declared) > limit:
+            raise HTTPException(status_code=413, detail=f"upload of {int(declared)} bytes is over the {limit}-byte limit")
+        size = 0
+        async for chunk in request.stream():
+            size += len(chunk)
+            if size > limit:
+                raise HTTPException(status_code=413, detail=f"upload is over the {limit}-byte limit")
+            sink.write(chunk)
+        sink.flush()
+        return size
+
+    @api.post("/v1/score", response_model=UtteranceEmotionEvent,
+              openapi_extra={"requestBody": {"required": True,
+                                              "content": {"application/json": {"schema": UtteranceFeatures.model_json_schema()}}}})
+    async def score(self, request: Request) -> dict[str, Any]:
+        """Score one utterance whose features were extracted elsewhere (JSON, `UtteranceFeatures`)."""
         from emostream.perception.utterance import bundle_from_features  # noqa: PLC0415
 
         self._authorise(request)
+        body = io.BytesIO()
+        await self._receive(request, body, int(self.settings.serve.max_score_megabytes * 1e6))
+        try:
+            features = UtteranceFeatures.model_validate_json(body.getvalue())
+        except ValidationError as error:
+            raise HTTPException(status_code=422, detail=f"bad utterance features: {describe_validation_error(error)}") from None
         row = {**features.model_dump(), "key": f"{features.stream_id}:{features.start}", "variant": 0}
         try:
             bundle = replace(bundle_from_features(row), stream_id=features.stream_id)
+            events, _ = await self.model.score.remote([bundle])  # checked by the model before it joins a batch
         except (ValueError, TypeError) as error:
-            raise HTTPException(status_code=422, detail=f"bad utterance features: {error}") from error
-        events, _ = await self.model.score.remote([bundle])
+            raise HTTPException(status_code=422, detail=f"bad utterance features: {_cause(error)}") from error
         return events[0]
 
 
