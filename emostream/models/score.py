@@ -217,11 +217,11 @@ def default_scorer() -> EmotionScorer:
 
 def load_scorer(model: str | Path | None, model_name: str | None = None) -> EmotionScorer:
     """A scorer for a model folder or preset name (None: the embedded default), named as events will report it."""
-    from emostream.models.llm import bundled_tokenizer  # noqa: PLC0415
+    from emostream.models.llm import tokenizer_for  # noqa: PLC0415
     from emostream.models.presets import DEFAULT_CHECKPOINT, DEFAULT_NAME, checkpoint_version, load_model  # noqa: PLC0415
 
     loaded = load_model(model)
     version = checkpoint_version(model or DEFAULT_CHECKPOINT)
     name = model_name or (DEFAULT_NAME if model is None else f"emostream-{loaded.config.label_set}")
-    tokenizer = bundled_tokenizer() if loaded.language_model is not None else None
+    tokenizer = tokenizer_for(loaded) if loaded.language_model is not None else None
     return EmotionScorer(loaded, name, version, tokenizer)
