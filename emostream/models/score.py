@@ -19,6 +19,7 @@ from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, Ut
 from emostream.labels import FER7
 from emostream.models.explain import explain
 from emostream.models.inputs import ModelInputs, collate, voice_vector
+from emostream.models.instructions import parse_answer
 from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.running_stats import RunningStats
 from emostream.perception.utterance import UtteranceBundle
@@ -163,11 +164,8 @@ class EmotionScorer:
             drops = {m: float(without[m][i, best]) for m, there in present.items() if there}
             explanation, cues = explain(labels[best], float(probabilities[best]), bundle, drops)
             words: list[str] = []
-            if generated is not None:
-                from emostream.models.llm import parse_generation  # noqa: PLC0415
-
-                words, written = parse_generation(generated[i])
-                explanation = written or explanation
+            if generated is not None and (answer := parse_answer(generated[i])) is not None:
+                words, explanation = list(answer.words), answer.because or explanation
             events.append(self._event(bundle, probabilities, output, i, explanation, cues, words, model_seconds))
         return events
 
