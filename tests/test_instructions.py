@@ -10,7 +10,7 @@ import pytest
 
 from emostream.labels import INTENSITIES, OPEN_WORDS, open_words
 from emostream.models.explain import face_cues, voice_cues
-from emostream.models.instructions import NO_CUE, Answer, labelled_answer, parse_answer
+from emostream.models.instructions import NO_CUE, Answer, grounded, labelled_answer, parse_answer
 from emostream.perception.voice.prosody import PROSODY_NAMES
 from emostream.training.data import target_answer
 from emostream.training.datasets.ravdess import ravdess_intensity
@@ -37,6 +37,14 @@ def test_a_labelled_clip_cites_only_cues_measured_for_it() -> None:
     assert set(answer.because.split("; ")) <= measured
     flat = replace(bundle, prosody_z=calm, prosody=replace(bundle.prosody, speaking_rate=4.0))
     assert labelled_answer("neutral", "ravdess8", "normal", flat).because == NO_CUE  # nothing notable: nothing invented
+
+
+def test_a_generated_answer_keeps_only_the_cues_measured_for_its_utterance() -> None:
+    bundle = random_bundle(seed=6, face=False, frames=False)
+    bundle = replace(bundle, prosody_z={**{name: 0.0 for name in PROSODY_NAMES}, "f0_mean": -1.4})
+    written = Answer("sad", "strong", ("grief", "sadness"), "pitch -1.4 σ below this speaker's norm; louder than usual (+3.0 σ)")
+    assert grounded(written, bundle).because == "pitch -1.4 σ below this speaker's norm"  # the loudness was never measured
+    assert grounded(replace(written, because="louder than usual (+3.0 σ)"), bundle).because == NO_CUE
 
 
 @pytest.mark.parametrize("answer", [

@@ -10,7 +10,8 @@
   speaker's own standard deviations, facial actions and their durations, micro-expressions), or a caption's own
   explanation. The transcript is not cited: the LLM reads it already and it says nothing about how it was said.
 
-`because` comes last so it may hold any text (";" too); `parse_answer` reads the shape back.
+`because` comes last so it may hold any text (";" too); `parse_answer` reads the shape back, and `grounded` keeps
+only the cues a generated answer cites that were really measured for the utterance.
 """
 
 from __future__ import annotations
@@ -49,6 +50,14 @@ def measured_because(bundle: UtteranceBundle) -> str:
     cues = sorted(voice_cues(bundle), key=lambda c: -abs(c.value))[:CUES_IN_ANSWER]
     cues += face_cues(bundle)[: CUES_IN_ANSWER - len(cues)]
     return "; ".join(cue.detail for cue in cues) or NO_CUE
+
+
+def grounded(answer: Answer, bundle: UtteranceBundle) -> Answer:
+    """The answer with its `because` cut down to the cues that were measured for this utterance: a generated cue
+    that no measurement backs (the LM can write any number) is dropped; nothing left gives NO_CUE."""
+    measured = {cue.detail for cue in voice_cues(bundle) + face_cues(bundle)}
+    kept = [part.strip() for part in answer.because.split(";") if part.strip() in measured]
+    return Answer(answer.emotion, answer.intensity, answer.words, "; ".join(kept) or NO_CUE)
 
 
 def labelled_answer(label: str, label_set: str, intensity: str, bundle: UtteranceBundle) -> Answer:

@@ -19,7 +19,7 @@ from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, Ut
 from emostream.labels import FER7
 from emostream.models.explain import explain
 from emostream.models.inputs import ModelInputs, collate, voice_vector
-from emostream.models.instructions import parse_answer
+from emostream.models.instructions import NO_CUE, grounded, parse_answer
 from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.running_stats import RunningStats
 from emostream.perception.utterance import UtteranceBundle
@@ -165,7 +165,9 @@ class EmotionScorer:
             explanation, cues = explain(labels[best], float(probabilities[best]), bundle, drops)
             words: list[str] = []
             if generated is not None and (answer := parse_answer(generated[i])) is not None:
-                words, explanation = list(answer.words), answer.because or explanation
+                answer = grounded(answer, bundle)  # the explanation cites only cues measured for this utterance
+                words = list(answer.words)
+                explanation = answer.because if answer.because != NO_CUE else explanation
             events.append(self._event(bundle, probabilities, output, i, explanation, cues, words, model_seconds))
         return events
 
