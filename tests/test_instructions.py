@@ -59,8 +59,9 @@ def test_an_answer_round_trips_through_its_text(answer: Answer) -> None:
 def test_text_without_the_shape_is_a_parse_failure() -> None:
     assert parse_answer("The speaker sounds sad.") is None
     assert parse_answer("emotion: sad; intensity: very; words: grief; because: x") is None  # not an intensity
-    assert parse_answer("  Emotion: Sad; intensity: Normal; words: Sadness ; because: slower speech\n") == \
+    assert parse_answer("Sure. Emotion: Sad; intensity: Normal; words: Sadness ; because: slower speech\n") == \
         Answer("sad", "normal", ("sadness",), "slower speech")
+    assert parse_answer("emotion: sad; words: grief; because: slower speech") is None  # a field missing
 
 
 def test_feature_rows_get_their_target_from_a_caption_or_their_label(shared_data: Path) -> None:

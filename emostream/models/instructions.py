@@ -27,7 +27,7 @@ CUES_IN_ANSWER = 2  # the strongest measured cues an answer cites (short answers
 NO_CUE = "no measured cue stands out"
 MAX_WORDS = 8
 MAX_WORD_LENGTH = 32  # characters; longer "words" are run-on generations, dropped
-_SHAPE = re.compile(r"^\s*emotion:\s*(?P<emotion>[^;]+?)\s*;\s*intensity:\s*(?P<intensity>[^;]+?)\s*;"
+_SHAPE = re.compile(r"\bemotion:\s*(?P<emotion>[^;]+?)\s*;\s*intensity:\s*(?P<intensity>[^;]+?)\s*;"
                     r"\s*words:\s*(?P<words>[^;]*?)\s*;\s*because:\s*(?P<because>.*?)\s*$", re.DOTALL | re.IGNORECASE)
 
 
@@ -60,14 +60,20 @@ def grounded(answer: Answer, bundle: UtteranceBundle) -> Answer:
     return Answer(answer.emotion, answer.intensity, answer.words, "; ".join(kept) or NO_CUE)
 
 
+def read_answers(texts: list[str], bundles: list[UtteranceBundle]) -> list[Answer | None]:
+    """Generated texts of these utterances as grounded answers (None where a text does not parse)."""
+    return [grounded(answer, bundle) if (answer := parse_answer(text)) else None for text, bundle in zip(texts, bundles, strict=True)]
+
+
 def labelled_answer(label: str, label_set: str, intensity: str, bundle: UtteranceBundle) -> Answer:
     """The target answer of a labelled clip: lexicon words for its label and intensity, its own measured cues."""
     return Answer(label, intensity, open_words(label, label_set, intensity), measured_because(bundle))
 
 
 def parse_answer(text: str) -> Answer | None:
-    """An answer read back from generated text; None when it does not have the shape (a parse failure)."""
-    match = _SHAPE.match(text)
+    """An answer read back from generated text, from its first "emotion:" on (a model may write a few words before
+    it); None when it does not have the shape (a parse failure)."""
+    match = _SHAPE.search(text)
     if match is None:
         return None
     intensity = match["intensity"].lower()

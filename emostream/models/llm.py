@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from emostream.models.instructions import Answer, read_answers
 from emostream.models.model import EmotionModel, EmotionOutput
+from emostream.perception.utterance import UtteranceBundle
 
 IGNORE = -100  # label value the LM loss skips
 END_OF_TEXT = "<|endoftext|>"
@@ -130,6 +132,17 @@ def generate(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTo
         eos_token_id=tokenizer.eos_token_id,
     )
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+
+
+@torch.inference_mode()
+def describe(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, bundles: list[UtteranceBundle],
+             max_new_tokens: int = 64) -> list[Answer | None]:
+    """Each utterance's answer (emotion, intensity, open-vocabulary words, measured cues), grounded in what was measured
+    for it; None where the generation does not parse. The utterances are read on their own (no stream memory)."""
+    from emostream.models.inputs import collate  # noqa: PLC0415
+
+    output = model(collate(bundles, model.config))
+    return read_answers(generate(model, output, tokenizer, [b.transcript for b in bundles], max_new_tokens), bundles)
 
 
 def add_lora(model: EmotionModel, rank: int = 8, alpha: int = 16, target_modules: list[str] | None = None) -> EmotionModel:

@@ -19,7 +19,7 @@ from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, Ut
 from emostream.labels import FER7
 from emostream.models.explain import explain
 from emostream.models.inputs import ModelInputs, collate, voice_vector
-from emostream.models.instructions import NO_CUE, grounded, parse_answer
+from emostream.models.instructions import NO_CUE, read_answers
 from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.running_stats import RunningStats
 from emostream.perception.utterance import UtteranceBundle
@@ -153,6 +153,7 @@ class EmotionScorer:
         output = everything.select(slice(0, count))
         without = {m: everything.probabilities[(k + 1) * count : (k + 2) * count] for k, m in enumerate(OCCLUDED)}
         generated = self._generate(output, bundles)
+        answers = read_answers(generated, bundles) if generated is not None else None
         model_seconds = (time.perf_counter() - started) / len(bundles)
         events = []
         for i, bundle in enumerate(bundles):
@@ -164,8 +165,7 @@ class EmotionScorer:
             drops = {m: float(without[m][i, best]) for m, there in present.items() if there}
             explanation, cues = explain(labels[best], float(probabilities[best]), bundle, drops)
             words: list[str] = []
-            if generated is not None and (answer := parse_answer(generated[i])) is not None:
-                answer = grounded(answer, bundle)  # the explanation cites only cues measured for this utterance
+            if answers is not None and (answer := answers[i]) is not None:  # grounded: cites only measured cues
                 words = list(answer.words)
                 explanation = answer.because if answer.because != NO_CUE else explanation
             events.append(self._event(bundle, probabilities, output, i, explanation, cues, words, model_seconds))
