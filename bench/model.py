@@ -21,6 +21,11 @@ utterances/s are per core; they are CPU-time figures (the wall clock is checked 
 measurement is warmed up first; the median over runs is printed. Target: lite >= 200 utterances/s per
 core at batch 16 (model forward). Also printed: parameters per top-level block and the size of a
 save_pretrained checkpoint. Timings are printed, never asserted. Run: .venv/bin/python bench/model.py [--runs 5]
+
+Describer (`--describer mllm` or a checkpoint folder with a language model, e.g. a fine-tuned mllm export): the LLM
+writing each utterance's answer (models/instructions.py) after the forward pass, greedy, at most
+--max-new-tokens tokens, audio+text utterances at batch 1 and 8; utterances/s per core (CPU time) and wall, and
+the tokens written per utterance (an untrained model's answers have no set length: measure a trained export).
 """
 
 from __future__ import annotations
@@ -43,7 +48,8 @@ from transformers.utils import logging as hf_logging
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for tests.model_helpers
 
 from emostream.models.inputs import collate  # noqa: E402
-from emostream.models.model import ScoringModel  # noqa: E402
+from emostream.models.llm import generate, tokenizer_for  # noqa: E402
+from emostream.models.model import EmotionModel, ScoringModel  # noqa: E402
 from emostream.models.presets import build_preset, load_model, preset_names  # noqa: E402
 from emostream.models.score import EmotionScorer, StreamContexts  # noqa: E402
 from emostream.perception.utterance import UtteranceBundle  # noqa: E402
@@ -53,6 +59,7 @@ from tests.model_helpers import random_bundle  # noqa: E402
 TARGET = 200.0  # utterances/s per core for lite's forward pass at batch 16
 TARGET_PRESET, TARGET_BATCH = "lite", 16
 BATCHES = (1, 16)
+DESCRIBER_BATCHES = (1, 8)
 MIXES = {"all": {}, "audio+text": {"face": False, "frames": False}}  # random_bundle keyword arguments
 MODES = ("forward", "collate+fwd", "score")
 BLOCKS = {  # top-level blocks whose parameters are counted; the rest goes to "other"
@@ -166,6 +173,33 @@ def one_thread() -> str:
     return before
 
 
+def describe(model: EmotionModel, batches: list[list[UtteranceBundle]], max_new_tokens: int) -> tuple[float, float, float]:
+    """CPU and wall seconds for the forward pass and the LLM's answer of every utterance, and tokens written per utterance."""
+    tokenizer = tokenizer_for(model)
+
+    @torch.inference_mode()
+    def run(batch: list[UtteranceBundle]) -> list[str]:
+        return generate(model, model(collate(batch, model.config)), tokenizer, [b.transcript for b in batch], max_new_tokens)
+
+    run(batches[0])  # warm up
+    written: list[str] = []
+    cpu, wall = time_pass(lambda: [written.extend(run(batch)) for batch in batches])
+    tokens = sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in written) / len(written)
+    return cpu, wall, tokens
+
+
+def report_describer(model: EmotionModel, count: int, max_new_tokens: int, analysis_fps: float, seed: int) -> None:
+    print(f"describer: utterances/s per core (CPU time) and wall, forward + greedy answer (<= {max_new_tokens} tokens), "
+          f"{count} audio+text utterances")
+    header = f"{'batch':>6}{'utt/s (CPU)':>14}{'utt/s (wall)':>14}{'tokens/utt':>12}{'tokens/s':>10}"
+    print(header)
+    print("-" * len(header))
+    for batch in DESCRIBER_BATCHES:
+        batches = utterances(count, batch, MIXES["audio+text"], analysis_fps, seed)
+        cpu, wall, tokens = describe(model, batches, max_new_tokens)
+        print(f"{batch:>6}{count / cpu:>14.3f}{count / wall:>14.3f}{tokens:>12.1f}{count * tokens / cpu:>10.1f}", flush=True)
+
+
 # -- output ---------------------------------------------------------------------------------------
 
 
@@ -189,6 +223,9 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "lite", "default"], choices=[*preset_names(), "default"],
                         help="presets to measure (default: the embedded trained checkpoint)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and features")
+    parser.add_argument("--describer", help="also measure the LLM answer: 'mllm' (fresh adapters) or a checkpoint folder with an LLM")
+    parser.add_argument("--describer-utterances", type=int, default=16, help="utterances per describer measurement (a multiple of 8)")
+    parser.add_argument("--max-new-tokens", type=int, default=64, help="the describer's longest answer, in tokens")
     args = parser.parse_args()
     if args.runs < 1 or args.utterances < max(BATCHES) or args.utterances % max(BATCHES):
         parser.error(f"--runs must be at least 1 and --utterances a positive multiple of {max(BATCHES)}")
@@ -225,6 +262,13 @@ def main() -> None:
                 print(f"{name:<8}{mix:<12}{batch:>6}" + "".join(f"{rates[m]:>14.0f}" for m in MODES)
                       + f"{1000 / rates['score']:>14.2f}", flush=True)
     print(f"(wall/CPU over all timings: {wall_total / cpu_total:.2f}; 1.00 = one core, no waiting)")
+
+    if args.describer:
+        describer = load_model(args.describer).eval()
+        if not isinstance(describer, EmotionModel) or describer.language_model is None:
+            parser.error(f"--describer {args.describer}: not a model with a language model (try mllm)")
+        print()
+        report_describer(describer, args.describer_utterances, args.max_new_tokens, args.analysis_fps, args.seed)
 
     if TARGET_PRESET in models:
         print()

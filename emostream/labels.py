@@ -69,6 +69,12 @@ Valence/arousal
 ---------------
 ``VALENCE_AROUSAL`` places each canonical concept in Russell's (1980) circumplex, both axes in [-1, 1];
 ``expected_valence_arousal`` is the probability-weighted mean of those anchors.
+
+Open vocabulary
+---------------
+``OPEN_WORDS`` gives each canonical concept its basic and intense word from the intensity tiers of Plutchik's
+(2001) wheel (sadness / grief, anger / rage …); ``open_words`` picks a clip's words by its intensity
+(``INTENSITIES``). The LLM's instruction targets take their words from there and nowhere else.
 """
 
 from __future__ import annotations
@@ -87,7 +93,9 @@ __all__ = [
     "LABEL_SETS",
     "MER2023_6",
     "MERR9",
+    "INTENSITIES",
     "NEAREST",
+    "OPEN_WORDS",
     "RAVDESS8",
     "SYNONYMS",
     "TESS7",
@@ -99,6 +107,7 @@ __all__ = [
     "label_set",
     "map_probabilities",
     "mapping_matrix",
+    "open_words",
     "parse_label",
 ]
 
@@ -238,6 +247,30 @@ SYNONYMS: dict[str, str] = {
     "sur": "surprised",
 }
 
+# ---------------------------------------------------------------------------------------------------- open vocabulary
+
+# The open-vocabulary words of the LLM's instruction targets (emostream/models/instructions.py), per concept: its
+# basic word and its intense word. Source: the intensity tiers of Plutchik's wheel of emotions (Plutchik, R. 2001,
+# "The Nature of Emotions", American Scientist 89(4), 344-350): each primary emotion at basic and intense strength,
+# e.g. sadness / grief, anger / rage, fear / terror. A concept outside the wheel's eight primaries has only its own
+# noun (contempt is the wheel's disgust+anger dyad and boredom its mild disgust). A clip's words are looked up
+# here (``open_words``), never written per clip.
+OPEN_WORDS: dict[str, tuple[str, str | None]] = {
+    "neutral": ("neutral", None),
+    "calm": ("calmness", None),
+    "happy": ("joy", "ecstasy"),
+    "sad": ("sadness", "grief"),
+    "angry": ("anger", "rage"),
+    "fearful": ("fear", "terror"),
+    "disgust": ("disgust", "loathing"),
+    "surprised": ("surprise", "amazement"),
+    "worried": ("worry", None),
+    "doubt": ("doubt", None),
+    "contempt": ("contempt", None),
+    "bored": ("boredom", None),
+}
+INTENSITIES = ("normal", "strong", "unknown")  # RAVDESS's two levels; "unknown" for corpora that do not say
+
 # ---------------------------------------------------------------------------------------------------- valence / arousal
 
 # Anchors in Russell's circumplex (Russell, J. A. 1980, "A circumplex model of affect", Journal of Personality
@@ -286,6 +319,8 @@ def _check_tables() -> None:
             problems.append(f"NEAREST[{concept!r}] weights must be positive and sum to 1")
     if unknown_words := {w: c for w, c in SYNONYMS.items() if c not in CANONICAL or w != w.lower()}:
         problems.append(f"SYNONYMS with a bad concept or a non-lowercase word: {unknown_words}")
+    if set(OPEN_WORDS) != set(CANONICAL):
+        problems.append("OPEN_WORDS must have exactly the CANONICAL concepts")
     if problems:
         raise RuntimeError("emostream.labels tables are inconsistent: " + "; ".join(problems))
 
@@ -417,6 +452,15 @@ def parse_label(text: str, label_set: str) -> int:
     if concept is None or concept not in concepts:
         raise ValueError(f"{text!r} is not a {label_set} label; allowed: {', '.join(labels)} (or their synonyms in SYNONYMS)")
     return concepts.index(concept)
+
+
+def open_words(label: str, label_set: str, intensity: str) -> tuple[str, ...]:
+    """The open-vocabulary words of a label at an intensity (``OPEN_WORDS``): the intense word first when the clip is
+    "strong" and the concept has one, then the basic word. Raises ValueError for an unknown label or intensity."""
+    if intensity not in INTENSITIES:
+        raise ValueError(f"unknown intensity {intensity!r}; known: {', '.join(INTENSITIES)}")
+    basic, intense = OPEN_WORDS[canonical_labels(label_set)[parse_label(label, label_set)]]
+    return (intense, basic) if intensity == "strong" and intense else (basic,)
 
 
 def corresponding_label(label: str, source: str, target: str) -> str | None:

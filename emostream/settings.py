@@ -162,6 +162,11 @@ class ServeSettings(_Section):
     model_name: str | None = None  # reported in events and /v1/model (default: from the checkpoint)
     max_batch_size: int = Field(16, ge=1)  # utterances the model deployment batches across requests
     batch_wait_seconds: float = Field(0.01, ge=0)
+    # A checkpoint with a language model (e.g. a fine-tuned mllm export) writing open-vocabulary words and the measured
+    # cues behind them: deploys the Describer, which runs only for requests that ask (describe=true). None: not deployed.
+    describer: Path | None = None
+    describer_max_batch_size: int = Field(8, ge=1)  # utterances the describer batches across requests
+    describer_max_new_tokens: int = Field(64, ge=1)  # the longest answer it writes, in tokens
 
 
 class LiveSettings(_Section):

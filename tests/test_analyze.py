@@ -67,4 +67,4 @@ def test_model_option_scores_with_another_model(call: Path, capsys: pytest.Captu
 
 def test_a_wrong_model_is_named_before_anything_loads(call: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["analyze", str(call), "--model", "no-such-model"]) == 1
-    assert "no emotion model at no-such-model: expected a preset (tiny, tiny-llm, lite, large)" in capsys.readouterr().err
+    assert "no emotion model at no-such-model: expected a preset (tiny, tiny-llm, lite, mllm, large)" in capsys.readouterr().err

@@ -19,10 +19,14 @@ from emostream.models.score import load_scorer
 from emostream.training.train import TrainConfig, build_model, load_train_config
 from tests.model_helpers import random_bundle
 from tests.test_large_preset import tiny_checkpoints
+from tests.test_smollm import installed_checkpoint
 
 
 def arguments_for(name: str, folder: Path) -> dict[str, Any]:
-    """What a config passes each preset: large gets tiny local checkpoints and a small hidden size, the others nothing."""
+    """What a config passes each preset: large gets tiny local checkpoints and a small hidden size, the others nothing
+    (mllm needs SmolLM2 converted at install time)."""
+    if name == "mllm":
+        installed_checkpoint()
     if name != "large":
         return {}
     tiny_checkpoints(folder)
@@ -31,9 +35,9 @@ def arguments_for(name: str, folder: Path) -> dict[str, Any]:
 
 
 def test_the_registry_lists_every_preset_with_its_arguments() -> None:
-    assert preset_names() == ["tiny", "tiny-llm", "lite", "large"]
+    assert preset_names() == ["tiny", "tiny-llm", "lite", "mllm", "large"]
     assert PRESETS["large"].arguments == ("vision_path", "audio_path", "llm_path", "hidden_size")
-    assert all(PRESETS[name].arguments == () for name in ("tiny", "tiny-llm", "lite"))
+    assert all(PRESETS[name].arguments == () for name in ("tiny", "tiny-llm", "lite", "mllm"))
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -41,7 +45,7 @@ def test_every_registered_preset_builds_and_scores(name: str, tmp_path: Path) ->
     torch.manual_seed(0)
     model = build_preset(name, "mer2023_6", arguments_for(name, tmp_path)).eval()
     assert model.config.label_set == "mer2023_6" and tuple(model.config.labels) == LABEL_SETS["mer2023_6"]
-    assert (model.language_model is not None) == (name in ("tiny-llm", "large"))
+    assert (model.language_model is not None) == (name in ("tiny-llm", "mllm", "large"))
     bundles = [random_bundle(seed=1, seconds=1.0), random_bundle(seed=2, seconds=0.6, face=False)]
     with torch.no_grad():
         output = model(collate(bundles, model.config, raw_audio=name == "large"))
@@ -71,18 +75,19 @@ def test_a_training_config_can_name_each_preset(name: str, tmp_path: Path) -> No
 @pytest.mark.parametrize("name", preset_names())
 def test_serving_can_name_each_preset(name: str) -> None:
     # serve.model and --model are a folder or a preset name; a preset is built with its default arguments
+    arguments_for(name, Path())  # mllm: skipped without SmolLM2
     scorer = load_scorer(name)
     expected = "merr9" if name == "large" else "ravdess8"  # each preset's own default label set
     assert scorer.model.config.label_set == expected and scorer.info.name == f"emostream-{expected}"
 
 
 def test_unknown_preset_or_argument_names_the_known_ones(tmp_path: Path) -> None:
-    known = "known presets: tiny, tiny-llm, lite, large"
+    known = "known presets: tiny, tiny-llm, lite, mllm, large"
     with pytest.raises(ValueError, match=f"unknown preset 'huge'; {known}"):
         build_preset("huge")
     with pytest.raises(ValidationError, match=f"unknown preset 'huge'; {known}"):
         TrainConfig.model_validate({"preset": "huge", "data": {"path": str(tmp_path)}, "stages": [{"name": "all", "epochs": 1}]})
-    with pytest.raises(FileNotFoundError, match=r"expected a preset \(tiny, tiny-llm, lite, large\) or a folder"):
+    with pytest.raises(FileNotFoundError, match=r"expected a preset \(tiny, tiny-llm, lite, mllm, large\) or a folder"):
         load_model(tmp_path / "huge")
     with pytest.raises(ValueError, match=r"preset 'lite' has no argument\(s\) hidden_size; it takes none besides the label set"):
         check_preset("lite", {"hidden_size": 8})

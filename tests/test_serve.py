@@ -30,7 +30,8 @@ def server():  # type: ignore[no-untyped-def]
     from emostream.serve.app import build_app
 
     os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    # Room for the default app (1 CPU of local-profile shares) and one more beside it (a describer app takes 1.2)
+    ray.init(address="local", num_cpus=3, include_dashboard=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
     serve.run(build_app({"serve": {"bearer_token": TOKEN, "max_upload_megabytes": 1.0}}), name="emostream", route_prefix="/")
@@ -182,3 +183,62 @@ def test_an_llm_preset_is_served_with_generation(server: str, tmp_path_factory: 
         assert isinstance(parsed.open_vocabulary, list)  # parsed from the generation (random words for random weights)
     finally:
         serve.delete("emostream-llm")
+
+
+FEATURES = {"stream_id": "call-5", "speaker": "customer", "start": 0.0, "end": 2.5, "transcript": "I have been waiting all week",
+            "prosody": [140.0, 5.0, 1.0, -21.0, 14.0, 4.2, 1.0, 0.3, 0.6, 0.02, 0.1], "audio_embedding": [0.1] * 768,
+            "text_embedding": [0.02] * 384}  # encoded already: the describer sees exactly what it was trained on
+
+
+def memorised_describer(folder: Path) -> Path:
+    """A tiny LLM checkpoint trained to give one fixed, parseable answer for the utterance FEATURES (seconds on a CPU):
+    what the describer plumbing must carry into the event, whatever a random tiny LM would write."""
+    import torch
+
+    from emostream.models.inputs import collate
+    from emostream.models.instructions import NO_CUE, Answer
+    from emostream.models.llm import bundled_tokenizer, language_loss
+    from emostream.models.presets import tiny
+    from emostream.perception.utterance import bundle_from_features
+
+    torch.manual_seed(0)
+    model = tiny(llm=True).train()
+    tokenizer = bundled_tokenizer()
+    answer = Answer("sad", "normal", ("sadness",), NO_CUE).text()
+    bundle = bundle_from_features({**FEATURES, "key": "call-5:0.0", "variant": 0})  # as /v1/score builds it
+    optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
+    for _ in range(60):
+        loss = language_loss(model, model(collate([bundle], model.config)), tokenizer, [bundle.transcript], [answer])
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+    model.eval().save_pretrained(folder)
+    return folder
+
+
+def test_describe_is_refused_without_a_describer(server: str, librivox: list[Path]) -> None:
+    status, detail = call(f"{server}/v1/analyze?describe=true", librivox[0].read_bytes())
+    assert status == 400 and "set serve.describer" in detail["detail"]
+
+
+def test_describe_true_adds_the_describers_open_vocabulary_words(server: str, librivox: list[Path],
+                                                                 tmp_path_factory: pytest.TempPathFactory) -> None:
+    from ray import serve
+
+    from emostream.serve.app import build_app
+
+    folder = memorised_describer(tmp_path_factory.mktemp("describer"))
+    serve.run(build_app({"serve": {"bearer_token": TOKEN, "describer": str(folder)}}), name="emostream-describer",
+              route_prefix="/described")
+    body = json.dumps(FEATURES).encode()
+    try:
+        status, plain = call(f"{server}/described/v1/score", body, content_type="application/json")
+        assert status == 200 and plain["open_vocabulary"] == [], plain  # not asked: the describer is not called
+        status, event = call(f"{server}/described/v1/score?describe=true", body, content_type="application/json")
+        assert status == 200, event
+        described = UtteranceEmotionEvent.model_validate(event)
+        assert described.open_vocabulary == ["sadness"] and described.explanation == plain["explanation"]  # no cue cited
+        status, events = call(f"{server}/described/v1/analyze?describe=true", librivox[0].read_bytes())
+        assert status == 200 and len(events) == 1, events  # a real clip through the same path (its words: whatever parses)
+    finally:
+        serve.delete("emostream-describer")

@@ -46,6 +46,10 @@ class EmotionConfig(PretrainedConfig):
         vision_config: dict[str, Any] | None = None,  # a Hugging Face vision model for thumbnails (else a small CNN)
         audio_config: dict[str, Any] | None = None,  # a Hugging Face audio encoder on raw audio (else Whisper features only)
         llm_config: dict[str, Any] | None = None,  # a causal LM for open-vocabulary words and explanations
+        # Where the LM's base weights come from when they are referenced rather than saved in every checkpoint: a
+        # checkpoint folder, or "smollm2-135m-instruct" (the converted SmolLM2, models/smollm.py). None: saved inside.
+        llm_path: str | None = None,
+        llm_lora: dict[str, Any] | None = None,  # the LoRA adapters' settings (rank, alpha, target_modules) once added
         llm_prompt: str = "Describe the speaker's emotion in a few words, then explain why.",
         ensemble_size: int = 1,  # > 1: a checkpoint of that many models trained alike from different seeds, averaged
         **kwargs: Any,
@@ -71,6 +75,8 @@ class EmotionConfig(PretrainedConfig):
         self.vision_config = vision_config
         self.audio_config = audio_config
         self.llm_config = llm_config
+        self.llm_path = llm_path
+        self.llm_lora = llm_lora
         self.llm_prompt = llm_prompt
         self.ensemble_size = ensemble_size
         if hidden_size % num_heads:

@@ -1,8 +1,8 @@
 """The LLM path: multimodal tokens spliced into a causal LM's input embeddings around an instruction
 and the transcript; the LM writes open-vocabulary emotion words and an explanation.
 
-The text the LM learns to write is "word, word; explanation" (`format_target`), and
-`parse_generation` reads it back. Fine-tuning puts LoRA adapters (peft) on the LM.
+The text the LM learns to write is an answer in one fixed shape ("emotion: …; intensity: …; words: …; because: …",
+models/instructions.py), which `instructions.parse_answer` reads back. Fine-tuning puts LoRA adapters (peft) on the LM.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from pathlib import Path
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
+from emostream.models.instructions import Answer, read_answers
 from emostream.models.model import EmotionModel, EmotionOutput
+from emostream.perception.utterance import UtteranceBundle
 
 IGNORE = -100  # label value the LM loss skips
 END_OF_TEXT = "<|endoftext|>"
@@ -39,19 +41,35 @@ def bundled_tokenizer() -> PreTrainedTokenizerBase:
     return load_tokenizer(Path(get_model_path()) / "tokenizer.json")
 
 
-def format_target(words: list[str], explanation: str) -> str:
-    return f"{', '.join(words)}; {explanation}"
+def tokenizer_for(model: EmotionModel) -> PreTrainedTokenizerBase:
+    """The tokenizer of a model's LM: the referenced checkpoint's own (with its chat template), else the bundled GPT-2 one."""
+    from emostream.models.model import language_model_folder  # noqa: PLC0415
 
-
-def parse_generation(text: str) -> tuple[list[str], str]:
-    """'irritated, impatient; the pitch rose …' -> (['irritated', 'impatient'], 'the pitch rose …')."""
-    head, _, tail = text.partition(";")
-    words = [w.strip().lower() for w in head.split(",") if w.strip() and len(w.strip()) <= 32]
-    return words[:8], tail.strip()
+    return load_tokenizer(language_model_folder(model.config.llm_path)) if model.config.llm_path else bundled_tokenizer()
 
 
 def _ids(tokenizer: PreTrainedTokenizerBase, text: str) -> list[int]:
     return tokenizer.encode(text, add_special_tokens=False)
+
+
+SIGNALS = "\x00signals\x00"  # where the multimodal tokens go in a rendered chat (never in a transcript: control characters)
+SYSTEM = "You describe how a speaker feels from measured signals of their voice, face and words."
+
+
+def _prompt(tokenizer: PreTrainedTokenizerBase, instruction: str, transcript: str | None) -> tuple[list[int], list[int], str]:
+    """Token ids before and after the multimodal tokens, and what goes between the prompt and the answer.
+
+    With a chat template (an instruction-tuned LM) the prompt is a rendered user turn and the answer the assistant's;
+    without one (the tiny test GPT-2) it is plain text ending in "Emotion:".
+    """
+    said = transcript or "(none)"
+    if tokenizer.chat_template:
+        messages = [{"role": "system", "content": SYSTEM},
+                    {"role": "user", "content": f"{instruction}\nSignals: {SIGNALS}\nWords: {said}"}]
+        text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        before, after = str(text).split(SIGNALS)
+        return _ids(tokenizer, before), _ids(tokenizer, after), ""
+    return _ids(tokenizer, instruction + " Signals:"), _ids(tokenizer, f" Words: {said} Emotion:"), " "
 
 
 def splice(
@@ -61,7 +79,8 @@ def splice(
     transcripts: list[str | None],
     targets: list[str] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """LM inputs per utterance: [instruction] [multimodal tokens] [transcript] ([target] [eos]), left-padded.
+    """LM inputs per utterance: [instruction] [multimodal tokens] [transcript] ([target] [eos]), left-padded; through
+    the tokenizer's chat template when it has one.
 
     Returns inputs_embeds (B, L, H), attention_mask (B, L) and labels (B, L) (IGNORE except on targets).
     """
@@ -69,17 +88,15 @@ def splice(
         raise ValueError("this preset has no language model (config.llm_config is None)")
     embed = model.language_model.get_input_embeddings()
     device = output.tokens.device
-    prompt = _ids(tokenizer, model.config.llm_prompt + " Signals:")
     projected = model.llm_projection(output.tokens)
     rows, labels = [], []
     for i, transcript in enumerate(transcripts):
-        said = _ids(tokenizer, f" Words: {transcript or '(none)'} Emotion:")
-        target = _ids(tokenizer, " " + targets[i]) + [tokenizer.eos_token_id] if targets is not None else []
-        text_ids = torch.tensor(prompt + said + target, device=device)
-        text = embed(text_ids)
+        before, after, lead = _prompt(tokenizer, model.config.llm_prompt, transcript)
+        target = _ids(tokenizer, lead + targets[i]) + [tokenizer.eos_token_id] if targets is not None else []
+        text = embed(torch.tensor(before + after + target, device=device))
         signals = projected[i][output.token_mask[i]]
-        rows.append(torch.cat([text[: len(prompt)], signals, text[len(prompt) :]], dim=0))
-        labels.append([IGNORE] * (len(prompt) + len(signals) + len(said)) + target)
+        rows.append(torch.cat([text[: len(before)], signals, text[len(before) :]], dim=0))
+        labels.append([IGNORE] * (len(before) + len(signals) + len(after)) + target)
     longest = max(len(r) for r in rows)
     hidden = rows[0].shape[1]
     inputs = torch.zeros(len(rows), longest, hidden, device=device, dtype=rows[0].dtype)
@@ -117,6 +134,17 @@ def generate(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTo
     return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
 
 
+@torch.inference_mode()
+def describe(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, bundles: list[UtteranceBundle],
+             max_new_tokens: int = 64) -> list[Answer | None]:
+    """Each utterance's answer (emotion, intensity, open-vocabulary words, measured cues), grounded in what was measured
+    for it; None where the generation does not parse. The utterances are read on their own (no stream memory)."""
+    from emostream.models.inputs import collate  # noqa: PLC0415
+
+    output = model(collate(bundles, model.config))
+    return read_answers(generate(model, output, tokenizer, [b.transcript for b in bundles], max_new_tokens), bundles)
+
+
 def add_lora(model: EmotionModel, rank: int = 8, alpha: int = 16, target_modules: list[str] | None = None) -> EmotionModel:
     """Put LoRA adapters on the language model and freeze its own weights (peft)."""
     from peft import LoraConfig, get_peft_model  # noqa: PLC0415
@@ -125,4 +153,6 @@ def add_lora(model: EmotionModel, rank: int = 8, alpha: int = 16, target_modules
         raise ValueError("this preset has no language model to adapt")
     config = LoraConfig(r=rank, lora_alpha=alpha, target_modules=target_modules or "all-linear", lora_dropout=0.0)
     model.language_model = get_peft_model(model.language_model, config)
+    # Saved with the model: a checkpoint whose LM is referenced rebuilds the adapters from these before loading them.
+    model.config.llm_lora = {"rank": rank, "alpha": alpha, "target_modules": target_modules}
     return model

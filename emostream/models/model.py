@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -242,6 +244,66 @@ class EmotionModel(PreTrainedModel):
         self.language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.llm_config)) if config.llm_config else None
         self.llm_projection = nn.Linear(d, self.language_model.config.hidden_size) if self.language_model is not None else None
         self.post_init()
+        self._base_fingerprint: torch.Tensor | None = None  # of a referenced LM's base weights, when they were loaded
+        self._lora_merged = False  # a referenced LM's adapters were merged into its base at load
+        if config.llm_path:
+            # A referenced LM's base weights are not in the checkpoint (load_language_model reads them) and its
+            # adapters are read by from_pretrained itself, after the base.
+            self._keys_to_ignore_on_load_missing = {r"^language_model\."}
+            self._keys_to_ignore_on_load_unexpected = {r"^language_model\..*lora_"}
+
+    def load_language_model(self) -> None:
+        """Load the base weights of the LM the config references (`llm_path`), with its own buffers and generation
+        settings, in place of the one built from `llm_config`."""
+        if not self.config.llm_path:
+            raise ValueError("this model's language model is saved inside its checkpoint (config.llm_path is None)")
+        folder = language_model_folder(self.config.llm_path)
+        self.language_model = AutoModelForCausalLM.from_pretrained(str(folder), local_files_only=True, dtype=torch.float32)
+        self._base_fingerprint = self._language_model_fingerprint()
+
+    def _language_model_fingerprint(self) -> torch.Tensor:
+        """One sum per base weight of the LM (adapters left out): tells whether training changed the base."""
+        assert self.language_model is not None
+        return torch.stack([p.detach().double().sum() for n, p in self.language_model.named_parameters() if "lora_" not in n])
+
+    @classmethod
+    def from_pretrained(cls, pretrained_model_name_or_path: str | Path, *args: Any, **kwargs: Any) -> EmotionModel:  # type: ignore[override]
+        """`PreTrainedModel.from_pretrained`; a referenced LM gets its base weights from `llm_path` and its LoRA
+        adapters from the checkpoint, merged in (a plain LM generates faster)."""
+        model = super().from_pretrained(pretrained_model_name_or_path, *args, **kwargs)
+        if model.config.llm_path:
+            model.load_language_model()
+            if model.config.llm_lora:
+                from safetensors.torch import load_file  # noqa: PLC0415
+
+                from emostream.models.llm import add_lora  # noqa: PLC0415
+
+                saved = load_file(str(Path(pretrained_model_name_or_path) / "model.safetensors"))
+                adapters = {k.removeprefix("language_model."): v for k, v in saved.items() if k.startswith("language_model.")}
+                add_lora(model, **model.config.llm_lora)
+                assert model.language_model is not None
+                missing, unexpected = model.language_model.load_state_dict(adapters, strict=False)
+                if unexpected or any("lora_" in k for k in missing) or not adapters:
+                    raise ValueError(f"{pretrained_model_name_or_path}: its LoRA adapters do not fit the language model at "
+                                     f"{model.config.llm_path} (missing {len([k for k in missing if 'lora_' in k])}, "
+                                     f"unexpected {len(unexpected)}): was it trained on another base?")
+                model.language_model = model.language_model.merge_and_unload()
+                model._lora_merged = True
+            model.eval()
+        return model
+
+    def save_pretrained(self, save_directory: str | Path, *args: Any, **kwargs: Any) -> None:  # type: ignore[override]
+        """`PreTrainedModel.save_pretrained`; a referenced LM's base weights stay out (only its adapters are saved),
+        so a checkpoint is a few MB however large the LM."""
+        if self.config.llm_path and "state_dict" not in kwargs:
+            if self._lora_merged:
+                raise ValueError("this model's LoRA adapters were merged into its referenced language model at load, so "
+                                 "they cannot be saved apart from it: save the model training produced instead")
+            if self._base_fingerprint is None or not torch.equal(self._language_model_fingerprint(), self._base_fingerprint):
+                raise ValueError(f"the base weights of the referenced language model ({self.config.llm_path}) changed in "
+                                 "training and would be lost: freeze language_model, or train it through LoRA (stage lora: true)")
+            kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not k.startswith("language_model.") or "lora_" in k}
+        super().save_pretrained(save_directory, *args, **kwargs)
 
     @staticmethod
     def _expression_map(config: EmotionConfig) -> torch.Tensor:
@@ -337,6 +399,19 @@ class EmotionModel(PreTrainedModel):
         has_face = inputs.face_mask.any(1, keepdim=True).float()
         prior = torch.log(mapped.clamp(min=PRESENT_PROBABILITY_FLOOR)) * has_face
         return F.softmax(logits + weight * prior, dim=-1)
+
+
+def language_model_folder(reference: str) -> Path:
+    """The checkpoint folder of a referenced LM: the converted SmolLM2 by its name, or a folder."""
+    from emostream.models import smollm  # noqa: PLC0415
+
+    if reference == smollm.NAME:
+        return smollm.checkpoint_path()
+    folder = Path(reference)
+    if not (folder / "config.json").is_file():
+        raise FileNotFoundError(f"no language model at {folder} (llm_path): expected {smollm.NAME!r} or a checkpoint folder "
+                                "with config.json")
+    return folder
 
 
 class EmotionEnsemble(PreTrainedModel):

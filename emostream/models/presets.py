@@ -4,6 +4,8 @@
     tiny_llm()  tiny with a tiny GPT-2 for the open-vocabulary words and explanation (tests of the LLM path)
     lite()      consumes the pretrained perception features (Whisper, prosody, FER, MiniLM); trained by
                 `emostream train` (deployments/train-lite.yaml) — a few MB
+    mllm()      lite with the pretrained SmolLM2-135M-Instruct writing the emotion, open-vocabulary words and the
+                measured cues behind them (LoRA-tuned); the LM is referenced, so a checkpoint stays a few MB
     large()     the same blocks with a Hugging Face vision model, audio encoder and causal LM loaded from
                 local checkpoint folders (never downloaded), for GPU clusters
 
@@ -48,8 +50,8 @@ def tiny_llm(label_set: str = "ravdess8") -> EmotionModel:
     return tiny(label_set, llm=True)
 
 
-def lite(label_set: str = "ravdess8") -> EmotionModel:
-    """The CPU default: reads the pretrained perception features; a few MB."""
+def lite(label_set: str = "ravdess8", **llm: Any) -> EmotionModel:
+    """The CPU default: reads the pretrained perception features; a few MB. (`llm`: mllm's language-model settings.)"""
     from emostream.models.config import EmotionConfig  # noqa: PLC0415
     from emostream.models.model import EmotionModel  # noqa: PLC0415
 
@@ -62,7 +64,22 @@ def lite(label_set: str = "ravdess8") -> EmotionModel:
         # pretrained FER network's expression.
         expression_prior_weight=0.5,
         visual_tokens=False,
+        **llm,
     ))
+
+
+def mllm(label_set: str = "ravdess8") -> EmotionModel:
+    """lite's encoders, Q-Former and fusion; its fused tokens projected into the embedding space of SmolLM2-135M-Instruct
+    (pretrained; converted at install time, see models/smollm.py), which writes the answer (models/instructions.py).
+    SmolLM2's weights are referenced by name, not saved in the checkpoint; fine-tuning adds LoRA adapters, which are."""
+    from transformers import AutoConfig  # noqa: PLC0415
+
+    from emostream.models import smollm  # noqa: PLC0415
+
+    llm_config = AutoConfig.from_pretrained(str(smollm.checkpoint_path()), local_files_only=True).to_dict()
+    model = lite(label_set, llm_config=llm_config, llm_path=smollm.NAME)
+    model.load_language_model()
+    return model
 
 
 def large(
@@ -116,6 +133,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(tiny),
     "tiny-llm": Preset(tiny_llm),
     "lite": Preset(lite),
+    "mllm": Preset(mllm),
     "large": Preset(large, ("vision_path", "audio_path", "llm_path", "hidden_size")),
 }
 

@@ -19,6 +19,7 @@ from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, Ut
 from emostream.labels import FER7
 from emostream.models.explain import explain
 from emostream.models.inputs import ModelInputs, collate, voice_vector
+from emostream.models.instructions import NO_CUE, read_answers
 from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.running_stats import RunningStats
 from emostream.perception.utterance import UtteranceBundle
@@ -152,6 +153,7 @@ class EmotionScorer:
         output = everything.select(slice(0, count))
         without = {m: everything.probabilities[(k + 1) * count : (k + 2) * count] for k, m in enumerate(OCCLUDED)}
         generated = self._generate(output, bundles)
+        answers = read_answers(generated, bundles) if generated is not None else None
         model_seconds = (time.perf_counter() - started) / len(bundles)
         events = []
         for i, bundle in enumerate(bundles):
@@ -163,11 +165,9 @@ class EmotionScorer:
             drops = {m: float(without[m][i, best]) for m, there in present.items() if there}
             explanation, cues = explain(labels[best], float(probabilities[best]), bundle, drops)
             words: list[str] = []
-            if generated is not None:
-                from emostream.models.llm import parse_generation  # noqa: PLC0415
-
-                words, written = parse_generation(generated[i])
-                explanation = written or explanation
+            if answers is not None and (answer := answers[i]) is not None:  # grounded: cites only measured cues
+                words = list(answer.words)
+                explanation = answer.because if answer.because != NO_CUE else explanation
             events.append(self._event(bundle, probabilities, output, i, explanation, cues, words, model_seconds))
         return events
 
@@ -217,11 +217,11 @@ def default_scorer() -> EmotionScorer:
 
 def load_scorer(model: str | Path | None, model_name: str | None = None) -> EmotionScorer:
     """A scorer for a model folder or preset name (None: the embedded default), named as events will report it."""
-    from emostream.models.llm import bundled_tokenizer  # noqa: PLC0415
+    from emostream.models.llm import tokenizer_for  # noqa: PLC0415
     from emostream.models.presets import DEFAULT_CHECKPOINT, DEFAULT_NAME, checkpoint_version, load_model  # noqa: PLC0415
 
     loaded = load_model(model)
     version = checkpoint_version(model or DEFAULT_CHECKPOINT)
     name = model_name or (DEFAULT_NAME if model is None else f"emostream-{loaded.config.label_set}")
-    tokenizer = bundled_tokenizer() if loaded.language_model is not None else None
+    tokenizer = tokenizer_for(loaded) if loaded.language_model is not None else None
     return EmotionScorer(loaded, name, version, tokenizer)

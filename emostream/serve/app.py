@@ -5,11 +5,14 @@
                      ─► AudioEncoder        Whisper: transcript + audio embedding
                      ─► TextEncoder         sentence embedding of the transcript
                      ─► EmotionModel        @serve.batch across requests -> emotion events
+                     ─► Describer           only for describe=true (and only when serve.describer is set): an
+                                            LLM's open-vocabulary words and measured cues, added to the events
 
 Build it with `build_app(args)` (args: settings overrides, e.g. {"serve": {"model": "/models/x"}}),
 or `serve run emostream.serve.app:build_app`. HTTP:
     POST /v1/analyze   the body is a media file (any container PyAV reads); ?stream_id=&channels=agent,customer
-    POST /v1/score     one pre-extracted utterance (JSON, `UtteranceFeatures`) -> its event
+                       &describe=true (open-vocabulary words and a generated explanation: slower, needs a describer)
+    POST /v1/score     one pre-extracted utterance (JSON, `UtteranceFeatures`) -> its event; ?describe=true as above
     GET  /v1/healthz   liveness, no token needed
     GET  /v1/model     the served model's name, version and labels
     GET  /openapi.json, /docs   the API's description (behind the token too, when one is set)
@@ -230,6 +233,38 @@ class EmotionModel:
         return out
 
 
+@serve.deployment(ray_actor_options={"num_cpus": 0.5})
+class Describer:
+    """A model with a language model (serve.describer) writing each utterance's open-vocabulary words and the measured
+    cues behind them; its own replicas and batches, so requests that do not ask for it never wait on it."""
+
+    def __init__(self, settings_json: str) -> None:
+        from emostream.models.llm import tokenizer_for  # noqa: PLC0415
+        from emostream.models.presets import load_model  # noqa: PLC0415
+
+        settings = Settings.model_validate_json(settings_json).serve
+        self.model = load_model(settings.describer).eval()
+        if getattr(self.model, "language_model", None) is None:
+            raise ValueError(f"serve.describer {settings.describer}: this model has no language model (train an mllm export)")
+        self.tokenizer = tokenizer_for(self.model)  # type: ignore[arg-type]
+        self.max_new_tokens = settings.describer_max_new_tokens
+        self.describe_batch.set_max_batch_size(settings.describer_max_batch_size)
+
+    async def describe(self, bundles: list[Any]) -> list[dict[str, Any] | None]:
+        """Per bundle: {"open_vocabulary": [...], "explanation": ...}, or None where the answer did not parse."""
+        return await self.describe_batch(bundles)
+
+    @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
+    async def describe_batch(self, requests: list[list[Any]]) -> list[list[dict[str, Any] | None]]:
+        from emostream.models.instructions import NO_CUE  # noqa: PLC0415
+        from emostream.models.llm import describe  # noqa: PLC0415
+
+        answers = await asyncio.to_thread(describe, self.model, self.tokenizer, [b for r in requests for b in r], self.max_new_tokens)
+        found = [{"open_vocabulary": list(a.words), "explanation": a.because if a.because != NO_CUE else None} if a else None
+                 for a in answers]
+        return _per_request(found, requests)
+
+
 # Helpers of the ingress stand above it: Serve serialises the class where it is defined.
 def _next_or_none(items: Iterator[Any]) -> Any:
     return next(items, None)
@@ -244,9 +279,10 @@ def _cause(error: Exception) -> str:
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 @serve.ingress(api)
 class Ingress:
-    def __init__(self, settings_json: str, perception: Any, audio: Any, text: Any, model: Any) -> None:
+    def __init__(self, settings_json: str, perception: Any, audio: Any, text: Any, model: Any, describer: Any = None) -> None:
         self.settings = Settings.model_validate_json(settings_json)
         self.perception, self.audio, self.text, self.model = perception, audio, text, model
+        self.describer = describer  # None: no serve.describer, describe=true is refused
 
     def _authorise(self, request: Request) -> None:
         token = self.settings.serve.bearer_token
@@ -254,18 +290,39 @@ class Ingress:
         if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):  # constant time: no timing oracle
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
-    async def score_bundles(self, bundles: list[Any], contexts: Any = None) -> tuple[list[dict[str, Any]], Any]:
+    async def score_bundles(self, bundles: list[Any], contexts: Any = None, describe: bool = False) -> tuple[list[dict[str, Any]], Any]:
         """Encode and score utterance bundles (the live job calls this through a handle, with its streams'
-        `StreamContexts`); the events and the contexts after them."""
+        `StreamContexts`); the events and the contexts after them. `describe`: the describer adds its words and
+        explanation to each event (refused without one)."""
         from emostream.perception.encode import needs_audio_encoding, needs_text_encoding  # noqa: PLC0415
 
+        describer = self._describer() if describe else None
         if not bundles:
             return [], contexts
         if any(map(needs_audio_encoding, bundles)):  # drafted utterances come encoded: no call for nothing
             bundles = await self.audio.encode.remote(bundles)
         if any(map(needs_text_encoding, bundles)):
             bundles = await self.text.embed.remote(bundles)
-        return await self.model.score.remote(bundles, contexts)
+        if describer is None:
+            return await self.model.score.remote(bundles, contexts)
+        (events, contexts), described = await asyncio.gather(self.model.score.remote(bundles, contexts),
+                                                            describer.describe.remote(bundles))
+        return self._with_words(events, described), contexts
+
+    def _describer(self) -> Any:
+        if self.describer is None:
+            raise HTTPException(status_code=400, detail="describe=true needs a describer: set serve.describer to a model "
+                                                        "with a language model (e.g. a fine-tuned mllm export)")
+        return self.describer
+
+    @staticmethod
+    def _with_words(events: list[dict[str, Any]], described: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
+        """Events with the describer's open-vocabulary words, and its explanation where it cited measured cues."""
+        for event, words in zip(events, described, strict=True):
+            if words is not None:
+                event["open_vocabulary"] = words["open_vocabulary"]
+                event["explanation"] = words["explanation"] or event["explanation"]
+        return events
 
     @api.get("/v1/healthz")
     async def healthz(self) -> dict[str, str]:
@@ -288,14 +345,18 @@ class Ingress:
         return await self.model.info.remote()
 
     @api.post("/v1/analyze", response_model=list[UtteranceEmotionEvent])
-    async def analyze(self, request: Request, stream_id: str = "upload", channels: str | None = None) -> list[dict[str, Any]]:
-        """Upload a clip as the request body; get one event per utterance in it."""
+    async def analyze(self, request: Request, stream_id: str = "upload", channels: str | None = None,
+                      describe: bool = False) -> list[dict[str, Any]]:
+        """Upload a clip as the request body; get one event per utterance in it (describe=true: with the describer's
+        open-vocabulary words and explanation)."""
         from emostream.media.decode import DecodeError  # noqa: PLC0415
         from emostream.media.records import file_segments  # noqa: PLC0415
         from emostream.media.segmenter import MediaError  # noqa: PLC0415
         from emostream.perception.session import StreamSession  # noqa: PLC0415
 
         self._authorise(request)
+        if describe:
+            self._describer()  # refused before the upload is read
         limit = int(self.settings.serve.max_upload_megabytes * 1e6)
         roles = tuple(channels.split(",")) if channels else None
         bundles: list[Any] = []
@@ -320,7 +381,7 @@ class Ingress:
                 raise HTTPException(status_code=422, detail=f"cannot read the upload: {detail}") from error
             finally:
                 segments.close()
-        events, _ = await self.score_bundles(bundles)
+        events, _ = await self.score_bundles(bundles, describe=describe)
         return events
 
     async def _receive(self, request: Request, sink: IO[bytes], limit: int) -> int:
@@ -340,8 +401,9 @@ class Ingress:
     @api.post("/v1/score", response_model=UtteranceEmotionEvent,
               openapi_extra={"requestBody": {"required": True,
                                               "content": {"application/json": {"schema": UtteranceFeatures.model_json_schema()}}}})
-    async def score(self, request: Request) -> dict[str, Any]:
-        """Score one utterance whose features were extracted elsewhere (JSON, `UtteranceFeatures`)."""
+    async def score(self, request: Request, describe: bool = False) -> dict[str, Any]:
+        """Score one utterance whose features were extracted elsewhere (JSON, `UtteranceFeatures`); describe=true: with
+        the describer's open-vocabulary words and explanation."""
         from emostream.perception.utterance import bundle_from_features  # noqa: PLC0415
 
         self._authorise(request)
@@ -357,6 +419,8 @@ class Ingress:
             events, _ = await self.model.score.remote([bundle])  # checked by the model before it joins a batch
         except (ValueError, TypeError) as error:
             raise HTTPException(status_code=422, detail=f"bad utterance features: {_cause(error)}") from error
+        if describe:
+            events = self._with_words(events, await self._describer().describe.remote([bundle]))
         return events[0]
 
 
@@ -369,6 +433,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "AudioEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.4}},
         "TextEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
         "EmotionModel": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}, "max_ongoing_requests": 32},
+        "Describer": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}},  # an LLM: seconds per answer on CPU
     },
     "cluster": {  # KubeRay: autoscaling on queue length, a CPU per replica (GPUs in the prod overlay)
         "Ingress": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5}},
@@ -380,6 +445,8 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
                         "ray_actor_options": {"num_cpus": 0.5}},
         "EmotionModel": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 16},
                          "ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 64},
+        "Describer": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
+                      "ray_actor_options": {"num_cpus": 1, "num_gpus": 1}},  # a GPU each: generation is the slow part
     },
 }
 APP_NAME = "emostream"
@@ -396,9 +463,11 @@ def build_app(args: dict[str, Any] | None = None, profile: str = "local") -> ser
     settings = load_settings(**args)
     blob = settings.model_dump_json()
     options = PROFILES[profile]
-    part = {d.name: d.options(**options[d.name]) for d in (Ingress, SegmentPerception, AudioEncoder, TextEncoder, EmotionModel)}
+    part = {d.name: d.options(**options[d.name]) for d in (Ingress, SegmentPerception, AudioEncoder, TextEncoder, EmotionModel, Describer)}
     encoders = (part["SegmentPerception"].bind(blob), part["AudioEncoder"].bind(blob), part["TextEncoder"].bind(blob))
-    return part["Ingress"].bind(blob, *encoders, part["EmotionModel"].bind(blob))
+    # The describer is deployed only when configured: the default app (and its Serve config files) stays as it was.
+    describer = part["Describer"].bind(blob) if settings.serve.describer else None
+    return part["Ingress"].bind(blob, *encoders, part["EmotionModel"].bind(blob), describer)
 
 
 def deploy(settings: Settings, profile: str = "local") -> None:

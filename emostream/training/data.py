@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections import defaultdict
 from dataclasses import dataclass, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -21,6 +22,7 @@ import torch
 from emostream.labels import expected_valence_arousal
 from emostream.models.config import EmotionConfig
 from emostream.models.inputs import ModelInputs, collate, voice_vector
+from emostream.models.instructions import Answer, labelled_answer
 from emostream.perception.utterance import UtteranceBundle, bundle_from_features
 from emostream.perception.voice.prosody import PROSODY_NAMES
 
@@ -39,7 +41,7 @@ class Sample:
     arousal: float
     key: str
     variant: int
-    target_text: str | None = None  # "words; explanation" for the LLM path
+    target_text: str | None = None  # the LLM's answer in its fixed shape (models/instructions.py), None: nothing to learn
 
 
 def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: str) -> list[Sample]:
@@ -71,11 +73,25 @@ def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: 
         if (valence is None or arousal is None) and label >= 0:  # from the label's place on the circumplex
             one_hot = np.eye(len(labels))[label]
             valence, arousal = (float(v) for v in expected_valence_arousal(one_hot, label_set))
-        words = row.get("open_vocabulary") or []
-        target = f"{', '.join(words)}; {row['explanation']}" if row.get("explanation") else None
+        answer = target_answer(row, labels[label] if label >= 0 else None, label_set, bundle)
         samples.append(Sample(bundle, z, label, float("nan") if valence is None else float(valence),
-                              float("nan") if arousal is None else float(arousal), row["key"], int(row["variant"]), target))
+                              float("nan") if arousal is None else float(arousal), row["key"], int(row["variant"]),
+                              answer.text() if answer else None))
     return samples
+
+
+def target_answer(row: dict[str, Any], label: str | None, label_set: str, bundle: UtteranceBundle) -> Answer | None:
+    """What the LLM should answer for a feature row: a caption's own words and explanation (MER-OV, EMER), else a
+    labelled clip's lexicon words and its measured cues (`bundle` carries its speaker-normalised prosody); None when
+    the row has neither a caption nor a label."""
+    from emostream.training.datasets.ravdess import ravdess_intensity  # noqa: PLC0415
+
+    intensity = ravdess_intensity(Path(row["media"])) if row.get("dataset") == "ravdess" else "unknown"
+    if row.get("explanation"):
+        return Answer(label or "unknown", intensity, tuple(row.get("open_vocabulary") or ()), row["explanation"])
+    if label is None:
+        return None
+    return labelled_answer(label, label_set, intensity, bundle)
 
 
 class SpeakerPools:

@@ -62,7 +62,7 @@ class StageConfig(_Section):
 class TrainConfig(_Section):
     """A training run, read from YAML (see deployments/train-*.yaml)."""
 
-    preset: str = "lite"  # a name of emostream.models.presets.PRESETS: tiny, tiny-llm, lite, large
+    preset: str = "lite"  # a name of emostream.models.presets.PRESETS: tiny, tiny-llm, lite, mllm, large
     preset_arguments: dict[str, Any] = {}  # what the preset takes besides the label set, e.g. large's checkpoint folders
     label_set: str = "ravdess8"
     data: DataConfig
@@ -98,8 +98,8 @@ class TrainConfig(_Section):
     @model_validator(mode="after")
     def _known_preset_and_ensemble_of_classifiers(self) -> TrainConfig:
         check_preset(self.preset, self.preset_arguments)
-        # tiny-llm always has a language model, large when given one; an ensemble would only fail at its export
-        has_language_model = self.preset == "tiny-llm" or bool(self.preset_arguments.get("llm_path"))
+        # tiny-llm and mllm always have a language model, large when given one; an ensemble would only fail at its export
+        has_language_model = self.preset in ("tiny-llm", "mllm") or bool(self.preset_arguments.get("llm_path"))
         if self.ensemble_size > 1 and has_language_model:
             raise ValueError("ensemble_size > 1 averages classifiers: a preset with a language model cannot be ensembled")
         return self
@@ -209,7 +209,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     import deepspeed  # noqa: PLC0415
     import ray.train  # noqa: PLC0415
 
-    from emostream.models.llm import add_lora, bundled_tokenizer  # noqa: PLC0415
+    from emostream.models.llm import add_lora, tokenizer_for  # noqa: PLC0415
     from emostream.models.score import speaker_floor  # noqa: PLC0415
     from emostream.training.data import SpeakerPools, batch, samples_from_rows, voice_statistics  # noqa: PLC0415
     from emostream.training.features import read_features  # noqa: PLC0415
@@ -227,7 +227,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model.audio_adapter.voice_mean.copy_(mean)
     model.audio_adapter.voice_std.copy_(std)
     pools = SpeakerPools(train_samples, speaker_floor(model)) if config.early_speaker_fraction > 0 else None
-    tokenizer = bundled_tokenizer() if model.language_model is not None else None
+    tokenizer = tokenizer_for(model) if model.language_model is not None else None
     counts = np.bincount([s.label for s in train_samples if s.label >= 0], minlength=len(labels)).astype(np.float64)
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(labels), dtype=torch.float32) if config.class_balance else None
 
@@ -348,8 +348,10 @@ def consolidate(checkpoint: Path, config: TrainConfig):  # type: ignore[no-untyp
         module_state = torch.load(checkpoint / tag / "mp_rank_00_model_states.pt", map_location="cpu", weights_only=False)["module"]
         state = {**{k: v for k, v in module_state.items() if k not in state}, **state}  # buffers live only in the module file
     model.load_state_dict(state)
-    if model.language_model is not None and hasattr(model.language_model, "merge_and_unload"):
-        model.language_model = model.language_model.merge_and_unload()  # LoRA merged: a plain model to reload
+    # LoRA merged: a plain model to reload. A referenced LM keeps its adapters apart, the checkpoint saves only them
+    # and loading merges them into the base (EmotionModel.from_pretrained).
+    if model.language_model is not None and hasattr(model.language_model, "merge_and_unload") and not model.config.llm_path:
+        model.language_model = model.language_model.merge_and_unload()
     return model
 
 

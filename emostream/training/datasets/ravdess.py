@@ -13,6 +13,7 @@ from emostream.training.datasets.splits import speaker_split
 # RAVDESS file-name fields (Livingstone & Russo 2018, PLoS ONE 13(5): e0196391).
 RAVDESS_EMOTIONS: dict[int, str] = {1: "neutral", 2: "calm", 3: "happy", 4: "sad", 5: "angry", 6: "fearful", 7: "disgust", 8: "surprised"}
 RAVDESS_STATEMENTS: dict[int, str] = {1: "Kids are talking by the door", 2: "Dogs are sitting by the door"}
+RAVDESS_INTENSITIES: dict[int, str] = {1: "normal", 2: "strong"}
 _RAVDESS_NAME = re.compile(r"^(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})-(\d{2})$")
 _RAVDESS_ACTOR_FOLDER = re.compile(r"^Actor_(\d{2})$")
 
@@ -36,6 +37,11 @@ def read_ravdess(folder: str | os.PathLike[str]) -> list[Example]:
                                        "ravdess8", RAVDESS_STATEMENTS[fields["statement"]], "ravdess"))
     _check_unique((example.key, _Row(example.media, "file name")) for example in examples)
     return examples
+
+
+def ravdess_intensity(media: Path) -> str:
+    """"normal" or "strong": the emotional intensity a RAVDESS file name gives (labels.INTENSITIES)."""
+    return RAVDESS_INTENSITIES[_ravdess_fields(media)["intensity"]]
 
 
 def _ravdess_fields(media: Path) -> dict[str, int]:
