@@ -157,7 +157,7 @@ def test_serve_config_files_are_generated_from_the_app() -> None:
     local, cluster = serve_config("local"), serve_config("cluster")
     assert local["http_options"]["host"] == "127.0.0.1" and cluster["http_options"]["host"] == "0.0.0.0"
     names = {d["name"] for d in cluster["applications"][0]["deployments"]}
-    assert names == {"Ingress", "SegmentPerception", "AudioEncoder", "TextEncoder", "EmotionModel"}
+    assert names == {"Ingress", "Perceiver", "AudioEncoder", "TextEncoder", "Scorer"}
     assert cluster["applications"][0]["args"] == {"profile": "cluster"}
 
 

@@ -1,10 +1,10 @@
 """The Ray Serve application: perception, encoders and the emotion model as composed deployments.
 
-    ingress (FastAPI) ─► SegmentPerception   per segment: faces, prosody frames, thumbnails
+    ingress (FastAPI) ─► Perceiver           per segment: faces, prosody frames, thumbnails
                      ─► (per-request session: voice activity, speakers, utterances)
                      ─► AudioEncoder        Whisper: transcript + audio embedding
                      ─► TextEncoder         sentence embedding of the transcript
-                     ─► EmotionModel        @serve.batch across requests -> emotion events
+                     ─► Scorer              @serve.batch across requests -> emotion events
                      ─► Describer           only for describe=true (and only when serve.describer is set): an
                                             LLM's open-vocabulary words and measured cues, added to the events
 
@@ -78,7 +78,7 @@ class UtteranceFeatures(BaseModel):
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
-class SegmentPerception:
+class Perceiver:
     """Faces, prosody frames and thumbnails of one decoded segment (the per-segment models)."""
 
     def __init__(self, settings_json: str) -> None:
@@ -164,8 +164,8 @@ def _per_request(results: list[Any], requests: list[list[Any]]) -> list[list[Any
 
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.5})
-class EmotionModel:
-    """The emotion model; utterance lists of concurrent requests are scored in one batch."""
+class Scorer:
+    """The emotion model (`EmotionScorer`); utterance lists of concurrent requests are scored in one batch."""
 
     def __init__(self, settings_json: str) -> None:
         from emostream.models.score import load_scorer  # noqa: PLC0415
@@ -429,21 +429,21 @@ class Ingress:
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "local": {  # one machine, two cores, shared with the live job's perception and sessions: small CPU shares
         "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
-        "SegmentPerception": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}},
+        "Perceiver": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}},
         "AudioEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.4}},
         "TextEncoder": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
-        "EmotionModel": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}, "max_ongoing_requests": 32},
+        "Scorer": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}, "max_ongoing_requests": 32},
         "Describer": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.2}},  # an LLM: seconds per answer on CPU
     },
     "cluster": {  # KubeRay: autoscaling on queue length, a CPU per replica (GPUs in the prod overlay)
         "Ingress": {"num_replicas": 2, "ray_actor_options": {"num_cpus": 0.5}},
-        "SegmentPerception": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 16, "target_ongoing_requests": 2},
+        "Perceiver": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 16, "target_ongoing_requests": 2},
                               "ray_actor_options": {"num_cpus": 1}},
         "AudioEncoder": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 16, "target_ongoing_requests": 2},
                          "ray_actor_options": {"num_cpus": 1}},
         "TextEncoder": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 4},
                         "ray_actor_options": {"num_cpus": 0.5}},
-        "EmotionModel": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 16},
+        "Scorer": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 8, "target_ongoing_requests": 16},
                          "ray_actor_options": {"num_cpus": 1}, "max_ongoing_requests": 64},
         "Describer": {"autoscaling_config": {"min_replicas": 1, "max_replicas": 4, "target_ongoing_requests": 8},
                       "ray_actor_options": {"num_cpus": 1, "num_gpus": 1}},  # a GPU each: generation is the slow part
@@ -463,11 +463,11 @@ def build_app(args: dict[str, Any] | None = None, profile: str = "local") -> ser
     settings = load_settings(**args)
     blob = settings.model_dump_json()
     options = PROFILES[profile]
-    part = {d.name: d.options(**options[d.name]) for d in (Ingress, SegmentPerception, AudioEncoder, TextEncoder, EmotionModel, Describer)}
-    encoders = (part["SegmentPerception"].bind(blob), part["AudioEncoder"].bind(blob), part["TextEncoder"].bind(blob))
+    part = {d.name: d.options(**options[d.name]) for d in (Ingress, Perceiver, AudioEncoder, TextEncoder, Scorer, Describer)}
+    encoders = (part["Perceiver"].bind(blob), part["AudioEncoder"].bind(blob), part["TextEncoder"].bind(blob))
     # The describer is deployed only when configured: the default app (and its Serve config files) stays as it was.
     describer = part["Describer"].bind(blob) if settings.serve.describer else None
-    return part["Ingress"].bind(blob, *encoders, part["EmotionModel"].bind(blob), describer)
+    return part["Ingress"].bind(blob, *encoders, part["Scorer"].bind(blob), describer)
 
 
 def deploy(settings: Settings, profile: str = "local") -> None:
