@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -30,6 +31,17 @@ def wolfgang(shared_data: Path) -> Path:
 @pytest.fixture(scope="session")
 def librivox(shared_data: Path) -> list[Path]:
     return sorted((shared_data / "speech-librivox").glob("*.wav"))
+
+
+@pytest.fixture(scope="module")
+def ray_local():  # type: ignore[no-untyped-def]
+    """A local Ray of two CPUs for the module's tests (inside the loopback-only namespace)."""
+    import ray
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    yield
+    ray.shutdown()
 
 
 @pytest.fixture(scope="session")

@@ -5,7 +5,6 @@ writes an answer that parses."""
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import pytest
@@ -27,16 +26,6 @@ pytestmark = [pytest.mark.slow, pytest.mark.broker]  # minutes; starts Ray: run 
 CLIPS = ("03-01-01-01-01-01", "03-01-02-02-01-01", "03-01-03-02-01-01", "03-01-04-02-01-01", "03-01-05-02-01-01",
          "03-01-06-02-01-01")
 ACTORS = (1, 2)
-
-
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    import ray
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def test_lora_fine_tune_on_real_clips_lowers_the_loss_and_the_export_answers_in_shape(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
 from pathlib import Path
 
 import numpy as np
@@ -46,16 +45,6 @@ def synthetic_cache(folder: Path, speakers: int = 4, per_speaker: int = 16, capt
     folder.mkdir(parents=True)
     pq.write_table(pa.Table.from_pylist(rows), folder / "part-0.parquet")
     return folder
-
-
-@pytest.fixture(scope="module")
-def ray_local():  # type: ignore[no-untyped-def]
-    import ray
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    yield
-    ray.shutdown()
 
 
 def config(tmp_path: Path, epochs: int, **changes: object) -> TrainConfig:

@@ -13,6 +13,9 @@ call concurrently.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 from typing import Protocol
 
 from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
@@ -34,3 +37,12 @@ class Sink(Protocol):
 
     def close(self) -> None:
         """Flush what is left and release the sink's resources."""
+
+
+@contextmanager
+def writing(path: Path) -> Iterator[None]:
+    """A file sink's writes: an OSError (disk full, permission) becomes the SinkError that stops the commit."""
+    try:
+        yield
+    except OSError as error:
+        raise SinkError(f"cannot write events to {path}: {error}") from error

@@ -7,7 +7,7 @@ import threading
 from pathlib import Path
 
 from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
-from emostream.sinks.base import SinkError
+from emostream.sinks.base import writing
 
 
 class JsonlSink:
@@ -26,12 +26,9 @@ class JsonlSink:
         self._write(event.model_dump_json())
 
     def flush(self) -> None:
-        with self._lock:
-            try:
-                self._file.flush()
-                os.fsync(self._file.fileno())
-            except OSError as error:
-                raise SinkError(f"cannot write events to {self.path}: {error}") from error
+        with self._lock, writing(self.path):
+            self._file.flush()
+            os.fsync(self._file.fileno())
 
     def close(self) -> None:
         try:
@@ -40,8 +37,5 @@ class JsonlSink:
             self._file.close()
 
     def _write(self, line: str) -> None:
-        with self._lock:
-            try:
-                self._file.write(line + "\n")
-            except OSError as error:
-                raise SinkError(f"cannot write events to {self.path}: {error}") from error
+        with self._lock, writing(self.path):
+            self._file.write(line + "\n")

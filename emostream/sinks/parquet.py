@@ -9,7 +9,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from emostream.contracts import DeadLetterEvent, UtteranceEmotionEvent
-from emostream.sinks.base import SinkError
+from emostream.sinks.base import writing
 
 SCHEMA = pa.schema([
     ("kind", pa.string()),  # event | dead_letter
@@ -44,10 +44,8 @@ class ParquetSink:
             rows, self._rows = self._rows, []
             if not rows:
                 return
-            try:
+            with writing(self.path):
                 self._writer.write_table(pa.Table.from_pylist(rows, schema=SCHEMA))
-            except OSError as error:
-                raise SinkError(f"cannot write events to {self.path}: {error}") from error
 
     def close(self) -> None:
         try:

@@ -10,11 +10,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from pathlib import Path
 
-from emostream.labels import label_set as _label_set
-from emostream.training.datasets.example import Example, _acted_example, _check_unique, _log_classes_missing, _media_files, _Row
+from emostream.training.datasets.example import ActedClip, Example, _acted_corpus, _Row
 
 # The emotion letter of a file name -> its emodb7 label: Wut, Langeweile, Ekel, Angst, Freude, Trauer, neutral.
 EMODB_EMOTIONS: dict[str, str] = {
@@ -35,18 +33,11 @@ def read_emodb(folder: str | os.PathLike[str], label_set: str = "ravdess8") -> l
     sentence would not be what the clip says. Raises DatasetError naming a file it cannot label, ValueError
     for an unknown ``label_set``.
     """
-    _label_set(label_set)
-    examples: list[Example] = []
-    missing: Counter[str] = Counter()
-    for media in _media_files(folder, "EmoDB"):
+    def clip(media: Path) -> ActedClip:
         speaker, label = _emodb_fields(media)
-        example = _acted_example(media, f"emodb-{speaker}", label, "emodb7", label_set, None, "emodb")
-        examples.append(example)
-        if example.label is None:
-            missing[label] += 1
-    _check_unique((example.key, _Row(example.media, "file name")) for example in examples)
-    _log_classes_missing("emodb", missing, label_set)
-    return examples
+        return ActedClip(f"emodb-{speaker}", label, None)
+
+    return _acted_corpus(folder, "EmoDB", "emodb", "emodb7", label_set, clip)
 
 
 def _emodb_fields(media: Path) -> tuple[str, str]:

@@ -13,12 +13,13 @@ import math
 import os
 import re
 from collections import Counter
-from collections.abc import Collection, Iterable, Iterator, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from emostream.labels import LABEL_SETS, VALENCE_AROUSAL, canonical_labels, corresponding_label, parse_label
+from emostream.labels import label_set as _label_set
 
 log = logging.getLogger(__name__)
 
@@ -270,3 +271,30 @@ def _log_classes_missing(dataset: str, classes: Counter[str], target: str) -> No
     if classes:
         counts = ", ".join(f"{count} {label}" for label, count in sorted(classes.items()))
         log.info("%s: no %s class for %s clips: kept without a class label (valence/arousal only)", dataset, target, counts)
+
+
+@dataclass(frozen=True)
+class ActedClip:
+    """What an acted corpus's file name says about one clip."""
+
+    speaker: str  # corpus-wide speaker id, e.g. "tess-OAF"
+    label: str  # a name of the corpus's own label set
+    transcript: str | None
+
+
+def _acted_corpus(folder: str | os.PathLike[str], corpus: str, dataset: str, source: str, target: str,
+                  clip: Callable[[Path], ActedClip]) -> list[Example]:
+    """Every media file of an acted corpus whose labels are in its file names (`clip` reads one), as examples
+    labelled in ``target``; clips whose class ``target`` lacks are kept without one and counted in the log."""
+    _label_set(target)
+    examples: list[Example] = []
+    missing: Counter[str] = Counter()
+    for media in _media_files(folder, corpus):
+        found = clip(media)
+        example = _acted_example(media, found.speaker, found.label, source, target, found.transcript, dataset)
+        examples.append(example)
+        if example.label is None:
+            missing[found.label] += 1
+    _check_unique((example.key, _Row(example.media, "file name")) for example in examples)
+    _log_classes_missing(dataset, missing, target)
+    return examples

@@ -11,11 +11,9 @@ from __future__ import annotations
 
 import os
 import re
-from collections import Counter
 from pathlib import Path
 
-from emostream.labels import label_set as _label_set
-from emostream.training.datasets.example import Example, _acted_example, _check_unique, _log_classes_missing, _media_files, _Row
+from emostream.training.datasets.example import ActedClip, Example, _acted_corpus, _Row
 
 # The emotion part of a file name, lowercased -> its tess7 label.
 TESS_FILE_EMOTIONS: dict[str, str] = {
@@ -42,18 +40,11 @@ def read_tess(folder: str | os.PathLike[str], label_set: str = "ravdess8") -> li
     (``tess-OAF``, ``tess-YAF``); transcript ``Say the word <word>``; key: the file stem; dataset ``"tess"``.
     Raises DatasetError naming a file it cannot label, ValueError for an unknown ``label_set``.
     """
-    _label_set(label_set)
-    examples: list[Example] = []
-    missing: Counter[str] = Counter()
-    for media in _media_files(folder, "TESS"):
+    def clip(media: Path) -> ActedClip:
         speaker, word, label = _tess_fields(media)
-        example = _acted_example(media, f"tess-{speaker}", label, "tess7", label_set, f"Say the word {word}", "tess")
-        examples.append(example)
-        if example.label is None:
-            missing[label] += 1
-    _check_unique((example.key, _Row(example.media, "file name")) for example in examples)
-    _log_classes_missing("tess", missing, label_set)
-    return examples
+        return ActedClip(f"tess-{speaker}", label, f"Say the word {word}")
+
+    return _acted_corpus(folder, "TESS", "tess", "tess7", label_set, clip)
 
 
 def _tess_fields(media: Path) -> tuple[str, str, str]:
