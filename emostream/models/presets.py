@@ -48,9 +48,10 @@ def tiny_llm(label_set: str = "ravdess8") -> EmotionModel:
     return tiny(label_set, llm=True)
 
 
-def lite(label_set: str = "ravdess8") -> EmotionModel:
-    """The CPU default: reads the pretrained perception features; a few MB."""
-    from emostream.models.config import EmotionConfig  # noqa: PLC0415
+def lite(label_set: str = "ravdess8", audio_embedding: int | None = None) -> EmotionModel:
+    """The CPU default: reads the pretrained perception features; a few MB. `audio_embedding`: the Whisper
+    embedding's width (default 768, tiny.en's last layer; 3,840 for its every layer)."""
+    from emostream.models.config import AUDIO_EMBEDDING, EmotionConfig  # noqa: PLC0415
     from emostream.models.model import EmotionModel  # noqa: PLC0415
 
     return EmotionModel(EmotionConfig(
@@ -62,6 +63,7 @@ def lite(label_set: str = "ravdess8") -> EmotionModel:
         # pretrained FER network's expression.
         expression_prior_weight=0.5,
         visual_tokens=False,
+        audio_embedding=audio_embedding or AUDIO_EMBEDDING,
     ))
 
 
@@ -115,7 +117,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(tiny),
     "tiny-llm": Preset(tiny_llm),
-    "lite": Preset(lite),
+    "lite": Preset(lite, ("audio_embedding",)),
     "large": Preset(large, ("vision_path", "audio_path", "llm_path", "hidden_size")),
 }
 
