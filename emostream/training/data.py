@@ -23,6 +23,7 @@ from emostream.models.config import EmotionConfig
 from emostream.models.inputs import ModelInputs, collate, voice_vector
 from emostream.perception.utterance import UtteranceBundle, bundle_from_features
 from emostream.perception.voice.prosody import PROSODY_NAMES
+from emostream.training.datasets.corpora import corpus_classes
 
 STD_FLOOR = 1e-3
 EARLY_MOST = 60  # early statistics come from 2 to this many other utterances of the speaker (a RAVDESS actor has 60)
@@ -40,6 +41,7 @@ class Sample:
     key: str
     variant: int
     target_text: str | None = None  # "words; explanation" for the LLM path
+    classes: tuple[bool, ...] | None = None  # per model label, whether the example's corpus has it (None: every one)
 
 
 def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: str) -> list[Sample]:
@@ -74,7 +76,8 @@ def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: 
         words = row.get("open_vocabulary") or []
         target = f"{', '.join(words)}; {row['explanation']}" if row.get("explanation") else None
         samples.append(Sample(bundle, z, label, float("nan") if valence is None else float(valence),
-                              float("nan") if arousal is None else float(arousal), row["key"], int(row["variant"]), target))
+                              float("nan") if arousal is None else float(arousal), row["key"], int(row["variant"]), target,
+                              corpus_classes(row.get("dataset") or "", label_set)))
     return samples
 
 
@@ -118,6 +121,8 @@ def batch(samples: list[Sample], config: EmotionConfig, rng: np.random.Generator
         "label": torch.tensor([s.label for s in samples]),
         "valence": torch.tensor([s.valence for s in samples], dtype=torch.float32),
         "arousal": torch.tensor([s.arousal for s in samples], dtype=torch.float32),
+        # shape = (B, n_labels) bool: the classes each example's corpus has (the loss leaves the others out)
+        "classes": torch.tensor([s.classes or (True,) * len(config.labels) for s in samples], dtype=torch.bool),
     }
     return inputs, targets
 
