@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import numpy as np
+import pytest
 import torch
 import torch.nn.functional as F
 
@@ -13,7 +14,7 @@ from emostream.models.presets import tiny
 from emostream.training.data import batch, samples_from_rows
 from emostream.training.datasets import Example, corpus_classes
 from emostream.training.features import bundle_row
-from emostream.training.train import DataConfig, TrainConfig, _loss, corpus_cross_entropy, read_dataset
+from emostream.training.train import DataConfig, TrainConfig, _check_audio_width, _loss, corpus_cross_entropy, read_dataset
 from tests.model_helpers import random_bundle
 
 LABELS = LABEL_SETS["ravdess8"]
@@ -77,3 +78,14 @@ def test_three_corpora_in_one_config_keep_their_speakers_apart(shared_data: Path
     assert len(examples) == 1080 + 1400 + 535 and len({e.key for e in examples}) == len(examples)
     assert sum(len(speakers) for speakers in by_corpus.values()) == len({e.speaker for e in examples})  # no id shared
     assert np.sum([e.label is None for e in examples]) == 81  # EmoDB's boredom: no ravdess8 class
+
+
+def test_a_cache_of_another_embedding_width_is_refused_before_training() -> None:
+    example = Example(media=Path("/data/x.wav").absolute(), start=None, end=None, speaker="ravdess-01", label="sad",
+                      valence=None, arousal=None, transcript=None, explanation=None, open_vocabulary=(), dataset="ravdess", key="a")
+    rows = [bundle_row(random_bundle(face=False, frames=False, text=False), example, 0)]  # 768 values: last layer
+    config = TrainConfig.model_validate({"preset": "lite", "preset_arguments": {"audio_embedding": 3840}, "data": {"path": "/data"},
+                                         "stages": [{"name": "all", "epochs": 1}]})
+    with pytest.raises(ValueError, match="768 values, the lite model reads 3840: set preset_arguments.audio_embedding: 768"):
+        _check_audio_width(rows, 3840, config)
+    _check_audio_width(rows, 768, config)
