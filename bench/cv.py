@@ -49,7 +49,7 @@ LABELS = list(LABEL_SETS[LABEL_SET])
 CORPORA = {"ravdess": "ravdess-speech-16k", "tess": "tess-16k", "emodb": "emodb-16k"}  # Example.dataset -> folder
 FOLDS = 6  # speaker folds over all corpora: RAVDESS 3 actors each, TESS one speaker in two of them, EmoDB 1-2 each
 INNER_FOLDS = 2  # speaker folds inside a training set, to choose C (two: the whole CV runs in minutes)
-GRID = (0.003, 0.01, 0.03)  # inverse L2 strength, as scikit-learn's C (per training example)
+GRID = (0.003, 0.01, 0.03, 0.1)  # inverse L2 strength, as scikit-learn's C (per training example)
 
 
 @dataclass(frozen=True)
