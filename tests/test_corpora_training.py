@@ -14,7 +14,16 @@ from emostream.models.presets import tiny
 from emostream.training.data import batch, samples_from_rows
 from emostream.training.datasets import Example, corpus_classes
 from emostream.training.features import bundle_row
-from emostream.training.train import DataConfig, TrainConfig, _check_audio_width, _loss, corpus_cross_entropy, read_dataset
+from emostream.training.train import (
+    DataConfig,
+    TrainConfig,
+    _check_audio_width,
+    _loss,
+    build_model,
+    corpus_cross_entropy,
+    load_train_config,
+    read_dataset,
+)
 from tests.model_helpers import random_bundle
 
 LABELS = LABEL_SETS["ravdess8"]
@@ -89,3 +98,9 @@ def test_a_cache_of_another_embedding_width_is_refused_before_training() -> None
     with pytest.raises(ValueError, match="768 values, the lite model reads 3840: set preset_arguments.audio_embedding: 768"):
         _check_audio_width(rows, 3840, config)
     _check_audio_width(rows, 768, config)
+
+
+def test_the_every_layer_config_trains_on_three_corpora_with_the_wider_embedding() -> None:
+    config = load_train_config(Path(__file__).parents[1] / "deployments" / "train-lite-every-layer.yaml")
+    assert build_model(config).config.audio_embedding == 3840
+    assert [config.data.dataset, *(corpus.dataset for corpus in config.data.more_corpora)] == ["ravdess", "tess", "emodb"]
