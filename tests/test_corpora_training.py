@@ -20,6 +20,7 @@ from emostream.training.train import (
     _check_audio_width,
     _loss,
     build_model,
+    cached_rows,
     corpus_cross_entropy,
     load_train_config,
     read_dataset,
@@ -104,3 +105,18 @@ def test_the_every_layer_config_trains_on_three_corpora_with_the_wider_embedding
     config = load_train_config(Path(__file__).parents[1] / "deployments" / "train-lite-every-layer.yaml")
     assert build_model(config).config.audio_embedding == 3840
     assert [config.data.dataset, *(corpus.dataset for corpus in config.data.more_corpora)] == ["ravdess", "tess", "emodb"]
+
+
+def test_a_run_reads_only_its_own_examples_from_a_shared_cache(tmp_path: Path) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rows = []
+    for k, dataset in enumerate(["ravdess", "ravdess", "emodb"]):
+        example = Example(media=Path("/data/x.wav").absolute(), start=None, end=None, speaker=f"{dataset}-1", label="sad",
+                          valence=None, arousal=None, transcript=None, explanation=None, open_vocabulary=(), dataset=dataset,
+                          key=f"clip-{k}")
+        rows.append(bundle_row(random_bundle(seed=k, face=False, frames=False, text=False), example, 0))
+    pq.write_table(pa.Table.from_pylist(rows), tmp_path / "part-0.parquet")
+    assert [row["key"] for row in cached_rows(tmp_path, {"clip-0", "clip-1"})] == ["clip-0", "clip-1"]
+    assert len(cached_rows(tmp_path, None)) == 3

@@ -248,12 +248,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     from emostream.models.llm import add_lora, bundled_tokenizer  # noqa: PLC0415
     from emostream.models.score import speaker_floor  # noqa: PLC0415
     from emostream.training.data import SpeakerPools, batch, samples_from_rows, voice_statistics  # noqa: PLC0415
-    from emostream.training.features import read_features  # noqa: PLC0415
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(config.seed)
-    rows = read_features(Path(loop_config["cache"]))
+    keys = set(loop_config["keys"]) if loop_config.get("keys") is not None else None
+    rows = cached_rows(Path(loop_config["cache"]), keys)
     validation = set(config.data.validation_speakers)
     model = build_model(config)
     labels = model.config.labels
@@ -410,33 +410,41 @@ def train(config: TrainConfig, examples: list | None = None) -> tuple[Path, dict
     settings = load_settings()
     cache = extract_features(examples, settings, config.feature_cache, Augment(copies=config.data.augment_copies, seed=config.seed),
                              workers=config.feature_workers)
-    return fit(config, cache)
+    return fit(config, cache, {example.key for example in examples})
 
 
-def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
-    """Train on a feature cache folder with Ray Train + DeepSpeed (resuming a stopped run) and export with
-    `save_pretrained`. Returns the export folder and the last epoch's metrics; for an ensemble, those of its last
-    member, with the validation figures (val_*) of the whole ensemble."""
+def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train on a feature cache folder (only the rows of `keys`, when given: a cache may hold other corpora's
+    features too) with Ray Train + DeepSpeed (resuming a stopped run) and export with `save_pretrained`.
+    Returns the export folder and the last epoch's metrics; for an ensemble, those of its last member, with the
+    validation figures (val_*) of the whole ensemble."""
     from emostream.models.model import EmotionEnsemble  # noqa: PLC0415
-    from emostream.training.features import read_features  # noqa: PLC0415
 
     if config.ensemble_size == 1:
-        model, metrics = _fit_run(config, cache)
+        model, metrics = _fit_run(config, cache, keys)
     else:
         members = []
         for k in range(config.ensemble_size):
             member = config.model_copy(update={"seed": config.seed + k, "name": f"{config.name}-member-{k}"})
-            trained, metrics = _fit_run(member, cache)
+            trained, metrics = _fit_run(member, cache, keys)
             members.append(trained)
         model = EmotionEnsemble.of(members)
-        metrics = {**metrics, **validation_figures(model, validation_samples(read_features(cache), config, model.config.labels),
-                                                   model.config.labels)}
+        validation = validation_samples(cached_rows(cache, keys), config, model.config.labels)
+        metrics = {**metrics, **validation_figures(model, validation, model.config.labels)}
     config.export.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(config.export)
     return config.export, metrics
 
 
-def _fit_run(config: TrainConfig, cache: Path):  # type: ignore[no-untyped-def]
+def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:
+    """The feature rows of a cache folder whose example key is in `keys` (all of them for None): a cache keyed by
+    the settings may also hold the features of corpora this run does not name."""
+    from emostream.training.features import read_features  # noqa: PLC0415
+
+    return [row for row in read_features(cache) if keys is None or row["key"] in keys]
+
+
+def _fit_run(config: TrainConfig, cache: Path, keys: set[str] | None = None):  # type: ignore[no-untyped-def]
     """One Ray Train run (resumed from its latest checkpoint, if any): the consolidated model and the last epoch's metrics."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
@@ -458,6 +466,7 @@ def _fit_run(config: TrainConfig, cache: Path):  # type: ignore[no-untyped-def]
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": json.loads(config.model_dump_json()), "cache": str(cache.resolve()),
+                           "keys": sorted(keys) if keys is not None else None,
                            "run_path": str(run_path), "resume_from": str(resume) if resume else None},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=config.name, storage_path=str(run_dir), checkpoint_config=CheckpointConfig(num_to_keep=2)),
