@@ -11,6 +11,7 @@ import torch
 
 from emostream.models.inputs import collate
 from emostream.models.presets import build_preset, load_model
+from emostream.models.score import EmotionScorer, StreamContexts
 from tests.model_helpers import random_bundle
 
 EVERY_LAYER = 3840  # tiny.en: 5 hidden states x 384 values, mean and std pooled
@@ -35,7 +36,9 @@ def test_a_wider_audio_embedding_trains_saves_and_loads(tmp_path: Path) -> None:
         assert torch.allclose(loaded(inputs).probabilities, before)
 
 
-def test_an_embedding_of_the_wrong_width_names_the_setting_to_change() -> None:
+def test_an_embedding_of_the_wrong_width_names_the_setting_to_change_in_collate_and_the_scorer() -> None:
     model = build_preset("lite", arguments={"audio_embedding": EVERY_LAYER})
     with pytest.raises(ValueError, match=r"768 values, the model reads 3840.*voice\.audio_features"):
         collate([random_bundle()], model.config)
+    with pytest.raises(ValueError, match=r"768 values, the model reads 3840.*voice\.audio_features"):
+        EmotionScorer(model, "lite-every-layer", "test").score([random_bundle()], StreamContexts())

@@ -99,8 +99,9 @@ class ModelInputs:
         return ModelInputs(**{f.name: joined(f.name) for f in fields(ModelInputs)})
 
 
-def _check_audio_width(bundle: UtteranceBundle, config: EmotionConfig) -> None:
-    width = len(bundle.audio_embedding) if bundle.audio_embedding is not None else 0
+def check_audio_width(bundle: UtteranceBundle, config: EmotionConfig) -> None:
+    """A bundle's Whisper embedding (if any) must have the width the model reads; the error names the setting."""
+    width = len(bundle.audio_embedding) if bundle.audio_embedding is not None else config.audio_embedding
     if width != config.audio_embedding:
         raise ValueError(
             f"utterance {bundle.utterance_id!r}: its Whisper embedding has {width} values, the model reads {config.audio_embedding} "
@@ -147,7 +148,7 @@ def collate(
             has_audio[i] = True
             vector = voice_vector(bundle)
             if vector is not None:
-                _check_audio_width(bundle, config)
+                check_audio_width(bundle, config)
                 voice[i] = vector
             z = speaker_z[i] if speaker_z is not None else None
             if z is not None:
