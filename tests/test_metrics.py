@@ -11,7 +11,14 @@ import numpy as np
 import pytest
 from sklearn.metrics import accuracy_score, confusion_matrix, f1_score, recall_score
 
-from emostream.training.metrics import Report, evaluate_predictions, open_vocabulary_scores, plot_confusion, write_report
+from emostream.training.metrics import (
+    Report,
+    evaluate_predictions,
+    expected_calibration_error,
+    open_vocabulary_scores,
+    plot_confusion,
+    write_report,
+)
 
 LABELS = ("angry", "happy", "sad")
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
@@ -184,3 +191,13 @@ def test_plot_and_write_report(tmp_path: Path) -> None:
 def test_plot_handles_a_row_without_examples(tmp_path: Path) -> None:
     report: Report = evaluate_predictions(["sad"], ["happy"], LABELS)  # angry and happy rows are all zero
     assert plot_confusion(report, tmp_path / "cm.png").read_bytes().startswith(PNG_SIGNATURE)
+
+
+def test_expected_calibration_error() -> None:
+    # Two bins used: 0.9 confident and right 2 of 4 times (|0.5 - 0.9| = 0.4), 0.6 confident and right 1 of 2 (0.1).
+    probabilities = np.array([[0.9, 0.1]] * 4 + [[0.4, 0.6]] * 2)
+    truth = np.array([0, 0, 1, 1, 1, 0])
+    assert math.isclose(expected_calibration_error(probabilities, truth), 4 / 6 * 0.4 + 2 / 6 * 0.1)
+    assert expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
+    with pytest.raises(ValueError, match="expected probabilities"):
+        expected_calibration_error(np.zeros((3, 2)), np.zeros(2))

@@ -37,7 +37,8 @@ def arguments_for(name: str, folder: Path) -> dict[str, Any]:
 def test_the_registry_lists_every_preset_with_its_arguments() -> None:
     assert preset_names() == ["tiny", "tiny-llm", "lite", "mllm", "large"]
     assert PRESETS["large"].arguments == ("vision_path", "audio_path", "llm_path", "hidden_size")
-    assert all(PRESETS[name].arguments == () for name in ("tiny", "tiny-llm", "lite", "mllm"))
+    assert PRESETS["lite"].arguments == ("audio_embedding",)
+    assert all(PRESETS[name].arguments == () for name in ("tiny", "tiny-llm", "mllm"))
 
 
 @pytest.mark.parametrize("name", preset_names())
@@ -89,7 +90,9 @@ def test_unknown_preset_or_argument_names_the_known_ones(tmp_path: Path) -> None
         TrainConfig.model_validate({"preset": "huge", "data": {"path": str(tmp_path)}, "stages": [{"name": "all", "epochs": 1}]})
     with pytest.raises(FileNotFoundError, match=r"expected a preset \(tiny, tiny-llm, lite, mllm, large\) or a folder"):
         load_model(tmp_path / "huge")
-    with pytest.raises(ValueError, match=r"preset 'lite' has no argument\(s\) hidden_size; it takes none besides the label set"):
+    with pytest.raises(ValueError, match=r"preset 'tiny' has no argument\(s\) hidden_size; it takes none besides the label set"):
+        check_preset("tiny", {"hidden_size": 8})
+    with pytest.raises(ValueError, match=r"preset 'lite' has no argument\(s\) hidden_size; it takes audio_embedding"):
         check_preset("lite", {"hidden_size": 8})
     with pytest.raises(ValidationError, match=r"preset 'large' has no argument\(s\) vision; it takes vision_path, audio_path"):
         TrainConfig.model_validate({"preset": "large", "preset_arguments": {"vision": "x"}, "data": {"path": str(tmp_path)},

@@ -7,9 +7,8 @@ from typing import Any
 from transformers import PretrainedConfig
 
 FACE_FEATURES = 128 + 7 + 11  # per analysed frame: FER features, FER probabilities, geometry in track σ
-AUDIO_EMBEDDING = 2 * 384  # Whisper tiny encoder output, mean and std pooled
+AUDIO_EMBEDDING = 2 * 384  # Whisper tiny encoder's last layer, mean and std pooled (voice.audio_features: last_layer)
 SPEAKER_EMBEDDING = 256  # resemblyzer voice embedding
-VOICE_FEATURES = AUDIO_EMBEDDING + SPEAKER_EMBEDDING  # normalised per speaker by the model's stream context
 PROSODY_FEATURES = 2 * 11  # prosody statistics (scaled) and their per-speaker z-scores
 TEXT_EMBEDDING = 384  # all-MiniLM-L6-v2
 
@@ -52,6 +51,9 @@ class EmotionConfig(PretrainedConfig):
         llm_lora: dict[str, Any] | None = None,  # the LoRA adapters' settings (rank, alpha, target_modules) once added
         llm_prompt: str = "Describe the speaker's emotion in a few words, then explain why.",
         ensemble_size: int = 1,  # > 1: a checkpoint of that many models trained alike from different seeds, averaged
+        # Whisper values per utterance the model reads: 768 for tiny.en's last layer, 3,840 for its every layer
+        # (voice.audio_features: every_layer); checkpoints saved before this field read 768.
+        audio_embedding: int = AUDIO_EMBEDDING,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -79,9 +81,17 @@ class EmotionConfig(PretrainedConfig):
         self.llm_lora = llm_lora
         self.llm_prompt = llm_prompt
         self.ensemble_size = ensemble_size
+        self.audio_embedding = audio_embedding
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} must be a multiple of num_heads {num_heads}")
         if not self.labels:
             raise ValueError("labels must name at least one emotion")
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be at least 1, not {ensemble_size}")
+        if audio_embedding < 1:
+            raise ValueError(f"audio_embedding must be at least 1, not {audio_embedding}")
+
+    @property
+    def voice_features(self) -> int:
+        """Width of the voice vector: the Whisper embedding and the voice embedding side by side (inputs.voice_vector)."""
+        return self.audio_embedding + SPEAKER_EMBEDDING

@@ -18,7 +18,6 @@ from emostream.models.config import (
     PROSODY_FEATURES,
     SPEAKER_EMBEDDING,
     TEXT_EMBEDDING,
-    VOICE_FEATURES,
     EmotionConfig,
 )
 from emostream.perception.utterance import UtteranceBundle
@@ -55,7 +54,7 @@ def prosody_vector(prosody: Prosody, z: dict[str, float]) -> np.ndarray:
 
 
 def voice_vector(bundle: UtteranceBundle) -> np.ndarray | None:
-    """Whisper embedding and voice embedding side by side, shape = (VOICE_FEATURES,); None without audio."""
+    """Whisper embedding and voice embedding side by side, shape = (audio embedding + SPEAKER_EMBEDDING,); None without audio."""
     if bundle.audio_embedding is None:
         return None
     speaker = bundle.speaker_embedding if bundle.speaker_embedding is not None else np.zeros(SPEAKER_EMBEDDING, np.float32)
@@ -66,8 +65,8 @@ def voice_vector(bundle: UtteranceBundle) -> np.ndarray | None:
 class ModelInputs:
     """A padded batch. B = utterances, T = face frames, F = thumbnails."""
 
-    voice: torch.Tensor  # shape = (B, VOICE_FEATURES): Whisper embedding + voice embedding (voice_vector)
-    voice_z: torch.Tensor  # shape = (B, VOICE_FEATURES): the same in the speaker's standard deviations (0 if unknown)
+    voice: torch.Tensor  # shape = (B, config.voice_features): Whisper embedding + voice embedding (voice_vector)
+    voice_z: torch.Tensor  # shape = (B, config.voice_features): the same in the speaker's standard deviations (0 if unknown)
     voice_z_known: torch.Tensor  # shape = (B,) bool: the speaker's statistics were known
     prosody: torch.Tensor  # shape = (B, PROSODY_FEATURES): prosody_vector
     has_audio: torch.Tensor  # shape = (B,) bool
@@ -100,6 +99,17 @@ class ModelInputs:
         return ModelInputs(**{f.name: joined(f.name) for f in fields(ModelInputs)})
 
 
+def check_audio_width(bundle: UtteranceBundle, config: EmotionConfig) -> None:
+    """A bundle's Whisper embedding (if any) must have the width the model reads; the error names the setting."""
+    width = len(bundle.audio_embedding) if bundle.audio_embedding is not None else config.audio_embedding
+    if width != config.audio_embedding:
+        raise ValueError(
+            f"utterance {bundle.utterance_id!r}: its Whisper embedding has {width} values, the model reads {config.audio_embedding} "
+            f"(768: voice.audio_features last_layer, tiny.en; 3,840: every_layer); set voice.audio_features to the one the model "
+            "was trained on, or extract the features again with it"
+        )
+
+
 def _evenly(count: int, limit: int) -> np.ndarray:
     return np.linspace(0, count - 1, limit).round().astype(int) if count > limit else np.arange(count)
 
@@ -119,8 +129,8 @@ def collate(
     face_lengths = [min(len(b.face.times), config.max_face_frames) if b.face is not None else 0 for b in bundles]
     frame_lengths = [min(len(b.frames), config.max_frames) for b in bundles]
     t, f, size = max(face_lengths + [1]), max(frame_lengths + [1]), config.frame_size
-    voice = np.zeros((batch, VOICE_FEATURES), np.float32)
-    voice_z = np.zeros((batch, VOICE_FEATURES), np.float32)
+    voice = np.zeros((batch, config.voice_features), np.float32)
+    voice_z = np.zeros((batch, config.voice_features), np.float32)
     voice_z_known = np.zeros(batch, bool)
     prosody = np.zeros((batch, PROSODY_FEATURES), np.float32)
     face = np.zeros((batch, t, FACE_FEATURES), np.float32)
@@ -138,6 +148,7 @@ def collate(
             has_audio[i] = True
             vector = voice_vector(bundle)
             if vector is not None:
+                check_audio_width(bundle, config)
                 voice[i] = vector
             z = speaker_z[i] if speaker_z is not None else None
             if z is not None:

@@ -25,7 +25,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrainedModel
 
-from emostream.models.config import FACE_FEATURES, PROSODY_FEATURES, TEXT_EMBEDDING, VOICE_FEATURES, EmotionConfig
+from emostream.models.config import FACE_FEATURES, PROSODY_FEATURES, TEXT_EMBEDDING, EmotionConfig
 from emostream.models.inputs import ModelInputs
 
 PRESENT_PROBABILITY_FLOOR = 1e-4  # mapped FER probabilities are floored before the log (a zero would veto a label)
@@ -161,9 +161,9 @@ class AudioAdapter(nn.Module):
         d = config.hidden_size
         self.count = config.audio_tokens
         # Training-set statistics of the voice features, set by training and saved with the checkpoint.
-        self.register_buffer("voice_mean", torch.zeros(VOICE_FEATURES))
-        self.register_buffer("voice_std", torch.ones(VOICE_FEATURES))
-        width = 2 * VOICE_FEATURES + PROSODY_FEATURES + 1
+        self.register_buffer("voice_mean", torch.zeros(config.voice_features))
+        self.register_buffer("voice_std", torch.ones(config.voice_features))
+        width = 2 * config.voice_features + PROSODY_FEATURES + 1
         self.features = nn.Sequential(
             nn.Dropout(config.dropout),
             nn.Linear(width, 2 * d), nn.GELU(), nn.Dropout(config.dropout),
@@ -177,7 +177,7 @@ class AudioAdapter(nn.Module):
         return self.count + (1 if self.encoder is not None else 0)
 
     def voice_features(self, inputs: ModelInputs) -> torch.Tensor:
-        """The adapter's input, shape = (B, 2 * VOICE_FEATURES + PROSODY_FEATURES + 1)."""
+        """The adapter's input, shape = (B, 2 * config.voice_features + PROSODY_FEATURES + 1)."""
         known = inputs.voice_z_known.float().unsqueeze(1)
         # Speaker-normalised features when the speaker's statistics are known, training-set-standardised ones
         # only until then: raw voice features also say who is speaking, which does not carry to new speakers.
@@ -236,7 +236,7 @@ class EmotionModel(PreTrainedModel):
         self.emotion_head = nn.Linear(d, n_labels)
         # A linear read-out of the voice features straight to the labels, beside the deep path (wide and deep):
         # on 8-class RAVDESS a linear model on these features alone reaches ~80% on unseen speakers.
-        self.voice_head = nn.Linear(2 * VOICE_FEATURES + PROSODY_FEATURES + 1, n_labels)
+        self.voice_head = nn.Linear(2 * config.voice_features + PROSODY_FEATURES + 1, n_labels)
         self.valence_arousal_head = nn.Linear(d, 2)
         # Not a buffer: transformers builds models from checkpoints on uninitialised memory and a
         # non-persistent buffer would keep that garbage. It is computed from the config on first use.

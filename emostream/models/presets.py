@@ -50,9 +50,11 @@ def tiny_llm(label_set: str = "ravdess8") -> EmotionModel:
     return tiny(label_set, llm=True)
 
 
-def lite(label_set: str = "ravdess8", **llm: Any) -> EmotionModel:
-    """The CPU default: reads the pretrained perception features; a few MB. (`llm`: mllm's language-model settings.)"""
-    from emostream.models.config import EmotionConfig  # noqa: PLC0415
+def lite(label_set: str = "ravdess8", audio_embedding: int | None = None, **llm: Any) -> EmotionModel:
+    """The CPU default: reads the pretrained perception features; a few MB. `audio_embedding`: the Whisper
+    embedding's width (default 768, tiny.en's last layer; 3,840 for its every layer). (`llm`: mllm's
+    language-model settings.)"""
+    from emostream.models.config import AUDIO_EMBEDDING, EmotionConfig  # noqa: PLC0415
     from emostream.models.model import EmotionModel  # noqa: PLC0415
 
     return EmotionModel(EmotionConfig(
@@ -64,6 +66,7 @@ def lite(label_set: str = "ravdess8", **llm: Any) -> EmotionModel:
         # pretrained FER network's expression.
         expression_prior_weight=0.5,
         visual_tokens=False,
+        audio_embedding=audio_embedding or AUDIO_EMBEDDING,
         **llm,
     ))
 
@@ -132,7 +135,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     "tiny": Preset(tiny),
     "tiny-llm": Preset(tiny_llm),
-    "lite": Preset(lite),
+    "lite": Preset(lite, ("audio_embedding",)),
     "mllm": Preset(mllm),
     "large": Preset(large, ("vision_path", "audio_path", "llm_path", "hidden_size")),
 }

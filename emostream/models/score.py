@@ -18,7 +18,7 @@ import torch
 from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, UtteranceEmotionEvent, now_utc
 from emostream.labels import FER7
 from emostream.models.explain import explain
-from emostream.models.inputs import ModelInputs, collate, voice_vector
+from emostream.models.inputs import ModelInputs, check_audio_width, collate, voice_vector
 from emostream.models.instructions import NO_CUE, read_answers
 from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.running_stats import RunningStats
@@ -141,6 +141,8 @@ class EmotionScorer:
         started = time.perf_counter()
         model, labels = self.model, self.model.config.labels
         floor = speaker_floor(model)
+        for bundle in bundles:  # before the speaker statistics, whose width is the model's too
+            check_audio_width(bundle, model.config)
         speaker_z = [contexts.speaker_z(b, floor) for b in bundles]
         inputs = collate(bundles, model.config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
         memories = [contexts.get(b.stream_id, model) for b in bundles]

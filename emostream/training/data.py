@@ -25,6 +25,7 @@ from emostream.models.inputs import ModelInputs, collate, voice_vector
 from emostream.models.instructions import Answer, labelled_answer
 from emostream.perception.utterance import UtteranceBundle, bundle_from_features
 from emostream.perception.voice.prosody import PROSODY_NAMES
+from emostream.training.datasets.corpora import corpus_classes
 
 STD_FLOOR = 1e-3
 EARLY_MOST = 60  # early statistics come from 2 to this many other utterances of the speaker (a RAVDESS actor has 60)
@@ -42,6 +43,7 @@ class Sample:
     key: str
     variant: int
     target_text: str | None = None  # the LLM's answer in its fixed shape (models/instructions.py), None: nothing to learn
+    classes: tuple[bool, ...] | None = None  # per model label, whether the example's corpus has it (None: every one)
 
 
 def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: str) -> list[Sample]:
@@ -76,7 +78,7 @@ def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: 
         answer = target_answer(row, labels[label] if label >= 0 else None, label_set, bundle)
         samples.append(Sample(bundle, z, label, float("nan") if valence is None else float(valence),
                               float("nan") if arousal is None else float(arousal), row["key"], int(row["variant"]),
-                              answer.text() if answer else None))
+                              answer.text() if answer else None, corpus_classes(row.get("dataset") or "", label_set)))
     return samples
 
 
@@ -134,6 +136,8 @@ def batch(samples: list[Sample], config: EmotionConfig, rng: np.random.Generator
         "label": torch.tensor([s.label for s in samples]),
         "valence": torch.tensor([s.valence for s in samples], dtype=torch.float32),
         "arousal": torch.tensor([s.arousal for s in samples], dtype=torch.float32),
+        # shape = (B, n_labels) bool: the classes each example's corpus has (the loss leaves the others out)
+        "classes": torch.tensor([s.classes or (True,) * len(config.labels) for s in samples], dtype=torch.bool),
     }
     return inputs, targets
 

@@ -52,32 +52,14 @@ from emostream.training.face_data import (
     to_network_input,
     vote_distribution,
 )
-from emostream.training.metrics import Report, evaluate_predictions, write_report
+from emostream.training.metrics import Report, evaluate_predictions, expected_calibration_error, write_report
 
 log = logging.getLogger(__name__)
 
-ECE_BINS = 15  # equal-width confidence bins (Guo et al. 2017, "On calibration of modern neural networks")
 EVAL_BATCH = 256
 
 
 # ---------------------------------------------------------------------------------------------------- evaluation
-
-
-def expected_calibration_error(probabilities: np.ndarray, labels: np.ndarray, bins: int = ECE_BINS) -> float:
-    """ECE of top-1 predictions: the count-weighted mean |accuracy - confidence| over equal-width confidence bins.
-
-    probabilities : shape = (n, k); labels : shape = (n,) true class indices.
-    """
-    confidence = probabilities.max(axis=1)
-    correct = (probabilities.argmax(axis=1) == labels).astype(np.float64)
-    edges = np.linspace(0.0, 1.0, bins + 1)
-    which = np.clip(np.digitize(confidence, edges[1:-1], right=True), 0, bins - 1)
-    error = 0.0
-    for b in range(bins):
-        in_bin = which == b
-        if in_bin.any():
-            error += in_bin.mean() * abs(correct[in_bin].mean() - confidence[in_bin].mean())
-    return float(error)
 
 
 @dataclass(frozen=True)
@@ -85,7 +67,7 @@ class FaceEvaluation:
     """A face expert's figures on one labelled face set."""
 
     report: Report  # accuracy (war), UAR, per-class recall, confusion matrix, in the face set's label set
-    ece: float  # expected calibration error of the top-1 probability (ECE_BINS bins)
+    ece: float  # expected calibration error of the top-1 probability (15 equal-width bins, Guo et al. 2017)
     temperature: float  # the softmax temperature the probabilities were made with
     dropped: dict[str, int]  # images of the source left out, by reason
 

@@ -12,6 +12,8 @@
   (scikit-learn's `f1_score(average="weighted")`); a class never predicted has F1 0.
 * Valence and arousal: mean squared error over the examples that have a target.
 * Open vocabulary (MER-OV): set-level accuracy and recall of free-form emotion words.
+* ECE (expected calibration error, `expected_calibration_error`): how far the stated confidence
+  of the top class is from how often it is right, averaged over confidence bins.
 
 `plot_confusion` draws the confusion matrix and `write_report` stores `metrics.json` and
 `confusion.png` in a folder.
@@ -309,6 +311,26 @@ def evaluate_predictions(
         open_vocabulary_accuracy=ov_accuracy,
         open_vocabulary_recall=ov_recall,
     )
+
+
+def expected_calibration_error(probabilities: np.ndarray, truth: Sequence[int] | np.ndarray, bins: int = 15) -> float:
+    """ECE over equal-width bins of the top class's probability: sum over bins of (share of examples in the bin)
+    x |accuracy in the bin - mean confidence in the bin|. 0 = "72%" is right 72% of the time.
+
+    probabilities : shape = (N, n_labels); truth : shape = (N,) class indices.
+    """
+    probabilities, truth = np.asarray(probabilities, np.float64), np.asarray(truth)
+    if probabilities.ndim != 2 or len(probabilities) != len(truth) or not len(truth):
+        raise ValueError(f"expected probabilities (N, n_labels) and N truths, got {probabilities.shape} and {truth.shape}")
+    confidence = probabilities.max(axis=1)
+    right = probabilities.argmax(axis=1) == truth
+    which = np.minimum((confidence * bins).astype(int), bins - 1)
+    error = 0.0
+    for b in range(bins):
+        inside = which == b
+        if inside.any():
+            error += inside.mean() * abs(right[inside].mean() - confidence[inside].mean())
+    return float(error)
 
 
 def plot_confusion(report: Report, path: str | Path) -> Path:

@@ -43,10 +43,17 @@ class _Section(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class DataConfig(_Section):
+class CorpusConfig(_Section):
     dataset: Literal["ravdess", "tess", "emodb", "manifest", "mer2023", "captions"] = "ravdess"
     path: Path  # RAVDESS, TESS or EmoDB folder, manifest file, MER label CSV or caption file
     media: Path | None = None  # media folder for MER and caption files
+
+
+class DataConfig(CorpusConfig):
+    # Further corpora trained on with the first (speaker ids carry the corpus name, so they stay distinct). A
+    # clip's cross-entropy is over the classes its corpus has (corpus_cross_entropy); a clip whose class the
+    # label set lacks (EmoDB's boredom) trains valence and arousal only.
+    more_corpora: list[CorpusConfig] = []
     validation_speakers: list[str] = []  # speaker-independent split: these speakers only validate
     augment_copies: int = Field(0, ge=0)  # augmented copies of each training example (audio-only: speed, gain, noise)
 
@@ -116,22 +123,34 @@ def load_train_config(path: str | Path) -> TrainConfig:
 
 
 def read_dataset(data: DataConfig, label_set: str) -> list:
-    """The examples a config names."""
+    """The examples a config names: its corpus and any more_corpora, one list (keys unique across them)."""
+    examples = [example for corpus in [data, *data.more_corpora] for example in read_corpus(corpus, label_set)]
+    seen: dict[str, str] = {}
+    for example in examples:
+        if example.key in seen:
+            raise ValueError(f"example key {example.key!r} occurs in {seen[example.key]} and {example.media}: "
+                             "the corpora in data and data.more_corpora must not overlap")
+        seen[example.key] = str(example.media)
+    return examples
+
+
+def read_corpus(corpus: CorpusConfig, label_set: str) -> list:
+    """The examples of one corpus."""
     from emostream.training import datasets  # noqa: PLC0415
 
-    if data.dataset == "ravdess":
-        return datasets.read_ravdess(data.path)
-    if data.dataset == "tess":
-        return datasets.read_tess(data.path, label_set)
-    if data.dataset == "emodb":
-        return datasets.read_emodb(data.path, label_set)
-    if data.dataset == "manifest":
-        return datasets.read_manifest(data.path, label_set)
-    if data.media is None:
-        raise ValueError(f"data.media (the media folder) is needed for dataset {data.dataset!r}")
-    if data.dataset == "mer2023":
-        return datasets.read_mer2023(data.path, data.media)
-    return datasets.read_captions(data.path, data.media, label_set)
+    if corpus.dataset == "ravdess":
+        return datasets.read_ravdess(corpus.path)
+    if corpus.dataset == "tess":
+        return datasets.read_tess(corpus.path, label_set)
+    if corpus.dataset == "emodb":
+        return datasets.read_emodb(corpus.path, label_set)
+    if corpus.dataset == "manifest":
+        return datasets.read_manifest(corpus.path, label_set)
+    if corpus.media is None:
+        raise ValueError(f"data.media (the media folder) is needed for dataset {corpus.dataset!r}")
+    if corpus.dataset == "mer2023":
+        return datasets.read_mer2023(corpus.path, corpus.media)
+    return datasets.read_captions(corpus.path, corpus.media, label_set)
 
 
 def deepspeed_config(config: TrainConfig) -> dict[str, Any]:
@@ -169,6 +188,23 @@ def _stage_at(config: TrainConfig, epoch: int) -> tuple[int, StageConfig]:
     return len(config.stages) - 1, config.stages[-1]
 
 
+def corpus_cross_entropy(logits, truth, classes, weights=None, label_smoothing: float = 0.05):  # type: ignore[no-untyped-def]
+    """Cross-entropy of each example over the classes its corpus has; where every class is present it equals
+    F.cross_entropy(logits, truth, weight=weights, label_smoothing=label_smoothing).
+
+    logits : shape = (B, n_labels); truth : shape = (B,) class indices; classes : shape = (B, n_labels) bool,
+    the classes each example's corpus has (the others' logits are left out of its softmax, and the label
+    smoothing spreads over the present classes only); weights : shape = (n_labels,) or None.
+    """
+    import torch  # noqa: PLC0415
+
+    log_p = torch.log_softmax(logits.masked_fill(~classes, float("-inf")), dim=1).masked_fill(~classes, 0.0)
+    w = weights if weights is not None else torch.ones(logits.shape[1], device=logits.device)
+    picked = -log_p.gather(1, truth.unsqueeze(1)).squeeze(1) * w[truth]
+    spread = -(log_p * w).sum(dim=1) / classes.sum(dim=1)
+    return ((1 - label_smoothing) * picked + label_smoothing * spread).sum() / w[truth].sum()
+
+
 def _loss(model, output, targets, weights, config: TrainConfig, samples, tokenizer):  # type: ignore[no-untyped-def]
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
@@ -176,12 +212,12 @@ def _loss(model, output, targets, weights, config: TrainConfig, samples, tokeniz
     labelled = targets["label"] >= 0
     loss = torch.zeros((), device=output.logits.device)
     if labelled.any():
-        truth = targets["label"][labelled]
-        loss = loss + F.cross_entropy(output.logits[labelled], truth, weight=weights, label_smoothing=0.05)
+        truth, classes = targets["label"][labelled], targets["classes"][labelled]
+        loss = loss + corpus_cross_entropy(output.logits[labelled], truth, classes, weights)
         if config.expert_weight > 0:
             voice = output.voice_logits[labelled]
             for expert in (voice, output.logits[labelled] - voice):
-                loss = loss + config.expert_weight * F.cross_entropy(expert, truth, weight=weights, label_smoothing=0.05)
+                loss = loss + config.expert_weight * corpus_cross_entropy(expert, truth, classes, weights)
     for name, predicted in (("valence", output.valence), ("arousal", output.arousal)):
         known = torch.isfinite(targets[name])
         if known.any() and config.valence_arousal_weight > 0:
@@ -212,15 +248,16 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     from emostream.models.llm import add_lora, tokenizer_for  # noqa: PLC0415
     from emostream.models.score import speaker_floor  # noqa: PLC0415
     from emostream.training.data import SpeakerPools, batch, samples_from_rows, voice_statistics  # noqa: PLC0415
-    from emostream.training.features import read_features  # noqa: PLC0415
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
     torch.manual_seed(config.seed)
-    rows = read_features(Path(loop_config["cache"]))
+    keys = set(loop_config["keys"]) if loop_config.get("keys") is not None else None
+    rows = cached_rows(Path(loop_config["cache"]), keys)
     validation = set(config.data.validation_speakers)
     model = build_model(config)
     labels = model.config.labels
+    _check_audio_width(rows, model.config.audio_embedding, config)
     train_samples = samples_from_rows([r for r in rows if r["speaker"] not in validation], labels, config.label_set)
     val_samples = validation_samples(rows, config, labels)
     mean, std = voice_statistics(train_samples)
@@ -307,6 +344,17 @@ def train_loop(loop_config: dict[str, Any]) -> None:
         writer.close()
 
 
+def _check_audio_width(rows: list[dict[str, Any]], width: int, config: TrainConfig) -> None:
+    """The cached Whisper embeddings must have the width the preset reads; the error says what to change."""
+    found = next((len(r["audio_embedding"]) for r in rows if r["audio_embedding"] is not None), width)
+    if found != width:
+        raise ValueError(
+            f"the feature cache holds Whisper embeddings of {found} values, the {config.preset} model reads {width}: "
+            f"set preset_arguments.audio_embedding: {found}, or extract with the voice.audio_features the model expects "
+            "(EMOSTREAM_VOICE__AUDIO_FEATURES=last_layer gives 768, every_layer 3,840 for tiny.en)"
+        )
+
+
 def _log_metrics(path: Path, writer: Any, metrics: dict[str, Any]) -> None:
     new = not path.exists()
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -364,33 +412,41 @@ def train(config: TrainConfig, examples: list | None = None) -> tuple[Path, dict
     settings = load_settings()
     cache = extract_features(examples, settings, config.feature_cache, Augment(copies=config.data.augment_copies, seed=config.seed),
                              workers=config.feature_workers)
-    return fit(config, cache)
+    return fit(config, cache, {example.key for example in examples})
 
 
-def fit(config: TrainConfig, cache: Path) -> tuple[Path, dict[str, Any]]:
-    """Train on a feature cache folder with Ray Train + DeepSpeed (resuming a stopped run) and export with
-    `save_pretrained`. Returns the export folder and the last epoch's metrics; for an ensemble, those of its last
-    member, with the validation figures (val_*) of the whole ensemble."""
+def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple[Path, dict[str, Any]]:
+    """Train on a feature cache folder (only the rows of `keys`, when given: a cache may hold other corpora's
+    features too) with Ray Train + DeepSpeed (resuming a stopped run) and export with `save_pretrained`.
+    Returns the export folder and the last epoch's metrics; for an ensemble, those of its last member, with the
+    validation figures (val_*) of the whole ensemble."""
     from emostream.models.model import EmotionEnsemble  # noqa: PLC0415
-    from emostream.training.features import read_features  # noqa: PLC0415
 
     if config.ensemble_size == 1:
-        model, metrics = _fit_run(config, cache)
+        model, metrics = _fit_run(config, cache, keys)
     else:
         members = []
         for k in range(config.ensemble_size):
             member = config.model_copy(update={"seed": config.seed + k, "name": f"{config.name}-member-{k}"})
-            trained, metrics = _fit_run(member, cache)
+            trained, metrics = _fit_run(member, cache, keys)
             members.append(trained)
         model = EmotionEnsemble.of(members)
-        metrics = {**metrics, **validation_figures(model, validation_samples(read_features(cache), config, model.config.labels),
-                                                   model.config.labels)}
+        validation = validation_samples(cached_rows(cache, keys), config, model.config.labels)
+        metrics = {**metrics, **validation_figures(model, validation, model.config.labels)}
     config.export.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(config.export)
     return config.export, metrics
 
 
-def _fit_run(config: TrainConfig, cache: Path):  # type: ignore[no-untyped-def]
+def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:
+    """The feature rows of a cache folder whose example key is in `keys` (all of them for None): a cache keyed by
+    the settings may also hold the features of corpora this run does not name."""
+    from emostream.training.features import read_features  # noqa: PLC0415
+
+    return [row for row in read_features(cache) if keys is None or row["key"] in keys]
+
+
+def _fit_run(config: TrainConfig, cache: Path, keys: set[str] | None = None):  # type: ignore[no-untyped-def]
     """One Ray Train run (resumed from its latest checkpoint, if any): the consolidated model and the last epoch's metrics."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # noqa: PLC0415
     from ray.train.torch import TorchTrainer  # noqa: PLC0415
@@ -412,6 +468,7 @@ def _fit_run(config: TrainConfig, cache: Path):  # type: ignore[no-untyped-def]
     trainer = TorchTrainer(
         train_loop,
         train_loop_config={"config": json.loads(config.model_dump_json()), "cache": str(cache.resolve()),
+                           "keys": sorted(keys) if keys is not None else None,
                            "run_path": str(run_path), "resume_from": str(resume) if resume else None},
         scaling_config=ScalingConfig(num_workers=config.workers, use_gpu=config.use_gpu, resources_per_worker={"CPU": 1}),
         run_config=RunConfig(name=config.name, storage_path=str(run_dir), checkpoint_config=CheckpointConfig(num_to_keep=2)),

@@ -64,8 +64,9 @@ EMER and MERR publish no speaker ids: see ``mer.py`` for the stand-in their read
 Modules
 -------
 ``example.py`` (``Example``, ``DatasetError``, the parsing helpers the readers share), ``manifest.py``,
-``ravdess.py``, ``tess.py``, ``emodb.py``, ``mer.py`` (MER2023, MER-OV), ``captions.py`` (EMER / MERR), ``splits.py``. A new corpus is
-one new module here, its names exported below, and a ``DataConfig.dataset`` entry in ``training/train.py``.
+``ravdess.py``, ``tess.py``, ``emodb.py``, ``mer.py`` (MER2023, MER-OV), ``captions.py`` (EMER / MERR), ``splits.py``,
+``corpora.py`` (which classes each acted corpus has, for training on several at once). A new corpus is one new
+module here, its names exported below, and a ``DataConfig.dataset`` entry in ``training/train.py``.
 """
 
 from emostream.training.datasets.captions import (
@@ -76,6 +77,7 @@ from emostream.training.datasets.captions import (
     CAPTION_WORD_FIELDS,
     read_captions,
 )
+from emostream.training.datasets.corpora import CORPUS_LABEL_SETS, corpus_classes
 from emostream.training.datasets.emodb import EMODB_EMOTIONS, EMODB_SPEAKERS, read_emodb
 from emostream.training.datasets.example import MEDIA_EXTENSIONS, DatasetError, Example, parse_words
 from emostream.training.datasets.manifest import read_manifest
@@ -85,6 +87,7 @@ from emostream.training.datasets.splits import check_speaker_independent, speake
 from emostream.training.datasets.tess import TESS_FILE_EMOTIONS, TESS_FOLDER_EMOTIONS, read_tess
 
 __all__ = [
+    "CORPUS_LABEL_SETS",
     "CAPTION_EXPLANATION_FIELDS",
     "CAPTION_LABEL_FIELDS",
     "CAPTION_NAME_FIELDS",
@@ -100,6 +103,7 @@ __all__ = [
     "DatasetError",
     "Example",
     "check_speaker_independent",
+    "corpus_classes",
     "mer_speaker",
     "parse_words",
     "ravdess_split",
