@@ -77,7 +77,7 @@ bench: install
 # Linux x86_64 and Python 3.11, resolved against PyPI with torch's CPU build. torch and deepspeed
 # are left out: the Dockerfile installs them itself (torch from TORCH_INDEX, deepspeed built with
 # its CPU op). Where TORCH_INDEX is out of reach, name a local CPU wheel's folder instead:
-#   make lock TORCH_SOURCE="--find-links /opt/wheels"
+#   make lock TORCH_SOURCE="--find-links DIR"
 TORCH_SOURCE ?= --extra-index-url $(TORCH_INDEX)
 lock: install
 	printf 'torch==%s+cpu\n' $(TORCH_VERSION) > $(VENV)/torch-cpu.txt

@@ -1,13 +1,13 @@
 """Backfill: score recorded media with a bounded Ray Data job, through the live job's operators.
 
     files (one stream each) ─┐
-                             ├→ media records → map_batches(SegmentStage) → StreamScorer actors (stream
-    Kafka offset range ──────┘   (read_kafka)     check, decode, perceive      hashed): session, encoders, model
+                             ├→ media records → map_batches(SegmentStage) → BackfillStreams actors (stream
+    Kafka offset range ──────┘   (read_kafka)     check, decode, perceive      hashed): a Spine's stitch, encode, score
 
 Events go to a sink (`emostream.sinks`: Kafka, a JSONL file or a Parquet file). The stages are the live job's: the same
-perception stage, sessions, encoders and scorer, fed each stream's segments in seq order, so
-the utterance ids and events are those the live job gives; only the model runs in the
-scorer actors instead of behind Serve.
+perception stage, then the spine's sessions, encoders and scorer, fed each stream's segments in seq order, so
+the utterance ids and events are those the live job gives; only the encoders and the model run in the
+stream actors instead of behind Serve.
 """
 
 from __future__ import annotations
