@@ -6,10 +6,10 @@
       → session threads → SessionActor  utterances, speakers, face tracks (one thread per actor, stream hashed);
                                         drafts (utterances in their closing pause) → Serve: Whisper, text embedding start early
       → scorer threads (per stream)     Serve: ASR + audio, text, emotion model, with the stream's context
-      → emotions topic; offsets committed past a stream once it ended and all its events are out
+      → a sink (the emotions topic by default); offsets committed past a stream once it ended and all its events are out
 
 Delivery: a partition's commit never passes the first segment of a stream that is still open,
-and moves past an ended stream only once all of its events were sent (and the producer
+and moves past an ended stream only once all of its events were sent (and the sink
 flushed). After a crash — of the job, or of a session actor, on which the job rebuilds its
 pipeline — the open streams replay from their first segment through fresh sessions, which
 find the same utterances and speakers again: repeated events have the ids of the first.
