@@ -83,9 +83,7 @@ class Spine:
 
     def finish(self) -> list[UtteranceBundle]:
         """Close every open stream (its media ended without an end marker); the last utterances, encoded."""
-        bundles = [b for session in self.sessions.sessions.values() for b in session.flush()]
-        self.sessions.sessions.clear()
-        return self._encoded(bundles)
+        return self._encoded([b for stream in list(self.sessions.sessions) for b in self.sessions.close(stream)])
 
     # -- the whole chain --------------------------------------------------------------------------
 

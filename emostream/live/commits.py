@@ -30,6 +30,7 @@ from typing import Protocol
 from kafka import TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from emostream.contracts import SourceCoordinates
 from emostream.ingest.offsets import OffsetTracker
 from emostream.sinks.base import Sink
 
@@ -47,6 +48,10 @@ class Held:
     end: float
     sent_ms: int  # producer wall clock of the segment, for end-to-end latency
     value_bytes: int = 0  # size of the record's value (for a dead letter naming it)
+
+    @property
+    def source(self) -> SourceCoordinates:
+        return SourceCoordinates(topic=self.tp.topic, partition=self.tp.partition, offset=self.offset)
 
 
 @dataclass

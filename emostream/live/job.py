@@ -47,7 +47,7 @@ import ray
 from kafka import TopicPartition
 from ray.exceptions import RayActorError
 
-from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates, UtteranceEmotionEvent
+from emostream.contracts import DeadLetterEvent, DeadLetterReason, UtteranceEmotionEvent
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
 from emostream.ingest.records import dead_letter_event
 from emostream.kafka.clients import consumer as make_consumer
@@ -56,7 +56,7 @@ from emostream.live.dataflow import perceived_rows
 from emostream.live.serve_client import ScoringFailed, ScoringService, score_with_retries
 from emostream.live.sessions import SessionActor, owner
 from emostream.live.source import TICK, media_partitions
-from emostream.live.stages import REJECTED, StageRow, dead_letter
+from emostream.live.stages import REJECTED, StageRow
 from emostream.live.workers import OrderedWorker, StreamWorkers
 from emostream.metrics import Metrics
 from emostream.models.score import StreamContexts
@@ -386,8 +386,7 @@ class LiveJob:
         detail = f"segment {item.seq} of stream {item.stream_id!r}: the stream's session failed on it: {cause}"
         self._send_dead_letter(dead_letter_event(
             Rejection(DeadLetterReason.PROCESSING_ERROR, detail[:2000]),
-            SourceCoordinates(topic=held.tp.topic, partition=held.tp.partition, offset=held.offset),
-            item.stream_id, item.seq, item.stream_id, held.value_bytes))
+            held.source, item.stream_id, item.seq, item.stream_id, held.value_bytes))
 
     def _submit(self, stream: str, bundles: list[UtteranceBundle], ended: bool, through: Held | None = None) -> None:
         """Hand a stream's closed utterances to its scorer; at its end (or its session's close), with its offsets up
@@ -473,12 +472,11 @@ class LiveJob:
         if not during:  # cannot happen: an utterance's segments are held until its stream's events are out
             log.error("stream %s: no segment held for the utterance at %.2f s", bundle.stream_id, bundle.start)
             return
-        source = during[0]
+        first = during[0]
         detail = (f"stream {bundle.stream_id!r}: utterance {bundle.utterance_id} ({bundle.speaker_id}, "
                   f"{bundle.start:.2f}-{bundle.end:.2f} s) was not scored: {why}")
-        coordinates = SourceCoordinates(topic=source.tp.topic, partition=source.tp.partition, offset=source.offset)
-        self._send_dead_letter(dead_letter_event(Rejection(DeadLetterReason.PROCESSING_ERROR, detail), coordinates,
-                                                 bundle.stream_id, None, bundle.stream_id, source.value_bytes))
+        self._send_dead_letter(dead_letter_event(Rejection(DeadLetterReason.PROCESSING_ERROR, detail), first.source,
+                                                 bundle.stream_id, None, bundle.stream_id, first.value_bytes))
 
     def _send_dead_letter(self, event: DeadLetterEvent) -> None:
         source = event.source
@@ -500,5 +498,4 @@ class LiveJob:
 
 def _rejected(row: StageRow, rejection: Rejection) -> DeadLetterEvent:
     """A perceived row refused by the orderer (duplicate, too late, after the end)."""
-    return dead_letter(rejection, {"topic": row.topic, "partition": row.partition, "offset": row.offset}, row.stream_id,
-                       row.seq, row.stream_id, row.value_bytes)
+    return dead_letter_event(rejection, row.source, row.stream_id, row.seq, row.stream_id, row.value_bytes)

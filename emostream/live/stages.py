@@ -76,6 +76,10 @@ class StageRow:
     def tp(self) -> TopicPartition:
         return TopicPartition(self.topic, self.partition)
 
+    @property
+    def source(self) -> SourceCoordinates:
+        return SourceCoordinates(topic=self.topic, partition=self.partition, offset=self.offset)
+
     def segment(self) -> PerceivedSegment:
         """The perceived segment a SEGMENT row carries."""
         return perceived(self.payload)
@@ -83,13 +87,6 @@ class StageRow:
     def dead_letter_event(self) -> DeadLetterEvent:
         """The dead letter a REJECTED row carries."""
         return DeadLetterEvent.model_validate_json(self.payload)
-
-
-def dead_letter(rejection: Rejection | RecordRejection, row: dict[str, Any], stream_id: str | None, seq: int | None,
-                key: str | None, value_bytes: int) -> DeadLetterEvent:
-    """The dead-letter event of a record or perceived row (`row` gives its topic, partition and offset)."""
-    source = SourceCoordinates(topic=row["topic"], partition=row["partition"], offset=row["offset"])
-    return dead_letter_event(rejection, source, stream_id, seq, key, value_bytes)
 
 
 def perceived(payload: bytes) -> PerceivedSegment:
@@ -147,4 +144,5 @@ class SegmentStage:
     def _dead_letter(rejection: Rejection | RecordRejection, record: dict[str, Any], stream_id: str | None,
                      seq: int | None) -> DeadLetterEvent:
         key = record["key"].decode(errors="replace") if record.get("key") else None
-        return dead_letter(rejection, record, stream_id, seq, key, len(record["value"] or b""))
+        source = SourceCoordinates(topic=record["topic"], partition=record["partition"], offset=record["offset"])
+        return dead_letter_event(rejection, source, stream_id, seq, key, len(record["value"] or b""))

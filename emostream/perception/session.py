@@ -383,8 +383,7 @@ class StreamSessions:
         bundles = []
         for session in idle:
             log.info("stream %s idle for %.0f s: flushing", session.stream_id, now - session.last_push)
-            bundles += session.flush()
-            del self.sessions[session.stream_id]
+            bundles += self.close(session.stream_id)
         return bundles
 
     def warm_up(self) -> None:
