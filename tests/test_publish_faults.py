@@ -77,9 +77,8 @@ def test_the_kafka_sink_fails_its_flush_when_the_broker_is_gone_and_nothing_is_c
     with EmbeddedBroker(free_port(), tmp_path / "broker") as broker:
         settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "emotions_topic": "emotions-gone"})
         ensure_topics(settings.kafka)
-        sink = KafkaSink(settings.kafka)
-        sink.producer.close()
-        sink.producer = make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000, max_block_ms=3000)
+        sink = KafkaSink(settings.kafka, make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000,
+                                                      max_block_ms=3000))
         sink.send(event("call-11", 0.0))
         sink.flush()  # delivered while the broker runs
         broker.stop()

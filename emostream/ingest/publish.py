@@ -13,8 +13,8 @@ from pathlib import Path
 
 from kafka import KafkaProducer
 from kafka.errors import KafkaError
-from kafka.producer.future import FutureRecordMetadata
 
+from emostream.kafka.clients import CheckedSends
 from emostream.kafka.clients import producer as make_producer
 from emostream.media.records import MediaRecord, media_records
 from emostream.media.segmenter import MediaError
@@ -57,7 +57,7 @@ def publish(
     started = time.monotonic()
     sent = total_bytes = 0
     end = 0.0
-    pending: list[tuple[int, FutureRecordMetadata]] = []  # (seq, the send's result) of every record
+    sends: CheckedSends[int] = CheckedSends(producer)  # labelled by the record's seq
     try:
         for record in media_records(path, stream_id, settings.ingest, channels, segment_seconds):
             if record.payload:
@@ -72,24 +72,22 @@ def publish(
                         time.sleep(delay)
             headers = record.headers.model_copy(update={"sent_at": time.time()})
             try:
-                future = producer.send(kafka.media_topic, key=stream_id.encode(), value=record.payload,
-                                       headers=headers.to_kafka())
+                sends.send(record.headers.seq, kafka.media_topic, stream_id.encode(), record.payload,
+                           headers=headers.to_kafka())
             except KafkaError as error:  # refused before it was queued (too large, buffer full past max_block_ms)
                 raise PublishError(f"{path}: the producer refused segment {record.headers.seq} of stream {stream_id!r} "
                                    f"for {kafka.media_topic}: {error!r}") from error
-            pending.append((record.headers.seq, future))
             if record.payload:
                 sent += 1
                 total_bytes += len(record.payload)
                 end = max(end, record.end)
                 if on_segment is not None:
                     on_segment(record)
-        producer.flush()
-        failed = [(seq, future.exception) for seq, future in pending if future.failed()]
+        records, failed = sends.flush()
         if failed:
             seq, error = failed[0]
             raise PublishError(
-                f"{path}: {len(failed)} of {len(pending)} records of stream {stream_id!r} were not delivered to "
+                f"{path}: {len(failed)} of {records} records of stream {stream_id!r} were not delivered to "
                 f"{kafka.media_topic} at {kafka.bootstrap_servers}, the first segment {seq}: {error!r}. Publish the file "
                 f"again once the broker is reachable (under a new stream id: the job has seen part of this one)")
     finally:

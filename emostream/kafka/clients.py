@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import logging
 import socket
+import threading
 import time
 from collections.abc import Callable, Iterable
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.admin import NewTopic
 from kafka.errors import KafkaError, TopicAlreadyExistsError
+from kafka.producer.future import FutureRecordMetadata
 
 from emostream.kafka.header_names import keep_undecodable_header_names
 from emostream.settings import KafkaSettings
@@ -29,6 +31,36 @@ def producer(kafka: KafkaSettings, **options: Any) -> KafkaProducer:
         max_request_size=kafka.max_message_bytes + REQUEST_OVERHEAD_BYTES,
         **options,
     )
+
+
+Label = TypeVar("Label")
+
+
+class CheckedSends(Generic[Label]):
+    """A producer's sends, each checked after the next flush.
+
+    `KafkaProducer.flush` returns when every send has finished, delivered or not, so a caller that moves on after
+    a flush (a commit, a publish report) needs each send's result: `flush` returns the failed ones with the label
+    the caller gave each send (a segment's seq, a topic). Safe to send from several threads.
+    """
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        self._pending: list[tuple[Label, FutureRecordMetadata]] = []
+        self._lock = threading.Lock()
+
+    def send(self, label: Label, topic: str, key: bytes | None, value: bytes, **options: Any) -> None:
+        """Queue a record; raises KafkaError when the producer refuses it at once (too large, buffer full)."""
+        future = self.producer.send(topic, key=key, value=value, **options)
+        with self._lock:
+            self._pending.append((label, future))
+
+    def flush(self) -> tuple[int, list[tuple[Label, Exception]]]:
+        """Wait for every send since the last flush: (how many there were, the failed ones and their errors)."""
+        with self._lock:
+            pending, self._pending = self._pending, []
+        self.producer.flush()
+        return len(pending), [(label, future.exception) for label, future in pending if future.failed()]
 
 
 def consumer(kafka: KafkaSettings, topics: Iterable[str] = (), group_id: str | None = None,
