@@ -6,9 +6,9 @@ Inputs, built from the real recordings in ../shared/data:
   call      the two-channel call of tests/test_speech.py: RAVDESS Actor_01 (agent) and Actor_02 (customer)
             taking eight turns with 0.7-1.0 s pauses, the fifth turn overlapping the fourth
 
-Each input goes through `StreamSession` (Silero VAD, the utterance cutter, edges tightened; no Whisper) twice:
-with `voice.turn_model: none` (the merge gap alone closes an utterance) and with `smart_turn` (a pause of
-`voice.turn_pause_seconds` is put to Smart Turn; the merge gap stays the fallback). Segments are fed in order,
+Each input goes through `StreamSession` (Silero VAD, the utterance cutter, edges tightened; no Whisper) once
+with `voice.turn_model: none` (the merge gap alone closes an utterance) and once with `smart_turn` for each
+`--turn-pauses` value (a pause of that length is put to Smart Turn; the merge gap stays the fallback). Segments are fed in order,
 either one VAD frame (32 ms) at a time, so an utterance comes out at the very frame that closes it, or in
 segments of `--segment-seconds` as a live stream publishes them, so it also waits for the rest of the segment
 holding that frame.
@@ -17,9 +17,12 @@ Per utterance, the closing delay is the media time at the end of the segment who
 utterance's end (its last clearly spoken 10 ms, as its event reports it): the part of the latency spent
 waiting for the pause, before any model runs. The live job adds its own processing on top.
 Boundaries: utterances, their mean length, and how many of them have the same edges (within 1 ms) both ways.
+Drafted: utterances the live job could start Whisper on early (`live.prepare_drafts`): handed out by
+`StreamSession.drafts` while their pause ran, a segment or more before it closed them with that audio.
 Model cost: CPU ms per Smart Turn call (log-mel and ONNX Runtime, one thread, median of --runs calls on
 8 s windows of real speech), and the calls each input needed (one per pause that lasts turn_pause_seconds).
-Timings are printed, never asserted. Run: .venv/bin/python bench/turn.py [--segment-seconds 0.5] [--runs 30]
+Timings are printed, never asserted.
+Run: .venv/bin/python bench/turn.py [--segment-seconds 0.5] [--runs 30] [--turn-pauses 0.1 0.2]
 """
 
 from __future__ import annotations
@@ -52,7 +55,6 @@ from emostream.settings import load_settings  # noqa: E402
 from tests.speech_helpers import build_call, noise_floor_db, read_mono, room_noise  # noqa: E402
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
-MODES = ("none", "smart_turn")
 CALL_PAUSES = [0.8, 0.9, 0.7, -1.2, 1.0, 0.8, 0.9]  # as tests/test_speech.py's call
 CALL_ROLES = ("agent", "customer")
 
@@ -105,12 +107,13 @@ class Run:
     spans: list[tuple[int, float, float]]  # (channel, start, end)
     calls: int
     model_cpu: float
+    drafted: int  # utterances handed out as a draft (StreamSession.drafts) a segment or more before they closed
 
 
-def run(stream: Stream, mode: str, step: int, voices: VoiceEmbedder, calls: Calls) -> Run:
-    session = StreamSession(stream.label, load_settings(voice={"asr": False, "turn_model": mode}), voices)
+def run(stream: Stream, voice: dict[str, object], step: int, voices: VoiceEmbedder, calls: Calls) -> Run:
+    session = StreamSession(stream.label, load_settings(voice={"asr": False, **voice}), voices)
     before_count, before_cpu = calls.count, calls.cpu
-    delays, spans = [], []
+    delays, spans, drafts, drafted = [], [], set(), 0
     for seq, first in enumerate(range(0, len(stream.audio), step)):
         audio = stream.audio[first : first + step]
         start, end = first / SAMPLE_RATE, (first + len(audio)) / SAMPLE_RATE
@@ -122,7 +125,9 @@ def run(stream: Stream, mode: str, step: int, voices: VoiceEmbedder, calls: Call
             if not segment.end_of_stream:  # the stream's end flushes what is open: no pause was waited for
                 delays.append(end - bundle.end)
             spans.append((bundle.channel, bundle.start, bundle.end))
-    return Run(delays, sorted(spans), calls.count - before_count, calls.cpu - before_cpu)
+            drafted += bundle.audio.tobytes() in drafts
+        drafts |= {draft.audio.tobytes() for draft in session.drafts()}
+    return Run(delays, sorted(spans), calls.count - before_count, calls.cpu - before_cpu, drafted)
 
 
 def model_cost(stream: Stream, runs: int) -> tuple[float, float]:
@@ -153,6 +158,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--segment-seconds", type=float, default=0.5, help="live segment length (default 0.5)")
     parser.add_argument("--runs", type=int, default=30, help="Smart Turn calls timed for its cost (default 30)")
+    parser.add_argument("--turn-pauses", type=float, nargs="+", help="voice.turn_pause_seconds values to compare "
+                        "(default: the setting's default)")
     parser.add_argument("--data", type=Path, default=DATA)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -163,23 +170,27 @@ def main() -> None:
     settings = load_settings()
     print(f"# turn bench: {platform.processor() or platform.machine()}, 1 thread; merge gap {settings.voice.merge_gap_seconds:g} s, "
           f"turn pause {settings.voice.turn_pause_seconds:g} s, threshold {settings.voice.turn_threshold:g}")
+    modes: dict[str, dict[str, object]] = {"none": {"turn_model": "none"}}
+    for pause in args.turn_pauses or [settings.voice.turn_pause_seconds]:
+        modes[f"smart {pause:g} s"] = {"turn_model": "smart_turn", "turn_pause_seconds": pause}
     steps = {"frame": FRAME_SAMPLES, f"{args.segment_seconds:g} s": int(args.segment_seconds * SAMPLE_RATE)}
     print()
     print("closing delay per utterance, seconds from its end to the segment that closed it: mean / median / p95")
-    header = (f"{'input':<9} {'segments':<9} {'turn model':<11} {'utterances':>10} {'mean length s':>14} {'same edges':>11} "
-              f"{'model calls':>12} {'model ms/s':>11}   delay")
+    header = (f"{'input':<9} {'segments':<9} {'turn model':<13} {'utterances':>10} {'mean length s':>14} {'same edges':>11} "
+              f"{'model calls':>12} {'model ms/s':>11} {'drafted':>8}   delay")
     print(header)
     print("-" * (len(header) + 24))
     for stream in streams:
         seconds = len(stream.audio) / SAMPLE_RATE
         for step_label, step in steps.items():
-            results = {mode: run(stream, mode, step, voices, calls) for mode in MODES}
+            results = {mode: run(stream, voice, step, voices, calls) for mode, voice in modes.items()}
             baseline = {(c, round(s, 3), round(e, 3)) for c, s, e in results["none"].spans}
             for mode, result in results.items():
                 same = sum((c, round(s, 3), round(e, 3)) in baseline for c, s, e in result.spans)
                 length = statistics.mean(e - s for _, s, e in result.spans) if result.spans else 0.0
-                print(f"{stream.label:<9} {step_label:<9} {mode:<11} {len(result.spans):>10} {length:>14.2f} "
-                      f"{same:>6}/{len(result.spans):<4} {result.calls:>12} {1000 * result.model_cpu / seconds:>11.1f}   "
+                model_ms = 1000 * result.model_cpu / seconds
+                print(f"{stream.label:<9} {step_label:<9} {mode:<13} {len(result.spans):>10} {length:>14.2f} "
+                      f"{same:>6}/{len(result.spans):<4} {result.calls:>12} {model_ms:>11.1f} {result.drafted:>8}   "
                       f"{describe(result.delays)}")
     print("(model ms/s: CPU ms in Smart Turn per second of the stream's audio, all channels)")
     print()

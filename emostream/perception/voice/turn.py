@@ -9,7 +9,7 @@ onnxruntime ourselves.
 Input, as pipecat's `LocalSmartTurnAnalyzerV3` prepares it: the last 8 s of 16 kHz audio up to the moment of
 the decision, zero-padded at the start when shorter, scaled to zero mean and unit variance over the whole
 window (padding included), then Whisper's 80-bin log-mel (10 ms hop), 800 frames. Output: the probability
-that the turn is complete (a sigmoid, inside the graph). About 45 ms of one core per call.
+that the turn is complete (a sigmoid, inside the graph). About 50 ms of one core per call (bench/turn.py).
 """
 
 from __future__ import annotations
