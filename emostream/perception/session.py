@@ -28,6 +28,7 @@ from emostream.perception.segment import PerceivedSegment
 from emostream.perception.utterance import FaceSlice, Thumbnail, UtteranceBundle
 from emostream.perception.voice.prosody import ProsodyFrames, SpeakerProsodyStats, utterance_prosody
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
+from emostream.perception.voice.turn import WINDOW_SECONDS as TURN_WINDOW_SECONDS
 from emostream.perception.voice.turn import SmartTurn
 from emostream.perception.voice.vad import Span, StreamingVad, TurnRule, UtteranceCutter
 from emostream.settings import Settings
@@ -118,7 +119,7 @@ class StreamSession:
         self.voice = settings.voice
         self._voices = voices
         self._vad = StreamingVad()
-        self._turn = SmartTurn() if self.voice.turn_model == "smart_turn" else None
+        self._turn = SmartTurn() if cut and self.voice.turn_model == "smart_turn" else None
         self._channels: dict[int, _Channel] = {}
         self._roles: tuple[str, ...] = ()
         self._faces = FaceTracks(settings.faces)
@@ -232,11 +233,11 @@ class StreamSession:
         return channel
 
     def _end_of_turn(self, index: int, start: float, end: float) -> float:
-        """The turn model on the channel's audio from the open utterance's start to the pause frame's end. The buffer
-        always holds it (`_trim` keeps from the open utterance's start), so what the model hears is the same however
-        the stream was cut into segments."""
+        """The turn model on the channel's audio from the open utterance's start (at most its window before the
+        pause frame's end) to that end. The buffer always holds it (`_trim` keeps from the open utterance's start),
+        so what the model hears is the same however the stream was cut into segments."""
         assert self._turn is not None
-        return self._turn(self._channels[index].cut(Span(start, end)))
+        return self._turn(self._channels[index].cut(Span(max(start, end - TURN_WINDOW_SECONDS), end)))
 
     def _take_faces(self, update: TrackUpdate) -> None:
         self._observations.extend(update.observations)
