@@ -15,6 +15,7 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 
 import numpy as np
 
@@ -27,7 +28,9 @@ from emostream.perception.segment import PerceivedSegment
 from emostream.perception.utterance import FaceSlice, Thumbnail, UtteranceBundle
 from emostream.perception.voice.prosody import ProsodyFrames, SpeakerProsodyStats, utterance_prosody
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
-from emostream.perception.voice.vad import Span, StreamingVad, UtteranceCutter
+from emostream.perception.voice.turn import WINDOW_SECONDS as TURN_WINDOW_SECONDS
+from emostream.perception.voice.turn import SmartTurn
+from emostream.perception.voice.vad import Span, StreamingVad, TurnRule, UtteranceCutter
 from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -116,6 +119,7 @@ class StreamSession:
         self.voice = settings.voice
         self._voices = voices
         self._vad = StreamingVad()
+        self._turn = SmartTurn() if cut and self.voice.turn_model == "smart_turn" else None
         self._channels: dict[int, _Channel] = {}
         self._roles: tuple[str, ...] = ()
         self._faces = FaceTracks(settings.faces)
@@ -222,10 +226,18 @@ class StreamSession:
 
     def _new_channel(self, index: int) -> _Channel:
         v = self.voice
+        turn = TurnRule(partial(self._end_of_turn, index), v.turn_pause_seconds, v.turn_threshold) if self._turn is not None else None
         cutter = UtteranceCutter(v.vad_onset, v.vad_offset, v.merge_gap_seconds, v.min_utterance_seconds, v.max_utterance_seconds,
-                                 v.min_resume_seconds)
+                                 v.min_resume_seconds, turn)
         channel = self._channels[index] = _Channel(cutter)
         return channel
+
+    def _end_of_turn(self, index: int, start: float, end: float) -> float:
+        """The turn model on the channel's audio from the open utterance's start (at most its window before the
+        pause frame's end) to that end. The buffer always holds it (`_trim` keeps from the open utterance's start),
+        so what the model hears is the same however the stream was cut into segments."""
+        assert self._turn is not None
+        return self._turn(self._channels[index].cut(Span(max(start, end - TURN_WINDOW_SECONDS), end)))
 
     def _take_faces(self, update: TrackUpdate) -> None:
         self._observations.extend(update.observations)
@@ -392,6 +404,8 @@ class StreamSessions:
         noise = np.random.default_rng(0).normal(0, 0.01, 2 * SAMPLE_RATE).astype(np.float32)
         self._shared_voices()(noise)
         StreamingVad().push(0, noise, 0.0)
+        if self.settings.voice.turn_model == "smart_turn":
+            SmartTurn()(noise)
 
     def _shared_voices(self) -> VoiceEmbedder:
         if self._voices is None:

@@ -16,10 +16,18 @@ noise, and each such blip held the utterance open for another merge gap);
 an utterance longer than `max_utterance_seconds` is cut; shorter than
 `min_utterance_seconds` is dropped. An utterance is emitted as soon as the
 pause after it is long enough, not at the end of the stream.
+
+With an end-of-turn model (`turn.py`), a pause is put to it once, when it has
+lasted `turn_pause_seconds`: if the speaker sounds finished, the utterance
+closes there instead of a merge gap later; otherwise the merge-gap rule
+decides as before. The model hears the utterance from its start to the frame
+where the pause reached that length, so the decision depends on the audio
+alone, never on how the stream was cut into segments or when they arrived.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 
@@ -103,17 +111,33 @@ class Span:
         return self.end - self.start
 
 
+# Probability (0-1) that the speaker's turn is complete, given the stream seconds from the open utterance's start
+# to the end of the frame where its pause reached `turn_pause` (StreamSession reads that audio from its buffer).
+EndOfTurn = Callable[[float, float], float]
+
+
+@dataclass(frozen=True)
+class TurnRule:
+    """Closing an utterance at a short pause when the speaker sounds finished."""
+
+    end_of_turn: EndOfTurn
+    pause: float  # seconds of pause after which the end-of-turn model is asked (once per pause)
+    threshold: float  # the utterance closes at once when the probability reaches this
+
+
 class UtteranceCutter:
     """Hysteresis over one channel's speech probabilities; emits utterances as soon as they close."""
 
     def __init__(self, onset: float, offset: float, merge_gap: float, min_seconds: float, max_seconds: float,
-                 min_resume: float = 0.0) -> None:
+                 min_resume: float = 0.0, turn: TurnRule | None = None) -> None:
         self.onset, self.offset = onset, offset
         self.merge_gap, self.min_seconds, self.max_seconds, self.min_resume = merge_gap, min_seconds, max_seconds, min_resume
+        self.turn = turn
         self.start: float | None = None  # of the open utterance
         self.last_speech: float | None = None  # end of its last speech frame
         self.speaking = False  # inside speech (continues while p >= offset) or in a pause
         self.resume_at: float | None = None  # in a pause: start of speech that has not lasted min_resume yet
+        self.turn_asked = False  # the current pause was put to the end-of-turn model
 
     @property
     def pausing(self) -> bool:
@@ -134,13 +158,20 @@ class UtteranceCutter:
             else:
                 closed += self._in_pause(t, p)
             if self.speaking:
-                self.last_speech = frame_end
+                self.last_speech, self.turn_asked = frame_end, False
                 if frame_end - self.start >= self.max_seconds:  # forced cut; speech goes on in a new utterance
                     closed += self._close()
                     self.start, self.last_speech, self.speaking = frame_end, frame_end, True
-            elif self.resume_at is None and frame_end - self.last_speech >= self.merge_gap:
+            elif self.resume_at is None and (frame_end - self.last_speech >= self.merge_gap or self._turn_over(frame_end)):
                 closed += self._close()
         return closed
+
+    def _turn_over(self, frame_end: float) -> bool:
+        """Once per pause, when it has lasted `turn.pause` (and no speech is resuming): does the speaker sound finished?"""
+        if self.turn is None or self.turn_asked or frame_end - self.last_speech < self.turn.pause:
+            return False
+        self.turn_asked = True
+        return self.turn.end_of_turn(self.start, frame_end) >= self.turn.threshold
 
     def _in_pause(self, t: float, p: float) -> list[Span]:
         """Speech resumes (p reaches onset, then stays over offset) only once it has lasted `min_resume`:
@@ -167,5 +198,5 @@ class UtteranceCutter:
     def _close(self) -> list[Span]:
         span = Span(self.start, self.last_speech)
         self.start = self.last_speech = self.resume_at = None
-        self.speaking = False
+        self.speaking = self.turn_asked = False
         return [span] if span.duration >= self.min_seconds else []
