@@ -17,7 +17,7 @@ import torch
 
 from emostream.cli.demo import demo_sample
 from emostream.contracts import UtteranceEmotionEvent
-from emostream.labels import FER7, RAVDESS8, mapping_matrix
+from emostream.labels import FER7, RAVDESS8, corresponding_label, mapping_matrix
 from emostream.media.synthetic import mux_files, speech_track
 from emostream.models.explain import explain
 from emostream.models.fusion import face_log_likelihood, face_map, fuse
@@ -236,7 +236,7 @@ def credits_face_wrongly(event: UtteranceEmotionEvent, bundle: UtteranceBundle) 
     """The explanation credits the face ("from the face", or the face's cue among those "also" behind the label) while
     the face's most probable expression is not the label."""
     evidence = bundle.face_evidence
-    if evidence is None or event.label == {"surprise": "surprised", "fear": "fearful"}.get(evidence.label, evidence.label):
+    if evidence is None or event.label == corresponding_label(evidence.label, "fer7", "ravdess8"):
         return False
     credited = event.explanation.split("; outweighed:")[0]
     return "from the face" in credited or "face looks" in credited
