@@ -14,8 +14,11 @@ Measured per preset (tiny, lite, and "default": the embedded trained checkpoint,
 ensemble of lite models), mix and batch size (1, 16), in eval mode under torch.inference_mode():
   forward          EmotionModel.forward on batches collated beforehand
   collate+fwd      collate() + EmotionModel.forward
-  score            EmotionScorer.score, the one scoring entry point: collate, the forward pass, three occlusion
-                   passes (each modality hidden in turn) for the explanation, cues, event building
+  score            EmotionScorer.score, the one scoring entry point: collate, the forward pass, the occlusion
+                   passes (each modality that counts hidden in turn) for the explanation, the face expert's fusion
+                   (models/fusion.py), cues, event building
+Faces: for each preset, scoring's cost per utterance with faces (mix "all", batch 1 and 16) and, inside it, the face
+expert's own part: the per-utterance face evidence (perception/utterance.py face_evidence) and the fusion (fuse).
 Everything runs on one thread (torch, OpenCV, and every BLAS/OpenMP pool through threadpoolctl), so
 utterances/s are per core; they are CPU-time figures (the wall clock is checked against them). Every
 measurement is warmed up first; the median over runs is printed. Target: lite >= 200 utterances/s per
@@ -47,6 +50,7 @@ from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for tests.model_helpers
 
+from emostream.models.fusion import face_log_likelihood, face_map, fuse  # noqa: E402
 from emostream.models.inputs import collate  # noqa: E402
 from emostream.models.llm import generate, tokenizer_for  # noqa: E402
 from emostream.models.model import EmotionModel, ScoringModel  # noqa: E402
@@ -166,6 +170,40 @@ def passes(model: ScoringModel, batches: list[list[UtteranceBundle]], seed: int)
     return {"forward": forward, "collate+fwd": collate_forward, "score": score}
 
 
+def face_expert_pass(model: ScoringModel, batches: list[list[UtteranceBundle]]) -> Callable[[], object] | None:
+    """The face expert's part of scoring: each utterance's face evidence, and the fusion with the model's answer
+    (None when the model reads faces itself and no face expert joins)."""
+    matrix = face_map(model.config)
+    if matrix is None:
+        return None
+    labels = len(model.config.labels)
+    answers = [torch.softmax(torch.randn(len(batch), labels), dim=-1) for batch in batches]
+
+    @torch.inference_mode()
+    def work() -> None:
+        for batch, answer in zip(batches, answers, strict=True):
+            evidence = [b.face_evidence for b in batch]
+            expression = torch.tensor(np.stack([e.probabilities if e is not None else np.zeros(7, np.float32) for e in evidence]))
+            present = torch.tensor([e is not None for e in evidence])
+            fuse(answer, torch.ones(len(batch), dtype=torch.bool), face_log_likelihood(expression, matrix), present)
+
+    return work
+
+
+def report_faces(models: dict[str, ScoringModel], results: dict[tuple[str, str, int], dict[str, float]], count: int,
+                 analysis_fps: float, seed: int, runs: int) -> None:
+    print("faces: scoring's cost per utterance with faces (mix all), and the face expert's part of it (evidence + fusion)")
+    header = f"{'preset':<8}{'batch':>6}{'score ms/utt':>14}{'face expert ms/utt':>20}{'no faces ms/utt':>17}"
+    print(header)
+    print("-" * len(header))
+    for name, model in models.items():
+        for batch in BATCHES:
+            work = face_expert_pass(model, utterances(count, batch, MIXES["all"], analysis_fps, seed))
+            expert = f"{1000 * measure(work, runs)[0] / count:>20.3f}" if work is not None else f"{'(reads faces)':>20}"
+            print(f"{name:<8}{batch:>6}{1000 / results[name, 'all', batch]['score']:>14.2f}{expert}"
+                  f"{1000 / results[name, 'audio+text', batch]['score']:>17.2f}", flush=True)
+
+
 def one_thread() -> str:
     """Limit every loaded BLAS and OpenMP pool to one thread; returns what they had before."""
     before = ", ".join(sorted({f"{p['prefix']} {p['num_threads']}" for p in threadpool_info()}))
@@ -262,6 +300,8 @@ def main() -> None:
                 print(f"{name:<8}{mix:<12}{batch:>6}" + "".join(f"{rates[m]:>14.0f}" for m in MODES)
                       + f"{1000 / rates['score']:>14.2f}", flush=True)
     print(f"(wall/CPU over all timings: {wall_total / cpu_total:.2f}; 1.00 = one core, no waiting)")
+    print()
+    report_faces(models, results, args.utterances, args.analysis_fps, args.seed, args.runs)
 
     if args.describer:
         describer = load_model(args.describer).eval()

@@ -101,8 +101,10 @@ class FaceSettings(_Section):
     max_faces: int = Field(6, ge=1, le=64)  # the largest faces are kept
     min_face_pixels: int = Field(24, ge=8)  # faces smaller than this (box side) are ignored
     crops: bool = False  # keep the aligned 112x112 face crops in the output (personal data: off by default)
-    # Expression network weights: fer2013 (fer's FER-2013 weights) or ferplus (fine-tuned on FER+ votes, calibrated;
-    # perception/faces/weights/ferplus.md). Frames carry FER7 probabilities either way (FER+'s contempt mapped by labels.py).
+    # Expression network weights, the face expert fused into every decision: fer2013 (fer's FER-2013 weights) or ferplus
+    # (fine-tuned on FER+ votes, calibrated; perception/faces/weights/ferplus.md). Frames carry FER7 probabilities either
+    # way (FER+'s contempt mapped by labels.py). fer2013 stays the default: ferplus reads FER+ far better but misses the
+    # one anger face from outside FER-2013 here (the default model's card, "Faces and words").
     expression_model: Literal["fer2013", "ferplus"] = "fer2013"
     # Tracking: a track is confirmed after `track_confirm_frames` analysed frames in a row, so
     # single-frame false detections never become tracks; it ends after `track_max_missing_seconds` unseen.

@@ -52,5 +52,6 @@ def test_default_model_scores_real_utterances_with_measured_cues(librivox: list[
         assert again.model.name == "emostream-lite-ravdess" and again.transcript == bundle.transcript
         assert again.label in again.explanation
         quoted = [cue.detail for cue in again.cues if cue.detail in again.explanation]
-        assert quoted, (again.explanation, [c.detail for c in again.cues])  # the explanation quotes measured cues
+        # the explanation quotes measured cues; with none notable it names the modality (the words are not trained on)
+        assert quoted or "mostly from the voice" in again.explanation, (again.explanation, [c.detail for c in again.cues])
         assert -1 <= again.valence <= 1 and -1 <= again.arousal <= 1

@@ -40,7 +40,9 @@ class EmotionConfig(PretrainedConfig):
         max_frames: int = 4,  # thumbnails per utterance
         dropout: float = 0.1,
         modality_dropout: float = 0.0,  # training only: chance of hiding each present modality
-        expression_prior_weight: float = 0.0,  # weight of the pretrained FER expression (mapped to the labels) in the output
+        # The transcript's words were trained on words that carry emotion: otherwise (RAVDESS's two sentences) they are
+        # masked out of the fusion and the explanation at scoring (models/score.py). Checkpoints saved before: False.
+        words_carry_emotion: bool = False,
         visual_tokens: bool = True,  # let the Q-Former's tokens (faces, thumbnails, stream memory) into the fusion
         vision_config: dict[str, Any] | None = None,  # a Hugging Face vision model for thumbnails (else a small CNN)
         audio_config: dict[str, Any] | None = None,  # a Hugging Face audio encoder on raw audio (else Whisper features only)
@@ -72,7 +74,7 @@ class EmotionConfig(PretrainedConfig):
         self.max_frames = max_frames
         self.dropout = dropout
         self.modality_dropout = modality_dropout
-        self.expression_prior_weight = expression_prior_weight
+        self.words_carry_emotion = words_carry_emotion
         self.visual_tokens = visual_tokens
         self.vision_config = vision_config
         self.audio_config = audio_config

@@ -4,8 +4,11 @@ Each cue is a measurement of this utterance (a prosody value in the speaker's
 standard deviations, how long a facial action lasted, the face's expression
 probability, a micro-expression) with a human-readable form. Which modality
 drove the decision is measured too: the predicted label's probability drops
-when that modality is hidden from the model (occlusion). The explanation
-names the label, the modality that mattered most, and its strongest cues.
+when that modality is hidden from the fused decision (occlusion, models/score.py).
+The explanation names the label, the modality that mattered most, and its
+strongest cues. Only modalities that count are cited (words the model was not
+trained to read are not), and the face is never credited for a label its
+expression contradicts: then it is named as the evidence the others outweighed.
 """
 
 from __future__ import annotations
@@ -15,7 +18,7 @@ import math
 import numpy as np
 
 from emostream.contracts import Cue
-from emostream.labels import FER7
+from emostream.labels import LABEL_SETS, corresponding_label
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.utterance import UtteranceBundle
 
@@ -60,10 +63,11 @@ def face_cues(bundle: UtteranceBundle) -> list[Cue]:
     if face is None or not len(face.times):
         return []
     cues = []
-    mean = face.expression.mean(axis=0)
-    top = int(mean.argmax())
-    cues.append(Cue(modality="face", name=f"expression:{FER7[top]}", value=round(float(mean[top]), 3),
-                    detail=f"face looks {FER7[top]} ({mean[top]:.2f})"))
+    evidence = bundle.face_evidence
+    assert evidence is not None  # a face with frames has evidence
+    top = evidence.label
+    cues.append(Cue(modality="face", name=f"expression:{top}", value=round(float(evidence.probabilities.max()), 3),
+                    detail=f"face looks {top} ({evidence.probabilities.max():.2f}, {evidence.frames} frames)"))
     step = float(np.median(np.diff(face.times))) if len(face.times) > 1 else 0.0
     for name, words in FACE_WORDS.items():
         active = face.geometry_z[:, GEOMETRY_NAMES.index(name)] >= FACE_ACTIVE_SIGMA
@@ -84,24 +88,39 @@ def word_cues(bundle: UtteranceBundle) -> list[Cue]:
     return [Cue(modality="words", name="transcript", value=float(len(bundle.transcript.split())), detail=f'the words "{quoted}"')]
 
 
-def explain(label: str, probability: float, bundle: UtteranceBundle, without: dict[str, float]) -> tuple[str, list[Cue]]:
+def face_agrees(label: str, label_set: str, bundle: UtteranceBundle) -> bool:
+    """The face's most probable expression is the label's concept (False for a label no face set has, e.g. calm)."""
+    evidence = bundle.face_evidence
+    if evidence is None or label_set not in LABEL_SETS:
+        return False
+    return corresponding_label(evidence.label, "fer7", label_set) == label
+
+
+def explain(label: str, probability: float, bundle: UtteranceBundle, without: dict[str, float], label_set: str,
+            counted: set[str]) -> tuple[str, list[Cue]]:
     """The explanation sentence and the cues it rests on.
 
     without : modality ("voice", "face", "words") -> the label's probability when that modality is hidden.
+    counted : the modalities that count for this utterance (present, and read by a trained path); only their cues are given.
     """
-    by_modality = {"voice": voice_cues(bundle), "face": face_cues(bundle), "words": word_cues(bundle)}
+    measured = {"voice": voice_cues(bundle), "face": face_cues(bundle), "words": word_cues(bundle)}
+    by_modality = {m: cues for m, cues in measured.items() if m in counted}
     cues = [cue for cues in by_modality.values() for cue in cues]
-    # A modality drove the label only if hiding it lowers the label's probability.
-    ranked = sorted((m for m in without if by_modality[m] and without[m] < probability), key=lambda m: without[m])
+    against = "face" in by_modality and by_modality["face"] and not face_agrees(label, label_set, bundle)
+    # A modality drove the label only if hiding it lowers the label's probability, and a face only if it shows the label.
+    ranked = sorted((m for m in without if m in counted and without[m] < probability and not (m == "face" and against)),
+                    key=lambda m: without[m])
     sentence = f"{label} ({probability:.0%})"
     if ranked:
         lead = ranked[0]
-        named = [c.detail for c in by_modality[lead][:CUES_IN_SENTENCE]]
-        sentence += f", mostly from the {lead} (without it: {without[lead]:.0%}): " + "; ".join(named)
+        named = [c.detail for c in by_modality[lead][:CUES_IN_SENTENCE]]  # none when no measure is notable
+        sentence += f", mostly from the {lead} (without it: {without[lead]:.0%})" + (": " + "; ".join(named) if named else "")
         others = [c.detail for m in ranked[1:] for c in by_modality[m][:1]]
         if others:
             sentence += "; also " + "; ".join(others)
     else:
-        cited = [cues[0].detail] if cues else []
+        cited = [c.detail for c in cues if not (c.modality == "face" and against)][:1]
         sentence += ": no single modality stands out" + (f" ({cited[0]})" if cited else "")
+    if against:
+        sentence += f"; outweighed: {by_modality['face'][0].detail}"
     return sentence + ".", cues

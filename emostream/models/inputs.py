@@ -78,7 +78,7 @@ class ModelInputs:
     frame_mask: torch.Tensor  # shape = (B, F) bool
     text: torch.Tensor  # shape = (B, TEXT_EMBEDDING), sentence embedding of the transcript
     has_text: torch.Tensor  # shape = (B,) bool
-    expression: torch.Tensor  # shape = (B, 7), the speaking face's mean FER probabilities (zeros if none)
+    expression: torch.Tensor  # shape = (B, 7), the face expert's answer: face_evidence's FER7 probabilities (zeros if none)
     raw_audio: torch.Tensor | None = None  # shape = (B, N) at 16 kHz, only for presets with an audio encoder
     raw_audio_mask: torch.Tensor | None = None  # shape = (B, N) bool
 
@@ -163,7 +163,8 @@ def collate(
             )
             face_times[i, : len(keep)] = slice_.times[keep] - bundle.start
             face_mask[i, : len(keep)] = True
-            expression[i] = slice_.expression.mean(axis=0)
+        if (evidence := bundle.face_evidence) is not None:
+            expression[i] = evidence.probabilities
         for j, k in enumerate(_evenly(len(bundle.frames), config.max_frames)):
             thumbnail = bundle.frames[k]
             image = cv2.resize(thumbnail.image, (size, size), interpolation=cv2.INTER_AREA)

@@ -28,8 +28,6 @@ from transformers import AutoConfig, AutoModel, AutoModelForCausalLM, PreTrained
 from emostream.models.config import FACE_FEATURES, PROSODY_FEATURES, TEXT_EMBEDDING, EmotionConfig
 from emostream.models.inputs import ModelInputs
 
-PRESENT_PROBABILITY_FLOOR = 1e-4  # mapped FER probabilities are floored before the log (a zero would veto a label)
-
 
 def time_embedding(times: torch.Tensor, dim: int) -> torch.Tensor:
     """Sinusoidal embedding of times in seconds (periods from 0.1 s to ~100 s), shape = (*times.shape, dim)."""
@@ -201,8 +199,8 @@ class AudioAdapter(nn.Module):
 
 @dataclass
 class EmotionOutput:
-    logits: torch.Tensor  # shape = (B, n_labels), before the expression prior: the deep path's plus voice_logits
-    probabilities: torch.Tensor  # shape = (B, n_labels), with the expression prior
+    logits: torch.Tensor  # shape = (B, n_labels): the deep path's plus voice_logits
+    probabilities: torch.Tensor  # shape = (B, n_labels), softmax of logits (a face expert joins at scoring: models/fusion.py)
     valence: torch.Tensor  # shape = (B,), in [-1, 1]
     arousal: torch.Tensor  # shape = (B,)
     memory: torch.Tensor  # shape = (B, memory_size, d): each stream's memory after this utterance
@@ -238,9 +236,6 @@ class EmotionModel(PreTrainedModel):
         # on 8-class RAVDESS a linear model on these features alone reaches ~80% on unseen speakers.
         self.voice_head = nn.Linear(2 * config.voice_features + PROSODY_FEATURES + 1, n_labels)
         self.valence_arousal_head = nn.Linear(d, 2)
-        # Not a buffer: transformers builds models from checkpoints on uninitialised memory and a
-        # non-persistent buffer would keep that garbage. It is computed from the config on first use.
-        self._expression_map_cache: torch.Tensor | None = None
         self.language_model = AutoModelForCausalLM.from_config(AutoConfig.for_model(**config.llm_config)) if config.llm_config else None
         self.llm_projection = nn.Linear(d, self.language_model.config.hidden_size) if self.language_model is not None else None
         self.post_init()
@@ -304,15 +299,6 @@ class EmotionModel(PreTrainedModel):
                                  "training and would be lost: freeze language_model, or train it through LoRA (stage lora: true)")
             kwargs["state_dict"] = {k: v for k, v in self.state_dict().items() if not k.startswith("language_model.") or "lora_" in k}
         super().save_pretrained(save_directory, *args, **kwargs)
-
-    @staticmethod
-    def _expression_map(config: EmotionConfig) -> torch.Tensor:
-        """FER-7 probabilities -> this model's labels (see labels.py); zeros when the label set is not a known one."""
-        from emostream.labels import LABEL_SETS, mapping_matrix  # noqa: PLC0415
-
-        if config.label_set in LABEL_SETS and list(LABEL_SETS[config.label_set]) == config.labels:
-            return torch.tensor(mapping_matrix("fer7", config.label_set), dtype=torch.float32)
-        return torch.zeros(7, len(config.labels))
 
     def _init_weights(self, module: nn.Module) -> None:
         if isinstance(module, nn.Linear) and module.weight.shape[0] <= 4096 and module in self._own_modules():
@@ -381,24 +367,12 @@ class EmotionModel(PreTrainedModel):
         voice_logits = self.voice_head(self.audio_adapter.voice_features(inputs)) * inputs.has_audio.unsqueeze(1).float()
         logits = logits + voice_logits
         valence, arousal = torch.tanh(self.valence_arousal_head(summary)).unbind(dim=1)
-        probabilities = self._with_expression_prior(logits, inputs)
+        probabilities = F.softmax(logits, dim=-1)
         if uses_visual:  # the stream's memory rolls: drop the oldest slot, append this utterance's query summary
             remembered = queries.mean(dim=1, keepdim=True).detach()
             memory = torch.cat([memory[:, 1:], remembered], dim=1)
             memory_mask = torch.cat([memory_mask[:, 1:], torch.ones(batch, 1, dtype=torch.bool, device=tokens.device)], dim=1)
         return EmotionOutput(logits, probabilities, valence, arousal, memory, memory_mask, fused, mask, voice_logits)
-
-    def _with_expression_prior(self, logits: torch.Tensor, inputs: ModelInputs) -> torch.Tensor:
-        """Product of experts with the pretrained FER network: log-probabilities add, weighted, where a face spoke."""
-        weight = self.config.expression_prior_weight
-        if weight <= 0:
-            return F.softmax(logits, dim=-1)
-        if self._expression_map_cache is None or self._expression_map_cache.device != logits.device:
-            self._expression_map_cache = self._expression_map(self.config).to(logits.device)
-        mapped = inputs.expression @ self._expression_map_cache
-        has_face = inputs.face_mask.any(1, keepdim=True).float()
-        prior = torch.log(mapped.clamp(min=PRESENT_PROBABILITY_FLOOR)) * has_face
-        return F.softmax(logits + weight * prior, dim=-1)
 
 
 def language_model_folder(reference: str) -> Path:

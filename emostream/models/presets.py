@@ -62,9 +62,8 @@ def lite(label_set: str = "ravdess8", audio_embedding: int | None = None, **llm:
         num_queries=4, memory_size=8, audio_tokens=2, frame_size=64, max_face_frames=48, max_frames=4, dropout=0.1,
         modality_dropout=0.2,
         # Until the visual branch and the stream memory are trained on labelled video and conversations, their
-        # tokens stay out of the fusion (untrained, they would only add noise) and faces count through the
-        # pretrained FER network's expression.
-        expression_prior_weight=0.5,
+        # tokens stay out of the fusion (untrained, they would only add noise) and faces count through the face
+        # expert, fused with the model's answer at scoring (models/fusion.py).
         visual_tokens=False,
         audio_embedding=audio_embedding or AUDIO_EMBEDDING,
         **llm,

@@ -18,6 +18,7 @@ import torch
 from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, UtteranceEmotionEvent, now_utc
 from emostream.labels import FER7
 from emostream.models.explain import explain
+from emostream.models.fusion import face_log_likelihood, face_map, fuse, fused_valence_arousal
 from emostream.models.inputs import ModelInputs, check_audio_width, collate, voice_vector
 from emostream.models.instructions import NO_CUE, read_answers
 from emostream.models.model import EmotionOutput, ScoringModel
@@ -96,7 +97,7 @@ class StreamContexts:
         return len(self._memory)
 
 
-OCCLUDED = ("voice", "face", "words")  # modalities hidden in turn to see what each contributed
+OCCLUDED = ("voice", "face", "words")  # modalities hidden in turn to see what each contributed (those that count)
 
 
 def _hidden(inputs: ModelInputs, modality: str) -> ModelInputs:
@@ -115,6 +116,9 @@ class EmotionScorer:
         self.info = ModelInfo(name=name, version=version)
         self.tokenizer = tokenizer
         self.max_new_tokens = max_new_tokens
+        # The face expert joins the model's answer unless the model reads faces itself (models/fusion.py).
+        self.face_map = face_map(model.config)
+        self.counted = tuple(m for m in OCCLUDED if m != "words" or model.config.words_carry_emotion)
         if model.language_model is not None and tokenizer is None:
             raise ValueError("a model with a language model needs its tokenizer to score")
 
@@ -139,38 +143,62 @@ class EmotionScorer:
 
     def _score_round(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> list[UtteranceEmotionEvent]:
         started = time.perf_counter()
-        model, labels = self.model, self.model.config.labels
+        model, config = self.model, self.model.config
         floor = speaker_floor(model)
         for bundle in bundles:  # before the speaker statistics, whose width is the model's too
-            check_audio_width(bundle, model.config)
+            check_audio_width(bundle, config)
         speaker_z = [contexts.speaker_z(b, floor) for b in bundles]
-        inputs = collate(bundles, model.config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
+        inputs = collate(bundles, config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
+        if "words" not in self.counted:  # words it was not trained to read never reach the model
+            inputs = _hidden(inputs, "words")
+        fusing = self.face_map is not None
+        has_face = inputs.face_mask.any(1) | inputs.frame_mask.any(1)
+        if fusing:  # the face goes to its own expert, not to model weights never fitted to faces
+            has_face = inputs.expression.sum(1) > 0
+            inputs = _hidden(inputs, "face")
         memories = [contexts.get(b.stream_id, model) for b in bundles]
         memory = torch.stack([m for m, _ in memories])
         memory_mask = torch.stack([m for _, m in memories])
-        # The explanation's occlusions (each modality hidden in turn) go through the model in the same pass.
-        variants = [inputs, *(_hidden(inputs, m) for m in OCCLUDED)]
+        # The explanation's occlusions (each modality the model reads hidden in turn) go through the model in the same pass.
+        hidden = [m for m in self.counted if not (fusing and m == "face")]
+        variants = [inputs, *(_hidden(inputs, m) for m in hidden)]
         count = len(bundles)
         everything = model(ModelInputs.concat(variants), torch.cat([memory] * len(variants)), torch.cat([memory_mask] * len(variants)))
         output = everything.select(slice(0, count))
-        without = {m: everything.probabilities[(k + 1) * count : (k + 2) * count] for k, m in enumerate(OCCLUDED)}
+        answers_of = {m: everything.probabilities[(k + 1) * count : (k + 2) * count] for k, m in enumerate(hidden)}
+        if fusing:
+            assert self.face_map is not None
+            face = face_log_likelihood(inputs.expression, self.face_map.to(inputs.expression.device))
+
+            def fused(k: int, probabilities: torch.Tensor) -> torch.Tensor:
+                return fuse(probabilities, variants[k].has_audio | variants[k].has_text, face, has_face)
+
+            probabilities_all = fused(0, output.probabilities)
+            without = {m: fused(k + 1, answer) for k, (m, answer) in enumerate(answers_of.items())}
+            without["face"] = output.probabilities  # the model's answer alone: exactly the voice expert's
+        else:
+            probabilities_all, without = output.probabilities, answers_of
         generated = self._generate(output, bundles)
         answers = read_answers(generated, bundles) if generated is not None else None
         model_seconds = (time.perf_counter() - started) / len(bundles)
         events = []
         for i, bundle in enumerate(bundles):
             contexts.put(bundle.stream_id, output.memory[i], output.memory_mask[i])
-            probabilities = output.probabilities[i].float().cpu().numpy()
+            probabilities = probabilities_all[i].float().cpu().numpy()
             best = int(probabilities.argmax())
-            present = {"voice": bool(inputs.has_audio[i]), "face": bool(inputs.face_mask[i].any() or inputs.frame_mask[i].any()),
-                       "words": bool(inputs.has_text[i])}
-            drops = {m: float(without[m][i, best]) for m, there in present.items() if there}
-            explanation, cues = explain(labels[best], float(probabilities[best]), bundle, drops)
+            present = {"voice": bool(inputs.has_audio[i]), "face": bool(has_face[i]), "words": bool(inputs.has_text[i])}
+            counted = {m for m, there in present.items() if there and m in self.counted}
+            drops = {m: float(without[m][i, best]) for m in counted}
+            explanation, cues = explain(config.labels[best], float(probabilities[best]), bundle, drops, config.label_set, counted)
             words: list[str] = []
             if answers is not None and (answer := answers[i]) is not None:  # grounded: cites only measured cues
                 words = list(answer.words)
                 explanation = answer.because if answer.because != NO_CUE else explanation
-            events.append(self._event(bundle, probabilities, output, i, explanation, cues, words, model_seconds))
+            valence, arousal = float(output.valence[i]), float(output.arousal[i])
+            if fusing and has_face[i]:
+                voice = output.probabilities[i].float().cpu().numpy()
+                valence, arousal = fused_valence_arousal(valence, arousal, voice, probabilities, config.label_set)
+            events.append(self._event(bundle, probabilities, (valence, arousal), explanation, cues, words, model_seconds))
         return events
 
     def _generate(self, output: EmotionOutput, bundles: list[UtteranceBundle]) -> list[str] | None:
@@ -180,8 +208,8 @@ class EmotionScorer:
 
         return generate(self.model, output, self.tokenizer, [b.transcript for b in bundles], self.max_new_tokens)
 
-    def _event(self, bundle: UtteranceBundle, probabilities: np.ndarray, output: EmotionOutput, i: int,
-               explanation: str, cues: list, words: list[str], model_seconds: float) -> UtteranceEmotionEvent:
+    def _event(self, bundle: UtteranceBundle, probabilities: np.ndarray, valence_arousal: tuple[float, float], explanation: str,
+               cues: list, words: list[str], model_seconds: float) -> UtteranceEmotionEvent:
         labels = self.model.config.labels
         total = float(probabilities.sum()) or 1.0
         listeners = []
@@ -199,8 +227,8 @@ class EmotionScorer:
             transcript=bundle.transcript or None,
             label=labels[int(probabilities.argmax())],
             probabilities={n: float(p) / total for n, p in zip(labels, probabilities, strict=True)},
-            valence=float(np.clip(output.valence[i].item(), -1, 1)),
-            arousal=float(np.clip(output.arousal[i].item(), -1, 1)),
+            valence=float(np.clip(valence_arousal[0], -1, 1)),
+            arousal=float(np.clip(valence_arousal[1], -1, 1)),
             open_vocabulary=words,
             explanation=explanation,
             cues=cues,

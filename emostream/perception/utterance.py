@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar
 
 import numpy as np
 
+from emostream.labels import FER7
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.faces.types import MicroExpression
 from emostream.perception.voice.prosody import PROSODY_NAMES, Prosody
@@ -37,6 +38,42 @@ class FaceSlice:
     geometry: np.ndarray  # shape = (n, len(GEOMETRY_NAMES)), raw measures
     geometry_z: np.ndarray  # shape = (n, len(GEOMETRY_NAMES)), in the track's standard deviations
     micro_expressions: tuple[MicroExpression, ...] = ()
+
+
+# A frame whose mouth is this far above the track's norm while its brows are not raised is mid-word: an open mouth
+# reads as surprise (or fear) to an expression network trained on still photos, so such frames are left out of the
+# face's evidence. Surprise itself raises the brows (AU1+2 with AU26), so its frames stay.
+SPEECH_MOUTH_SIGMA = 1.0
+RAISED_BROW_SIGMA = 1.0
+MIN_EVIDENCE_FRAMES = 3  # fewer frames left after that: every frame counts (a short utterance still has a face)
+
+
+@dataclass(frozen=True)
+class FaceEvidence:
+    """What the speaking face's expression says about one utterance: the face expert's answer, and what it rests on."""
+
+    probabilities: np.ndarray  # shape = (7,), FER7 order: the mean of the per-frame expression probabilities used
+    frames: int  # analysed frames of the speaking face the mean rests on
+    speech_frames: int  # frames left out because the mouth was moving for speech (SPEECH_MOUTH_SIGMA)
+
+    @property
+    def label(self) -> str:
+        """The face's most probable expression (a FER7 name)."""
+        return FER7[int(self.probabilities.argmax())]
+
+
+def face_evidence(face: FaceSlice | None) -> FaceEvidence | None:
+    """The face's expression over the utterance (None without a face): per-frame probabilities averaged, not
+    multiplied, because consecutive frames of one face are one observation seen many times, not independent ones."""
+    if face is None or not len(face.times):
+        return None
+    z = np.nan_to_num(face.geometry_z, nan=0.0)
+    mouth_open, brows_raised = z[:, GEOMETRY_NAMES.index("mouth_open")], z[:, GEOMETRY_NAMES.index("brow_raise")]
+    speaking = (mouth_open >= SPEECH_MOUTH_SIGMA) & (brows_raised < RAISED_BROW_SIGMA)
+    if len(face.times) - int(speaking.sum()) < MIN_EVIDENCE_FRAMES:
+        speaking = np.zeros_like(speaking)
+    used = face.expression[~speaking]
+    return FaceEvidence(probabilities=used.mean(axis=0).astype(np.float32), frames=len(used), speech_frames=int(speaking.sum()))
 
 
 @dataclass(frozen=True)
@@ -78,6 +115,11 @@ class UtteranceBundle:
     @property
     def duration(self) -> float:
         return self.end - self.start
+
+    @property
+    def face_evidence(self) -> FaceEvidence | None:
+        """The speaking face's expression over this utterance (listeners keep theirs in `listeners`)."""
+        return face_evidence(self.face)
 
     @property
     def modalities(self) -> Modalities:

