@@ -99,9 +99,10 @@ class AudioEncoder:
     """
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.perception.encode import speech_recogniser  # noqa: PLC0415
+        from emostream.perception.encode import speech_recogniser, voice_for_model  # noqa: PLC0415
 
-        self.voice = Settings.model_validate_json(settings_json).voice
+        settings = Settings.model_validate_json(settings_json)
+        self.voice = voice_for_model(settings.voice, settings.serve.model)  # the features the Scorer's model reads
         self.transcriber = speech_recogniser(self.voice)
 
     async def encode(self, bundles: list[Any]) -> list[Any]:
