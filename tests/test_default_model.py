@@ -30,6 +30,10 @@ def test_the_default_is_what_its_recipe_exports_and_records_what_it_reads() -> N
     if recipe.calibration_folds:
         cv = json.loads((DEFAULT_CHECKPOINT / "cv.json").read_text())
         assert config["calibration_temperature"] == cv["temperature"] and f"T = {cv['temperature']:.2f}" in card
+        for figures in [cv["pooled"], *cv["per_corpus"].values()]:  # the card states what the fold models measured
+            stated = f"{100 * figures['war']:.1f}% / {100 * figures['uar']:.1f}% / {figures['ece']:.3f} → {figures['ece_calibrated']:.3f}"
+            assert stated in card, stated
+        assert sorted(speaker for fold in cv["folds"] for speaker in fold) == sorted(set().union(*map(set, cv["folds"])))
     else:
         assert config.get("calibration_temperature", 1.0) == 1.0 and "`calibration_temperature` is 1 (uncalibrated)" in card
     assert "86.7% / 86.4% / 0.057" in card  # the chosen recipe's probe CV over six speaker folds (bench/cv.py)
