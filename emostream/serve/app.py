@@ -61,7 +61,7 @@ class UtteranceFeatures(BaseModel):
     end: float = Field(ge=0, le=MAX_STREAM_SECONDS, allow_inf_nan=False)
     transcript: str | None = Field(None, max_length=20_000)
     prosody: list[float] = Field(max_length=64)  # PROSODY_NAMES order (NaN where a measure is undefined)
-    audio_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 768: Whisper encoder mean and std
+    audio_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # what the model reads: 768 or 3,840 (Whisper)
     speaker_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 256: resemblyzer
     text_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 384: all-MiniLM-L6-v2
     face_times: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)
