@@ -40,6 +40,7 @@ from emostream.labels import LABEL_SETS
 from emostream.models.presets import build_preset
 from emostream.settings import load_settings
 from emostream.training.data import Sample, batch, samples_from_rows
+from emostream.training.datasets import splits
 from emostream.training.features import Augment, cache_key, extract_features, read_features
 from emostream.training.metrics import evaluate_predictions, expected_calibration_error
 from emostream.training.train import CorpusConfig, DataConfig, corpus_cross_entropy, read_dataset
@@ -122,12 +123,8 @@ def probabilities(model: torch.nn.Linear, x: np.ndarray) -> np.ndarray:
 
 
 def speaker_folds(speakers: Sequence[str], corpora: Sequence[str], count: int) -> list[set[str]]:
-    """Whole speakers dealt round-robin into `count` folds, corpus by corpus (sorted: the same on every run)."""
-    folds: list[set[str]] = [set() for _ in range(count)]
-    pairs = sorted(set(zip(corpora, speakers, strict=True)), key=lambda p: (list(CORPORA).index(p[0]), p[1]))
-    for k, (_, speaker) in enumerate(pairs):
-        folds[k % count].add(speaker)
-    return folds
+    """Whole speakers dealt round-robin into `count` folds, corpus by corpus (training's calibration folds alike)."""
+    return splits.speaker_folds(speakers, corpora, count, list(CORPORA))
 
 
 def choose_c(data: Features, train: np.ndarray) -> float:

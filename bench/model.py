@@ -40,6 +40,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
+from dataclasses import replace
 from pathlib import Path
 
 import cv2
@@ -102,14 +103,19 @@ def checkpoint_megabytes(model: ScoringModel) -> tuple[float, str]:
 # -- inputs ---------------------------------------------------------------------------------------
 
 
-def utterances(count: int, batch: int, mix: dict[str, bool], analysis_fps: float, seed: int) -> list[list[UtteranceBundle]]:
-    """`count` utterances in batches of `batch`, one utterance per stream in each batch, streams advancing in time."""
+def utterances(count: int, batch: int, mix: dict[str, bool], analysis_fps: float, seed: int,
+               audio_values: int = 768) -> list[list[UtteranceBundle]]:
+    """`count` utterances in batches of `batch`, one utterance per stream in each batch, streams advancing in time;
+    `audio_values` Whisper values each (the model's config.audio_embedding: 3,840 for the every-layer default)."""
     rng = np.random.default_rng(seed)
     bundles = []
     for i in range(count):
         seconds = float(rng.uniform(1.5, 5.0))
-        bundles.append(random_bundle(stream=f"stream-{i % batch}", start=(i // batch) * 6.0, seconds=seconds, seed=seed + i,
-                                     face_frames=max(1, round(seconds * analysis_fps)), **mix))
+        bundle = random_bundle(stream=f"stream-{i % batch}", start=(i // batch) * 6.0, seconds=seconds, seed=seed + i,
+                               face_frames=max(1, round(seconds * analysis_fps)), **mix)
+        if bundle.audio_embedding is not None and audio_values != bundle.audio_embedding.size:
+            bundle = replace(bundle, audio_embedding=rng.normal(0, 1, audio_values).astype(np.float32))
+        bundles.append(bundle)
     return [bundles[i : i + batch] for i in range(0, count, batch)]
 
 
@@ -233,7 +239,7 @@ def report_describer(model: EmotionModel, count: int, max_new_tokens: int, analy
     print(header)
     print("-" * len(header))
     for batch in DESCRIBER_BATCHES:
-        batches = utterances(count, batch, MIXES["audio+text"], analysis_fps, seed)
+        batches = utterances(count, batch, MIXES["audio+text"], analysis_fps, seed, model.config.audio_embedding)
         cpu, wall, tokens = describe(model, batches, max_new_tokens)
         print(f"{batch:>6}{count / cpu:>14.3f}{count / wall:>14.3f}{tokens:>12.1f}{count * tokens / cpu:>10.1f}", flush=True)
 
@@ -290,7 +296,7 @@ def main() -> None:
     for name, model in models.items():
         for mix, options in MIXES.items():
             for batch in BATCHES:
-                batches = utterances(args.utterances, batch, options, args.analysis_fps, args.seed)
+                batches = utterances(args.utterances, batch, options, args.analysis_fps, args.seed, model.config.audio_embedding)
                 rates = {}
                 for mode, work in passes(model, batches, args.seed).items():
                     cpu, wall = measure(work, args.runs)

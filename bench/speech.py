@@ -54,7 +54,7 @@ from emostream.contracts import SegmentHeaders
 from emostream.media.decode import SAMPLE_RATE, DecodedSegment, decode_segment
 from emostream.media.records import file_segments, segment_headers
 from emostream.media.segmenter import segment_file
-from emostream.perception.encode import UtteranceEncoder
+from emostream.perception.encode import UtteranceEncoder, voice_for_model
 from emostream.perception.segment import SegmentPerceiver
 from emostream.perception.session import StreamSession
 from emostream.perception.utterance import UtteranceBundle
@@ -378,8 +378,8 @@ def main() -> None:
     parser.add_argument("--runs", type=int, default=3, help="timed passes per input; the median is printed")
     parser.add_argument("--turns", type=int, default=5, help="clips per actor in the two-speaker meeting")
     parser.add_argument("--data", type=Path, default=DATA, help=f"the shared data folder (default: {DATA})")
-    parser.add_argument("--audio-features", choices=("last_layer", "every_layer"), default="last_layer",
-                        help="voice.audio_features of the whole path (default: last_layer, as shipped)")
+    parser.add_argument("--audio-features", choices=("last_layer", "every_layer"),
+                        help="voice.audio_features of the whole path (default: what the default model reads)")
     args = parser.parse_args()
     if args.runs < 1 or args.turns < 1:
         parser.error("--runs and --turns must be at least 1")
@@ -388,7 +388,9 @@ def main() -> None:
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     # ONNX Runtime (VAD) and CTranslate2 (Whisper) run on one thread already
-    settings = load_settings(voice={"audio_features": args.audio_features})
+    settings = load_settings(voice={"audio_features": args.audio_features} if args.audio_features else {})
+    if not args.audio_features:  # the default model's features (a given kind is timed whatever the model reads)
+        settings = settings.model_copy(update={"voice": voice_for_model(settings.voice, settings.serve.model)})
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
         inputs = build_inputs(args.data, Path(tmp), args.turns)
         print("loading models (untimed)…", file=sys.stderr, flush=True)

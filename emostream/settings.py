@@ -142,9 +142,10 @@ class VoiceSettings(_Section):
     asr_language: str = "en"
     asr_beam_size: int = Field(1, ge=1, le=10)
     asr_threads: int = Field(1, ge=1, le=64)  # CPU threads of each Whisper call; more only where cores are free (OpenMP spins)
-    # the audio embedding: last_layer = Whisper's last encoder layer in its ASR window, mean and std (768 for tiny.en;
-    # what the default model reads); every_layer = every encoder layer over the utterance's own length (3,840)
-    audio_features: Literal["last_layer", "every_layer"] = "last_layer"
+    # the audio embedding: last_layer = Whisper's last encoder layer in its ASR window, mean and std (768 for tiny.en);
+    # every_layer = every encoder layer over the utterance's own length (3,840). Unset: what the scoring model was
+    # trained on (its config records it; the default model's is every_layer). Set to another kind: an error.
+    audio_features: Literal["last_layer", "every_layer"] | None = None
     text_embeddings: bool = True  # sentence embeddings of transcripts (all-MiniLM-L6-v2)
     global_frames_per_second: float = Field(1.0, ge=0)  # whole-frame thumbnails kept per second of video for the model
     global_frame_size: int = Field(224, ge=32)  # their longer side, pixels

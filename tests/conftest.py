@@ -83,7 +83,7 @@ def models() -> dict[str, object]:
 
     return {
         "faces": FaceAnalyzer(FaceSettings()),
-        "transcriber": Transcriber(),
+        "transcriber": Transcriber(),  # last_layer; make_spine adds every_layer's when a model reads it
         "sentences": SentenceEmbedder(),
         "voices": VoiceEmbedder(),
     }
@@ -92,15 +92,21 @@ def models() -> dict[str, object]:
 @pytest.fixture
 def make_spine(models: dict[str, object]):  # type: ignore[no-untyped-def]
     """Build a Spine for given settings from the session's loaded perception models (the scorer loads on first use)."""
-    from emostream.perception.encode import UtteranceEncoder
+    from emostream.perception.encode import UtteranceEncoder, voice_for_model
     from emostream.perception.faces.analyze import FaceAnalyzer
     from emostream.perception.segment import SegmentPerceiver
+    from emostream.perception.voice.asr import Transcriber
     from emostream.spine import Spine
 
     def build(settings: Settings):  # type: ignore[no-untyped-def]
         shared = models["faces"]
         faces = FaceAnalyzer(settings.faces, backend=shared.backend, expression=shared.expression)  # type: ignore[attr-defined]
-        encoder = UtteranceEncoder(settings.voice, models["transcriber"], models["sentences"])  # type: ignore[arg-type]
+        # Whisper features of the model the settings score with (a preset reads the last layer, the default every layer)
+        voice = voice_for_model(settings.voice, settings.serve.model)
+        name = "transcriber" if voice.audio_features == "last_layer" else f"transcriber-{voice.audio_features}"
+        if name not in models:
+            models[name] = Transcriber(audio_features=voice.audio_features)
+        encoder = UtteranceEncoder(voice, models[name], models["sentences"])  # type: ignore[arg-type]
         return Spine(settings, SegmentPerceiver(settings, faces), encoder, voices=models["voices"])  # type: ignore[arg-type]
 
     return build

@@ -12,6 +12,9 @@ import torch
 from emostream.models.inputs import collate
 from emostream.models.presets import build_preset, load_model
 from emostream.models.score import EmotionScorer, StreamContexts
+from emostream.perception.encode import model_audio_features, speech_recogniser, voice_for_model
+from emostream.settings import load_settings
+from emostream.spine import Spine
 from tests.model_helpers import random_bundle
 
 EVERY_LAYER = 3840  # tiny.en: 5 hidden states x 384 values, mean and std pooled
@@ -42,3 +45,42 @@ def test_an_embedding_of_the_wrong_width_names_the_setting_to_change_in_collate_
         collate([random_bundle()], model.config)
     with pytest.raises(ValueError, match=r"768 values, the model reads 3840.*voice\.audio_features"):
         EmotionScorer(model, "lite-every-layer", "test").score([random_bundle()], StreamContexts())
+
+
+def saved_model(folder: Path, width: int, audio_features: str | None) -> Path:
+    """A lite model reading `width` Whisper values, saved as training exports it (recording `audio_features`)."""
+    model = build_preset("lite", arguments={"audio_embedding": width})
+    model.config.audio_features = audio_features
+    model.save_pretrained(folder)
+    return folder
+
+
+def test_unset_audio_features_follow_the_checkpoint_and_a_mismatch_names_the_fix(tmp_path: Path) -> None:
+    every = saved_model(tmp_path / "every", EVERY_LAYER, "every_layer")
+    unset = load_settings().voice
+    assert unset.audio_features is None
+    assert voice_for_model(unset, every).audio_features == "every_layer"
+    assert voice_for_model(load_settings(voice={"audio_features": "every_layer"}).voice, every).audio_features == "every_layer"
+    with pytest.raises(ValueError, match=r"voice\.audio_features is last_layer.*trained on every_layer.*leave voice\.audio_features unset"):
+        voice_for_model(load_settings(voice={"audio_features": "last_layer"}).voice, every)
+    # a checkpoint saved before the config recorded the kind reads 768 values: the last layer
+    assert model_audio_features(saved_model(tmp_path / "old", 768, None)) == "last_layer"
+    assert model_audio_features("tiny") == "last_layer"  # a preset: fresh weights of the default width
+    with pytest.raises(ValueError, match=r"does not say which Whisper features.*set voice\.audio_features"):
+        model_audio_features(saved_model(tmp_path / "unknown", EVERY_LAYER, None))
+    with pytest.raises(FileNotFoundError, match="no emotion model config"):
+        model_audio_features(tmp_path / "absent")
+    with pytest.raises(ValueError, match=r"voice\.audio_features is unset.*voice_for_model"):
+        speech_recogniser(unset)
+
+
+def test_a_spine_serving_an_every_layer_model_encodes_every_layer_without_being_told(tmp_path: Path, shared_data: Path) -> None:
+    every = saved_model(tmp_path / "every", EVERY_LAYER, "every_layer")
+    settings = load_settings(serve={"model": str(every)})
+    spine = Spine(settings)
+    assert spine.encode.voice.audio_features == "every_layer"  # type: ignore[attr-defined]
+    clip = shared_data / "ravdess-speech-16k" / "Actor_01" / "03-01-05-02-01-01-01.flac"
+    events = list(spine.file_events(clip))
+    assert events and all(set(e.probabilities) == set(load_model(every).config.labels) for e in events)
+    with pytest.raises(ValueError, match=r"trained on every_layer"):
+        Spine(load_settings(voice={"audio_features": "last_layer"}, serve={"model": str(every)}))

@@ -102,8 +102,8 @@ def test_a_cache_of_another_embedding_width_is_refused_before_training() -> None
     _check_audio_width(rows, 768, config)
 
 
-def test_the_every_layer_config_trains_on_three_corpora_with_the_wider_embedding() -> None:
-    config = load_train_config(Path(__file__).parents[1] / "deployments" / "train-lite-every-layer.yaml")
+def test_the_default_recipe_trains_on_three_corpora_with_the_every_layer_embedding() -> None:
+    config = load_train_config(Path(__file__).parents[1] / "deployments" / "train-lite.yaml")  # the default's recipe
     assert build_model(config).config.audio_embedding == 3840
     assert [config.data.dataset, *(corpus.dataset for corpus in config.data.more_corpora)] == ["ravdess", "tess", "emodb"]
 

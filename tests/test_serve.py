@@ -16,10 +16,13 @@ import pytest
 
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.kafka.broker import free_port
+from emostream.models.presets import DEFAULT_CHECKPOINT
 
 pytestmark = pytest.mark.broker  # starts Ray: loopback-only namespace
 
 TOKEN = "test-token"
+# Whisper values per utterance the default model reads (3,840: tiny.en's every layer); the tiny presets read 768
+DEFAULT_AUDIO = json.loads((DEFAULT_CHECKPOINT / "config.json").read_text())["audio_embedding"]
 
 
 @pytest.fixture(scope="module")
@@ -106,7 +109,7 @@ def test_bad_uploads_are_refused_with_reasons(server: str) -> None:
 
 
 def test_score_pre_extracted_features(server: str) -> None:
-    rng_values = [0.1] * 768
+    rng_values = [0.1] * DEFAULT_AUDIO
     features = {"stream_id": "call-9", "speaker": "customer", "start": 1.0, "end": 3.5, "transcript": "this is unacceptable",
                 "prosody": [180.0, 6.0, 1.0, -20.0, 15.0, 4.5, 1.0, 0.3, 0.6, 0.02, 0.1], "audio_embedding": rng_values,
                 "speaker_embedding": [0.05] * 256, "text_embedding": [0.02] * 384}
@@ -119,7 +122,7 @@ def test_score_pre_extracted_features(server: str) -> None:
 
 
 SCORE_FEATURES = {"stream_id": "call-9", "speaker": "customer", "start": 1.0, "end": 3.5, "transcript": "fine, thanks",
-                  "prosody": [180.0, 6.0, 1.0, -20.0, 15.0, 4.5, 1.0, 0.3, 0.6, 0.02, 0.1], "audio_embedding": [0.1] * 768,
+                  "prosody": [180.0, 6.0, 1.0, -20.0, 15.0, 4.5, 1.0, 0.3, 0.6, 0.02, 0.1], "audio_embedding": [0.1] * DEFAULT_AUDIO,
                   "speaker_embedding": [0.05] * 256, "text_embedding": [0.02] * 384}
 
 
@@ -228,7 +231,8 @@ def test_describe_true_adds_the_describers_open_vocabulary_words(server: str, li
     from emostream.serve.app import build_app
 
     folder = memorised_describer(tmp_path_factory.mktemp("describer"))
-    serve.run(build_app({"serve": {"bearer_token": TOKEN, "describer": str(folder)}}), name="emostream-describer",
+    # the tiny preset scores: it reads the 768 Whisper values the describer was trained on (the default reads 3,840)
+    serve.run(build_app({"serve": {"bearer_token": TOKEN, "describer": str(folder), "model": "tiny"}}), name="emostream-describer",
               route_prefix="/described")
     body = json.dumps(FEATURES).encode()
     try:

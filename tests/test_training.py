@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import json
 from pathlib import Path
 
 import numpy as np
@@ -99,6 +100,35 @@ def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_aver
     torch.testing.assert_close(load_model(exported).members[1].emotion_head.weight, second, rtol=0, atol=0)
     with pytest.raises(ValueError, match="cannot be ensembled"):  # refused before any training
         config(tmp_path, epochs=2, preset="tiny-llm", ensemble_size=2)
+
+
+@pytest.mark.slow  # four short Ray Train runs: two fold models, two members
+def test_calibration_folds_cross_validate_fit_a_temperature_and_the_export_applies_it(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
+    cache = synthetic_cache(tmp_path / "cache")
+    (cache / "recipe.json").write_text(json.dumps({"settings": {"voice": {"audio_features": "last_layer"}}}))
+    cfg = config(tmp_path, epochs=2, workers=1, zero_stage=0, ensemble_size=2, calibration_folds=2,
+                 data={"path": str(tmp_path), "validation_speakers": []})
+    exported, metrics = fit(cfg, cache)
+    cv = json.loads((exported / "cv.json").read_text())
+    assert sorted(map(len, cv["folds"])) == [2, 2] and sorted(sum(cv["folds"], [])) == [f"spk{s}" for s in range(4)]
+    assert [len(list(csv.DictReader((tmp_path / "runs" / f"test-run-fold-{k}" / "metrics.csv").open()))) for k in (1, 2)] == [2, 2]
+    pooled = cv["pooled"]
+    assert pooled["clips"] == 64 and set(cv["per_corpus"]) == {"synthetic"}
+    assert 0 <= pooled["ece"] <= 1 and 0 <= pooled["ece_calibrated"] <= 1 and metrics["cv_war"] == pooled["war"]
+    assert 0.2 <= cv["temperature"] <= 5
+
+    model = load_model(exported).eval()
+    assert model.config.audio_features == "last_layer"  # what the features were: serving follows it
+    assert [m.config.calibration_temperature for m in [model, *model.members]] == [cv["temperature"]] * 3
+    samples = samples_from_rows(read_features(cache)[:8], model.config.labels, "ravdess8")
+    inputs, _ = batch(samples, model.config)
+    with torch.no_grad():
+        member = model.members[0](inputs)
+    torch.testing.assert_close(member.probabilities, torch.softmax(member.logits / cv["temperature"], dim=1))
+    with pytest.raises(ValueError, match="at least 2 speaker folds"):
+        config(tmp_path, epochs=1, calibration_folds=1, data={"path": str(tmp_path)})
+    with pytest.raises(ValueError, match="leave data.validation_speakers empty"):
+        config(tmp_path, epochs=1, calibration_folds=2)
 
 
 def test_llm_captions_train_with_lora_and_the_merged_export_generates(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]

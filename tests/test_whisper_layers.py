@@ -119,7 +119,7 @@ def test_transcriber_every_layer_keeps_ctranslate2_transcripts(librivox: list[Pa
         np.testing.assert_allclose(result.audio_embedding, layers(clip), atol=1e-5)  # each at its own length
         np.testing.assert_allclose(alone.audio_embedding, result.audio_embedding, atol=1e-5)
         assert alone.text == ""
-    assert load_settings().voice.audio_features == "last_layer" and last[0].audio_embedding.shape == (768,)
+    assert load_settings().voice.audio_features is None and last[0].audio_embedding.shape == (768,)  # unset: the model's
 
     bundle = dataclasses.replace(random_bundle(text=False), audio=clips[0], audio_embedding=None, end=len(clips[0]) / 16000)
     (encoded,) = UtteranceEncoder(voice, every_layer, models["sentences"])([bundle])  # what perception and training call

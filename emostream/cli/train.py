@@ -63,6 +63,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print("give a training config, or --faces PATH", file=sys.stderr)
         return 2
     from emostream.models.presets import load_model
+    from emostream.perception.encode import voice_for_model
     from emostream.training.data import samples_from_rows
     from emostream.training.evaluate import evaluate_samples
     from emostream.training.features import Augment, extract_features, read_features
@@ -71,11 +72,13 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
     config = load_train_config(args.config_file)
     model = load_model(args.model or config.export)
+    settings = load_settings(args.config)  # the features the evaluated model reads (voice.audio_features unset: its own)
+    settings = settings.model_copy(update={"voice": voice_for_model(settings.voice, args.model or config.export)})
     speakers = set(config.data.validation_speakers)
     examples = [e for e in read_dataset(config.data, config.label_set) if e.speaker in speakers or not speakers]
     ray_local(args.cpus)
     # Evaluation needs no augmented copies: its own cache, a third of the work.
-    cache = extract_features(examples, load_settings(args.config), config.feature_cache, Augment(seed=config.seed),
+    cache = extract_features(examples, settings, config.feature_cache, Augment(seed=config.seed),
                              workers=config.feature_workers)
     keys = {e.key for e in examples}
     rows = [r for r in read_features(cache) if r["key"] in keys and r["variant"] == 0]

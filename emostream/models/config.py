@@ -56,6 +56,13 @@ class EmotionConfig(PretrainedConfig):
         # Whisper values per utterance the model reads: 768 for tiny.en's last layer, 3,840 for its every layer
         # (voice.audio_features: every_layer); checkpoints saved before this field read 768.
         audio_embedding: int = AUDIO_EMBEDDING,
+        # voice.audio_features of the features it was trained on (training records it): serving follows it
+        # (perception/encode.voice_for_model). None: a preset, or a checkpoint from before the field (768: last_layer).
+        audio_features: str | None = None,
+        # Softmax temperature of the logits, fitted by training on speaker-grouped held-out folds (train.calibration_folds),
+        # so that "72%" means about 72% on speakers the model did not train on. 1: as trained. (Not `temperature`:
+        # transformers reads that name as a generation setting.)
+        calibration_temperature: float = 1.0,
         **kwargs: Any,
     ) -> None:
         super().__init__(**kwargs)
@@ -84,12 +91,16 @@ class EmotionConfig(PretrainedConfig):
         self.llm_prompt = llm_prompt
         self.ensemble_size = ensemble_size
         self.audio_embedding = audio_embedding
+        self.audio_features = audio_features
+        self.calibration_temperature = calibration_temperature
         if hidden_size % num_heads:
             raise ValueError(f"hidden_size {hidden_size} must be a multiple of num_heads {num_heads}")
         if not self.labels:
             raise ValueError("labels must name at least one emotion")
         if ensemble_size < 1:
             raise ValueError(f"ensemble_size must be at least 1, not {ensemble_size}")
+        if calibration_temperature <= 0:
+            raise ValueError(f"calibration_temperature must be positive, not {calibration_temperature}")
         if audio_embedding < 1:
             raise ValueError(f"audio_embedding must be at least 1, not {audio_embedding}")
 

@@ -367,7 +367,7 @@ class EmotionModel(PreTrainedModel):
         voice_logits = self.voice_head(self.audio_adapter.voice_features(inputs)) * inputs.has_audio.unsqueeze(1).float()
         logits = logits + voice_logits
         valence, arousal = torch.tanh(self.valence_arousal_head(summary)).unbind(dim=1)
-        probabilities = F.softmax(logits, dim=-1)
+        probabilities = F.softmax(logits / self.config.calibration_temperature, dim=-1)  # calibrated
         if uses_visual:  # the stream's memory rolls: drop the oldest slot, append this utterance's query summary
             remembered = queries.mean(dim=1, keepdim=True).detach()
             memory = torch.cat([memory[:, 1:], remembered], dim=1)

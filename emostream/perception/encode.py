@@ -7,13 +7,15 @@ deployments); tests and the command line call them in-process.
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import replace
+from pathlib import Path
 
 import numpy as np
 
 from emostream.perception.utterance import UtteranceBundle
-from emostream.perception.voice.asr import Recognised, Transcriber
+from emostream.perception.voice.asr import AUDIO_FEATURES, AudioFeatures, Recognised, Transcriber
 from emostream.perception.voice.text import SentenceEmbedder
 from emostream.settings import VoiceSettings
 
@@ -72,8 +74,46 @@ def needs_text_encoding(bundle: UtteranceBundle) -> bool:
     return bool(bundle.transcript) and bundle.text_embedding is None
 
 
+def model_audio_features(model: str | Path | None) -> AudioFeatures:
+    """The Whisper features a scoring model reads (None: the embedded default; a preset name: fresh weights of the
+    default width, last_layer). A checkpoint records them in its config (`audio_features`, set by training); one
+    saved before that reads 768 values, the last layer."""
+    from emostream.models.presets import DEFAULT_CHECKPOINT, PRESETS  # noqa: PLC0415
+
+    if model is not None and str(model) in PRESETS:
+        return "last_layer"
+    path = Path(model if model is not None else DEFAULT_CHECKPOINT) / "config.json"
+    try:
+        config = json.loads(path.read_text())
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"no emotion model config at {path}: {error}") from error
+    kind = config.get("audio_features") or ("last_layer" if config.get("audio_embedding", 768) == 768 else None)
+    if kind not in AUDIO_FEATURES:
+        raise ValueError(f"the emotion model at {path.parent} does not say which Whisper features it reads "
+                         f"(audio_features {kind!r}, audio_embedding {config.get('audio_embedding')}): "
+                         "set voice.audio_features to the kind it was trained on")
+    return kind
+
+
+def voice_for_model(voice: VoiceSettings, model: str | Path | None) -> VoiceSettings:
+    """The voice settings with the Whisper features the scoring model was trained on: unset, they follow the model;
+    set to another kind, the model would read features it was not trained on, which is an error naming the fix."""
+    kind = model_audio_features(model)
+    if voice.audio_features is None:
+        return voice.model_copy(update={"audio_features": kind})
+    if voice.audio_features != kind:
+        raise ValueError(f"voice.audio_features is {voice.audio_features}, but the emotion model "
+                         f"{model or 'emostream-lite (the default)'} was trained on {kind} features: leave "
+                         f"voice.audio_features unset (it follows the model), or set it to {kind}, or use a model "
+                         f"trained on {voice.audio_features}")
+    return voice
+
+
 def speech_recogniser(voice: VoiceSettings) -> Transcriber:
-    """Whisper as the settings ask for it (model, threads, beam, language, which audio features)."""
+    """Whisper as the settings ask for it (model, threads, beam, language, which audio features: resolved against
+    the scoring model first, `voice_for_model`)."""
+    if voice.audio_features is None:
+        raise ValueError("voice.audio_features is unset: resolve it against the scoring model first (voice_for_model)")
     return Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size, language=voice.asr_language,
                        audio_features=voice.audio_features)
 

@@ -61,7 +61,7 @@ class UtteranceFeatures(BaseModel):
     end: float = Field(ge=0, le=MAX_STREAM_SECONDS, allow_inf_nan=False)
     transcript: str | None = Field(None, max_length=20_000)
     prosody: list[float] = Field(max_length=64)  # PROSODY_NAMES order (NaN where a measure is undefined)
-    audio_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 768: Whisper encoder mean and std
+    audio_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # what the model reads: 768 or 3,840 (Whisper)
     speaker_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 256: resemblyzer
     text_embedding: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)  # 384: all-MiniLM-L6-v2
     face_times: list[Finite] | None = Field(None, max_length=MAX_FEATURE_VALUES)
@@ -99,9 +99,10 @@ class AudioEncoder:
     """
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.perception.encode import speech_recogniser  # noqa: PLC0415
+        from emostream.perception.encode import speech_recogniser, voice_for_model  # noqa: PLC0415
 
-        self.voice = Settings.model_validate_json(settings_json).voice
+        settings = Settings.model_validate_json(settings_json)
+        self.voice = voice_for_model(settings.voice, settings.serve.model)  # the features the Scorer's model reads
         self.transcriber = speech_recogniser(self.voice)
 
     async def encode(self, bundles: list[Any]) -> list[Any]:

@@ -48,6 +48,7 @@ class Augment:
 
 def cache_key(settings: Settings, augment: Augment) -> str:
     """Hash of everything that changes the features: the version, face and voice settings, augmentation."""
+    settings = feature_settings(settings)
     recipe = {"version": FEATURE_VERSION, "faces": settings.faces.model_dump(mode="json"),
               "voice": settings.voice.model_dump(mode="json"), "augment": asdict(augment)}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
@@ -136,12 +137,16 @@ class FeatureExtractor:
     augment: Augment = field(default_factory=Augment)
 
     def __post_init__(self) -> None:
-        from emostream.perception.voice.speakers import VoiceEmbedder  # noqa: PLC0415 (the actor loads the models,
-        from emostream.spine import Spine  # noqa: PLC0415                                  the driver does not)
+        # the actor loads the models, the driver does not
+        from emostream.perception.encode import UtteranceEncoder  # noqa: PLC0415
+        from emostream.perception.voice.speakers import VoiceEmbedder  # noqa: PLC0415
+        from emostream.spine import Spine  # noqa: PLC0415
 
         self.settings = Settings.model_validate_json(self.settings_json)
         self.voices = VoiceEmbedder()
-        self.spine = Spine(self.settings, voices=self.voices)  # its perceive and encode stages; a labelled span replaces stitching
+        # its perceive and encode stages (a labelled span replaces stitching); the features are the settings' own
+        # (resolved by extract_features), whatever model the settings would score with
+        self.spine = Spine(self.settings, encode=UtteranceEncoder(self.settings.voice), voices=self.voices)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, list]:
         rows: list[dict[str, Any]] = []
@@ -175,6 +180,16 @@ class FeatureExtractor:
         return rows
 
 
+def feature_settings(settings: Settings) -> Settings:
+    """The settings with the Whisper features resolved (`voice.audio_features` unset: those of the model the settings
+    score with), as the cache key and the extraction use them."""
+    from emostream.perception.encode import voice_for_model  # noqa: PLC0415
+
+    if settings.voice.audio_features is not None:
+        return settings
+    return settings.model_copy(update={"voice": voice_for_model(settings.voice, settings.serve.model)})
+
+
 def cached_keys(folder: Path) -> set[str]:
     """Example keys already in a cache folder."""
     import pyarrow.parquet as pq  # noqa: PLC0415
@@ -190,6 +205,7 @@ def extract_features(examples: list[Example], settings: Settings, cache_root: Pa
     """Run the extraction job (inside an initialised Ray) for examples not cached yet; returns the cache folder."""
     import ray  # noqa: PLC0415
 
+    settings = feature_settings(settings)
     augment = augment or Augment()
     folder = Path(cache_root) / cache_key(settings, augment)
     folder.mkdir(parents=True, exist_ok=True)

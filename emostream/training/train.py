@@ -98,9 +98,22 @@ class TrainConfig(_Section):
     # > 1: that many models trained alike, from seeds seed, seed + 1, …, each a run of its own (<name>-member-<k>);
     # the export averages their probabilities, valence and arousal.
     ensemble_size: int = Field(1, ge=1)
+    # > 1: before the exported model, that many fold models (one seed each, this recipe, runs <name>-fold-<k>) train
+    # on all speakers but one speaker-grouped fold's (every corpus dealt round-robin, datasets.splits.speaker_folds);
+    # their predictions on the held-out speakers are the model's own cross-validation (cv.json beside the export:
+    # WAR, UAR, ECE before and after calibration) and fit the softmax temperature the export applies (config.calibration_temperature).
+    calibration_folds: int = Field(0, ge=0)
     run_dir: Path = Path(".emostream/runs")
     name: str = "emotion"
     export: Path = Path(".emostream/models/emotion")
+
+    @model_validator(mode="after")
+    def _calibration_on_held_out_speakers(self) -> TrainConfig:
+        if self.calibration_folds == 1:
+            raise ValueError("calibration_folds: 0 (no calibration) or at least 2 speaker folds, not 1")
+        if self.calibration_folds and self.data.validation_speakers:
+            raise ValueError("calibration_folds holds out every speaker in turn: leave data.validation_speakers empty")
+        return self
 
     @model_validator(mode="after")
     def _known_preset_and_ensemble_of_classifiers(self) -> TrainConfig:
@@ -433,9 +446,74 @@ def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple
         model = EmotionEnsemble.of(members)
         validation = validation_samples(cached_rows(cache, keys), config, model.config.labels)
         metrics = {**metrics, **validation_figures(model, validation, model.config.labels)}
+    # after the exported model's own runs: a stopped run has those first, and the folds only calibrate them
+    calibration = cross_validate(config, cache, keys) if config.calibration_folds else None
+    recorded: dict[str, Any] = {"audio_features": trained_audio_features(cache)}
+    if calibration is not None:
+        recorded["calibration_temperature"] = calibration["temperature"]
+    for part in [model, *getattr(model, "members", [])]:  # an ensemble's members score with their own config
+        for name, value in recorded.items():
+            setattr(part.config, name, value)
     config.export.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(config.export)
+    if calibration is not None:
+        (config.export / "cv.json").write_text(json.dumps(calibration, indent=1) + "\n")
+        metrics = {**metrics, **{f"cv_{name}": value for name, value in calibration["pooled"].items()}}
     return config.export, metrics
+
+
+def trained_audio_features(cache: Path) -> str | None:
+    """voice.audio_features of a feature cache (the recipe.json the extraction job writes): what the model trained
+    on it reads. None for a cache without one (features written by other means)."""
+    recipe = cache / "recipe.json"
+    return json.loads(recipe.read_text())["settings"]["voice"]["audio_features"] if recipe.is_file() else None
+
+
+def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> dict[str, Any]:
+    """The recipe's own speaker-grouped CV (`calibration_folds` fold models, one seed each) and the softmax
+    temperature fitted on its held-out predictions (speakers whole-speaker normalised, as backfill does).
+
+    The figures are those of single fold models; the exported ensemble applies the temperature to each member
+    before averaging, so its held-out confidence can only be lower than a member's (averaging softens)."""
+    from emostream.training.datasets.splits import speaker_folds  # noqa: PLC0415
+    from emostream.training.evaluate import predict  # noqa: PLC0415
+    from emostream.training.metrics import evaluate_predictions, expected_calibration_error, fit_temperature, temperature_scaled  # noqa: PLC0415, E501
+
+    rows = [row for row in cached_rows(cache, keys) if row["variant"] == 0]
+    # the config's corpora in its order (as bench/cv.py deals them), then any other dataset name the rows carry
+    named = [corpus.dataset for corpus in [config.data, *config.data.more_corpora]]
+    order = list(dict.fromkeys(named + sorted({row["dataset"] for row in rows})))
+    folds = speaker_folds([r["speaker"] for r in rows], [r["dataset"] for r in rows], config.calibration_folds, order)
+    held_out: list[tuple[str, int, np.ndarray]] = []  # (corpus, truth, probabilities) per labelled held-out clip
+    labels: list[str] = []
+    for k, fold in enumerate(folds, start=1):
+        run = config.model_copy(update={"name": f"{config.name}-fold-{k}", "ensemble_size": 1, "calibration_folds": 0,
+                                        "data": config.data.model_copy(update={"validation_speakers": sorted(fold)})})
+        model, _ = _fit_run(run, cache, keys)
+        labels = list(model.config.labels)
+        samples = [s for s in validation_samples(rows, run, labels) if s.label >= 0]
+        corpus = {row["key"]: row["dataset"] for row in rows}
+        probabilities, _, _ = predict(model, samples)
+        held_out += [(corpus[s.key], s.label, p) for s, p in zip(samples, probabilities, strict=True)]
+    truth = np.array([label for _, label, _ in held_out])
+    raw = np.stack([p for _, _, p in held_out])
+    temperature = fit_temperature(raw, truth)
+    calibrated = temperature_scaled(raw, temperature)
+
+    def figures(mask: np.ndarray) -> dict[str, float]:
+        report = evaluate_predictions([labels[i] for i in truth[mask]], [labels[i] for i in raw[mask].argmax(axis=1)], tuple(labels))
+        return {"clips": int(mask.sum()), "war": report.war, "uar": report.uar, "f1": report.weighted_f1,
+                "ece": expected_calibration_error(raw[mask], truth[mask]),
+                "ece_calibrated": expected_calibration_error(calibrated[mask], truth[mask]),
+                "confidence": float(raw[mask].max(axis=1).mean()),
+                "confidence_calibrated": float(calibrated[mask].max(axis=1).mean())}
+
+    corpora = np.array([name for name, _, _ in held_out])
+    result = {"folds": [sorted(fold) for fold in folds], "temperature": temperature,
+              "pooled": figures(np.ones(len(truth), bool)),
+              "per_corpus": {name: figures(corpora == name) for name in order if (corpora == name).any()}}
+    log.info("cross-validation over %d speaker folds: %s", len(folds), result)
+    return result
 
 
 def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:

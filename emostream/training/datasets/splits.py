@@ -36,3 +36,20 @@ def check_speaker_independent(train: Iterable[Example], validation: Iterable[Exa
     if shared := sorted(set(train_counts) & set(validation_counts)):
         details = ", ".join(f"{speaker} ({train_counts[speaker]} train, {validation_counts[speaker]} validation)" for speaker in shared)
         raise ValueError(f"not speaker-independent: {len(shared)} speaker(s) in both splits: {details}")
+
+
+def speaker_folds(speakers: Sequence[str], corpora: Sequence[str], count: int, corpus_order: Sequence[str]) -> list[set[str]]:
+    """Whole speakers dealt round-robin into `count` folds, corpus by corpus in `corpus_order`, each corpus's
+    speakers sorted (the same folds on every run). speakers, corpora : one entry per example (or per speaker)."""
+    if count < 2:
+        raise ValueError(f"speaker folds need at least 2 folds, not {count}")
+    order = list(corpus_order)
+    if unknown := sorted(set(corpora) - set(order)):
+        raise ValueError(f"corpora {unknown} are not in the fold order {order}")
+    folds: list[set[str]] = [set() for _ in range(count)]
+    pairs = sorted(set(zip(corpora, speakers, strict=True)), key=lambda pair: (order.index(pair[0]), pair[1]))
+    for k, (_, speaker) in enumerate(pairs):
+        folds[k % count].add(speaker)
+    if any(not fold for fold in folds):
+        raise ValueError(f"{len(pairs)} speakers cannot fill {count} folds")
+    return folds

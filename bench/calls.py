@@ -1,0 +1,213 @@
+"""Calls assembled from labelled clips, through the backfill path: how many utterances come out right.
+
+Each call is a two-channel recording: an agent and a customer (two speakers of a labelled corpus) take turns,
+`--turns` clips each, `--gap` seconds of silence between turns, each speaker silent on the other's channel.
+With `--telephone` the whole call is also band-limited as a phone line carries it (resampled to 8 kHz and back,
+through a G.711 mu-law round trip). The calls run through `emostream backfill DIR --channels agent,customer`'s
+pipeline (real Ray: Ray Data perception, stream actors, the scorer), and each turn is matched to the events on its
+channel that overlap it:
+* right: the turn's longest-overlapping event has the turn's label;
+* lost: no event overlaps the turn; split: more than one does;
+* mean confidence (the matched events' top probability) against accuracy, and ECE over the matched events.
+
+The speakers must be ones the evaluated model never trained on (`--speakers`). The embedded default trained on
+every speaker of RAVDESS, TESS and EmoDB here, so it has none: evaluate a model exported by a run with
+`data.validation_speakers` (e.g. deployments/train-lite.yaml with a fold's speakers) on those speakers.
+Figures are printed, never asserted. Run inside a loopback-only namespace:
+    RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 10 .venv/bin/python bench/calls.py \\
+        --model DIR --speakers ravdess-15 ravdess-16 ravdess-17 ravdess-18 [--telephone]'
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import soundfile as sf
+from scipy.signal import resample_poly
+
+from emostream.contracts import UtteranceEmotionEvent
+from emostream.labels import LABEL_SETS
+from emostream.training.datasets import Example
+from emostream.training.metrics import expected_calibration_error
+from emostream.training.train import CorpusConfig, read_corpus
+
+RATE = 16000
+ROLES = ("agent", "customer")
+DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
+CORPORA = {"ravdess": "ravdess-speech-16k", "tess": "tess-16k", "emodb": "emodb-16k"}
+
+
+@dataclass(frozen=True)
+class Turn:
+    """One clip placed in a call: on `role`'s channel from `start` to `end` (call time, s)."""
+
+    role: str
+    start: float
+    end: float
+    label: str
+    key: str
+
+
+@dataclass(frozen=True)
+class TurnResult:
+    turn: Turn
+    events: int  # events on the turn's channel that overlap it
+    label: str | None  # the longest-overlapping event's label (None: lost)
+    confidence: float  # that event's top probability (NaN: lost)
+    probabilities: tuple[float, ...] | None  # that event's, in the label set's order
+
+
+def telephone_band(audio: np.ndarray) -> np.ndarray:
+    """A phone line's copy of 16 kHz audio: 8 kHz sampling (anti-aliased) through G.711 mu-law (8 bits), back to 16 kHz."""
+    narrow = resample_poly(audio, 1, 2, axis=-1)
+    mu = 255.0
+    coded = np.sign(narrow) * np.log1p(mu * np.minimum(np.abs(narrow), 1.0)) / np.log1p(mu)
+    coded = np.round(coded * 127) / 127  # 8 bits per sample
+    decoded = np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(mu)) / mu
+    return resample_poly(decoded, 2, 1, axis=-1).astype(np.float32)
+
+
+def assemble_call(agent: Sequence[Example], customer: Sequence[Example], path: Path, gap: float = 0.8,
+                  telephone: bool = False) -> list[Turn]:
+    """Write a two-channel 16 kHz WAV of the two speakers' clips in alternation (agent first); its turns."""
+    pieces: list[tuple[int, np.ndarray]] = []
+    turns: list[Turn] = []
+    cursor = gap
+    for k in range(max(len(agent), len(customer))):
+        for channel, clips in enumerate((agent, customer)):
+            if k >= len(clips):
+                continue
+            audio, rate = sf.read(clips[k].media, dtype="float32", always_2d=True)
+            if rate != RATE:
+                raise ValueError(f"{clips[k].media}: {rate} Hz, the calls are assembled at {RATE} Hz")
+            mono = audio.mean(axis=1)
+            start = int(round(cursor * RATE))
+            pieces.append((channel, np.pad(mono, (start, 0))))
+            turns.append(Turn(ROLES[channel], start / RATE, (start + len(mono)) / RATE, str(clips[k].label), clips[k].key))
+            cursor = (start + len(mono)) / RATE + gap
+    call = np.zeros((2, int(round(cursor * RATE))), np.float32)
+    for channel, placed in pieces:
+        call[channel, : len(placed)] += placed
+    if telephone:
+        call = telephone_band(call)[:, : call.shape[1]]
+    sf.write(path, np.clip(call, -1, 1).T, RATE, subtype="PCM_16")
+    return turns
+
+
+def match_turns(turns: Iterable[Turn], events: Iterable[UtteranceEmotionEvent], labels: Sequence[str]) -> list[TurnResult]:
+    """Each turn with the events of its channel that overlap it, judged by the longest-overlapping one."""
+    events = list(events)
+    results = []
+    for turn in turns:
+        overlapping = [(min(e.end, turn.end) - max(e.start, turn.start), e) for e in events
+                       if e.speaker.id == turn.role and min(e.end, turn.end) > max(e.start, turn.start)]
+        if not overlapping:
+            results.append(TurnResult(turn, 0, None, float("nan"), None))
+            continue
+        _, best = max(overlapping, key=lambda pair: pair[0])
+        probabilities = tuple(best.probabilities.get(label, 0.0) for label in labels)
+        results.append(TurnResult(turn, len(overlapping), best.label, max(probabilities), probabilities))
+    return results
+
+
+@dataclass(frozen=True)
+class CallFigures:
+    turns: int
+    right: float  # share of all turns (lost ones count as wrong)
+    lost: int
+    split: int
+    confidence: float  # mean top probability of the matched events
+    accuracy_matched: float  # share right among the matched turns
+    ece: float  # over the matched turns (NaN: none)
+
+
+def call_figures(results: Sequence[TurnResult], labels: Sequence[str]) -> CallFigures:
+    matched = [r for r in results if r.probabilities is not None]
+    right = [r.label == r.turn.label for r in matched]
+    ece = float("nan")
+    truths = [labels.index(r.turn.label) if r.turn.label in labels else -1 for r in matched]
+    if matched and min(truths) >= 0:
+        ece = expected_calibration_error(np.array([r.probabilities for r in matched]), np.array(truths))
+    return CallFigures(
+        turns=len(results), right=sum(right) / len(results) if results else float("nan"),
+        lost=len(results) - len(matched), split=sum(r.events > 1 for r in results),
+        confidence=float(np.mean([r.confidence for r in matched])) if matched else float("nan"),
+        accuracy_matched=float(np.mean(right)) if matched else float("nan"), ece=ece,
+    )
+
+
+Call = tuple[list[Example], list[Example]]  # the agent's clips, the customer's
+
+
+def plan_calls(examples: Sequence[Example], speakers: Sequence[str], turns: int, seed: int = 0) -> list[Call]:
+    """Speakers paired in the order given (agent, customer), each pair one call of `turns` random clips each."""
+    rng = np.random.default_rng(seed)
+    by_speaker = {s: [e for e in examples if e.speaker == s] for s in speakers}
+    if missing := [s for s, clips in by_speaker.items() if len(clips) < turns]:
+        raise ValueError(f"speakers with fewer than {turns} labelled clips: {', '.join(missing)}")
+    if len(speakers) < 2 or len(speakers) % 2:
+        raise ValueError(f"calls pair speakers: give an even number of them (at least 2), not {len(speakers)}")
+    pick = {s: [clips[i] for i in rng.choice(len(clips), turns, replace=False)] for s, clips in by_speaker.items()}
+    return [(pick[speakers[i]], pick[speakers[i + 1]]) for i in range(0, len(speakers), 2)]
+
+
+def run_calls(calls: Sequence[Call], folder: Path, model: str | None, gap: float,
+              telephone: bool) -> tuple[list[TurnResult], list[str]]:
+    """Assemble the calls in `folder`, run them through backfill (inside an initialised Ray), match the turns."""
+    from emostream.live.backfill import backfill, records_from_files
+    from emostream.models.presets import load_model
+    from emostream.settings import load_settings
+
+    settings = load_settings(serve={"model": model} if model else {})
+    labels = list(load_model(model).config.labels)
+    paths, turns = [], {}
+    for k, (agent, customer) in enumerate(calls):
+        path = folder / f"call-{k + 1}.wav"
+        turns[path.stem] = assemble_call(agent, customer, path, gap, telephone)
+        paths.append(path)
+    events: dict[str, list[UtteranceEmotionEvent]] = {stem: [] for stem in turns}
+    for output in backfill(records_from_files(paths, settings, ROLES), settings):
+        if isinstance(output, UtteranceEmotionEvent):
+            events[output.stream_id].append(output)
+    results = [r for stem, call in turns.items() for r in match_turns(call, events[stem], labels)]
+    return results, labels
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--model", help="model folder (default: the embedded default, which has no held-out speakers here)")
+    parser.add_argument("--speakers", nargs="+", required=True, help="speakers the model never trained on, paired into calls")
+    parser.add_argument("--turns", type=int, default=12, help="clips per speaker and call")
+    parser.add_argument("--gap", type=float, default=0.8, help="seconds of silence between turns")
+    parser.add_argument("--telephone", action="store_true", help="also run the calls band-limited to 8 kHz with mu-law")
+    parser.add_argument("--data", type=Path, default=DATA)
+    parser.add_argument("--cpus", type=int, default=2)
+    args = parser.parse_args()
+    import ray
+
+    corpora = sorted({s.split("-")[0] for s in args.speakers})
+    labels = LABEL_SETS["ravdess8"]
+    examples = [e for name in corpora for e in read_corpus(CorpusConfig(dataset=name, path=args.data / CORPORA[name]), "ravdess8")
+                if e.label in labels]
+    calls = plan_calls(examples, args.speakers, args.turns)
+    os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    print(f"# calls: {len(calls)} of {2 * args.turns} turns ({', '.join(args.speakers)}), {args.gap} s gaps, "
+          f"model {args.model or 'default'}")
+    for telephone in (False, True) if args.telephone else (False,):
+        with tempfile.TemporaryDirectory() as tmp:
+            results, labels_used = run_calls(calls, Path(tmp), args.model, args.gap, telephone)
+        f = call_figures(results, labels_used)
+        print(f"{'8 kHz mu-law' if telephone else '16 kHz':>12}: {f.right:.1%} of {f.turns} turns right, {f.lost} lost, "
+              f"{f.split} split; matched: accuracy {f.accuracy_matched:.1%}, mean confidence {f.confidence:.1%}, ECE {f.ece:.3f}")
+    ray.shutdown()
+
+
+if __name__ == "__main__":
+    main()
