@@ -17,6 +17,7 @@ import torch
 
 from emostream.contracts import ListenerEmotion, ModelInfo, Speaker, Timings, UtteranceEmotionEvent, now_utc
 from emostream.labels import FER7
+from emostream.models.config import EmotionConfig
 from emostream.models.explain import explain
 from emostream.models.fusion import face_log_likelihood, face_map, fuse, fused_valence_arousal
 from emostream.models.inputs import ModelInputs, check_audio_width, collate, voice_vector
@@ -108,6 +109,12 @@ def _hidden(inputs: ModelInputs, modality: str) -> ModelInputs:
     return replace(inputs, has_text=torch.zeros_like(inputs.has_text))
 
 
+def as_scored(inputs: ModelInputs, config: EmotionConfig) -> ModelInputs:
+    """What the model reads when it scores: words it was not trained to read as emotion never reach it
+    (`EmotionConfig.words_carry_emotion`). Evaluation reads the same, so its figures are the served model's."""
+    return inputs if config.words_carry_emotion else _hidden(inputs, "words")
+
+
 class EmotionScorer:
     """Scores utterance bundles with an emotion model; one instance per worker."""
 
@@ -149,8 +156,7 @@ class EmotionScorer:
             check_audio_width(bundle, config)
         speaker_z = [contexts.speaker_z(b, floor) for b in bundles]
         inputs = collate(bundles, config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
-        if "words" not in self.counted:  # words it was not trained to read never reach the model
-            inputs = _hidden(inputs, "words")
+        inputs = as_scored(inputs, config)
         fusing = self.face_map is not None
         has_face = inputs.face_mask.any(1) | inputs.frame_mask.any(1)
         if fusing:  # the face goes to its own expert, not to model weights never fitted to faces

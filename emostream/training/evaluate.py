@@ -13,7 +13,7 @@ import numpy as np
 import torch
 
 from emostream.models.model import ScoringModel
-from emostream.models.score import StreamContexts, speaker_floor
+from emostream.models.score import StreamContexts, as_scored, speaker_floor
 from emostream.training.data import Sample, batch
 from emostream.training.metrics import Report, evaluate_predictions
 
@@ -27,7 +27,7 @@ def predict(model: ScoringModel, samples: list[Sample]) -> tuple[np.ndarray, np.
     probabilities, valence, arousal = [], [], []
     for first in range(0, len(samples), BATCH):
         inputs, _ = batch(samples[first : first + BATCH], model.config)
-        output = model(inputs.to(model.device))
+        output = model(as_scored(inputs, model.config).to(model.device))
         probabilities.append(output.probabilities.cpu().numpy())
         valence.append(output.valence.cpu().numpy())
         arousal.append(output.arousal.cpu().numpy())
@@ -48,7 +48,7 @@ def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> n
         sample = samples[i]
         z = contexts.speaker_z(sample.bundle, floor)
         inputs, _ = batch([Sample(**{**sample.__dict__, "speaker_z": z})], model.config)
-        probabilities[i] = model(inputs.to(model.device)).probabilities[0].cpu().numpy()
+        probabilities[i] = model(as_scored(inputs, model.config).to(model.device)).probabilities[0].cpu().numpy()
     return probabilities
 
 
