@@ -155,22 +155,28 @@ def test_run_with_address_spreads_over_two_nodes_and_loses_nothing_when_one_dies
 
 def test_the_job_notices_a_dead_node_but_not_one_drained_as_idle() -> None:
     """`NodeWatch` (what makes the job rebuild when a node under its read tasks dies) on a real cluster: nothing is
-    lost while both nodes live; the second, killed, is named once Ray declares it dead (missed heartbeats)."""
+    lost while the nodes live; a node drained as idle (as the autoscaler does, through the GCS) and then stopped is
+    not named; a node killed is, once Ray declares it dead (missed heartbeats)."""
     import ray
+    from ray.core.generated.autoscaler_pb2 import DrainNodeReason
 
-    from emostream.live.nodes import IDLE_DRAIN, NodeWatch
+    from emostream.live.nodes import NodeWatch, alive_nodes
 
     with local_cluster() as cluster:
         cluster.start_head(1)
+        cluster.add_node("idle", 1)
         cluster.add_node("second", 1)
-        second = cluster.alive()["second"]
+        nodes = cluster.alive()
         watch = NodeWatch()
-        assert watch.nodes == set(cluster.alive().values()) and watch.lost() == []
+        assert watch.nodes == set(nodes.values()) and watch.lost() == []
+        gcs = ray._private.worker.global_worker.gcs_client  # the autoscaler's own call
+        accepted, why = gcs.drain_node(nodes["idle"], DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION"),
+                                       "idle", 0)
+        assert accepted, why
+        cluster.kill("idle")  # the autoscaler ends the drained node's machine
         cluster.kill("second")
         deadline = time.monotonic() + 180
-        while not watch.lost():
-            assert time.monotonic() < deadline, "the killed node was never declared dead"
+        while alive_nodes() != {nodes["head"]}:  # both declared dead
+            assert time.monotonic() < deadline, f"the killed nodes were never declared dead: {alive_nodes()}"
             time.sleep(0.5)
-        assert watch.lost() == [second]
-        dead = next(node for node in ray.nodes() if node["NodeID"] == second)
-        assert dead["DeathReason"] != IDLE_DRAIN  # a crash: Ray gives UNEXPECTED_TERMINATION
+        assert watch.lost() == [nodes["second"]]
