@@ -9,6 +9,7 @@ event of that stream, repeats carry the same ids, and no other id comes out.
 from __future__ import annotations
 
 import json
+import re
 import signal
 import subprocess
 import threading
@@ -101,6 +102,7 @@ def wait_for(condition: Any, what: str, job: subprocess.Popen[bytes], log: Path,
         time.sleep(0.5)
 
 
+@pytest.mark.timeout(1800)  # 7 min at load 45-70 on 2 cores (cluster, Serve, reference, 31 s of media, the replay)
 def test_run_with_address_spreads_over_two_nodes_and_loses_nothing_when_one_dies(
         settings: Settings, librivox: list[Path], tmp_path: Path) -> None:
     settings = job_settings(settings)
@@ -141,13 +143,13 @@ def test_run_with_address_spreads_over_two_nodes_and_loses_nothing_when_one_dies
                 job.wait()
             events.close()
     print(f"per node before the kill: {spread}; killed {len(killed)} processes of the second node; after: {after}")
-    print(log.read_text()[-2000:])
+    stopped = re.search(r"stopped: .* (\d+) restarts", log.read_text())
 
     for node in ("head", "second"):
         assert spread[node][PERCEPTION_CLASS] >= 1 and spread[node][SESSION_CLASS] >= 1, spread
     assert mid_stream, "the streams had ended before the second node died: publish longer media"
     assert after["head"][SESSION_CLASS] == settings.live.session_actors, after  # rebuilt on the node left
-    assert b"restarts" in log.read_bytes() and b" 0 restarts" not in log.read_bytes(), log.read_text()[-2000:]
+    assert stopped is not None and int(stopped.group(1)) >= 1, log.read_text()[-2000:]  # it rebuilt its pipeline
     for name in names:
         got = events.ids(name)
         assert set(got) == reference[name], f"{name}: {len(set(got))} ids vs {len(reference[name])} in the reference"
@@ -156,7 +158,8 @@ def test_run_with_address_spreads_over_two_nodes_and_loses_nothing_when_one_dies
 def test_the_job_notices_a_dead_node_but_not_one_drained_as_idle() -> None:
     """`NodeWatch` (what makes the job rebuild when a node under its read tasks dies) on a real cluster: nothing is
     lost while the nodes live; a node drained as idle (as the autoscaler does, through the GCS) and then stopped is
-    not named; a node killed is, once Ray declares it dead (missed heartbeats)."""
+    not named; a node that joined after the pipeline was built and is killed is, once Ray declares it dead (missed
+    heartbeats)."""
     import ray
     from ray.core.generated.autoscaler_pb2 import DrainNodeReason
 
@@ -165,10 +168,11 @@ def test_the_job_notices_a_dead_node_but_not_one_drained_as_idle() -> None:
     with local_cluster() as cluster:
         cluster.start_head(1)
         cluster.add_node("idle", 1)
-        cluster.add_node("second", 1)
-        nodes = cluster.alive()
         watch = NodeWatch()
-        assert watch.nodes == set(nodes.values()) and watch.lost() == []
+        assert watch.nodes == set(cluster.alive().values()) and watch.lost() == []
+        cluster.add_node("second", 1)  # e.g. the autoscaler's: restarted actors may go there
+        assert watch.lost() == []  # the job looks every second
+        nodes = cluster.alive()
         gcs = ray._private.worker.global_worker.gcs_client  # the autoscaler's own call
         accepted, why = gcs.drain_node(nodes["idle"], DrainNodeReason.Value("DRAIN_NODE_REASON_IDLE_TERMINATION"),
                                        "idle", 0)

@@ -25,12 +25,15 @@ def alive_nodes() -> set[str]:
 
 
 class NodeWatch:
-    """The nodes alive when the job's pipeline was built; `lost` names those that died since."""
+    """The nodes seen alive since the job's pipeline was built (those that joined later may run its restarted
+    actors and tasks); `lost` names those that died since."""
 
     def __init__(self) -> None:
         self.nodes = alive_nodes()
 
     def lost(self) -> list[str]:
         """Nodes of the pipeline that died, other than idle nodes the autoscaler removed (usually none)."""
-        dead = [node for node in ray.nodes() if node["NodeID"] in self.nodes and not node["Alive"]]
+        nodes = ray.nodes()
+        self.nodes |= {node["NodeID"] for node in nodes if node["Alive"]}
+        dead = [node for node in nodes if node["NodeID"] in self.nodes and not node["Alive"]]
         return sorted(node["NodeID"] for node in dead if node.get("DeathReason") != IDLE_DRAIN)
