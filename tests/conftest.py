@@ -44,6 +44,24 @@ def ray_local():  # type: ignore[no-untyped-def]
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def cluster():  # type: ignore[no-untyped-def]
+    """Local Ray (two CPUs) with the Serve app deployed once for the module (inside the loopback-only namespace);
+    yields the app's HTTP address."""
+    import ray
+    from ray import serve
+
+    from emostream.serve.app import deploy
+
+    os.environ["RAY_AUTH_MODE"] = "disabled"
+    ray.init(address="local", num_cpus=2, include_dashboard=False)
+    port = free_port()
+    deploy(load_settings(serve={"port": port}))
+    yield f"http://127.0.0.1:{port}"
+    serve.shutdown()
+    ray.shutdown()
+
+
 @pytest.fixture(scope="session")
 def broker(tmp_path_factory: pytest.TempPathFactory) -> Iterator[EmbeddedBroker]:
     """One real Tansu broker for the session, started and stopped by pid."""

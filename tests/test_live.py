@@ -10,7 +10,6 @@ show the run.
 from __future__ import annotations
 
 import json
-import os
 import threading
 import time
 import urllib.request
@@ -27,28 +26,11 @@ from emostream.kafka.clients import consumer, producer
 from emostream.media.synthetic import speech_track
 from emostream.metrics import Metrics, serve_metrics
 from emostream.models.score import StreamContexts, load_scorer
-from emostream.settings import Settings, load_settings
+from emostream.settings import Settings
 from tests.kafka_helpers import read_topic
 from tests.speech_helpers import meeting_and_call
 
 pytestmark = pytest.mark.broker  # starts Ray: loopback-only namespace
-
-
-@pytest.fixture(scope="module")
-def cluster():  # type: ignore[no-untyped-def]
-    """Local Ray with the Serve app deployed once for the module; yields the app's HTTP address."""
-    import ray
-    from ray import serve
-
-    from emostream.serve.app import deploy
-
-    os.environ["RAY_AUTH_MODE"] = "disabled"
-    ray.init(address="local", num_cpus=2, include_dashboard=False)
-    port = free_port()
-    deploy(load_settings(serve={"port": port}))
-    yield f"http://127.0.0.1:{port}"
-    serve.shutdown()
-    ray.shutdown()
 
 
 @pytest.fixture(scope="module")

@@ -5,78 +5,18 @@ workers, both started with `ray start` and stopped by process id."""
 from __future__ import annotations
 
 import os
-import shutil
-import signal
 import subprocess
-import sys
-import tempfile
-import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
-import psutil
 import pytest
 import yaml
 
-from emostream.kafka.broker import free_port
 from emostream.settings import load_settings
 from emostream.training.features import Augment, cache_key
+from tests.ray_cluster import BIN, local_cluster
 from tests.test_training import LABELS, synthetic_cache
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]  # starts Ray in the loopback-only namespace; about 2 minutes
-
-BIN = Path(sys.executable).parent
-
-
-def stop(processes: list[subprocess.Popen[bytes]]) -> None:
-    """SIGTERM each `ray start --block` and every process it started (found by parent pid), then SIGKILL leftovers."""
-    tree: list[psutil.Process] = []
-    for process in processes:
-        try:
-            parent = psutil.Process(process.pid)
-            tree += parent.children(recursive=True) + [parent]
-        except psutil.NoSuchProcess:
-            pass
-    for member in tree:
-        try:
-            member.send_signal(signal.SIGTERM)
-        except psutil.NoSuchProcess:
-            pass
-    _, alive = psutil.wait_procs(tree, timeout=20)
-    for member in alive:
-        member.kill()
-    psutil.wait_procs(alive, timeout=10)
-
-
-@contextmanager
-def ray_cluster(worker_cpus: int) -> Iterator[str]:
-    """A two-node Ray cluster on 127.0.0.1 (head with 0 CPUs, one worker node); yields its GCS address."""
-    import ray
-
-    port = free_port()
-    address = f"127.0.0.1:{port}"
-    env = {**os.environ, "RAY_AUTH_MODE": "disabled", "RAY_USAGE_STATS_ENABLED": "0"}
-    # A short temp dir of our own: Ray's Unix socket paths must stay under ~107 characters.
-    temp_dir = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    common = ["--node-ip-address=127.0.0.1", "--block", "--disable-usage-stats"]
-    processes = [subprocess.Popen([str(BIN / "ray"), "start", "--head", f"--port={port}", "--num-cpus=0",
-                                   "--include-dashboard=false", f"--temp-dir={temp_dir}", *common], env=env)]
-    try:
-        time.sleep(3)
-        processes.append(subprocess.Popen([str(BIN / "ray"), "start", f"--address={address}", f"--num-cpus={worker_cpus}",
-                                           *common], env=env))
-        ray.init(address=address, log_to_driver=False)
-        deadline = time.monotonic() + 120
-        while len([n for n in ray.nodes() if n["Alive"]]) < 2:
-            assert time.monotonic() < deadline, f"the worker node never joined {address}"
-            assert all(p.poll() is None for p in processes), "a `ray start` exited"
-            time.sleep(1)
-        yield address
-    finally:
-        ray.shutdown()
-        stop(processes)
-        shutil.rmtree(temp_dir, ignore_errors=True)
 
 
 def write_config(tmp_path: Path) -> Path:
@@ -101,8 +41,10 @@ def test_train_with_address_runs_its_workers_on_the_existing_cluster(tmp_path: P
     import ray
 
     config = write_config(tmp_path)
-    with ray_cluster(worker_cpus=2) as address:
-        worker_node = next(n["NodeID"] for n in ray.nodes() if n["Alive"] and n["Resources"].get("CPU", 0) > 0)
+    with local_cluster() as cluster:
+        cluster.start_head(cpus=0)
+        cluster.add_node("worker", cpus=2)
+        address, worker_node = cluster.address, cluster.alive()["worker"]
         # `--address auto`, as k8s/jobs/train runs it: Ray resolves it from RAY_ADDRESS (which Ray's job manager
         # sets for a job's entrypoint), here naming this cluster rather than any other Ray on the machine.
         env = {**os.environ, "RAY_AUTH_MODE": "disabled", "OMP_NUM_THREADS": "1", "RAY_ADDRESS": address}

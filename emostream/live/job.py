@@ -53,6 +53,7 @@ from emostream.ingest.records import dead_letter_event
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.live.commits import CommitLedger, Committer, Held, commit, ended_before_commit
 from emostream.live.dataflow import perceived_rows
+from emostream.live.nodes import NodeWatch
 from emostream.live.serve_client import ScoringFailed, ScoringService, score_with_retries
 from emostream.live.sessions import SessionActor, owner
 from emostream.live.source import TICK, media_partitions
@@ -161,6 +162,7 @@ class LiveJob:
         self._lock = threading.Lock()  # stats, shared with the scorer threads
         self._actors: list[Any] = []
         self._lost: str | None = None  # why the session actors' state is gone (set by a session thread)
+        self._nodes: NodeWatch | None = None  # the nodes under the pipeline (set when it is built)
         self._sessions: list[OrderedWorker[SessionPush | SessionClose | None]] = []
         self._scorers: StreamWorkers[ScoreJob] = StreamWorkers(self._score_job, self.live.max_in_flight)
         self._reset_state({})
@@ -211,6 +213,7 @@ class LiveJob:
         self._actors = [SessionActor.options(name=f"emostream-session-{self.group_id}-{i}").remote(blob)  # type: ignore[attr-defined]
                         for i in range(self.live.session_actors)]
         ray.get([actor.ping.remote() for actor in self._actors])
+        self._nodes = NodeWatch()
 
     def _reset_state(self, skip: dict[str, int]) -> None:
         """The driver's bookkeeping, empty (no Ray or broker needed: the job's parts are tested without them)."""
@@ -243,6 +246,7 @@ class LiveJob:
                     if caught_up:
                         for worker in self._sessions:
                             worker.put(FLUSH_IDLE)
+                    self._check_nodes()
                 if self._lost is not None:
                     raise SessionLost(self._lost)
                 if now - last_commit >= self.live.commit_seconds:
@@ -253,6 +257,12 @@ class LiveJob:
                     return
         finally:
             rows.close()  # type: ignore[attr-defined]
+
+    def _check_nodes(self) -> None:
+        """A node under the pipeline died: its read tasks restart from the commit, which only a rebuild can follow
+        (`nodes`); its session actors' streams must replay anyway."""
+        if self._nodes is not None and (lost := self._nodes.lost()):
+            raise SessionLost(f"Ray node {', '.join(lost)} died")
 
     # -- one row ---------------------------------------------------------------------------------
 

@@ -2,8 +2,10 @@
 
 A stream's perceived segments go, in seq order, to the one actor that owns it
 (`owner`); the actor stitches them into utterances (voice activity, speakers, face
-tracks). State is in memory only: when an actor dies, the job replays its open streams
-from their first segment.
+tracks). The actors are spread over the cluster's nodes (Ray's SPREAD strategy), as Ray
+Data spreads the perception actors: on a cluster of several nodes, the session work
+shares them. State is in memory only: when an actor dies (or its node), the job replays
+its open streams from their first segment, through fresh actors on the nodes left.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ def owner(stream_id: str, actors: int) -> int:
     return zlib.crc32(stream_id.encode()) % actors
 
 
-@ray.remote(num_cpus=0.1, max_concurrency=1)
+@ray.remote(num_cpus=0.1, max_concurrency=1, scheduling_strategy="SPREAD")
 class SessionActor:
     def __init__(self, settings_json: str) -> None:
         from threadpoolctl import threadpool_limits  # noqa: PLC0415
