@@ -8,7 +8,10 @@ then reads its held-out actors' clips three ways:
 * generated: the answer written freely (greedy, `llm.generate`), its label parsed back (`instructions.parse_answer`);
   an answer that does not parse, or names no label of the set, counts as wrong;
 * label scored: the LM's likelihood of each label word after "emotion:" (`llm.label_log_likelihoods`), the best
-  one: the LM's own choice, restricted to the closed label set, so it cannot fail to parse.
+  one: the LM's own choice, restricted to the closed label set, so it cannot fail to parse;
+* the describer's answer as served (`llm.describe`): the classifier's label written into the answer's start, the LM
+  writing the rest; its label is the classifier's by construction, so what is measured is whether the rest parses
+  and whether its words are the label's lexicon words (`labels.OPEN_WORDS`).
 
 CPU is scarce, so the evaluation is cut down, and says how: FOLDS folds of whole actors; each fold trains on a
 stratified subset of its training actors' clips (--train-per-class clips of each class per actor) for --epochs
@@ -19,7 +22,8 @@ parses when cut parses in full (greedy decoding only adds to its last field), so
 
 Features come from a feature cache folder (`bench/cv.py --extract` or a training run writes one; last-layer
 Whisper, 768 values). Each fold's records go to --out/fold-K/records.json; a finished fold is not run again, so the
-job resumes. Run it in a loopback-only namespace, in the background:
+job resumes (a fold whose model was exported is only read again). Run it in a loopback-only namespace, in the
+background:
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && OMP_NUM_THREADS=1 exec nice -n 10 \\
         .venv/bin/python bench/describer_cv.py --features ~/.cache/emostream-cv/2772cc8975b4' > describer-cv.log 2>&1 &
 With --report it prints the table of the folds finished so far and starts nothing.
@@ -88,8 +92,9 @@ def run_fold(k: int, actors: list[str], rows: list[dict[str, Any]], cache: Path,
     """Fine-tune on the other actors' subset, then score the held-out subset: one record per test clip."""
     import torch  # noqa: PLC0415
 
+    from emostream.labels import OPEN_WORDS  # noqa: PLC0415
     from emostream.models.instructions import parse_answer  # noqa: PLC0415
-    from emostream.models.llm import generate, label_log_likelihoods, tokenizer_for  # noqa: PLC0415
+    from emostream.models.llm import classified_starts, generate, label_log_likelihoods, tokenizer_for  # noqa: PLC0415
     from emostream.models.presets import load_model  # noqa: PLC0415
     from emostream.training.data import batch, samples_from_rows  # noqa: PLC0415
     from emostream.training.train import TrainConfig, fit  # noqa: PLC0415
@@ -106,9 +111,11 @@ def run_fold(k: int, actors: list[str], rows: list[dict[str, Any]], cache: Path,
         "warmup_fraction": 0.1, "stages": [{"name": "lora", "epochs": args.epochs, "learning_rate": args.learning_rate, "lora": True}],
     })
     started = time.perf_counter()
-    exported, _ = fit(config, cache, train_keys)
+    if not (config.export / "config.json").is_file():  # else trained already: only the reading is left
+        start_ray(args.cpus)
+        fit(config, cache, train_keys)
     trained = time.perf_counter() - started
-    model = load_model(exported).eval()
+    model = load_model(config.export).eval()
     tokenizer = tokenizer_for(model)
     samples = [s for s in samples_from_rows(held_out, LABELS, LABEL_SET) if s.key in test_keys]
     records = []
@@ -124,19 +131,31 @@ def run_fold(k: int, actors: list[str], rows: list[dict[str, Any]], cache: Path,
             began = time.perf_counter()
             scored = label_log_likelihoods(model, output, tokenizer, transcripts).argmax(dim=1)
             scoring = time.perf_counter() - began
-        for i, (sample, text) in enumerate(zip(chosen, texts, strict=True)):
-            answer = parse_answer(text)
+            served = generate(model, output, tokenizer, transcripts, args.max_new_tokens, classified_starts(model, output))
+        for i, (sample, text, served_text) in enumerate(zip(chosen, texts, served, strict=True)):
+            answer, served_answer = parse_answer(text), parse_answer(served_text)
             records.append({
                 "key": sample.key, "speaker": sample.bundle.speaker_id, "truth": LABELS[sample.label],
                 "classifier": LABELS[int(output.probabilities[i].argmax())], "text": text,
                 "parsed": answer is not None, "generated": answer.emotion if answer else None,
-                "label scored": LABELS[int(scored[i])],
+                "label scored": LABELS[int(scored[i])], "served_text": served_text, "served_parsed": served_answer is not None,
+                # the served answer's words are all its label's lexicon words (labels.OPEN_WORDS)
+                "served_words_fit": served_answer is not None and bool(served_answer.words) and set(served_answer.words)
+                <= set(OPEN_WORDS.get(served_answer.emotion, ())),
                 "generate_seconds": generating / len(chosen), "score_seconds": scoring / len(chosen),
             })
         print(f"fold {k + 1}: {len(records)}/{len(samples)} clips read", flush=True)
     (folder / "records.json").write_text(json.dumps({"train_clips": len(train_keys), "train_seconds": trained,
                                                      "records": records}, indent=1))
     return records
+
+
+def start_ray(cpus: int) -> None:
+    import ray  # noqa: PLC0415
+
+    if not ray.is_initialized():
+        os.environ.setdefault("RAY_AUTH_MODE", "disabled")
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=False)
 
 
 def cell(truth: list[str], predicted: list[str | None]) -> str:
@@ -151,8 +170,9 @@ def report(folds: dict[int, dict[str, Any]], args: argparse.Namespace) -> None:
           f"scored on {args.test_per_class} clips of each class of the held-out actors; answers cut at {args.max_new_tokens} "
           "tokens; cells: WAR / UAR (chance 12.5%)")
     print("\n| fold | train clips | test clips | classifier | generated, parsed back | label scored | parse failures "
-          "| out-of-set labels | s/utt generate (batch 8) | s/utt label score |")
-    print("|---" * 10 + "|")
+          "| out-of-set labels | served answer: parse failures | served answer: words fit its label "
+          "| s/utt generate (batch 8) | s/utt label score |")
+    print("|---" * 12 + "|")
     pooled: list[dict[str, Any]] = []
     for k, fold in sorted(folds.items()):
         records = fold["records"]
@@ -167,8 +187,11 @@ def row(name: str, train_clips: int, records: list[dict[str, Any]]) -> str:
     failures = sum(not r["parsed"] for r in records)
     outside = sum(r["parsed"] and r["generated"] not in LABELS for r in records)
     cells = " | ".join(cell(truth, [r[reading] for r in records]) for reading in READINGS)
+    served_failures = sum(not r["served_parsed"] for r in records)
+    fit = sum(r["served_words_fit"] for r in records)
     return (f"| {name} | {train_clips} | {len(records)} | {cells} | {failures}/{len(records)} ({failures / len(records):.1%}) "
-            f"| {outside} | {np.mean([r['generate_seconds'] for r in records]):.2f} "
+            f"| {outside} | {served_failures}/{len(records)} | {fit}/{len(records)} "
+            f"| {np.mean([r['generate_seconds'] for r in records]):.2f} "
             f"| {np.mean([r['score_seconds'] for r in records]):.2f} |")
 
 
@@ -196,13 +219,9 @@ def main() -> None:
         if path.is_file():
             finished[k] = json.loads(path.read_text())
         elif not args.report:
-            import ray  # noqa: PLC0415
             import torch  # noqa: PLC0415
 
             torch.set_num_threads(1)
-            if not ray.is_initialized():
-                os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-                ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
             run_fold(k, actors, rows, args.features, args)
             finished[k] = json.loads(path.read_text())
     report(finished, args)

@@ -118,12 +118,24 @@ def language_loss(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrai
     return model.language_model(inputs_embeds=inputs, attention_mask=attention, labels=labels).loss
 
 
+def _prompt_then(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTokenizerBase, transcripts: list[str | None],
+                 starts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """LM inputs and attention mask of each utterance's prompt followed by the given start of its answer."""
+    # splice ends each row with its target and an end-of-text token, the last column for every row (left padding): cut
+    inputs, attention, _ = splice(model, output, tokenizer, transcripts, starts)
+    return inputs[:, :-1], attention[:, :-1]
+
+
 @torch.inference_mode()
 def generate(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTokenizerBase,
-             transcripts: list[str | None], max_new_tokens: int = 40) -> list[str]:
-    """Greedy continuation for each utterance: its emotion words and explanation, as text."""
+             transcripts: list[str | None], max_new_tokens: int = 40, answer_starts: list[str] | None = None) -> list[str]:
+    """Greedy continuation for each utterance: its emotion words and explanation, as text. `answer_starts`: the
+    beginning of each answer, given rather than generated (the texts start with it)."""
     assert model.language_model is not None
-    inputs, attention, _ = splice(model, output, tokenizer, transcripts)
+    if answer_starts is None:
+        inputs, attention, _ = splice(model, output, tokenizer, transcripts)
+    else:
+        inputs, attention = _prompt_then(model, output, tokenizer, transcripts, answer_starts)
     generated = model.language_model.generate(
         inputs_embeds=inputs,
         attention_mask=attention,
@@ -132,7 +144,8 @@ def generate(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTo
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+    texts = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+    return texts if answer_starts is None else [f"{start} {text}" for start, text in zip(answer_starts, texts, strict=True)]
 
 
 @torch.inference_mode()
@@ -144,10 +157,7 @@ def label_log_likelihoods(model: EmotionModel, output: EmotionOutput, tokenizer:
     Returns shape = (B, n_labels). The prompt runs once per utterance; the labels continue it from its cache.
     """
     assert model.language_model is not None
-    # The answer's own first word as a one-word target: splice ends each row with it and an end-of-text token,
-    # the last column for every row (left padding), which is cut off.
-    inputs, attention, _ = splice(model, output, tokenizer, transcripts, ["emotion:"] * len(transcripts))
-    inputs, attention = inputs[:, :-1], attention[:, :-1]
+    inputs, attention = _prompt_then(model, output, tokenizer, transcripts, ["emotion:"] * len(transcripts))
     prompt = model.language_model(inputs_embeds=inputs, attention_mask=attention, use_cache=True)
     endings = [_ids(tokenizer, f" {label};") for label in model.config.labels]  # ";" ends a label ("sad" vs "sadness")
     width, n = max(len(e) for e in endings), len(endings)
@@ -173,11 +183,22 @@ def label_log_likelihoods(model: EmotionModel, output: EmotionOutput, tokenizer:
 def describe(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, bundles: list[UtteranceBundle],
              max_new_tokens: int = 64) -> list[Answer | None]:
     """Each utterance's answer (emotion, intensity, open-vocabulary words, measured cues), grounded in what was measured
-    for it; None where the generation does not parse. The utterances are read on their own (no stream memory)."""
+    for it; None where the generation does not parse. The utterances are read on their own (no stream memory).
+
+    The answer's emotion is the model's own classification head's (trained with the LM in the same run), written into
+    the answer's start; the LM writes the rest. Left to itself, a LoRA-tuned SmolLM2 named one label for every clip
+    after a short fine-tune (bench/describer_cv.py), so its words and cues follow the classifier's label instead.
+    """
     from emostream.models.inputs import collate  # noqa: PLC0415
 
     output = model(collate(bundles, model.config))
-    return read_answers(generate(model, output, tokenizer, [b.transcript for b in bundles], max_new_tokens), bundles)
+    texts = generate(model, output, tokenizer, [b.transcript for b in bundles], max_new_tokens, classified_starts(model, output))
+    return read_answers(texts, bundles)
+
+
+def classified_starts(model: EmotionModel, output: EmotionOutput) -> list[str]:
+    """Each utterance's answer start with the classification head's label: "emotion: sad;"."""
+    return [f"emotion: {model.config.labels[int(i)]};" for i in output.probabilities.argmax(dim=1)]
 
 
 def description(answer: Answer | None) -> dict[str, Any] | None:
