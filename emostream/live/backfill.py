@@ -95,14 +95,9 @@ class Describer:
     deployment adds to an event, added in-process."""
 
     def __init__(self, settings: Settings) -> None:
-        from emostream.models.llm import tokenizer_for  # noqa: PLC0415
-        from emostream.models.presets import load_model  # noqa: PLC0415
+        from emostream.models.llm import load_describer  # noqa: PLC0415
 
-        path = describer_path(settings)
-        self.model = load_model(path).eval()
-        if getattr(self.model, "language_model", None) is None:
-            raise ValueError(f"serve.describer {path}: this model has no language model (train an mllm export)")
-        self.tokenizer = tokenizer_for(self.model)  # type: ignore[arg-type]
+        self.model, self.tokenizer = load_describer(describer_path(settings))
         self.batch = settings.serve.describer_max_batch_size
         self.max_new_tokens = settings.serve.describer_max_new_tokens
 
@@ -111,7 +106,7 @@ class Describer:
         from emostream.models.llm import describe, described_fields, description  # noqa: PLC0415
 
         answers = [answer for first in range(0, len(bundles), self.batch)
-                   for answer in describe(self.model, self.tokenizer, bundles[first : first + self.batch], self.max_new_tokens)]  # type: ignore[arg-type]
+                   for answer in describe(self.model, self.tokenizer, bundles[first : first + self.batch], self.max_new_tokens)]
         return [event.model_copy(update=described_fields(description(answer), event.explanation))
                 for event, answer in zip(events, answers, strict=True)]
 

@@ -42,6 +42,16 @@ def bundled_tokenizer() -> PreTrainedTokenizerBase:
     return load_tokenizer(Path(get_model_path()) / "tokenizer.json")
 
 
+def load_describer(path: str | Path) -> tuple[EmotionModel, PreTrainedTokenizerBase]:
+    """A describer (`serve.describer`: a checkpoint with a language model) ready to answer, and its tokenizer."""
+    from emostream.models.presets import load_model  # noqa: PLC0415
+
+    model = load_model(path).eval()
+    if not isinstance(model, EmotionModel) or model.language_model is None:
+        raise ValueError(f"serve.describer {path}: this model has no language model (train an mllm export)")
+    return model, tokenizer_for(model)
+
+
 def tokenizer_for(model: EmotionModel) -> PreTrainedTokenizerBase:
     """The tokenizer of a model's LM: the referenced checkpoint's own (with its chat template), else the bundled GPT-2 one."""
     from emostream.models.model import language_model_folder  # noqa: PLC0415

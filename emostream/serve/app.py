@@ -239,14 +239,11 @@ class Describer:
     cues behind them; its own replicas and batches, so requests that do not ask for it never wait on it."""
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.models.llm import tokenizer_for  # noqa: PLC0415
-        from emostream.models.presets import load_model  # noqa: PLC0415
+        from emostream.models.llm import load_describer  # noqa: PLC0415
 
         settings = Settings.model_validate_json(settings_json).serve
-        self.model = load_model(settings.describer).eval()
-        if getattr(self.model, "language_model", None) is None:
-            raise ValueError(f"serve.describer {settings.describer}: this model has no language model (train an mllm export)")
-        self.tokenizer = tokenizer_for(self.model)  # type: ignore[arg-type]
+        assert settings.describer is not None  # build_app deploys the Describer only when one is set
+        self.model, self.tokenizer = load_describer(settings.describer)
         self.max_new_tokens = settings.describer_max_new_tokens
         self.describe_batch.set_max_batch_size(settings.describer_max_batch_size)
 
