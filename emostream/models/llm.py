@@ -196,8 +196,8 @@ def describe(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, bundles: l
     for it; None where the generation does not parse. The utterances are read on their own (no stream memory).
 
     The answer's emotion is the model's own classification head's (trained with the LM in the same run), written into
-    the answer's start; the LM writes the rest. Left to itself, a LoRA-tuned SmolLM2 named one label for every clip
-    after a short fine-tune (bench/describer_cv.py), so its words and cues follow the classifier's label instead.
+    the answer's start; the LM writes the rest. Left to itself, a LoRA-tuned SmolLM2's label was at chance after a short
+    fine-tune (bench/describer_cv.py), so its words and cues follow the classifier's label instead.
     """
     from emostream.models.inputs import collate  # noqa: PLC0415
 
