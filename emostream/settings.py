@@ -200,6 +200,9 @@ class LiveSettings(_Section):
     score_attempts: int = Field(3, ge=1)
     max_in_flight: int = Field(64, ge=1)  # score calls queued or running (streams in parallel); ingestion waits beyond
     score_roles: tuple[str, ...] = ()  # score only speakers with these roles (e.g. "customer"); empty scores everyone
+    # the Describer (serve.describer) adds open-vocabulary words and an explanation to these speakers' events (slower:
+    # an LLM answer per utterance); empty, the default: it is never called and scoring costs what it did without it
+    describe_roles: tuple[str, ...] = ()
     # Start Whisper on an utterance while the pause that will close it runs out (wasted if speech resumes)
     prepare_drafts: bool = True
     sink: str = "kafka"  # where the live job's events and dead letters go: a name in emostream.sinks.SINKS
@@ -207,7 +210,7 @@ class LiveSettings(_Section):
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint
 
-    @field_validator("score_roles", mode="before")
+    @field_validator("score_roles", "describe_roles", mode="before")
     @classmethod
     def _roles(cls, value: Any) -> Any:
         return tuple(r.strip() for r in value.split(",") if r.strip()) if isinstance(value, str) else value

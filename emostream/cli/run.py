@@ -65,17 +65,26 @@ def add_backfill(commands: Commands) -> None:
     add_cluster_options(backfill)
     backfill.add_argument("--perception-actors", type=int, default=1, metavar="N",
                           help="parallel per-segment perception actors (default: 1)")
+    backfill.add_argument("--describe", action="store_true",
+                          help="add the describer's open-vocabulary words and explanation to every event (needs "
+                               "serve.describer; an LLM answer per utterance: slower)")
     backfill.set_defaults(func=cmd_backfill)
 
 
 def cmd_backfill(args: argparse.Namespace) -> int:
-    from emostream.live.backfill import backfill, records_from_files, records_from_kafka, write_events
+    from emostream.live.backfill import backfill, describer_path, records_from_files, records_from_kafka, write_events
     from emostream.sinks import open_sink
 
     settings = settings_from(args)
     if bool(args.files) == bool(args.from_kafka):
         print("give media files/folders, or --from-kafka (not both)", file=sys.stderr)
         return 2
+    if args.describe:
+        try:
+            describer_path(settings)
+        except ValueError as error:
+            print(f"--{error}", file=sys.stderr)
+            return 2
     ray_connect(args.address, args.cpus)
     started = time.monotonic()
     if args.files:
@@ -88,7 +97,8 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         records = records_from_files(paths, settings, tuple(args.channels.split(",")) if args.channels else None)
     else:
         records = records_from_kafka(settings, args.start, args.end)
-    counts = write_events(backfill(records, settings, args.perception_actors), open_sink(args.to, settings, args.out))
+    counts = write_events(backfill(records, settings, args.perception_actors, describe=args.describe),
+                          open_sink(args.to, settings, args.out))
     seconds = time.monotonic() - started
     where = settings.kafka.emotions_topic if args.to == "kafka" else args.out
     print(f"{counts['event']} events, {counts['dead_letter']} dead letters → {where} in {seconds:.1f} s")

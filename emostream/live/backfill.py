@@ -7,7 +7,8 @@
 Events go to a sink (`emostream.sinks`: Kafka, a JSONL file or a Parquet file). The stages are the live job's: the same
 perception stage, then the spine's sessions, encoders and scorer, fed each stream's segments in seq order, so
 the utterance ids and events are those the live job gives; only the encoders and the model run in the
-stream actors instead of behind Serve.
+stream actors instead of behind Serve. With `describe`, the stream actors also load the describer (`serve.describer`)
+and every event gets its open-vocabulary words and, where it cites measured cues, its explanation.
 """
 
 from __future__ import annotations
@@ -62,12 +63,13 @@ Output = UtteranceEmotionEvent | DeadLetterEvent
 class BackfillStreams:
     """Stitches, encodes and scores the streams hashed onto it, segment by segment as live, in-process."""
 
-    def __init__(self, settings_json: str) -> None:
+    def __init__(self, settings_json: str, describe: bool = False) -> None:
         threadpool_limits(1)
         self.settings = Settings.model_validate_json(settings_json)
         self.spine = Spine(self.settings)
         self.spine.sessions.warm_up()
         self.seen: dict[str, set[int]] = {}
+        self.describer = Describer(self.settings) if describe else None
 
     def push(self, row: StageRow) -> list[Output]:
         """The events of one perceived row: its dead letter, or the utterances it closed."""
@@ -84,7 +86,37 @@ class BackfillStreams:
         return self._score(self.spine.finish())
 
     def _score(self, bundles: list[UtteranceBundle]) -> list[Output]:
-        return list(self.spine.score(bundles))
+        events = self.spine.score(bundles)
+        return list(self.describer.add_words(bundles, events) if self.describer and bundles else events)
+
+
+class Describer:
+    """The describer model (`serve.describer`) in a backfill's stream actor: what the Serve app's Describer
+    deployment adds to an event, added in-process."""
+
+    def __init__(self, settings: Settings) -> None:
+        from emostream.models.llm import load_describer  # noqa: PLC0415
+
+        self.model, self.tokenizer = load_describer(describer_path(settings))
+        self.batch = settings.serve.describer_max_batch_size
+        self.max_new_tokens = settings.serve.describer_max_new_tokens
+
+    def add_words(self, bundles: list[UtteranceBundle], events: list[UtteranceEmotionEvent]) -> list[UtteranceEmotionEvent]:
+        """The events of `bundles` (in their order) with the describer's words and explanation."""
+        from emostream.models.llm import describe, described_fields, description  # noqa: PLC0415
+
+        answers = [answer for first in range(0, len(bundles), self.batch)
+                   for answer in describe(self.model, self.tokenizer, bundles[first : first + self.batch], self.max_new_tokens)]
+        return [event.model_copy(update=described_fields(description(answer), event.explanation))
+                for event, answer in zip(events, answers, strict=True)]
+
+
+def describer_path(settings: Settings) -> Path:
+    """The describer a backfill with `describe` loads; ValueError naming the setting when there is none."""
+    if settings.serve.describer is None:
+        raise ValueError("describe needs a describer: set serve.describer (EMOSTREAM_SERVE__DESCRIBER) to a model with a "
+                         "language model, e.g. a fine-tuned mllm export")
+    return settings.serve.describer
 
 
 def records_from_files(paths: list[Path], settings: Settings, channels: tuple[str, ...] | None) -> ray.data.Dataset:
@@ -121,18 +153,21 @@ def records_from_kafka(settings: Settings, start: str, end: str) -> ray.data.Dat
     return ds.map(kafka_record, num_cpus=0.1)
 
 
-def backfill(records: ray.data.Dataset, settings: Settings, perception_actors: int = 1, scorers: int = 1) -> Iterator[Output]:
+def backfill(records: ray.data.Dataset, settings: Settings, perception_actors: int = 1, scorers: int = 1,
+             describe: bool = False) -> Iterator[Output]:
     """The events (and dead letters) of every stream in `records` (made by `records_from_files` or
-    `records_from_kafka`, which keep the records in order).
+    `records_from_kafka`, which keep the records in order); `describe`: with the describer's words and explanation.
 
     Perception runs in a Ray Data actor pool; its rows come back in source order (a stream's in
     seq order) and go to the actor that owns their stream, as the live job's sessions do.
     """
+    if describe:
+        describer_path(settings)  # no describer: fail before any media is read
     blob = settings.model_dump_json()
     perceived_rows = records.map_batches(SegmentStage, fn_constructor_args=(blob,), batch_size=1, batch_format="pyarrow",
                                          compute=ray.data.ActorPoolStrategy(size=perception_actors),
                                          num_cpus=settings.live.perception_cpus)
-    actors = [BackfillStreams.remote(blob) for _ in range(scorers)]  # type: ignore[attr-defined]
+    actors = [BackfillStreams.remote(blob, describe) for _ in range(scorers)]  # type: ignore[attr-defined]
     try:
         pending: list[Any] = []
         for row in map(StageRow.from_arrow, perceived_rows.iter_rows()):

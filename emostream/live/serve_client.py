@@ -53,12 +53,14 @@ class ServeClient:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ServeClient:
-        """The client of the application `live.serve_app`, with the live job's scoring timeout."""
-        return cls(settings.live.serve_app, settings.voice, settings.live.score_timeout_seconds)
+        """The client of the application `live.serve_app`, with the live job's scoring timeout and describe roles."""
+        return cls(settings.live.serve_app, settings.voice, settings.live.score_timeout_seconds, settings.live.describe_roles)
 
-    def __init__(self, app_name: str, voice: VoiceSettings, timeout_seconds: float = 60.0) -> None:
+    def __init__(self, app_name: str, voice: VoiceSettings, timeout_seconds: float = 60.0,
+                 describe_roles: tuple[str, ...] = ()) -> None:
         self.voice = voice
         self.timeout_seconds = timeout_seconds  # one scoring call (the live job's `live.score_timeout_seconds`)
+        self.describe_roles = describe_roles  # the Describer writes words for these speakers' utterances (`describe_call`)
         self.ingress = serve.get_app_handle(app_name)
         self.audio = serve.get_deployment_handle(AudioEncoder.name, app_name)
         self.text = serve.get_deployment_handle(TextEncoder.name, app_name) if embeds_text(voice) else None
@@ -67,7 +69,8 @@ class ServeClient:
 
     def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
         bundles = [self._with_prepared(bundle) for bundle in bundles]
-        return self.ingress.score_bundles.remote(bundles, contexts).result(timeout_s=self.timeout_seconds)
+        return self.ingress.score_bundles.remote(bundles, contexts, **describe_call(self.describe_roles, bundles)).result(
+            timeout_s=self.timeout_seconds)
 
     def prepare(self, drafts: list[Draft]) -> None:
         recognised = self.audio.recognise.remote([draft.audio for draft in drafts])
@@ -90,6 +93,12 @@ class ServeClient:
             return bundle
         bundle = with_recognition([bundle], [result], self.voice, time.perf_counter() - started)[0]
         return replace(bundle, text_embedding=embedding) if embedding is not None else bundle
+
+
+def describe_call(roles: tuple[str, ...], bundles: list[UtteranceBundle]) -> dict[str, Any]:
+    """What a scoring call asks of the Describer under `live.describe_roles`: the roles, when any of these utterances
+    has one of them; else nothing, so the call is the one the job makes without a describer (the default: no role)."""
+    return {"describe_roles": roles} if any(bundle.role in roles for bundle in bundles) else {}
 
 
 def score_with_retries(scorer: ScoringService, bundles: list[UtteranceBundle], contexts: StreamContexts, attempts: int,

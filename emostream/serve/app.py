@@ -240,14 +240,11 @@ class Describer:
     cues behind them; its own replicas and batches, so requests that do not ask for it never wait on it."""
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.models.llm import tokenizer_for  # noqa: PLC0415
-        from emostream.models.presets import load_model  # noqa: PLC0415
+        from emostream.models.llm import load_describer  # noqa: PLC0415
 
         settings = Settings.model_validate_json(settings_json).serve
-        self.model = load_model(settings.describer).eval()
-        if getattr(self.model, "language_model", None) is None:
-            raise ValueError(f"serve.describer {settings.describer}: this model has no language model (train an mllm export)")
-        self.tokenizer = tokenizer_for(self.model)  # type: ignore[arg-type]
+        assert settings.describer is not None  # build_app deploys the Describer only when one is set
+        self.model, self.tokenizer = load_describer(settings.describer)
         self.max_new_tokens = settings.describer_max_new_tokens
         self.describe_batch.set_max_batch_size(settings.describer_max_batch_size)
 
@@ -257,13 +254,10 @@ class Describer:
 
     @serve.batch(max_batch_size=8, batch_wait_timeout_s=0.01)
     async def describe_batch(self, requests: list[list[Any]]) -> list[list[dict[str, Any] | None]]:
-        from emostream.models.instructions import NO_CUE  # noqa: PLC0415
-        from emostream.models.llm import describe  # noqa: PLC0415
+        from emostream.models.llm import describe, description  # noqa: PLC0415
 
         answers = await asyncio.to_thread(describe, self.model, self.tokenizer, [b for r in requests for b in r], self.max_new_tokens)
-        found = [{"open_vocabulary": list(a.words), "explanation": a.because if a.because != NO_CUE else None} if a else None
-                 for a in answers]
-        return _per_request(found, requests)
+        return _per_request([description(a) for a in answers], requests)
 
 
 # Helpers of the ingress stand above it: Serve serialises the class where it is defined.
@@ -291,13 +285,16 @@ class Ingress:
         if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):  # constant time: no timing oracle
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
-    async def score_bundles(self, bundles: list[Any], contexts: Any = None, describe: bool = False) -> tuple[list[dict[str, Any]], Any]:
+    async def score_bundles(self, bundles: list[Any], contexts: Any = None, describe: bool = False,
+                            describe_roles: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], Any]:
         """Encode and score utterance bundles (the live job calls this through a handle, with its streams'
         `StreamContexts`); the events and the contexts after them. `describe`: the describer adds its words and
-        explanation to each event (refused without one)."""
+        explanation to each event (refused without one); `describe_roles`: to the events of speakers with these
+        roles only (the live job's `live.describe_roles`)."""
         from emostream.perception.encode import needs_audio_encoding, needs_text_encoding  # noqa: PLC0415
 
-        describer = self._describer() if describe else None
+        described_at = [i for i, bundle in enumerate(bundles) if describe or bundle.role in describe_roles]
+        describer = self._describer() if describe or described_at else None
         if not bundles:
             return [], contexts
         if any(map(needs_audio_encoding, bundles)):  # drafted utterances come encoded: no call for nothing
@@ -306,23 +303,26 @@ class Ingress:
             bundles = await self.text.embed.remote(bundles)
         if describer is None:
             return await self.model.score.remote(bundles, contexts)
-        (events, contexts), described = await asyncio.gather(self.model.score.remote(bundles, contexts),
-                                                            describer.describe.remote(bundles))
-        return self._with_words(events, described), contexts
+        (events, contexts), described = await asyncio.gather(
+            self.model.score.remote(bundles, contexts), describer.describe.remote([bundles[i] for i in described_at]))
+        return self._with_words(events, described, described_at), contexts
 
     def _describer(self) -> Any:
         if self.describer is None:
-            raise HTTPException(status_code=400, detail="describe=true needs a describer: set serve.describer to a model "
-                                                        "with a language model (e.g. a fine-tuned mllm export)")
+            raise HTTPException(status_code=400, detail="describe=true (or live.describe_roles) needs a describer: set "
+                                                        "serve.describer to a model with a language model (e.g. a "
+                                                        "fine-tuned mllm export)")
         return self.describer
 
     @staticmethod
-    def _with_words(events: list[dict[str, Any]], described: list[dict[str, Any] | None]) -> list[dict[str, Any]]:
-        """Events with the describer's open-vocabulary words, and its explanation where it cited measured cues."""
-        for event, words in zip(events, described, strict=True):
-            if words is not None:
-                event["open_vocabulary"] = words["open_vocabulary"]
-                event["explanation"] = words["explanation"] or event["explanation"]
+    def _with_words(events: list[dict[str, Any]], described: list[dict[str, Any] | None],
+                    at: list[int] | None = None) -> list[dict[str, Any]]:
+        """Events with the describer's open-vocabulary words, and its explanation where it cited measured cues;
+        `described` are those of the events `at` these positions (None: of every event)."""
+        from emostream.models.llm import described_fields  # noqa: PLC0415
+
+        for i, found in zip(range(len(events)) if at is None else at, described, strict=True):
+            events[i].update(described_fields(found, events[i]["explanation"]))
         return events
 
     @api.get("/v1/healthz")
