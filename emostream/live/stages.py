@@ -123,7 +123,7 @@ class SegmentStage:
                    start=headers.start, end=headers.start + (headers.duration or 0.0))
         started = time.perf_counter()
         try:
-            segment = decode_record(checked.headers, checked.payload, self.settings.ingest)
+            segment = decode_record(checked.headers, checked.payload, self.settings.ingest, self.perceiver.frame_rates)
         except DecodeError as error:
             event = self._dead_letter(decode_rejection(error), row, headers.stream_id, headers.seq)
             return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}
