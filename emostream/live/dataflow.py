@@ -1,4 +1,10 @@
-"""The live job's Ray Data flow: the endless media source through the perception stage, rows to the driver."""
+"""The live job's Ray Data flow: the endless media source through the perception stage, rows to the driver.
+
+Perception runs in an autoscaling actor pool (`live.perception_actors` to `live.perception_max_actors`):
+Ray Data adds actors while segments wait and the cluster has CPUs, and removes them when idle. The rows
+in flight are bounded by the read window (`window`): the job reports the rows it takes, and a read
+task that is `live.read_window` rows ahead stops reading until the job catches up.
+"""
 
 from __future__ import annotations
 
@@ -11,6 +17,7 @@ from ray.data._internal.execution import streaming_executor_state
 
 from emostream.live.source import KafkaMediaSource
 from emostream.live.stages import SegmentStage, StageRow
+from emostream.live.window import TakenReporter, TakenRowsActor
 from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -26,25 +33,33 @@ def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
     context = DataContext.get_current()
     context.target_max_block_size = live.block_bytes
     context.enable_progress_bars = False
+    # Ray Data measures each task's memory by reading /proc/self/smaps in a thread it starts per task: for a
+    # perception actor with its models loaded that was a large part of a segment's cost, and of every tick's.
+    context.memory_usage_poll_interval_s = None
     _shorten_executor_wait()
-    source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds)
+    taken = TakenRowsActor.remote()  # type: ignore[attr-defined]
+    source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window)
     dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
+    pool = ray.data.ActorPoolStrategy(min_size=live.perception_actors, max_size=live.perception_max_actors)
     dataset = dataset.map_batches(SegmentStage, fn_constructor_args=(settings.model_dump_json(),), batch_size=1,
-                                  batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=live.perception_actors),
-                                  num_cpus=live.perception_cpus)
-    return _rows(dataset)
+                                  batch_format="pyarrow", compute=pool, num_cpus=live.perception_cpus)
+    return _rows(dataset, TakenReporter(lambda task, count: taken.take.remote(task, count), live.read_window), taken)
 
 
-def _rows(dataset: Dataset) -> Iterator[StageRow]:
-    """The dataset's rows, each as soon as its block is out. `Dataset.iter_rows` prefetches one batch: it
-    hands a block over only once the next one exists, so a lone stream's segments reached the driver ~0.35 s
-    late (bench/live.py, 1 stream: read task → driver 0.37 s with iter_rows, 0.09 s with prefetch_batches=0)."""
+def _rows(dataset: Dataset, reporter: TakenReporter, taken: ray.actor.ActorHandle) -> Iterator[StageRow]:
+    """The dataset's rows, each as soon as its block is out; each reported taken once the caller asks for the next.
+    `Dataset.iter_rows` prefetches one batch: it hands a block over only once the next one exists, so a lone
+    stream's segments reached the driver ~0.35 s late (bench/live.py, 1 stream: read task → driver 0.37 s with
+    iter_rows, 0.09 s with prefetch_batches=0)."""
     batches = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
     try:
         for block in batches:
-            yield from map(StageRow.from_arrow, block.to_pylist())
+            for row in map(StageRow.from_arrow, block.to_pylist()):
+                yield row
+                reporter.took(row.task)
     finally:
         batches.close()  # type: ignore[attr-defined]  # stops the dataset's executor and its read tasks
+        ray.kill(taken)
 
 
 def _shorten_executor_wait() -> None:
