@@ -166,14 +166,16 @@ def process_cpu() -> dict[int, tuple[str, float]]:
 
 
 def cpu_by_kind(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
-                publisher: int | None = None) -> dict[str, float]:
+                publisher: int | None = None, ray_detail: bool = False) -> dict[str, float]:
     """CPU seconds spent between two `process_cpu` samples, per kind of process (a process that ended in between
-    is not counted; one that started counts from zero)."""
+    is not counted; one that started counts from zero). `ray_detail`: Ray's own processes by name, not as one."""
     ours = os.getpid()
     session = _ray_session_pids()
     kinds: dict[str, float] = {}
     for pid, (title, seconds) in after.items():
         kind = _kind(pid, title, ours, publisher, session)
+        if kind == "ray" and ray_detail:
+            kind = "ray:" + (title.split()[0].rsplit("/", 1)[-1].removeprefix("ray::").split(".")[0] if title else "?")
         if kind is not None:
             kinds[kind] = kinds.get(kind, 0.0) + seconds - before.get(pid, (title, 0.0))[1]
     return kinds
@@ -285,9 +287,12 @@ def main() -> None:
         time.sleep(args.idle_seconds)
         wall = time.monotonic() - started
         idle = (_busy_cpu_seconds() - before) / wall
-        idle_kinds = cpu_by_kind(processes, process_cpu())
+        after = process_cpu()
+        idle_kinds = cpu_by_kind(processes, after)
         print(f"idle job (no streams, {args.idle_seconds:g} s): {_job_total(idle_kinds) / wall:.3f} cores "
               f"({_kinds_text(idle_kinds, wall)}); machine: {idle:.2f} of {psutil.cpu_count()} CPUs busy")
+        ray_kinds = sorted((-v, k) for k, v in cpu_by_kind(processes, after, ray_detail=True).items() if k.startswith("ray:"))
+        print("  of which Ray's own: " + "  ".join(f"{k[4:]} {-v / wall:.3f}" for v, k in ray_kinds[:8]))
         print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  drafts_used  real_time  mean stage seconds")
         sustained = 0
         results: list[dict[str, object]] = []
