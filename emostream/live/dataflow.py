@@ -9,20 +9,23 @@ task that is `live.read_window` rows ahead stops reading until the job catches u
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import ray
 from ray.data import DataContext, Dataset
 from ray.data._internal.execution import streaming_executor_state
 
-from emostream.live.source import KafkaMediaSource
+from emostream.live.source import TICK, KafkaMediaSource
 from emostream.live.stages import SegmentStage, StageRow
 from emostream.live.window import TakenReporter, TakenRowsActor
 from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXECUTOR_WAIT_SECONDS = 0.02  # Ray Data's executor step (see _shorten_executor_wait)
+EXECUTOR_WAIT_SECONDS = 0.02  # Ray Data's executor step while media arrives (see _set_executor_wait)
+IDLE_EXECUTOR_WAIT_SECONDS = 0.1  # ... and Ray's default, once nothing but ticks came for IDLE_AFTER_SECONDS
+IDLE_AFTER_SECONDS = 2.0
 
 
 def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
@@ -36,7 +39,7 @@ def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
     # Ray Data measures each task's memory by reading /proc/self/smaps in a thread it starts per task: for a
     # perception actor with its models loaded that was a large part of a segment's cost, and of every tick's.
     context.memory_usage_poll_interval_s = None
-    _shorten_executor_wait()
+    _set_executor_wait(EXECUTOR_WAIT_SECONDS)
     taken = TakenRowsActor.remote()  # type: ignore[attr-defined]
     source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window)
     dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
@@ -52,9 +55,17 @@ def _rows(dataset: Dataset, reporter: TakenReporter, taken: ray.actor.ActorHandl
     stream's segments reached the driver ~0.35 s late (bench/live.py, 1 stream: read task → driver 0.37 s with
     iter_rows, 0.09 s with prefetch_batches=0)."""
     batches = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+    last_media, waiting = time.monotonic(), EXECUTOR_WAIT_SECONDS
     try:
         for block in batches:
             for row in map(StageRow.from_arrow, block.to_pylist()):
+                now = time.monotonic()
+                if row.kind != TICK:
+                    last_media = now
+                # The executor's short step costs the driver CPU 50 times a second: only while media arrives.
+                wanted = EXECUTOR_WAIT_SECONDS if now - last_media < IDLE_AFTER_SECONDS else IDLE_EXECUTOR_WAIT_SECONDS
+                if wanted != waiting:
+                    _set_executor_wait(waiting := wanted)
                 yield row
                 reporter.took(row.task)
     finally:
@@ -62,12 +73,13 @@ def _rows(dataset: Dataset, reporter: TakenReporter, taken: ray.actor.ActorHandl
         ray.kill(taken)
 
 
-def _shorten_executor_wait() -> None:
+def _set_executor_wait(seconds: float) -> None:
     """Ray Data's executor loop waits up to 0.1 s per step for *all* its running tasks (`ray.wait`
     with num_returns=len(tasks)); an endless read task never finishes, so every step took 0.1 s and
     a segment crossed several. bench/live.py, 4 streams: read task → driver 0.80 s at 0.1, 0.17 s at
-    0.02. The constant is private (Ray 2.60); without it the job still works, only slower."""
+    0.02. Each step costs the driver CPU, so the job shortens it only while media arrives. The constant
+    is private (Ray 2.60) and read at each step; without it the job still works, only slower."""
     if hasattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"):
-        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = EXECUTOR_WAIT_SECONDS
+        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = seconds
     else:
         log.warning("this Ray has no WAIT_FOR_TASK_COMPLETION_TIMEOUT_S: Ray Data adds up to 0.1 s per step")
