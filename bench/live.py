@@ -15,7 +15,7 @@ prepared from a draft (used/prepared; `--drafts both` runs each load with drafts
 job), and whether the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s).
 Repeat a load (`--streams 4,4,4`) to see how much runs vary.
 
-Per process (`cpu s / media s`): the CPU time (user + system, from psutil) each kind of process spent during
+Per process (`cpu s / media s`, under each load): the CPU time (user + system, from psutil) each kind of process spent during
 the load, divided by the seconds of media sent (streams × media length): the Ray Data read task, the
 perception actors, the session actors, the Serve replicas, the driver (the job's own loop and threads),
 Ray's own processes (raylet, GCS, Serve controller and proxy, idle workers), and, outside the job, the
@@ -310,12 +310,10 @@ def main() -> None:
             print(f"{streams:7d}  {r['events']:6d}  {r['p50']:5.2f}  {r['p95']:5.2f}  {r['drift']:+7.2f}  {r['max_lag']:7.0f}  "
                   f"{r['cpu_busy']:7.0%}  {r['cpu_per_event']:9.2f}  {used:>11s}  {'yes' if real_time else 'no ':9s}  {stages}",
                   flush=True)
-        print(f"largest load that stayed real time: {sustained} streams")
-        print(f"cpu s / media s per process ({media_seconds:.1f} s of media per stream; job = all but broker and publisher):")
-        for (streams, mode), r in zip(loads, results, strict=True):
             kinds = r["per_kind"]
-            print(f"{streams:3d} streams{'' if mode else ' (drafts off)'}: job {_job_total(kinds) / (streams * media_seconds):.3f}  "
+            print(f"         cpu s / media s: job {_job_total(kinds) / (streams * media_seconds):.3f}  "
                   f"{_kinds_text(kinds, streams * media_seconds)}", flush=True)
+        print(f"largest load that stayed real time: {sustained} streams")
         print(f"load average at the end: {_load()}")
         stop.set()
         runner.join()
