@@ -3,7 +3,10 @@
 import queue
 import threading
 
+import pytest
+
 from emostream.live.window import TakenReporter, TakenRows, Window
+from emostream.settings import LiveSettings
 
 LIMIT = 8
 ROWS = 100
@@ -49,3 +52,9 @@ def test_the_job_reports_every_quarter_window_per_task() -> None:
     for task in (0, 1, 0, 0, 1, 0, 1, 1):
         reporter.took(task)
     assert reports == [(0, 2), (1, 2), (0, 4), (1, 4)]
+
+
+def test_a_perception_pool_whose_maximum_is_below_its_minimum_is_refused() -> None:
+    with pytest.raises(ValueError, match="perception_max_actors"):
+        LiveSettings(perception_actors=3, perception_max_actors=2)
+    assert LiveSettings(perception_actors=2, perception_max_actors=2).perception_max_actors == 2
