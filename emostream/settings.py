@@ -183,7 +183,9 @@ class LiveSettings(_Section):
 
     serve_app: str = "emostream"  # the Ray Serve application whose deployments encode and score
     source_tasks: int = Field(1, ge=1)  # endless Kafka read tasks; the media topic's partitions are spread over them
-    perception_actors: int = Field(1, ge=1)  # Ray Data actor pool for per-segment perception
+    perception_actors: int = Field(1, ge=1)  # Ray Data actor pool for per-segment perception: at least this many
+    perception_max_actors: int = Field(2, ge=1)  # ... and up to this many while segments queue and there are CPUs
+    read_window: int = Field(64, ge=4)  # rows a Kafka read task may be ahead of the job; beyond it, Kafka holds them
     perception_cpus: float = Field(0.4, gt=0)  # CPUs each perception actor reserves (fractional on small machines)
     session_actors: int = Field(2, ge=1)  # streams are hashed onto this many session actors
     # Ray Data holds rows back until a block is this large (default 128 MiB): 1 sends every segment and tick on at once
@@ -214,6 +216,13 @@ class LiveSettings(_Section):
     @classmethod
     def _roles(cls, value: Any) -> Any:
         return tuple(r.strip() for r in value.split(",") if r.strip()) if isinstance(value, str) else value
+
+    @model_validator(mode="after")
+    def _pool(self) -> LiveSettings:
+        if self.perception_max_actors < self.perception_actors:
+            raise ValueError(f"live.perception_max_actors ({self.perception_max_actors}) is below live.perception_actors "
+                             f"({self.perception_actors}): raise it to at least that")
+        return self
 
 
 class Settings(BaseSettings):

@@ -6,10 +6,12 @@ import numpy as np
 import pytest
 
 from emostream.contracts import SegmentHeaders
-from emostream.media.decode import SAMPLE_RATE, DecodedSegment, DecodeError, decode_segment
+from emostream.media.decode import SAMPLE_RATE, DecodedSegment, DecodeError, analysed_frame_indices, decode_segment
 from emostream.media.records import segment_headers
 from emostream.media.segmenter import MediaError, probe, segment_file
 from emostream.media.synthetic import mux_files, write_clip
+from emostream.perception.faces.analyze import FaceAnalyzer
+from emostream.settings import FaceSettings
 from tests.media_helpers import correlation, read_wav, source_audio_seconds, source_frame_times, write_stereo_call
 
 
@@ -133,3 +135,23 @@ def test_decoded_memory_is_bounded(wolfgang: Path) -> None:
         decode_segment(segment_headers("s", segment, None), segment.payload, max_decoded_megabytes=1)
     small = decode_segment(segment_headers("s", segment, None), segment.payload, max_frame_side=160)
     assert small.frames.shape[1:] == (90, 160, 3)
+
+
+def test_frames_only_perception_looks_at_are_converted_and_the_segment_is_unchanged(wolfgang: Path) -> None:
+    """`frame_rates` converts the frames `analysed_frame_indices` picks, nothing else: the same pixels and times,
+    the same segment end, and faces analysed on them report the segment's own frame indices and count."""
+    segment = next(iter(segment_file(wolfgang, 2.0)))
+    headers = segment_headers("s", segment, None)
+    every = decode_segment(headers, segment.payload)
+    some = decode_segment(headers, segment.payload, frame_rates=(15.0, 1.0))
+    chosen = sorted(set(analysed_frame_indices(every.frame_times, 15.0)) | set(analysed_frame_indices(every.frame_times, 1.0)))
+    assert 0 < len(chosen) < len(every.frame_times)
+    assert np.array_equal(some.frame_times, every.frame_times[chosen])
+    assert np.array_equal(some.frames, every.frames[chosen])
+    assert np.array_equal(some.frame_indices, chosen) and np.array_equal(some.all_frame_times, every.frame_times)
+    assert some.end == every.end and np.array_equal(some.audio, every.audio)
+    assert decode_segment(headers, segment.payload, frame_rates=(0.0,)).decoded_frame_times is None  # 0: every frame
+    analyzer = FaceAnalyzer(FaceSettings(analysis_fps=15.0))
+    on_some, on_every = analyzer.analyze(some), analyzer.analyze(every)
+    assert on_some.frame_count == on_every.frame_count == len(every.frame_times)
+    assert [(f.time, f.index, len(f.faces)) for f in on_some.analysed] == [(f.time, f.index, len(f.faces)) for f in on_every.analysed]

@@ -1,21 +1,31 @@
-"""The live job's Ray Data flow: the endless media source through the perception stage, rows to the driver."""
+"""The live job's Ray Data flow: the endless media source through the perception stage, rows to the driver.
+
+Perception runs in an autoscaling actor pool (`live.perception_actors` to `live.perception_max_actors`):
+Ray Data adds actors while segments wait and the cluster has CPUs, and removes them when idle. The rows
+in flight are bounded by the read window (`window`): the job reports the rows it takes, and a read
+task that is `live.read_window` rows ahead stops reading until the job catches up.
+"""
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterator
 
 import ray
 from ray.data import DataContext, Dataset
 from ray.data._internal.execution import streaming_executor_state
 
-from emostream.live.source import KafkaMediaSource
+from emostream.live.source import TICK, KafkaMediaSource
 from emostream.live.stages import SegmentStage, StageRow
+from emostream.live.window import TakenReporter, TakenRowsActor
 from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
 
-EXECUTOR_WAIT_SECONDS = 0.02  # Ray Data's executor step (see _shorten_executor_wait)
+EXECUTOR_WAIT_SECONDS = 0.02  # Ray Data's executor step while media arrives (see _set_executor_wait)
+IDLE_EXECUTOR_WAIT_SECONDS = 0.1  # ... and Ray's default, once nothing but ticks came for IDLE_AFTER_SECONDS
+IDLE_AFTER_SECONDS = 2.0
 
 
 def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
@@ -26,33 +36,50 @@ def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
     context = DataContext.get_current()
     context.target_max_block_size = live.block_bytes
     context.enable_progress_bars = False
-    _shorten_executor_wait()
-    source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds)
+    # Ray Data measures each task's memory by reading /proc/self/smaps in a thread it starts per task: for a
+    # perception actor with its models loaded that was a large part of a segment's cost, and of every tick's.
+    context.memory_usage_poll_interval_s = None
+    _set_executor_wait(EXECUTOR_WAIT_SECONDS)
+    taken = TakenRowsActor.remote()  # type: ignore[attr-defined]
+    source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window)
     dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
+    pool = ray.data.ActorPoolStrategy(min_size=live.perception_actors, max_size=live.perception_max_actors)
     dataset = dataset.map_batches(SegmentStage, fn_constructor_args=(settings.model_dump_json(),), batch_size=1,
-                                  batch_format="pyarrow", compute=ray.data.ActorPoolStrategy(size=live.perception_actors),
-                                  num_cpus=live.perception_cpus)
-    return _rows(dataset)
+                                  batch_format="pyarrow", compute=pool, num_cpus=live.perception_cpus)
+    return _rows(dataset, TakenReporter(lambda task, count: taken.take.remote(task, count), live.read_window), taken)
 
 
-def _rows(dataset: Dataset) -> Iterator[StageRow]:
-    """The dataset's rows, each as soon as its block is out. `Dataset.iter_rows` prefetches one batch: it
-    hands a block over only once the next one exists, so a lone stream's segments reached the driver ~0.35 s
-    late (bench/live.py, 1 stream: read task → driver 0.37 s with iter_rows, 0.09 s with prefetch_batches=0)."""
+def _rows(dataset: Dataset, reporter: TakenReporter, taken: ray.actor.ActorHandle) -> Iterator[StageRow]:
+    """The dataset's rows, each as soon as its block is out; each reported taken once the caller asks for the next.
+    `Dataset.iter_rows` prefetches one batch: it hands a block over only once the next one exists, so a lone
+    stream's segments reached the driver ~0.35 s late (bench/live.py, 1 stream: read task → driver 0.37 s with
+    iter_rows, 0.09 s with prefetch_batches=0)."""
     batches = iter(dataset.iter_batches(batch_size=None, batch_format="pyarrow", prefetch_batches=0))
+    last_media, waiting = time.monotonic(), EXECUTOR_WAIT_SECONDS
     try:
         for block in batches:
-            yield from map(StageRow.from_arrow, block.to_pylist())
+            for row in map(StageRow.from_arrow, block.to_pylist()):
+                now = time.monotonic()
+                if row.kind != TICK:
+                    last_media = now
+                # The executor's short step costs the driver CPU 50 times a second: only while media arrives.
+                wanted = EXECUTOR_WAIT_SECONDS if now - last_media < IDLE_AFTER_SECONDS else IDLE_EXECUTOR_WAIT_SECONDS
+                if wanted != waiting:
+                    _set_executor_wait(waiting := wanted)
+                yield row
+                reporter.took(row.task)
     finally:
         batches.close()  # type: ignore[attr-defined]  # stops the dataset's executor and its read tasks
+        ray.kill(taken)
 
 
-def _shorten_executor_wait() -> None:
+def _set_executor_wait(seconds: float) -> None:
     """Ray Data's executor loop waits up to 0.1 s per step for *all* its running tasks (`ray.wait`
     with num_returns=len(tasks)); an endless read task never finishes, so every step took 0.1 s and
     a segment crossed several. bench/live.py, 4 streams: read task → driver 0.80 s at 0.1, 0.17 s at
-    0.02. The constant is private (Ray 2.60); without it the job still works, only slower."""
+    0.02. Each step costs the driver CPU, so the job shortens it only while media arrives. The constant
+    is private (Ray 2.60) and read at each step; without it the job still works, only slower."""
     if hasattr(streaming_executor_state, "WAIT_FOR_TASK_COMPLETION_TIMEOUT_S"):
-        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = EXECUTOR_WAIT_SECONDS
+        streaming_executor_state.WAIT_FOR_TASK_COMPLETION_TIMEOUT_S = seconds
     else:
         log.warning("this Ray has no WAIT_FOR_TASK_COMPLETION_TIMEOUT_S: Ray Data adds up to 0.1 s per step")

@@ -7,7 +7,12 @@ committed here: the job commits an offset once the utterances that need it are o
 
 When a poll brings nothing, a task yields a "tick" row per partition carrying the
 partition's high watermark, so the job sees time pass (idle flushing, commits, lag)
-even when no media arrives.
+even when no media arrives; once a second, as the job looks at time once a second
+(each row costs a perception call and the driver's attention: ticks every 0.5 s were
+a fifth of the idle job's CPU).
+
+A task is at most `live.read_window` rows ahead of the job (`window`): beyond that it
+stops polling, and Kafka holds what the job has no room for.
 """
 
 from __future__ import annotations
@@ -16,13 +21,18 @@ import time
 from collections.abc import Iterator
 
 import pyarrow as pa
+import ray
 from kafka import TopicPartition
+from ray.actor import ActorHandle
 from ray.data.block import BlockMetadata
 from ray.data.datasource import Datasource, ReadTask
 
 from emostream.kafka.clients import consumer as make_consumer
 from emostream.kafka.header_names import wire_name
+from emostream.live.window import Window
 from emostream.settings import KafkaSettings
+
+TICK_SECONDS = 1.0  # a task with nothing to read sends ticks this often
 
 RECORD, TICK = "record", "tick"
 SCHEMA = pa.schema([
@@ -66,8 +76,9 @@ def media_partitions(kafka: KafkaSettings) -> list[int]:
 
 
 def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], poll_seconds: float, task: int = 0,
-                    tick_seconds: float = 0.5) -> Iterator[pa.Table]:
-    """Blocks of media records of `partitions`, from the group's committed offsets, forever."""
+                    tick_seconds: float = TICK_SECONDS, window: Window | None = None) -> Iterator[pa.Table]:
+    """Blocks of media records of `partitions`, from the group's committed offsets, forever; with a `window`, never
+    more rows ahead of the job than it allows."""
     consumer = make_consumer(kafka, group_id=group_id)
     assigned = [TopicPartition(kafka.media_topic, p) for p in partitions]
     consumer.assign(assigned)
@@ -81,6 +92,8 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
     index = 0
     try:
         while True:
+            if window is not None:
+                window.wait_for_room(index)
             rows: list[dict[str, object]] = []
             polled = consumer.poll(timeout_ms=int(poll_seconds * 1000))
             read_ms = int(time.time() * 1000)
@@ -94,6 +107,8 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
                 rows = [record_row(TICK, tp.topic, tp.partition, -1, None, b"", [], read_ms, read_ms,
                                    -1 if (high := consumer.highwater(tp)) is None else high) for tp in assigned]
             for row in rows:
+                if window is not None:
+                    window.wait_for_room(index)
                 row["task"], row["index"] = task, index
                 index += 1
                 yield pa.Table.from_pylist([row], schema=SCHEMA)  # one row per block: a segment never waits for another
@@ -102,11 +117,14 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
 
 
 class KafkaMediaSource(Datasource):
-    """The media topic as an unbounded dataset; `tasks` read tasks share its partitions."""
+    """The media topic as an unbounded dataset; `tasks` read tasks share its partitions. With `taken` (a
+    `TakenRowsActor` the job reports to), each task stays within `window_rows` rows of the job."""
 
-    def __init__(self, kafka: KafkaSettings, group_id: str, tasks: int, poll_seconds: float) -> None:
+    def __init__(self, kafka: KafkaSettings, group_id: str, tasks: int, poll_seconds: float,
+                 taken: ActorHandle | None = None, window_rows: int = 0) -> None:
         super().__init__()
         self.kafka, self.group_id, self.tasks, self.poll_seconds = kafka, group_id, tasks, poll_seconds
+        self.taken, self.window_rows = taken, window_rows
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -116,9 +134,15 @@ class KafkaMediaSource(Datasource):
         partitions = media_partitions(self.kafka)
         count = max(1, min(self.tasks, len(partitions)))
         shares = [partitions[i::count] for i in range(count)]
-        kafka, group, poll = self.kafka, self.group_id, self.poll_seconds
+        kafka, group, poll, taken, limit = self.kafka, self.group_id, self.poll_seconds, self.taken, self.window_rows
+
+        def window(task: int) -> Window | None:
+            if taken is None:
+                return None
+            return Window(limit, lambda: ray.get(taken.count.remote(task)), poll)
+
         return [
-            ReadTask(lambda share=share, task=task: read_partitions(kafka, group, share, poll, task),
+            ReadTask(lambda share=share, task=task: read_partitions(kafka, group, share, poll, task, window=window(task)),
                      BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None), schema=SCHEMA)
             for task, share in enumerate(shares)
         ]

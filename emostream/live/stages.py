@@ -12,8 +12,11 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
+import cv2
 import pyarrow as pa
+import torch
 from kafka import TopicPartition
+from threadpoolctl import threadpool_limits
 
 from emostream.contracts import DeadLetterEvent, DeadLetterReason, SourceCoordinates
 from emostream.ingest.ordering import Rejection
@@ -100,6 +103,11 @@ class SegmentStage:
     """Ray Data `map_batches` callable (one per actor: the face models load once)."""
 
     def __init__(self, settings_json: str) -> None:
+        # One thread per library: the actor holds a fraction of a CPU, and idle pool threads that spin after
+        # each call (OpenCV's, OpenMP's) burn a second core for nothing.
+        cv2.setNumThreads(1)
+        threadpool_limits(1)
+        torch.set_num_threads(1)
         self.settings = Settings.model_validate_json(settings_json)
         self.perceiver = SegmentPerceiver(self.settings)
 
@@ -123,7 +131,7 @@ class SegmentStage:
                    start=headers.start, end=headers.start + (headers.duration or 0.0))
         started = time.perf_counter()
         try:
-            segment = decode_record(checked.headers, checked.payload, self.settings.ingest)
+            segment = decode_record(checked.headers, checked.payload, self.settings.ingest, self.perceiver.frame_rates)
         except DecodeError as error:
             event = self._dead_letter(decode_rejection(error), row, headers.stream_id, headers.seq)
             return {**out, "kind": REJECTED, "payload": event.model_dump_json().encode()}

@@ -6,11 +6,19 @@ a segment that would decode to more than `max_decoded_megabytes` is refused,
 counted before anything is allocated (the stream's rate, channels and frame
 size are checked first, from the container's metadata). Bad input raises
 DecodeError and nothing else.
+
+Video frames are decoded one by one (a P- or B-frame needs the frames before it), but
+only the frames perception will look at need converting to RGB arrays: `frame_rates`
+keeps the first frame of each 1/rate-second slot on the stream clock as the decoder
+emits them (in presentation order), the frames `analysed_frame_indices` picks from the
+whole segment.
 """
 
 from __future__ import annotations
 
 import io
+import math
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import av
@@ -57,6 +65,19 @@ class DecodedSegment:
     audio_start: float  # stream seconds of audio[:, 0]
     channels: tuple[str, ...] = field(default=())  # role of each audio channel (from the header)
     end_of_stream: bool = False
+    # When only some frames were converted (`frame_rates`): shape = (n_decoded,), float64 stream seconds of every
+    # decoded frame, of which `frame_times` is a subset. None: `frames` holds every frame.
+    decoded_frame_times: np.ndarray | None = None
+
+    @property
+    def all_frame_times(self) -> np.ndarray:
+        """Stream seconds of every frame the segment holds, converted or not."""
+        return self.frame_times if self.decoded_frame_times is None else self.decoded_frame_times
+
+    @property
+    def frame_indices(self) -> np.ndarray:
+        """shape = (n_frames,): each converted frame's position among all of the segment's frames."""
+        return np.searchsorted(self.all_frame_times, self.frame_times)
 
     @property
     def is_end_marker(self) -> bool:
@@ -71,12 +92,29 @@ class DecodedSegment:
     def end(self) -> float:
         """Stream seconds just after the last frame or sample."""
         ends = [self.start]
-        if len(self.frame_times):
-            step = float(np.median(np.diff(self.frame_times))) if len(self.frame_times) > 1 else 0.0
-            ends.append(float(self.frame_times[-1]) + step)
+        times = self.all_frame_times
+        if len(times):
+            step = float(np.median(np.diff(times))) if len(times) > 1 else 0.0
+            ends.append(float(times[-1]) + step)
         if self.audio.shape[1]:
             ends.append(self.audio_start + self.audio_seconds)
         return max(ends)
+
+
+def analysed_frame_indices(frame_times: np.ndarray, fps: float) -> list[int]:
+    """The frames to analyse: the first frame in each 1/fps slot of the stream clock (all frames when fps is 0).
+
+    Slots are on the stream clock, not the segment's, so the choice does not depend on how the stream was cut.
+    """
+    if fps <= 0:
+        return list(range(len(frame_times)))
+    chosen, last_slot = [], None
+    for index, t in enumerate(frame_times):
+        slot = math.floor(t * fps + 1e-6)
+        if slot != last_slot:
+            chosen.append(index)
+            last_slot = slot
+    return chosen
 
 
 def decode_segment(
@@ -85,8 +123,12 @@ def decode_segment(
     threads: int = 1,
     max_decoded_megabytes: int = 512,
     max_frame_side: int = 0,
+    frame_rates: Sequence[float] | None = None,
 ) -> DecodedSegment:
-    """Decode `payload` as described by `headers`; raise DecodeError (and nothing else) when it cannot be."""
+    """Decode `payload` as described by `headers`; raise DecodeError (and nothing else) when it cannot be.
+
+    frame_rates : convert only the frames `analysed_frame_indices` picks at any of these rates (a rate of 0 picks
+    every frame); None converts every frame."""
     if not payload:
         raise DecodeError("empty segment")
     base = headers.content_type.split(";")[0].strip().lower()
@@ -96,10 +138,10 @@ def decode_segment(
         if base == RAW_PCM_CONTENT_TYPE:
             rate, n_channels = raw_pcm_format(headers.content_type)
             audio = _raw_pcm(payload, rate, n_channels, budget)
-            frames, frame_times, audio_start = _no_frames(), np.zeros(0), headers.start
+            frames, frame_times, decoded_times, audio_start = _no_frames(), np.zeros(0), None, headers.start
         else:
-            frames, frame_times, audio, audio_start = _decode_container(
-                payload, CONTAINER_CONTENT_TYPES[base], headers, threads, budget, max_frame_side
+            frames, frame_times, decoded_times, audio, audio_start = _decode_container(
+                payload, CONTAINER_CONTENT_TYPES[base], headers, threads, budget, max_frame_side, frame_rates
             )
     except DecodeError:
         raise
@@ -111,7 +153,7 @@ def decode_segment(
     segment = DecodedSegment(
         stream_id=headers.stream_id, seq=headers.seq, start=headers.start, frames=frames,
         frame_times=frame_times, audio=audio, audio_start=audio_start, channels=roles,
-        end_of_stream=headers.end_of_stream,
+        end_of_stream=headers.end_of_stream, decoded_frame_times=decoded_times,
     )
     if headers.duration is not None:
         decoded = segment.end - segment.start
@@ -217,8 +259,11 @@ def _resample_channel(channel: np.ndarray, rate: int) -> list[np.ndarray]:
 
 
 def _decode_container(
-    payload: bytes, format_name: str, headers: SegmentHeaders, threads: int, budget: int, max_frame_side: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray, float]:
+    payload: bytes, format_name: str, headers: SegmentHeaders, threads: int, budget: int, max_frame_side: int,
+    frame_rates: Sequence[float] | None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray | None, np.ndarray, float]:
+    """frames, their times, the times of every decoded frame when only some were converted (else None), audio and
+    its start."""
     try:
         container = av.open(io.BytesIO(payload), format=format_name)
     except av.error.FFmpegError as error:
@@ -244,7 +289,9 @@ def _decode_container(
         else:  # the segment's earliest timestamp stands for the header's `start`
             offset = headers.start - (container.start_time or 0) / 1e6
         frames: list[np.ndarray] = []
-        frame_times: list[float] = []
+        frame_times: list[float] = []  # of the converted frames
+        decoded_times: list[float] = []  # of every decoded frame
+        picker = _FramePicker(frame_rates)
         audio_chunks: list[np.ndarray] = []
         audio_start: float | None = None
         audio_samples = used_by_frames = 0
@@ -263,7 +310,7 @@ def _decode_container(
                             continue  # no timing, or pre-roll before stream time 0
                         if frame_times:
                             _check_length(frame.time + offset - min(frame_times))
-                        used_by_frames += _rgb_bytes(frame.width, frame.height, max_frame_side)
+                        used_by_frames += _rgb_bytes(frame.width, frame.height, max_frame_side)  # kept or not: a bound
                     else:
                         if not audio_samples and not audio_chunks:  # the first frame: the stream may not have said
                             rate, n_channels = frame.sample_rate, frame.layout.nb_channels
@@ -276,8 +323,10 @@ def _decode_container(
                     # counted before the frame is converted: the budget holds for what is about to be allocated
                     _check_budget(used_by_frames + _audio_bytes(audio_samples, rate or SAMPLE_RATE, n_channels), budget)
                     if isinstance(frame, av.VideoFrame):
-                        frames.append(_rgb(frame, max_frame_side))
-                        frame_times.append(frame.time + offset)
+                        decoded_times.append(frame.time + offset)
+                        if picker.keep(frame.time + offset):
+                            frames.append(_rgb(frame, max_frame_side))
+                            frame_times.append(frame.time + offset)
                     else:
                         if audio_start is None:
                             audio_start = (frame.time or 0.0) + offset
@@ -295,7 +344,24 @@ def _decode_container(
     if audio_start < 0:  # pre-roll (encoder priming) before stream time 0
         samples, audio_start = samples[:, round(-audio_start * SAMPLE_RATE):], 0.0
     order = np.argsort(frame_times, kind="stable")  # decoders emit in presentation order; be sure
-    return _stack(frames, order), np.asarray(frame_times, dtype=np.float64)[order], samples, audio_start
+    every = None if len(decoded_times) == len(frame_times) else np.sort(np.asarray(decoded_times, dtype=np.float64))
+    return _stack(frames, order), np.asarray(frame_times, dtype=np.float64)[order], every, samples, audio_start
+
+
+class _FramePicker:
+    """Whether a decoded frame is converted: it is the first of its 1/rate-second slot at one of the rates (frames
+    come in presentation order, so this picks what `analysed_frame_indices` picks from the whole segment)."""
+
+    def __init__(self, rates: Sequence[float] | None) -> None:
+        self.every = rates is None or any(rate <= 0 for rate in rates)
+        self.rates = [] if self.every or rates is None else list(rates)
+        self.last: list[int | None] = [None] * len(self.rates)
+
+    def keep(self, time: float) -> bool:
+        slots = [math.floor(time * rate + 1e-6) for rate in self.rates]
+        first = any(slot != last for slot, last in zip(slots, self.last, strict=True))
+        self.last = list(slots)
+        return self.every or first
 
 
 def _rgb_bytes(width: int, height: int, max_side: int) -> int:
@@ -339,8 +405,11 @@ def end_marker(headers: SegmentHeaders) -> DecodedSegment:
     )
 
 
-def decode_record(headers: SegmentHeaders, payload: bytes, ingest: IngestSettings) -> DecodedSegment:
-    """A media record decoded under the ingest limits (the end marker for an empty end-of-stream); DecodeError if not."""
+def decode_record(headers: SegmentHeaders, payload: bytes, ingest: IngestSettings,
+                  frame_rates: Sequence[float] | None = None) -> DecodedSegment:
+    """A media record decoded under the ingest limits (the end marker for an empty end-of-stream); DecodeError if not.
+    `frame_rates`: as in `decode_segment`."""
     if not payload and headers.end_of_stream:
         return end_marker(headers)
-    return decode_segment(headers, payload, ingest.decode_threads, ingest.max_decoded_megabytes, ingest.max_frame_side)
+    return decode_segment(headers, payload, ingest.decode_threads, ingest.max_decoded_megabytes, ingest.max_frame_side,
+                          frame_rates)

@@ -15,8 +15,8 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from emostream.media.decode import DecodedSegment
-from emostream.perception.faces.analyze import FaceAnalyzer, analysed_frame_indices
+from emostream.media.decode import DecodedSegment, analysed_frame_indices
+from emostream.perception.faces.analyze import FaceAnalyzer
 from emostream.perception.faces.types import SegmentFaces
 from emostream.perception.utterance import Thumbnail
 from emostream.perception.voice.prosody import ProsodyFrames, prosody_frames
@@ -67,6 +67,13 @@ class SegmentPerceiver:
         self._faces = faces
         self._faces_ready = faces is not None
         self._faces_lock = threading.Lock()  # one segment in the face models at a time, and one loading them
+
+    @property
+    def frame_rates(self) -> tuple[float, ...]:
+        """The frame rates it looks at (faces, thumbnails): a decoder needs to convert only those frames
+        (`decode_segment`'s frame_rates; 0 is every frame)."""
+        thumbnails = self.settings.voice.global_frames_per_second
+        return (self.settings.faces.analysis_fps, *((thumbnails,) if thumbnails > 0 else ()))
 
     @property
     def faces(self) -> FaceAnalyzer:

@@ -11,15 +11,14 @@ area where its landmarks were on the previous analysed frame.
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections import defaultdict
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import cv2
 import numpy as np
 
-from emostream.media.decode import DecodedSegment
+from emostream.media.decode import DecodedSegment, analysed_frame_indices
 from emostream.perception.faces.align import align_faces, to_grey
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
 from emostream.perception.faces.geometry import face_geometry
@@ -43,22 +42,6 @@ def make_backend(settings: FaceSettings) -> FaceBackend:
     from emostream.perception.faces.mediapipe_backend import MediaPipeBackend  # noqa: PLC0415 (heavy; loaded on use)
 
     return MediaPipeBackend(settings.detector_range, settings.min_confidence)
-
-
-def analysed_frame_indices(frame_times: np.ndarray, fps: float) -> list[int]:
-    """The frames to analyse: the first frame in each 1/fps slot of the stream clock (all frames when fps is 0).
-
-    Slots are on the stream clock, not the segment's, so the choice does not depend on how the stream was cut.
-    """
-    if fps <= 0:
-        return list(range(len(frame_times)))
-    chosen, last_slot = [], None
-    for index, t in enumerate(frame_times):
-        slot = math.floor(t * fps + 1e-6)
-        if slot != last_slot:
-            chosen.append(index)
-            last_slot = slot
-    return chosen
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -106,7 +89,13 @@ class FaceAnalyzer:
         self.times = StageTimes()
 
     def analyze(self, segment: DecodedSegment) -> SegmentFaces:
-        return self.analyze_frames(segment.stream_id, segment.seq, segment.frames, segment.frame_times)
+        faces = self.analyze_frames(segment.stream_id, segment.seq, segment.frames, segment.frame_times)
+        if segment.decoded_frame_times is None:
+            return faces
+        # only some frames were converted: frame indices and the count are the segment's, not the converted ones'
+        positions = segment.frame_indices
+        analysed = tuple(replace(frame, index=int(positions[frame.index])) for frame in faces.analysed)
+        return replace(faces, frame_count=len(segment.decoded_frame_times), analysed=analysed)
 
     def analyze_frames(self, stream_id: str, seq: int, frames: np.ndarray, frame_times: np.ndarray) -> SegmentFaces:
         """frames : shape = (n, height, width, 3) uint8 RGB; frame_times : shape = (n,) stream seconds."""
