@@ -2,7 +2,8 @@
 
 `tests/data/spine_events.json` was written by the in-process chain as it stood before the spine existed
 (commit 7d9a14b: perception.pipeline.Perception, then EmotionScorer.score): the same media, the same default
-model, the same ids, labels and probabilities must come out.
+model, the same ids, labels and probabilities must come out. When the default model or scoring changes on
+purpose, rescore it (`python -m tests.test_spine "why"`) and say why in the commit: ids and edges must not move.
 """
 
 from __future__ import annotations
@@ -15,7 +16,8 @@ import pytest
 from emostream.settings import load_settings
 from tests.speech_helpers import meeting_and_call
 
-BEFORE = json.loads((Path(__file__).parent / "data" / "spine_events.json").read_text())
+REFERENCE = Path(__file__).parent / "data" / "spine_events.json"
+BEFORE = json.loads(REFERENCE.read_text())
 
 
 @pytest.fixture(scope="module")
@@ -33,3 +35,34 @@ def test_the_spine_gives_the_events_of_the_chain_it_replaced(name: str, channels
     for event, old in zip(events, before, strict=True):
         assert (event.start, event.end) == pytest.approx((old["start"], old["end"]), abs=1e-3)
         assert event.probabilities == pytest.approx(old["probabilities"], abs=2e-3)
+
+
+def rescore(why: str) -> None:
+    """Write the reference events anew with today's default model and scoring."""
+    import sys  # noqa: PLC0415
+    import tempfile  # noqa: PLC0415
+
+    from emostream.spine import Spine  # noqa: PLC0415
+    from tests.conftest import SHARED_DATA  # noqa: PLC0415
+
+    with tempfile.TemporaryDirectory() as folder:
+        media = meeting_and_call(Path(folder), SHARED_DATA / "faces-pyfeat" / "WolfgangLanger_Pexels.mp4",
+                                 sorted((SHARED_DATA / "speech-librivox").glob("*.wav")), SHARED_DATA)
+        spine = Spine(load_settings())
+        reference: dict[str, object] = {"generated_by": f"the spine (emostream.spine.Spine.file_events): {why}"}
+        for name, channels in (("meeting", None), ("call", ("customer", "agent"))):
+            events = list(spine.file_events(media[name], name, channels))
+            same_ids = [e.utterance_id for e in events] == [b["utterance_id"] for b in BEFORE[name]]
+            if not same_ids or any(abs(e.start - b["start"]) > 1e-3 or abs(e.end - b["end"]) > 1e-3
+                                   for e, b in zip(events, BEFORE[name], strict=True)):
+                sys.exit(f"{name}: utterance ids or edges moved: that is not a rescoring")
+            reference[name] = [{"utterance_id": e.utterance_id, "speaker": e.speaker.id, "start": e.start, "end": e.end,
+                                "label": e.label, "probabilities": e.probabilities} for e in events]
+            print(name, [b["label"] for b in BEFORE[name]], "->", [e.label for e in events])
+    REFERENCE.write_text(json.dumps(reference, indent=1) + "\n")
+
+
+if __name__ == "__main__":
+    import sys
+
+    rescore(" ".join(sys.argv[1:]) or "rescored")
