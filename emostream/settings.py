@@ -201,6 +201,9 @@ class LiveSettings(_Section):
     sink_path: str | None = None  # the output file of a file sink (jsonl, parquet)
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint
+    # Ray's object spilling, in the Ray that `emostream run`/`backfill`/`demo` start: None (default) keeps it off, so
+    # decoded frames and audio never reach disk; a directory (an encrypted volume) lets a full object store spill there
+    spill_directory: Path | None = None
 
     @field_validator("score_roles", mode="before")
     @classmethod
