@@ -19,6 +19,7 @@ import argparse
 import itertools
 import json
 import os
+import signal
 import statistics
 import tempfile
 import threading
@@ -148,11 +149,14 @@ def main() -> None:
         threads = [*lanes(settings, media, args.streams, stop), bad_sender(settings, bad_every, stop, sent)]
         for thread in threads:
             thread.start()
+        finish = threading.Event()  # SIGINT/SIGTERM end the run early, with the figures so far
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(sig, lambda *_: finish.set())
         started = time.monotonic()
         memory: list[dict[int, float]] = []
         names: dict[int, str] = {}
         lags: list[tuple[float, float]] = []  # (minutes since the start, lag)
-        while (minutes := (time.monotonic() - started) / 60) < args.minutes and runner.is_alive():
+        while (minutes := (time.monotonic() - started) / 60) < args.minutes and runner.is_alive() and not finish.is_set():
             lag = lag_of(job.metrics)
             lags.append((minutes, lag))
             if minutes >= warmup:
@@ -160,7 +164,7 @@ def main() -> None:
             total = sum(memory[-1].values()) if memory else float("nan")
             print(f"{minutes:6.1f} min  events {job.stats.events:6d}  dead letters {job.stats.dead_letters:4d}  "
                   f"lag {lag:5.0f}  RSS total {total:8.0f} MB", flush=True)
-            time.sleep(args.every)
+            finish.wait(args.every)
         alive = runner.is_alive()
         stop.set()
         for thread in threads:
@@ -189,9 +193,10 @@ def main() -> None:
     print(f"consumer lag: max {lag['max']:.0f}, first quarter max {lag['first_quarter_max']:.0f}, last quarter max "
           f"{lag['last_quarter_max']:.0f} (median {lag['last_quarter_median']:.0f}); bounded: {'yes' if bounded else 'NO'}")
     print(f"job alive at the end: {'yes' if alive else 'NO'}; events {job.stats.events}, dead letters "
-          f"{job.stats.dead_letters}, bad records sent {len(sent)}")
+          f"{job.stats.dead_letters}, bad records sent {len(sent)}, replays after a lost session {job.stats.restarts}")
     summary = {"minutes": args.minutes, "streams": args.streams, "samples": len(memory), "processes": rows,
-               "memory_flat": flat, "lag": lag, "lag_bounded": bounded, "job_alive": alive, "events": job.stats.events,
+               "memory_flat": flat, "lag": lag, "lag_bounded": bounded, "job_alive": alive, "restarts": job.stats.restarts,
+               "minutes_run": round(minutes, 1), "events": job.stats.events,
                "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_kinds": sorted(set(sent))}
     print("summary " + json.dumps(summary), flush=True)
 
