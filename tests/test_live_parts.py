@@ -3,8 +3,12 @@ the HTML report and the consumer helper's de-duplication."""
 
 from __future__ import annotations
 
-import numpy as np
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
+from emostream.live.serve_client import ServeClient
 from emostream.live.sessions import owner
 from emostream.models.score import StreamContexts
 from emostream.perception.running_stats import RunningStats
@@ -96,3 +100,24 @@ def test_prepared_results_are_kept_per_stream_and_audio_used_once_and_bounded() 
         prepared.put("s1", audio, name)
     assert len(prepared) == 2 and prepared.take("s1", a) is None and prepared.take("s1", c) == "c"  # the oldest made room
     assert prepared.counts == {"prepared": 4, "used": 2, "missed": 4}
+
+
+def test_a_scoring_call_that_times_out_is_cancelled() -> None:
+    """An abandoned call would keep its place in the bounded Ingress queue (22.15): each retry under overload
+    would add one, until the queue refuses every call."""
+    class Response:
+        cancelled = False
+
+        def result(self, timeout_s: float) -> None:
+            raise TimeoutError(f"no answer within {timeout_s} s")
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    response = Response()
+    client = object.__new__(ServeClient)  # its handles, without a Serve application
+    client.timeout_seconds = 0.1
+    client.ingress = SimpleNamespace(score_bundles=SimpleNamespace(remote=lambda *_: response))
+    with pytest.raises(TimeoutError):
+        client.score([], StreamContexts())
+    assert response.cancelled
