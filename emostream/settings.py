@@ -166,6 +166,10 @@ class ServeSettings(_Section):
     port: int = Field(8000, ge=1, le=65535)
     max_upload_megabytes: float = Field(200.0, gt=0)  # larger POST /v1/analyze bodies are refused (413)
     max_score_megabytes: float = Field(4.0, gt=0)  # larger POST /v1/score bodies (JSON features) are refused (413)
+    max_media_seconds: float = Field(3600.0, gt=0)  # POST /v1/analyze media running longer is refused (413)
+    # a call to another deployment (perception, encoders, model, describer) from an HTTP request; past it the
+    # request ends with 504 instead of waiting on a hung or overloaded deployment
+    request_timeout_seconds: float = Field(300.0, gt=0)
     bearer_token: str | None = None  # when set, every /v1 call but healthz needs "Authorization: Bearer <token>"
     model: Path | None = None  # emotion model folder or preset name; default: the embedded lite-ravdess checkpoint
     model_name: str | None = None  # reported in events and /v1/model (default: from the checkpoint)
@@ -211,6 +215,9 @@ class LiveSettings(_Section):
     sink_path: str | None = None  # the output file of a file sink (jsonl, parquet)
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)
     metrics_port: int = Field(9464, ge=0, le=65535)  # 0: no endpoint
+    # Ray's object spilling, in the Ray that `emostream run`/`backfill`/`demo` start: None (default) keeps it off, so
+    # decoded frames and audio never reach disk; a directory (an encrypted volume) lets a full object store spill there
+    spill_directory: Path | None = None
 
     @field_validator("score_roles", "describe_roles", mode="before")
     @classmethod

@@ -10,10 +10,15 @@ show the run.
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -269,3 +274,50 @@ def test_backfill_of_files_and_of_a_kafka_range_gives_the_same_utterances(cluste
     assert counts["event"] == len(events) == 2
     assert [e["speaker"]["role"] for e in events] == ["customer", "agent"]
     assert {e["utterance_id"] for e in events} == {e["utterance_id"] for e in analyze(cluster, media["call"], "call", CHANNELS["call"])}
+
+
+@contextmanager
+def cpu_load(processes: int) -> Iterator[None]:
+    """`processes` busy loops beside the test, started and stopped by pid: Ray's tasks and actors then run late
+    and out of step, as on a loaded machine (where the backfill's order and wall-clock decisions used to slip)."""
+    burners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    try:
+        yield
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+
+
+def utterance_ids(outputs: Iterable[Any]) -> list[str]:
+    events = [o for o in outputs if isinstance(o, UtteranceEmotionEvent)]
+    return [e.utterance_id for e in sorted(events, key=lambda e: (e.start, e.utterance_id))]
+
+
+def same_ids_each_time(server: str, settings: Settings, meeting: Path, repetitions: int) -> None:
+    """Backfill from the file, backfill from its Kafka range, and /v1/analyze: the same ids, every repetition."""
+    from emostream.live.backfill import backfill, records_from_files, records_from_kafka
+
+    publish(meeting, "meeting", settings)
+    reference = [e["utterance_id"] for e in analyze(server, meeting, "meeting", None)]
+    assert reference
+    with cpu_load(os.cpu_count() or 2):
+        for repetition in range(repetitions):
+            from_files = utterance_ids(backfill(records_from_files([meeting], settings, None), settings))
+            from_kafka = utterance_ids(backfill(records_from_kafka(settings, "earliest", "latest"), settings))
+            analyzed = [e["utterance_id"] for e in analyze(server, meeting, "meeting", None)]
+            assert from_files == from_kafka == analyzed == reference, (
+                f"repetition {repetition}: files {from_files}, kafka {from_kafka}, analyze {analyzed}, first {reference}")
+
+
+@pytest.mark.timeout(1800)  # seven runs over the meeting clip with every core busy
+def test_backfill_from_files_and_from_kafka_and_analyze_give_the_same_ids_under_cpu_load(
+        cluster: str, settings: Settings, media: dict[str, Path]) -> None:
+    same_ids_each_time(cluster, settings, media["meeting"], repetitions=2)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(6 * 3600)
+def test_backfill_from_files_and_from_kafka_and_analyze_give_the_same_ids_20_times_under_cpu_load(
+        cluster: str, settings: Settings, media: dict[str, Path]) -> None:
+    same_ids_each_time(cluster, settings, media["meeting"], repetitions=20)

@@ -3,8 +3,13 @@ the HTML report and the consumer helper's de-duplication."""
 
 from __future__ import annotations
 
-import numpy as np
+from types import SimpleNamespace
 
+import numpy as np
+import pytest
+
+from emostream.live import job as live_job
+from emostream.live.serve_client import ServeClient
 from emostream.live.sessions import owner
 from emostream.models.score import StreamContexts
 from emostream.perception.running_stats import RunningStats
@@ -96,3 +101,47 @@ def test_prepared_results_are_kept_per_stream_and_audio_used_once_and_bounded() 
         prepared.put("s1", audio, name)
     assert len(prepared) == 2 and prepared.take("s1", a) is None and prepared.take("s1", c) == "c"  # the oldest made room
     assert prepared.counts == {"prepared": 4, "used": 2, "missed": 4}
+
+
+def test_a_scoring_call_that_times_out_is_cancelled() -> None:
+    """An abandoned call would keep its place in the bounded Ingress queue (22.15): each retry under overload
+    would add one, until the queue refuses every call."""
+    class Response:
+        cancelled = False
+
+        def result(self, timeout_s: float) -> None:
+            raise TimeoutError(f"no answer within {timeout_s} s")
+
+        def cancel(self) -> None:
+            self.cancelled = True
+
+    response = Response()
+    client = object.__new__(ServeClient)  # its handles, without a Serve application
+    client.timeout_seconds = 0.1
+    client.describe_roles = ()
+    client.ingress = SimpleNamespace(score_bundles=SimpleNamespace(remote=lambda *_: response))
+    with pytest.raises(TimeoutError):
+        client.score([], StreamContexts())
+    assert response.cancelled
+
+
+def test_a_session_actor_killed_for_memory_is_a_lost_session_not_a_bad_segment(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray's memory monitor kills a session actor's worker: each later call raises OutOfMemoryError, not
+    RayActorError. Taken for a bad segment, every segment of the actor's streams was dead-lettered for ever;
+    it is a lost session: the job rebuilds from the last commit (22, found by the soak)."""
+    from ray.exceptions import OutOfMemoryError  # noqa: PLC0415
+
+    def killed(*_: object) -> None:
+        raise OutOfMemoryError("Task was killed due to the node running low on memory.")
+
+    monkeypatch.setattr(live_job.ray, "get", killed)
+    job = object.__new__(live_job.LiveJob)  # the session thread's state, without Ray or Kafka
+    job._lost, job._last_pushed = None, {}
+    job._actors = [SimpleNamespace(push=SimpleNamespace(remote=lambda *_: None),
+                                   close=SimpleNamespace(remote=lambda *_: None))]
+    job.live = SimpleNamespace(prepare_drafts=False)
+    job._push(0, live_job.SessionPush("call-1", b"", False, 0, held=None))  # type: ignore[arg-type]
+    assert job._lost == "session actor 0 died"
+    job._lost = None
+    job._push(0, live_job.SessionClose("call-1"))
+    assert job._lost == "session actor 0 died"

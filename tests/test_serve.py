@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import asyncio
+import io
 import json
 import os
 import tempfile
@@ -9,10 +11,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
+from ray import serve
 
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.kafka.broker import free_port
@@ -37,7 +41,8 @@ def server():  # type: ignore[no-untyped-def]
     ray.init(address="local", num_cpus=3, include_dashboard=False)
     port = free_port()
     serve.start(http_options={"host": "127.0.0.1", "port": port})
-    serve.run(build_app({"serve": {"bearer_token": TOKEN, "max_upload_megabytes": 1.0}}), name="emostream", route_prefix="/")
+    serve.run(build_app({"serve": {"bearer_token": TOKEN, "max_upload_megabytes": 1.0, "max_media_seconds": 20.0}}),
+              name="emostream", route_prefix="/")
     yield f"http://127.0.0.1:{port}"
     serve.shutdown()
     ray.shutdown()
@@ -150,6 +155,75 @@ def test_bad_score_input_fails_alone(server: str, change: dict, message: str) ->
 def test_score_body_is_limited(server: str) -> None:
     huge = json.dumps({**SCORE_FEATURES, "transcript": "x" * 5_000_000}).encode()
     assert call(f"{server}/v1/score", huge, content_type="application/json")[0] == 413
+
+
+def silence_wav(seconds: float, rate: int = 8000) -> bytes:
+    out = io.BytesIO()
+    with wave.open(out, "wb") as wav:
+        wav.setnchannels(1)
+        wav.setsampwidth(2)
+        wav.setframerate(rate)
+        wav.writeframes(b"\0\0" * int(seconds * rate))
+    return out.getvalue()
+
+
+def test_media_longer_than_the_limit_is_refused(server: str) -> None:
+    """30 s of media (480 KB: under the size limit) against serve.max_media_seconds = 20."""
+    status, detail = call(f"{server}/v1/analyze", silence_wav(30.0))
+    assert status == 413 and "serve.max_media_seconds (20 s)" in detail["detail"], detail
+    assert call(f"{server}/v1/analyze", silence_wav(10.0))[0] == 200
+
+
+@serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+class Hung:
+    """Stands in for every deployment behind the ingress, and never answers."""
+
+    async def _forever(self, *args: object) -> None:
+        await asyncio.sleep(3600)
+
+    info = perceive = encode = embed = score = _forever
+
+
+@pytest.fixture(scope="module")
+def hung(server: str) -> str:
+    """A second app whose ingress calls deployments that never answer, with a 2 s request timeout."""
+    from emostream.serve.app import Ingress
+    from emostream.settings import load_settings
+
+    blob = load_settings(serve={"bearer_token": TOKEN, "request_timeout_seconds": 2.0}).model_dump_json()
+    downstream = Hung.bind()
+    serve.run(Ingress.options(max_queued_requests=8).bind(blob, downstream, downstream, downstream, downstream),
+              name="emostream-hung", route_prefix="/hung")
+    return f"{server}/hung"
+
+
+def test_a_hung_deployment_ends_the_request_with_504(hung: str, librivox: list[Path]) -> None:
+    started = time.monotonic()
+    status, detail = call(f"{hung}/v1/model")
+    assert status == 504 and "the Scorer did not answer within serve.request_timeout_seconds (2 s)" in detail["detail"]
+    status, detail = call(f"{hung}/v1/analyze", librivox[0].read_bytes())
+    assert status == 504 and "the Perceiver did not answer" in detail["detail"], detail
+    status, detail = call(f"{hung}/v1/score", json.dumps(SCORE_FEATURES).encode(), content_type="application/json")
+    assert status == 504 and "the Scorer" in detail["detail"], detail
+    assert time.monotonic() - started < 60  # each within its timeout, not the client's 120 s
+
+
+def test_a_full_queue_is_a_503_at_once(hung: str) -> None:
+    """The hung deployment takes one request and queues one: the others are refused, not queued."""
+    def send() -> tuple[int, dict]:
+        return call(f"{hung}/v1/score", json.dumps(SCORE_FEATURES).encode(), content_type="application/json")
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        statuses = sorted(status for status, _ in pool.map(lambda _: send(), range(4)))
+    assert 503 in statuses and set(statuses) <= {503, 504}, statuses
+
+
+def test_every_deployments_queue_is_bounded() -> None:
+    from emostream.serve.config import serve_config
+
+    for profile in ("local", "cluster"):
+        deployments = serve_config(profile)["applications"][0]["deployments"]
+        assert all(d.get("max_queued_requests", -1) > 0 for d in deployments), (profile, deployments)
 
 
 def test_serve_config_files_are_generated_from_the_app() -> None:

@@ -4,6 +4,7 @@ project's deployment files and the shared sample recordings are."""
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -24,6 +25,7 @@ DEPLOYMENTS_DIR = PROJECT / "deployments"
 SHARED_DATA = PROJECT.parent / "shared" / "data"
 SHARED_FACE_VIDEO = SHARED_DATA / "faces-pyfeat" / "WolfgangLanger_Pexels.mp4"
 SHARED_SPEECH = SHARED_DATA / "speech-librivox"
+SHARED_MEMORY = Path("/dev/shm")  # a RAM file system (Linux): where the object store overflows when spilling is off
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
@@ -34,21 +36,45 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return load_settings(args.config, **overrides)
 
 
-def ray_local(cpus: int | None) -> None:
+def spilling(directory: Path | None) -> dict[str, object]:
+    """Ray's `_system_config` for object spilling: off unless `directory` is given.
+
+    Ray spills objects to local disk when its object store is full, and the live job's objects are decoded frames
+    and audio: raw media would reach disk unasked. Off, a full store makes producers wait (Ray Data holds back).
+    Ray also has no switch for its "fallback allocation" (objects created past a full store go into files of
+    the spilling directory, by default Ray's temp dir on disk): with spilling off that directory is /dev/shm, so
+    they stay in memory. With `directory` (live.spill_directory, e.g. an encrypted volume) objects spill there only.
+    """
+    if directory is not None:
+        return {"automatic_object_spilling_enabled": True, "object_spilling_config": _filesystem(directory)}
+    off: dict[str, object] = {"automatic_object_spilling_enabled": False}
+    if SHARED_MEMORY.is_dir():
+        off["object_spilling_config"] = _filesystem(SHARED_MEMORY)
+    return off
+
+
+def _filesystem(directory: Path) -> str:
+    return json.dumps({"type": "filesystem", "params": {"directory_path": str(directory)}})
+
+
+def ray_local(cpus: int | None, spill_directory: Path | None = None) -> None:
+    """Start a local Ray (object spilling off, or to `spill_directory` only), unless one is running already."""
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True)
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True,
+                 _system_config=spilling(spill_directory))
 
 
-def ray_connect(address: str | None, cpus: int | None) -> None:
-    """Join the Ray cluster at `address` ("auto" inside a cluster pod), or start a local one."""
+def ray_connect(address: str | None, cpus: int | None, spill_directory: Path | None = None) -> None:
+    """Join the Ray cluster at `address` ("auto" inside a cluster pod; the cluster's own start decides spilling,
+    see k8s/README.md), or start a local one."""
     import ray
 
     if address:
         ray.init(address=address, log_to_driver=True)
     else:
-        ray_local(cpus)
+        ray_local(cpus, spill_directory)
 
 
 def live_job(settings: Settings, profile: str = "local") -> LiveJob:

@@ -61,7 +61,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
         with EmbeddedBroker(args.port, Path(tmp) / "broker", settings.kafka, settings.broker.start_timeout_seconds):
             print("2. starting Ray and the Serve app: perception, Whisper, sentence embeddings and the emotion model "
                   "(the embedded default, lite trained on RAVDESS speech)", flush=True)
-            ray_local(args.cpus)
+            ray_local(args.cpus, settings.live.spill_directory)
             try:
                 job = live_job(settings)
                 print(f"   HTTP API on http://127.0.0.1:{args.serve_port}/docs, metrics on "

@@ -37,7 +37,7 @@ def add_run(commands: Commands) -> None:
 
 def cmd_run(args: argparse.Namespace) -> int:
     settings = settings_from(args)
-    ray_connect(args.address, args.cpus)
+    ray_connect(args.address, args.cpus, settings.live.spill_directory)
     job = live_job(settings, args.profile)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -85,7 +85,7 @@ def cmd_backfill(args: argparse.Namespace) -> int:
         except ValueError as error:
             print(f"--{error}", file=sys.stderr)
             return 2
-    ray_connect(args.address, args.cpus)
+    ray_connect(args.address, args.cpus, settings.live.spill_directory)
     started = time.monotonic()
     if args.files:
         paths = [p for given in map(Path, args.files) for p in (sorted(x for x in given.iterdir() if x.is_file())

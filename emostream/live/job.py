@@ -45,7 +45,7 @@ from typing import Any
 
 import ray
 from kafka import TopicPartition
-from ray.exceptions import RayActorError
+from ray.exceptions import OutOfMemoryError, RayActorError
 
 from emostream.contracts import DeadLetterEvent, DeadLetterReason, UtteranceEmotionEvent
 from emostream.ingest.ordering import Outcome, Rejection, StreamOrderer
@@ -66,6 +66,10 @@ from emostream.settings import Settings
 from emostream.sinks import Sink, SinkError, open_sink
 
 log = logging.getLogger(__name__)
+
+# A session actor is gone: it died, or Ray's memory monitor killed its worker (an OutOfMemoryError on each call,
+# not a RayActorError). Either way the job rebuilds from the last commit; neither is a bad segment.
+SESSION_LOST = (RayActorError, OutOfMemoryError)
 
 
 class SessionLost(RuntimeError):
@@ -349,7 +353,7 @@ class LiveJob:
         if isinstance(item, SessionClose):
             try:
                 closing: list[UtteranceBundle] = ray.get(self._actors[index].close.remote(item.stream_id))
-            except RayActorError:
+            except SESSION_LOST:
                 self._lost = f"session actor {index} died"
                 return
             self._submit(item.stream_id, closing, True, self._last_pushed.get(item.stream_id))
@@ -362,7 +366,7 @@ class LiveJob:
                 flushed: dict[str, list[UtteranceBundle]] = ray.get(self._actors[index].flush_idle.remote())
             else:
                 bundles, drafts = ray.get(self._actors[index].push.remote(item.payload, self.live.prepare_drafts, item.close))
-        except RayActorError:
+        except SESSION_LOST:
             self._lost = f"session actor {index} died"
             return
         except Exception as error:  # noqa: BLE001 (a bug met by this segment: it is lost, not the stream or the job)

@@ -69,8 +69,14 @@ class ServeClient:
 
     def score(self, bundles: list[UtteranceBundle], contexts: StreamContexts) -> tuple[list[dict[str, Any]], StreamContexts]:
         bundles = [self._with_prepared(bundle) for bundle in bundles]
-        return self.ingress.score_bundles.remote(bundles, contexts, **describe_call(self.describe_roles, bundles)).result(
-            timeout_s=self.timeout_seconds)
+        response = self.ingress.score_bundles.remote(bundles, contexts, **describe_call(self.describe_roles, bundles))
+        try:
+            return response.result(timeout_s=self.timeout_seconds)
+        except TimeoutError:
+            # An abandoned call must not keep its place in the Ingress queue: the queue is bounded (503 past it),
+            # and under overload each retry would leave one more there.
+            response.cancel()
+            raise
 
     def prepare(self, drafts: list[Draft]) -> None:
         recognised = self.audio.recognise.remote([draft.audio for draft in drafts])

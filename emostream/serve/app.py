@@ -17,7 +17,10 @@ or `serve run emostream.serve.app:build_app`. HTTP:
     GET  /v1/model     the served model's name, version and labels
     GET  /openapi.json, /docs   the API's description (behind the token too, when one is set)
 An upload is streamed into an unnamed temporary file (O_TMPFILE: no directory entry, so nothing of the
-media stays on disk if the replica dies mid-request) and decoded off the event loop.
+media stays on disk if the replica dies mid-request) and decoded off the event loop. Limits: the body's size
+(serve.max_upload_megabytes, serve.max_score_megabytes: 413), the media's duration (serve.max_media_seconds:
+413), the time a request's calls to the other deployments may take (serve.request_timeout_seconds: 504), and
+each deployment's queue (max_queued_requests in PROFILES: 503 once full, instead of an unbounded backlog).
 """
 
 # No `from __future__ import annotations` here: FastAPI reads the route signatures at run time, and
@@ -28,7 +31,7 @@ import io
 import logging
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from dataclasses import replace
 from typing import IO, Annotated, Any, Self
 
@@ -285,6 +288,24 @@ class Ingress:
         if token and not hmac.compare_digest(given, f"Bearer {token}".encode()):  # constant time: no timing oracle
             raise HTTPException(status_code=401, detail="missing or wrong bearer token")
 
+    async def _within(self, call: Awaitable[Any], deadline: float, what: str) -> Any:
+        """`call` (to another deployment) awaited until the request's `deadline` (time.monotonic()): a hung or
+        overloaded deployment ends the request with 504 instead of holding the client; a full queue is a 503."""
+        from ray.serve.exceptions import BackPressureError  # noqa: PLC0415
+
+        try:
+            return await asyncio.wait_for(call, max(0.0, deadline - time.monotonic()))
+        except TimeoutError:
+            raise HTTPException(status_code=504, detail=(
+                f"{what} did not answer within serve.request_timeout_seconds "
+                f"({self.settings.serve.request_timeout_seconds:g} s): it is hung or overloaded; try again later")) from None
+        except BackPressureError:
+            raise HTTPException(status_code=503, detail=f"{what} has a full queue (max_queued_requests): try again later"
+                                ) from None
+
+    def _deadline(self) -> float:
+        return time.monotonic() + self.settings.serve.request_timeout_seconds
+
     async def score_bundles(self, bundles: list[Any], contexts: Any = None, describe: bool = False,
                             describe_roles: tuple[str, ...] = ()) -> tuple[list[dict[str, Any]], Any]:
         """Encode and score utterance bundles (the live job calls this through a handle, with its streams'
@@ -343,7 +364,7 @@ class Ingress:
     @api.get("/v1/model")
     async def model_info(self, request: Request) -> dict[str, Any]:
         self._authorise(request)
-        return await self.model.info.remote()
+        return await self._within(self.model.info.remote(), self._deadline(), "the Scorer")
 
     @api.post("/v1/analyze", response_model=list[UtteranceEmotionEvent])
     async def analyze(self, request: Request, stream_id: str = "upload", channels: str | None = None,
@@ -359,6 +380,7 @@ class Ingress:
         if describe:
             self._describer()  # refused before the upload is read
         limit = int(self.settings.serve.max_upload_megabytes * 1e6)
+        longest = self.settings.serve.max_media_seconds
         roles = tuple(channels.split(",")) if channels else None
         bundles: list[Any] = []
         # Unnamed (O_TMPFILE): no path exists, so no raw media is left behind if the replica dies; the kernel
@@ -368,21 +390,26 @@ class Ingress:
             if not size:
                 raise HTTPException(status_code=400, detail="empty body: send the media file as the request body")
             path = f"/proc/self/fd/{media.fileno()}"
+            deadline = self._deadline()
             session = StreamSession(stream_id, self.settings)
             segments = file_segments(path, stream_id, self.settings.ingest, roles)
             try:
                 while (segment := await asyncio.to_thread(_next_or_none, segments)) is not None:  # decode off the loop
+                    if segment.end > longest:  # checked per segment: a container's declared duration can lie
+                        raise HTTPException(status_code=413, detail=f"the upload's media runs past serve.max_media_seconds "
+                                                                    f"({longest:g} s): send a shorter clip or split it")
                     if segment.is_end_marker:
                         bundles += await asyncio.to_thread(session.flush)
                     else:
-                        perceived = await self.perception.perceive.remote(segment)
+                        perceived = await self._within(self.perception.perceive.remote(segment), deadline, "the Perceiver")
                         bundles += await asyncio.to_thread(session.push, perceived)
             except (MediaError, DecodeError, ValueError) as error:
                 detail = str(error).replace(path, "the upload")  # never a server path in a response
                 raise HTTPException(status_code=422, detail=f"cannot read the upload: {detail}") from error
             finally:
                 segments.close()
-        events, _ = await self.score_bundles(bundles, describe=describe)
+        events, _ = await self._within(self.score_bundles(bundles, describe=describe), deadline,
+                                       "encoding and scoring (AudioEncoder, TextEncoder, Scorer)")
         return events
 
     async def _receive(self, request: Request, sink: IO[bytes], limit: int) -> int:
@@ -415,18 +442,25 @@ class Ingress:
         except ValidationError as error:
             raise HTTPException(status_code=422, detail=f"bad utterance features: {describe_validation_error(error)}") from None
         row = {**features.model_dump(), "key": f"{features.stream_id}:{features.start}", "variant": 0}
+        deadline = self._deadline()
         try:
             bundle = replace(bundle_from_features(row), stream_id=features.stream_id)
-            events, _ = await self.model.score.remote([bundle])  # checked by the model before it joins a batch
+            # checked by the model before it joins a batch
+            events, _ = await self._within(self.model.score.remote([bundle]), deadline, "the Scorer")
         except (ValueError, TypeError) as error:
             raise HTTPException(status_code=422, detail=f"bad utterance features: {_cause(error)}") from error
         if describe:
-            events = self._with_words(events, await self._describer().describe.remote([bundle]))
+            described = await self._within(self._describer().describe.remote([bundle]), deadline, "the Describer")
+            events = self._with_words(events, described)
         return events[0]
 
 
 # Replicas, resources and autoscaling per profile; `emostream serve-config` writes them into
 # deployments/serve-<profile>.yaml (the format `serve build` writes), which is what a deployment reads.
+# Every deployment's queue is bounded (max_queued_requests, at each caller: the HTTP proxy, an Ingress replica,
+# the live job's handle): past it a request fails at once (HTTP 503) instead of joining an ever longer backlog
+# that holds memory and answers too late. The Ingress queue takes the live job's live.max_in_flight (64) calls.
+QUEUES = {"Ingress": 128, "Perceiver": 64, "AudioEncoder": 256, "TextEncoder": 256, "Scorer": 256, "Describer": 64}
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "local": {  # one machine, two cores, shared with the live job's perception and sessions: small CPU shares
         "Ingress": {"num_replicas": 1, "ray_actor_options": {"num_cpus": 0.1}},
@@ -464,7 +498,8 @@ def build_app(args: dict[str, Any] | None = None, profile: str = "local") -> ser
     settings = load_settings(**args)
     blob = settings.model_dump_json()
     options = PROFILES[profile]
-    part = {d.name: d.options(**options[d.name]) for d in (Ingress, Perceiver, AudioEncoder, TextEncoder, Scorer, Describer)}
+    part = {d.name: d.options(**options[d.name], max_queued_requests=QUEUES[d.name])
+            for d in (Ingress, Perceiver, AudioEncoder, TextEncoder, Scorer, Describer)}
     encoders = (part["Perceiver"].bind(blob), part["AudioEncoder"].bind(blob), part["TextEncoder"].bind(blob))
     # The describer is deployed only when configured: the default app (and its Serve config files) stays as it was.
     describer = part["Describer"].bind(blob) if settings.serve.describer else None
