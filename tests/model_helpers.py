@@ -11,7 +11,8 @@ from emostream.perception.voice.prosody import PROSODY_NAMES, Prosody
 
 
 def random_bundle(stream: str = "s", start: float = 0.0, seconds: float = 2.0, seed: int = 0, audio: bool = True,
-                  face: bool = True, frames: bool = True, text: bool = True, face_frames: int = 20) -> UtteranceBundle:
+                  face: bool = True, frames: bool = True, text: bool = True, face_frames: int = 20,
+                  audio_width: int = 768) -> UtteranceBundle:
     rng = np.random.default_rng(seed)
     prosody = Prosody(*[float(v) for v in rng.uniform(0.5, 2.0, len(PROSODY_NAMES))])
     prosody = Prosody(**{**prosody.__dict__, "f0_mean": 120.0 + 80 * rng.random(), "pause_count": int(rng.integers(0, 3))})
@@ -35,6 +36,6 @@ def random_bundle(stream: str = "s", start: float = 0.0, seconds: float = 2.0, s
         speaker_embedding=rng.normal(0, 0.06, 256).astype(np.float32) if audio else None, speaker_similarity=0.0,
         face=slice_, listeners=(), frames=thumbnails, has_video=face or frames,
         transcript="I can't believe you did that" if text else None,
-        audio_embedding=rng.normal(0, 1, 768).astype(np.float32) if audio else None,
+        audio_embedding=rng.normal(0, 1, audio_width).astype(np.float32) if audio else None,
         text_embedding=rng.normal(0, 0.05, 384).astype(np.float32) if text else None,
     )

@@ -11,7 +11,9 @@ from pathlib import Path
 
 import pytest
 
+from emostream.models.config import EmotionConfig
 from emostream.models.instructions import NO_CUE, Answer
+from emostream.models.presets import DEFAULT_CHECKPOINT
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import load_settings
 from tests.model_helpers import random_bundle
@@ -32,7 +34,7 @@ def fixed_answer_describer(folder: Path, bundles: list[UtteranceBundle]) -> Path
     from emostream.models.presets import tiny
 
     torch.manual_seed(0)
-    model = tiny(llm=True).train()
+    model = tiny(llm=True, audio_embedding=SERVED_WIDTH).train()  # reads what the default scorer reads
     tokenizer = bundled_tokenizer()
     answer = Answer("sad", "normal", tuple(WORDS), NO_CUE).text()
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-2)
@@ -45,8 +47,11 @@ def fixed_answer_describer(folder: Path, bundles: list[UtteranceBundle]) -> Path
     return folder
 
 
-CUSTOMER = replace(random_bundle(stream="call", seed=1, face=False, frames=False), role="customer")
-AGENT = replace(random_bundle(stream="call", start=3.0, seed=2, face=False, frames=False), role="agent", speaker_id="agent")
+# The bundles' Whisper embedding follows the served model (the default's), and so must the describer's.
+SERVED_WIDTH = EmotionConfig.from_pretrained(DEFAULT_CHECKPOINT).audio_embedding
+CUSTOMER = replace(random_bundle(stream="call", seed=1, face=False, frames=False, audio_width=SERVED_WIDTH), role="customer")
+AGENT = replace(random_bundle(stream="call", start=3.0, seed=2, face=False, frames=False, audio_width=SERVED_WIDTH),
+                role="agent", speaker_id="agent")
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from emostream.models.score import default_scorer
 from emostream.settings import load_settings
 from tests.speech_helpers import build_call, noise_floor_db, read_mono, room_noise, speech_bounds, word_error_rate, write_wav
 
@@ -28,6 +29,7 @@ def test_librivox_one_utterance_per_clip_with_words(
     librivox: list[Path], references: dict[str, str], make_spine, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     spine = make_spine(load_settings())
+    width = default_scorer().model.config.audio_embedding
     hypotheses, truths = [], []
     for clip in librivox:
         audio = read_mono(clip)
@@ -41,7 +43,7 @@ def test_librivox_one_utterance_per_clip_with_words(
         assert bundle.end == pytest.approx(PAD + end, abs=0.15)
         assert bundle.speaker_id == "channel-0" or bundle.speaker_id == "speaker-1"
         assert bundle.modalities.audio and bundle.modalities.text and not bundle.has_video and bundle.face is None
-        assert bundle.audio_embedding is not None and bundle.audio_embedding.shape == (768,)
+        assert bundle.audio_embedding is not None and bundle.audio_embedding.shape == (width,)  # the served model's
         assert bundle.text_embedding is not None and bundle.speaker_embedding is not None
         assert 80 < bundle.prosody.f0_mean < 200  # a male reader
         hypotheses.append(bundle.transcript or "")

@@ -33,15 +33,16 @@ TINY_LLM = {"model_type": "gpt2", "vocab_size": 50363, "n_embd": 32, "n_layer": 
             "bos_token_id": 50256, "eos_token_id": 50256}
 
 
-def tiny(label_set: str = "ravdess8", llm: bool = False) -> EmotionModel:
-    """Random and tiny (hidden size 32), for tests; `llm` adds a tiny GPT-2 (the tiny-llm preset)."""
-    from emostream.models.config import EmotionConfig  # noqa: PLC0415
+def tiny(label_set: str = "ravdess8", llm: bool = False, audio_embedding: int | None = None) -> EmotionModel:
+    """Random and tiny (hidden size 32), for tests; `llm` adds a tiny GPT-2 (the tiny-llm preset);
+    `audio_embedding` as lite's (a tiny model beside the default, which reads every layer: 3,840)."""
+    from emostream.models.config import AUDIO_EMBEDDING, EmotionConfig  # noqa: PLC0415
     from emostream.models.model import EmotionModel  # noqa: PLC0415
 
     return EmotionModel(EmotionConfig(
         labels=LABEL_SETS[label_set], label_set=label_set, hidden_size=32, num_heads=2, fusion_layers=1, qformer_layers=1,
         num_queries=2, memory_size=4, audio_tokens=1, frame_size=32, max_face_frames=16, max_frames=2, dropout=0.0,
-        llm_config=TINY_LLM if llm else None,
+        llm_config=TINY_LLM if llm else None, audio_embedding=audio_embedding or AUDIO_EMBEDDING,
     ))
 
 
