@@ -11,12 +11,11 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -113,11 +112,7 @@ class LocalCluster:
     def kill(self, name: str) -> list[int]:
         """Crash node `name`: SIGKILL to every one of its processes at once (as a machine that dies). Its pids."""
         members = self.nodes.pop(name).processes()
-        for member in members:
-            try:
-                member.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _each(members, psutil.Process.kill)
         psutil.wait_procs(members, timeout=10)
         return [member.pid for member in members]
 
@@ -127,19 +122,20 @@ class LocalCluster:
 
         ray.shutdown()
         members = [member for name in reversed(list(self.nodes)) for member in self.nodes[name].processes()]
-        for member in members:
-            try:
-                member.send_signal(signal.SIGTERM)
-            except psutil.NoSuchProcess:
-                pass
+        _each(members, psutil.Process.terminate)
         _, alive = psutil.wait_procs(members, timeout=20)
-        for member in alive:
-            try:
-                member.kill()
-            except psutil.NoSuchProcess:
-                pass
+        _each(alive, psutil.Process.kill)
         psutil.wait_procs(alive, timeout=10)
         self.nodes.clear()
+
+
+def _each(members: list[psutil.Process], action: Callable[[psutil.Process], None]) -> None:
+    """`action` (kill, terminate) on every process that is still there."""
+    for member in members:
+        try:
+            action(member)
+        except psutil.NoSuchProcess:
+            pass
 
 
 @contextmanager

@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-import wave
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -20,6 +19,7 @@ import pyarrow as pa
 import pytest
 
 from emostream.contracts import MAX_AUDIO_CHANNELS, ContractError, DeadLetterReason, SegmentHeaders
+from emostream.ingest.bad_records import wav_bytes
 from emostream.live.source import RECORD, SCHEMA, record_row
 from emostream.live.stages import REJECTED, SegmentStage
 from emostream.media.decode import DecodeError, decode_segment
@@ -125,19 +125,6 @@ def test_backfill_from_kafka_passes_the_client_certificate_and_key(tmp_path: Pat
 
 
 # -- 22.2: many audio channels -------------------------------------------------------------------
-
-
-def wav_bytes(rate: int, n_channels: int, seconds: float) -> bytes:
-    """A WAV of a quiet tone on every channel (the `wave` module writes any channel count)."""
-    t = np.arange(int(rate * seconds)) / rate
-    tone = (3000 * np.sin(2 * np.pi * 220 * t)).astype("<i2")
-    out = io.BytesIO()
-    with wave.open(out, "wb") as wav:
-        wav.setnchannels(n_channels)
-        wav.setsampwidth(2)
-        wav.setframerate(rate)
-        wav.writeframes(np.repeat(tone[:, None], n_channels, axis=1).tobytes())
-    return out.getvalue()
 
 
 def surround_mkv(layout: str, seconds: float = 1.0) -> bytes:
