@@ -19,7 +19,7 @@ from emostream.kafka.clients import consumer, producer
 from emostream.media.synthetic import speech_track
 from emostream.settings import Settings
 from tests.kafka_helpers import read_topic
-from tests.test_live import analyze, cluster, emotions  # noqa: F401 (cluster: the Serve app fixture)
+from tests.test_live import analyze, emotions
 
 pytestmark = pytest.mark.broker  # starts Ray: loopback-only namespace
 
@@ -50,7 +50,7 @@ def committed_and_end(settings: Settings) -> tuple[dict[int, int], dict[int, int
 
 
 def test_bad_records_between_good_streams_cost_nothing_but_their_dead_letters(
-        cluster: str, settings: Settings, librivox: list[Path], tmp_path: Path) -> None:  # noqa: F811
+        cluster: str, settings: Settings, librivox: list[Path], tmp_path: Path) -> None:
     from emostream.live.job import LiveJob
     from emostream.live.serve_client import ServeClient
 
