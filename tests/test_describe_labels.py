@@ -43,9 +43,9 @@ def test_label_likelihoods_from_the_cache_equal_each_label_scored_in_full() -> N
 def test_describe_answers_with_the_classifiers_label_and_the_lm_writes_the_rest(tmp_path: Path) -> None:
     from emostream.models.llm import describe
     from emostream.models.presets import load_model
-    from tests.test_describe_jobs import WORDS, fixed_answer_describer
+    from tests.test_describe_jobs import SERVED_WIDTH, WORDS, fixed_answer_describer
 
-    bundle = random_bundle(seed=3, face=False, frames=False)
+    bundle = random_bundle(seed=3, face=False, frames=False, audio_width=SERVED_WIDTH)  # the describer's width
     model = load_model(fixed_answer_describer(tmp_path, [bundle]))  # taught "emotion: sad; …; words: sadness; …"
     assert isinstance(model, EmotionModel)
     with torch.no_grad():
