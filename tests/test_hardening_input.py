@@ -19,7 +19,7 @@ import pyarrow as pa
 import pytest
 
 from emostream.contracts import MAX_AUDIO_CHANNELS, ContractError, DeadLetterReason, SegmentHeaders
-from emostream.ingest.bad_records import wav_bytes
+from emostream.ingest.bad_records import RawName, wav_bytes
 from emostream.live.source import RECORD, SCHEMA, record_row
 from emostream.live.stages import REJECTED, SegmentStage
 from emostream.media.decode import DecodeError, decode_segment
@@ -299,20 +299,6 @@ def test_segment_perception_is_the_same_from_concurrent_threads(wolfgang: Path) 
 
 
 # -- 22.4: a header name that is not UTF-8 -------------------------------------------------------
-
-
-class RawName(str):
-    """A header name kafka-python's producer writes as these bytes (it calls `.encode("utf-8")` on names)."""
-
-    raw: bytes
-
-    def __new__(cls, raw: bytes) -> RawName:
-        name = super().__new__(cls, raw.decode("latin-1"))
-        name.raw = raw
-        return name
-
-    def encode(self, encoding: str = "utf-8", errors: str = "strict") -> bytes:
-        return self.raw
 
 
 @pytest.mark.broker
