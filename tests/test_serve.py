@@ -12,6 +12,7 @@ import time
 import urllib.error
 import urllib.request
 import wave
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -184,9 +185,10 @@ class Hung:
     info = perceive = encode = embed = score = _forever
 
 
-@pytest.fixture(scope="module")
-def hung(server: str) -> str:
-    """A second app whose ingress calls deployments that never answer, with a 2 s request timeout."""
+@pytest.fixture
+def hung(server: str) -> Iterator[str]:
+    """A second app whose ingress calls deployments that never answer, with a 2 s request timeout; deleted after
+    its tests (its replicas hold CPU shares the module's later apps need to start)."""
     from emostream.serve.app import Ingress
     from emostream.settings import load_settings
 
@@ -194,7 +196,8 @@ def hung(server: str) -> str:
     downstream = Hung.bind()
     serve.run(Ingress.options(max_queued_requests=8).bind(blob, downstream, downstream, downstream, downstream),
               name="emostream-hung", route_prefix="/hung")
-    return f"{server}/hung"
+    yield f"{server}/hung"
+    serve.delete("emostream-hung")
 
 
 def test_a_hung_deployment_ends_the_request_with_504(hung: str, librivox: list[Path]) -> None:
