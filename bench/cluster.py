@@ -30,14 +30,11 @@ import psutil
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # tests.ray_cluster, bench.live
 
-from bench.live import SPEECH, run_load  # noqa: E402
+from bench.live import SPEECH, run_load, start_job  # noqa: E402
 from emostream.kafka.broker import EmbeddedBroker, free_port  # noqa: E402
 from emostream.kafka.clients import ensure_topics  # noqa: E402
-from emostream.live.job import LiveJob  # noqa: E402
-from emostream.live.serve_client import ServeClient  # noqa: E402
 from emostream.live.sessions import owner  # noqa: E402
 from emostream.media.synthetic import speech_track  # noqa: E402
-from emostream.metrics import Metrics  # noqa: E402
 from emostream.settings import load_settings  # noqa: E402
 from tests.ray_cluster import LocalCluster, local_cluster  # noqa: E402
 
@@ -121,11 +118,7 @@ def main() -> None:
         deploy(settings)
         print(f"# cluster bench: a head ({args.head_cpus:g} CPUs) and a second node ({args.second_cpus:g} CPUs) on "
               f"{psutil.cpu_count()} cores; {args.streams} streams of read speech in real time, 0.5 s segments")
-        job = LiveJob(settings, ServeClient.for_settings(settings), Metrics())
-        stop = threading.Event()
-        runner = threading.Thread(target=job.run, kwargs={"stop": stop})
-        runner.start()
-        warm = run_load(job, settings, 1, media, "warm")  # models load on first use in the actors: not counted
+        job, stop, runner, warm = start_job(settings, media)
         print(f"warm-up stream: {warm['events']} events, p50 {warm['p50']:.2f} s")
         before, events_before = cpu_seconds(cluster), job.stats.events
         if args.kill_after:

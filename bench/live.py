@@ -37,6 +37,7 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 import psutil
@@ -111,6 +112,16 @@ def _publish_all(media: Path, names: list[str], settings: Settings, stagger: flo
         thread.start()
     for thread in threads:
         thread.join()
+
+
+def start_job(settings: Settings, media: Path) -> tuple[LiveJob, threading.Event, threading.Thread, dict[str, Any]]:
+    """The live job on a thread (stopped by setting the event), warmed by one stream: models load on first use in
+    the actors, which the figures after it do not count. The warm-up's figures are returned with it."""
+    job = LiveJob(settings, ServeClient.for_settings(settings), Metrics())
+    stop = threading.Event()
+    runner = threading.Thread(target=job.run, kwargs={"stop": stop})
+    runner.start()
+    return job, stop, runner, run_load(job, settings, 1, media, "warm")
 
 
 def run_load(job: LiveJob, settings: Settings, streams: int, media: Path, tag: str, stagger: float = 0.0) -> dict[str, object]:
@@ -277,11 +288,7 @@ def main() -> None:
               f"({media_seconds:.1f} s) published in real time in {args.segment_seconds:g} s segments, starts "
               f"{args.stagger:g} s apart{''.join(' --set ' + item for item in args.set)}")
         ensure_topics(settings.kafka)
-        job = LiveJob(settings, ServeClient.for_settings(settings), Metrics())
-        stop = threading.Event()
-        runner = threading.Thread(target=job.run, kwargs={"stop": stop})
-        runner.start()
-        warm = run_load(job, settings, 1, media, "warm")  # models load on first use in the actors: not counted
+        job, stop, runner, warm = start_job(settings, media)
         print(f"warm-up stream: p50 {warm['p50']:.2f} s (first use of every model)")
         before, processes, started = _busy_cpu_seconds(), process_cpu(), time.monotonic()
         time.sleep(args.idle_seconds)
