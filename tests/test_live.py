@@ -309,6 +309,7 @@ def same_ids_each_time(server: str, settings: Settings, meeting: Path, repetitio
             analyzed = [e["utterance_id"] for e in analyze(server, meeting, "meeting", None)]
             assert from_files == from_kafka == analyzed == reference, (
                 f"repetition {repetition}: files {from_files}, kafka {from_kafka}, analyze {analyzed}, first {reference}")
+            print(f"repetition {repetition + 1}/{repetitions}: {len(reference)} ids, the same by all three paths", flush=True)
 
 
 @pytest.mark.timeout(1800)  # four runs over the meeting clip beside a busy loop (minutes on two cores)
