@@ -11,6 +11,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import av
+import cv2
 import numpy as np
 import pytest
 import soundfile
@@ -26,9 +27,19 @@ from emostream.models.inputs import collate
 from emostream.models.model import EmotionModel
 from emostream.models.presets import tiny
 from emostream.models.score import EmotionScorer, StreamContexts, default_scorer
-from emostream.perception.faces.analyze import FaceAnalyzer
+from emostream.perception.faces.align import CROP_SIZE, TEMPLATE_112, similarity_transform
+from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
+from emostream.perception.faces.expression import INPUT_SIZE
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
-from emostream.perception.utterance import UtteranceBundle, face_evidence
+from emostream.perception.faces.types import FaceMeasurement, Landmarks
+from emostream.perception.utterance import (
+    FULL_DETAIL_PIXELS,
+    MIN_FRAME_QUALITY,
+    FaceSlice,
+    UtteranceBundle,
+    face_evidence,
+    frame_quality,
+)
 from emostream.settings import FaceSettings, load_settings
 from tests.face_helpers import read_image
 from tests.model_helpers import random_bundle
@@ -96,6 +107,84 @@ def test_a_mouth_moving_for_speech_is_left_out_but_surprise_stays() -> None:
     geometry_z[:, mouth] = 2.0
     geometry_z[:, brows] = 0.0
     assert face_evidence(replace(face, geometry_z=geometry_z)).frames == 10  # type: ignore[union-attr]
+
+
+def face_showing(expressions: list[str], quality: list[float] | None) -> FaceSlice:
+    """A face slice whose frames each show one FER7 expression (at 0.9), with the given per-frame qualities."""
+    face = random_bundle(seed=9, face_frames=len(expressions)).face
+    assert face is not None
+    probabilities = np.full((len(expressions), len(FER7)), 0.1 / (len(FER7) - 1), np.float32)
+    probabilities[np.arange(len(expressions)), [FER7.index(e) for e in expressions]] = 0.9
+    return replace(face, expression=probabilities, geometry_z=np.zeros_like(face.geometry_z),
+                   quality=None if quality is None else np.array(quality))
+
+
+def test_a_clear_happy_face_outweighs_more_frames_of_a_poorer_angry_one() -> None:
+    expressions = ["happy"] * 2 + ["angry"] * 4 + ["angry"] * 6
+    quality = [0.9] * 2 + [0.35] * 4 + [0.1] * 6  # clear; usable but poor; below MIN_FRAME_QUALITY
+    assert face_evidence(face_showing(expressions, None)).label == "angry"  # type: ignore[union-attr]  # unweighted: ten to two
+    evidence = face_evidence(face_showing(expressions, quality))
+    assert evidence is not None and evidence.label == "happy"
+    assert evidence.frames == pytest.approx(2 * 0.9 + 4 * 0.35) and (evidence.poor_frames, evidence.speech_frames) == (6, 0)
+    happy = FER7.index("happy")
+    assert evidence.probabilities[happy] == pytest.approx((2 * 0.9 * 0.9 + 4 * 0.35 * 0.1 / 6) / evidence.frames, rel=1e-6)
+
+
+def test_frames_of_very_low_quality_do_not_move_the_evidence() -> None:
+    clear = face_evidence(face_showing(["happy"] * 4, [0.9] * 4))
+    with_poor = face_evidence(face_showing(["happy"] * 4 + ["angry"] * 20, [0.9] * 4 + [MIN_FRAME_QUALITY - 0.01] * 20))
+    assert clear is not None and with_poor is not None
+    np.testing.assert_array_equal(with_poor.probabilities, clear.probabilities)
+    assert with_poor.frames == clear.frames and with_poor.poor_frames == 20
+
+
+def test_uniform_quality_gives_the_plain_mean_over_fewer_effective_frames() -> None:
+    face = face_showing(["happy", "angry", "sad", "neutral", "happy"], [0.6] * 5)
+    evidence = face_evidence(face)
+    assert evidence is not None and evidence.frames == pytest.approx(3.0)
+    np.testing.assert_allclose(evidence.probabilities, face.expression.mean(axis=0), rtol=1e-6)
+
+
+def test_a_face_whose_frames_are_all_poor_gives_no_evidence_and_the_voices_answer() -> None:
+    model = voice_model()
+    bundle = random_bundle(seed=10)
+    assert bundle.face is not None
+    poor = replace(with_face(bundle, "angry", confidence=0.99).face, quality=np.full(len(bundle.face.times), 0.1))
+    bundle = replace(bundle, face=poor)
+    assert bundle.face_evidence is None
+    event = score(model, bundle)
+    assert event.probabilities == pytest.approx(voice_expert(model, bundle), abs=1e-7)
+    assert "face" not in event.explanation and not any(c.modality == "face" for c in event.cues)
+
+
+def measured(box: tuple[float, float, float, float], score: float) -> FaceMeasurement:
+    landmarks = Landmarks(points=np.zeros((468, 3), np.float32), scheme="mesh468", keypoints=np.zeros((5, 2), np.float32))
+    return FaceMeasurement(box=np.array(box, np.float32), score=score, landmarks=landmarks, expression=np.zeros(7, np.float32),
+                           features=np.zeros(128, np.float32), geometry=np.zeros(len(GEOMETRY_NAMES), np.float32))
+
+
+def test_frame_quality_is_the_detector_score_times_a_resolution_that_saturates() -> None:
+    assert frame_quality(measured((0, 0, 4 * FULL_DETAIL_PIXELS, 5 * FULL_DETAIL_PIXELS), 0.9)) == pytest.approx(0.9)
+    assert frame_quality(measured((0, 0, FULL_DETAIL_PIXELS, FULL_DETAIL_PIXELS), 0.8)) == pytest.approx(0.8)
+    # the shorter side counts: a face half the full-detail width, however tall, gives half its detail
+    assert frame_quality(measured((10, 10, 10 + FULL_DETAIL_PIXELS / 2, 10 + 3 * FULL_DETAIL_PIXELS), 0.8)) == pytest.approx(0.4)
+
+
+def test_a_smaller_or_blurred_face_reads_as_lower_quality(shared_data: Path) -> None:
+    """On a real photo: the face as it is, a tenth of its size (about 28 pixels wide) and heavily blurred."""
+    still = read_image(shared_data / "faces-pyfeat" / "0-f15-hao-ph.jpg")
+    variants = {"as is": still, "small": cv2.resize(still, None, fx=0.1, fy=0.1, interpolation=cv2.INTER_AREA),
+                "blurred": cv2.GaussianBlur(still, (0, 0), 15)}
+    analyzer = FaceAnalyzer(FaceSettings())
+    faces = {name: analyzer.analyze_frames(name, 0, image[None], np.zeros(1)).analysed[0].faces[0] for name, image in variants.items()}
+    quality = {name: frame_quality(face) for name, face in faces.items()}
+    assert quality["as is"] > 0.8 and quality["small"] < 0.8 * quality["as is"] and quality["blurred"] < 0.9 * quality["as is"], quality
+    # FULL_DETAIL_PIXELS is the face's width in the expression crop (as analyze.py aligns it): there the crop is 1:1
+    face = faces["as is"]
+    target = ((TEMPLATE_112 - CROP_SIZE / 2) / (1 + 2 * EXPRESSION_MARGIN) + CROP_SIZE / 2) * (INPUT_SIZE / CROP_SIZE)
+    scale = float(np.sqrt(abs(np.linalg.det(similarity_transform(face.landmarks.keypoints, target)[:, :2]))))
+    width = float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+    assert width * scale == pytest.approx(FULL_DETAIL_PIXELS, rel=0.1)
 
 
 # ---------------------------------------------------------------------------------------------------- fusion
@@ -266,6 +355,7 @@ def test_a_happy_or_angry_face_moves_the_same_voice_toward_its_emotion(  # type:
         video = talking_face(shared_data / "faces-pyfeat" / still, voice, tmp_path / f"{face}-face.mp4")
         bundle = utterance(make_spine, mux_files(video, voice, tmp_path / f"{face}.mp4"))
         assert bundle.face_evidence is not None and bundle.face_evidence.frames >= 5, face  # the face is seen speaking
+        assert bundle.face.quality is not None and (bundle.face.quality >= MIN_FRAME_QUALITY).all(), face  # a clear face
         fused[face] = scorer.score([bundle], StreamContexts())[0]
         alone[face] = scorer.score([voice_only(bundle)], StreamContexts())[0]  # the voice expert, on the same audio
         assert not credits_face_wrongly(fused[face], bundle), fused[face].explanation

@@ -62,12 +62,12 @@ def face_cues(bundle: UtteranceBundle) -> list[Cue]:
     face = bundle.face
     if face is None or not len(face.times):
         return []
-    cues = []
     evidence = bundle.face_evidence
-    assert evidence is not None  # a face with frames has evidence
+    if evidence is None:  # every frame too poor to read (perception/utterance.py MIN_FRAME_QUALITY): the face says nothing
+        return []
     top = evidence.label
-    cues.append(Cue(modality="face", name=f"expression:{top}", value=round(float(evidence.probabilities.max()), 3),
-                    detail=f"face looks {top} ({evidence.probabilities.max():.2f}, {evidence.frames} frames)"))
+    cues = [Cue(modality="face", name=f"expression:{top}", value=round(float(evidence.probabilities.max()), 3),
+                detail=f"face looks {top} ({evidence.probabilities.max():.2f}, {evidence.frames:.3g} frames)")]
     step = float(np.median(np.diff(face.times))) if len(face.times) > 1 else 0.0
     for name, words in FACE_WORDS.items():
         active = face.geometry_z[:, GEOMETRY_NAMES.index(name)] >= FACE_ACTIVE_SIGMA

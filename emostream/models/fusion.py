@@ -6,7 +6,8 @@ The experts
   that carry emotion (`EmotionConfig.words_carry_emotion`); the face only where its visual tokens were trained
   (`visual_tokens`). For `lite`, trained on RAVDESS speech, that is the voice alone: the *voice expert*.
 - **The face expert**: the expression network's probabilities (FER7) averaged over the speaking face's frames of the
-  utterance (`perception.utterance.face_evidence`). It joins whenever the model keeps faces out of its own fusion.
+  utterance, each weighted by its detection quality (`perception.utterance.face_evidence`). It joins whenever the model
+  keeps faces out of its own fusion and the face has a frame good enough to read.
 
 The rule: a product of experts
 ------------------------------

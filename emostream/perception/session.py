@@ -25,7 +25,7 @@ from emostream.perception.active_speaker import active_speaker_score, speaking_f
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import FaceObservation, MicroExpression, TrackUpdate
 from emostream.perception.segment import PerceivedSegment
-from emostream.perception.utterance import FaceSlice, Thumbnail, UtteranceBundle
+from emostream.perception.utterance import FaceSlice, Thumbnail, UtteranceBundle, frame_quality
 from emostream.perception.voice.prosody import ProsodyFrames, SpeakerProsodyStats, utterance_prosody
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
 from emostream.perception.voice.turn import WINDOW_SECONDS as TURN_WINDOW_SECONDS
@@ -325,6 +325,7 @@ class StreamSession:
                 geometry=geometry,
                 geometry_z=np.array([o.geometry_z for o in observations], np.float32),
                 micro_expressions=tuple(m for m in self._micro if m.track_id == track_id and span.start <= m.apex <= span.end),
+                quality=np.array([frame_quality(o.face) for o in observations]),
             )
         speaker = speaking_face({t: s.active_speaker_score for t, s in slices.items()})
         listeners = tuple(s for t, s in sorted(slices.items()) if t != speaker)

