@@ -72,13 +72,15 @@ def lag_of(metrics: Metrics) -> float:
     return sum(sample.value for family in metrics.lag.collect() for sample in family.samples)
 
 
-def lanes(settings: Settings, media: Path, streams: int, stop: threading.Event) -> list[threading.Thread]:
-    """One thread per lane, publishing `media` in real time as one stream after another until `stop`."""
+def lanes(settings: Settings, media: Path, streams: int, stop: threading.Event, published: list[int]) -> list[threading.Thread]:
+    """One thread per lane, publishing `media` in real time as one stream after another until `stop`; `published`
+    gets the size of each stream's media (the embedded broker keeps every record in memory: its RSS grows by that)."""
     def lane(index: int) -> None:
         for n in itertools.count():
             if stop.is_set():
                 return
             publish(media, f"soak-l{index}-{n}", settings, realtime=True)
+            published.append(media.stat().st_size)
 
     return [threading.Thread(target=lane, args=(i,), daemon=True) for i in range(streams)]
 
@@ -101,16 +103,27 @@ def bad_sender(settings: Settings, every_seconds: float, stop: threading.Event, 
     return threading.Thread(target=run, daemon=True)
 
 
-def memory_verdict(samples: list[dict[int, float]], names: dict[int, str]) -> list[dict[str, Any]]:
-    """Per process alive through the whole window: mean RSS over the first and the last quarter, and the change."""
+def slope_per_hour(minutes: list[float], values: list[float]) -> float:
+    """Least-squares growth in units per hour (0 for fewer than two samples)."""
+    if len(minutes) < 2 or len(set(minutes)) < 2:
+        return 0.0
+    return statistics.linear_regression(minutes, values).slope * 60
+
+
+def memory_verdict(samples: list[dict[int, float]], names: dict[int, str], minutes: list[float]) -> list[dict[str, Any]]:
+    """Per process alive through the whole window: mean RSS over the first and the last quarter, the change, and the
+    growth over the window's second half in MB per hour (a store that fills to a cap flattens there; a leak does not)."""
     quarter = max(1, len(samples) // 4)
     first, last = samples[:quarter], samples[-quarter:]
+    half = len(samples) // 2
     always = set.intersection(*(set(s) for s in samples)) if samples else set()
     rows = []
     for pid in sorted(always, key=lambda pid: (names[pid], pid)):
         before, after = statistics.mean(s[pid] for s in first), statistics.mean(s[pid] for s in last)
+        late = slope_per_hour(minutes[half:], [s[pid] for s in samples[half:]])
         rows.append({"process": f"{names[pid]}[{pid}]", "pid": pid, "first_mb": round(before, 1), "last_mb": round(after, 1),
-                     "change": round((after - before) / before, 4), "flat": abs(after - before) <= FLAT * before})
+                     "change": round((after - before) / before, 4), "late_mb_per_hour": round(late, 1),
+                     "flat": abs(after - before) <= FLAT * before})
     return rows
 
 
@@ -123,6 +136,7 @@ def main() -> None:
     parser.add_argument("--warmup-minutes", type=float, default=None,
                         help="left out of the memory comparison (default: a sixth of the run, at most 10)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs for the local Ray instance")
+    parser.add_argument("--series", type=Path, default=None, help="write every process's RSS samples here (JSON)")
     args = parser.parse_args()
     warmup = args.warmup_minutes if args.warmup_minutes is not None else min(10.0, args.minutes / 6)
     import ray
@@ -143,10 +157,10 @@ def main() -> None:
               f"a bad record every {bad_every:.0f} s ({args.bad_percent:g}%), {args.minutes:g} min, "
               f"samples every {args.every:g} s, warm-up {warmup:g} min, {args.cpus} CPUs", flush=True)
         job = LiveJob(settings, ServeClient.for_settings(settings), Metrics())
-        stop, stop_job, sent = threading.Event(), threading.Event(), []
+        stop, stop_job, sent, published = threading.Event(), threading.Event(), [], []
         runner = threading.Thread(target=job.run, kwargs={"stop": stop_job})
         runner.start()
-        threads = [*lanes(settings, media, args.streams, stop), bad_sender(settings, bad_every, stop, sent)]
+        threads = [*lanes(settings, media, args.streams, stop, published), bad_sender(settings, bad_every, stop, sent)]
         for thread in threads:
             thread.start()
         finish = threading.Event()  # SIGINT/SIGTERM end the run early, with the figures so far
@@ -154,6 +168,7 @@ def main() -> None:
             signal.signal(sig, lambda *_: finish.set())
         started = time.monotonic()
         memory: list[dict[int, float]] = []
+        memory_minutes: list[float] = []
         names: dict[int, str] = {}
         lags: list[tuple[float, float]] = []  # (minutes since the start, lag)
         while (minutes := (time.monotonic() - started) / 60) < args.minutes and runner.is_alive() and not finish.is_set():
@@ -161,6 +176,7 @@ def main() -> None:
             lags.append((minutes, lag))
             if minutes >= warmup:
                 memory.append(sample_memory(names))
+                memory_minutes.append(minutes)
             total = sum(memory[-1].values()) if memory else float("nan")
             print(f"{minutes:6.1f} min  events {job.stats.events:6d}  dead letters {job.stats.dead_letters:4d}  "
                   f"lag {lag:5.0f}  RSS total {total:8.0f} MB", flush=True)
@@ -173,11 +189,15 @@ def main() -> None:
         runner.join(timeout=120)
         ray.shutdown()
 
-    rows = memory_verdict(memory, names)
-    print(f"{'process':60s} {'first MB':>9s} {'last MB':>9s} {'change':>8s}  flat")
+    rows = memory_verdict(memory, names, memory_minutes)
+    print(f"{'process':60s} {'first MB':>9s} {'last MB':>9s} {'change':>8s} {'2nd half MB/h':>14s}  flat")
     for row in rows:
-        print(f"{row['process']:60s} {row['first_mb']:9.1f} {row['last_mb']:9.1f} {row['change']:+8.1%}  "
-              f"{'yes' if row['flat'] else 'NO'}")
+        print(f"{row['process']:60s} {row['first_mb']:9.1f} {row['last_mb']:9.1f} {row['change']:+8.1%} "
+              f"{row['late_mb_per_hour']:+14.1f}  {'yes' if row['flat'] else 'NO'}")
+    print(f"media published to the embedded broker (memory:// storage keeps it all): {sum(published) / 1e6:.0f} MB")
+    if args.series:
+        args.series.write_text(json.dumps({"minutes": memory_minutes, "names": {str(pid): name for pid, name in names.items()},
+                                           "rss_mb": [{str(pid): mb for pid, mb in sample.items()} for sample in memory]}))
     compared = {row["pid"] for row in rows}
     came_and_went = sorted(f"{names[pid]}[{pid}]" for pid in set().union(*memory) - compared) if memory else []
     measured = [lag for minutes, lag in lags if minutes >= warmup]
@@ -197,7 +217,8 @@ def main() -> None:
     summary = {"minutes": args.minutes, "streams": args.streams, "samples": len(memory), "processes": rows,
                "memory_flat": flat, "lag": lag, "lag_bounded": bounded, "job_alive": alive, "restarts": job.stats.restarts,
                "minutes_run": round(minutes, 1), "events": job.stats.events,
-               "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_kinds": sorted(set(sent))}
+               "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_kinds": sorted(set(sent)),
+               "published_mb": round(sum(published) / 1e6, 1)}
     print("summary " + json.dumps(summary), flush=True)
 
 
