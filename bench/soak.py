@@ -103,6 +103,16 @@ def bad_sender(settings: Settings, every_seconds: float, stop: threading.Event, 
     return threading.Thread(target=run, daemon=True)
 
 
+def perception_pool_changes() -> dict[str, int]:
+    """How often Ray Data added and removed a perception actor in this Ray session (from its ray-data logs)."""
+    import ray  # noqa: PLC0415
+
+    logs = Path(ray._private.worker._global_node.get_session_dir_path()) / "logs" / "ray-data"  # noqa: SLF001
+    text = (logs / "ray-data.log").read_text(errors="replace")  # each dataset's own log repeats these lines
+    return {"added": text.count("Scaling up MapWorker(MapBatches(SegmentStage))"),
+            "removed": text.count("Scaled down MapWorker(MapBatches(SegmentStage))")}
+
+
 def slope_per_hour(minutes: list[float], values: list[float]) -> float:
     """Least-squares growth in units per hour (0 for fewer than two samples)."""
     if len(minutes) < 2 or len(set(minutes)) < 2:
@@ -182,6 +192,7 @@ def main() -> None:
                   f"lag {lag:5.0f}  RSS total {total:8.0f} MB", flush=True)
             finish.wait(args.every)
         alive = runner.is_alive()
+        pool_changes = perception_pool_changes()
         stop.set()
         for thread in threads:
             thread.join(timeout=120)
@@ -194,6 +205,7 @@ def main() -> None:
     for row in rows:
         print(f"{row['process']:60s} {row['first_mb']:9.1f} {row['last_mb']:9.1f} {row['change']:+8.1%} "
               f"{row['late_mb_per_hour']:+14.1f}  {'yes' if row['flat'] else 'NO'}")
+    print(f"perception actors added {pool_changes['added']}, removed {pool_changes['removed']} (each addition loads the models)")
     print(f"media published to the embedded broker (memory:// storage keeps it all): {sum(published) / 1e6:.0f} MB")
     if args.series:
         args.series.write_text(json.dumps({"minutes": memory_minutes, "names": {str(pid): name for pid, name in names.items()},
@@ -218,7 +230,7 @@ def main() -> None:
                "memory_flat": flat, "lag": lag, "lag_bounded": bounded, "job_alive": alive, "restarts": job.stats.restarts,
                "minutes_run": round(minutes, 1), "events": job.stats.events,
                "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_kinds": sorted(set(sent)),
-               "published_mb": round(sum(published) / 1e6, 1)}
+               "published_mb": round(sum(published) / 1e6, 1), "perception_pool_changes": pool_changes}
     print("summary " + json.dumps(summary), flush=True)
 
 

@@ -188,7 +188,7 @@ class LiveSettings(_Section):
     serve_app: str = "emostream"  # the Ray Serve application whose deployments encode and score
     source_tasks: int = Field(1, ge=1)  # endless Kafka read tasks; the media topic's partitions are spread over them
     perception_actors: int = Field(1, ge=1)  # Ray Data actor pool for per-segment perception: at least this many
-    perception_max_actors: int = Field(2, ge=1)  # ... and up to this many while segments queue and there are CPUs
+    perception_max_actors: int = Field(2, ge=1)  # ... growing to this many while segments queue and there are CPUs (kept once loaded)
     read_window: int = Field(64, ge=4)  # rows a Kafka read task may be ahead of the job; beyond it, Kafka holds them
     perception_cpus: float = Field(0.4, gt=0)  # CPUs each perception actor reserves (fractional on small machines)
     session_actors: int = Field(2, ge=1)  # streams are hashed onto this many session actors

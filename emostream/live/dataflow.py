@@ -1,7 +1,8 @@
 """The live job's Ray Data flow: the endless media source through the perception stage, rows to the driver.
 
 Perception runs in an autoscaling actor pool (`live.perception_actors` to `live.perception_max_actors`):
-Ray Data adds actors while segments wait and the cluster has CPUs, and removes them when idle. The rows
+Ray Data adds actors while segments wait and the cluster has CPUs, and keeps them while the job runs (see
+`KEEP_ACTORS`). The rows
 in flight are bounded by the read window (`window`): the job reports the rows it takes, and a read
 task that is `live.read_window` rows ahead stops reading until the job catches up.
 """
@@ -15,6 +16,7 @@ from collections.abc import Iterator
 import ray
 from ray.data import DataContext, Dataset
 from ray.data._internal.execution import streaming_executor_state
+from ray.data.context import AutoscalingConfig
 
 from emostream.live.source import TICK, KafkaMediaSource
 from emostream.live.stages import SegmentStage, StageRow
@@ -26,6 +28,12 @@ log = logging.getLogger(__name__)
 EXECUTOR_WAIT_SECONDS = 0.02  # Ray Data's executor step while media arrives (see _set_executor_wait)
 IDLE_EXECUTOR_WAIT_SECONDS = 0.1  # ... and Ray's default, once nothing but ticks came for IDLE_AFTER_SECONDS
 IDLE_AFTER_SECONDS = 2.0
+# Ray Data's pool removes an actor whenever the tasks in flight fall below half its slots, at once, with no
+# cool-down: a live stream's segments come in bursts, so in the 1-hour soak (bench/soak.py, 4 streams) the pool
+# went up 150 times and down 148 times, each new actor loading the face and voice models again, and Ray's own
+# processes kept a record of every one. A utilisation threshold below zero is never reached: the pool grows
+# while segments wait and keeps what it loaded (an idle actor costs memory, not CPU).
+KEEP_ACTORS = AutoscalingConfig(actor_pool_util_downscaling_threshold=-1.0)
 
 
 def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
@@ -39,6 +47,7 @@ def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
     # Ray Data measures each task's memory by reading /proc/self/smaps in a thread it starts per task: for a
     # perception actor with its models loaded that was a large part of a segment's cost, and of every tick's.
     context.memory_usage_poll_interval_s = None
+    context.autoscaling_config = KEEP_ACTORS
     _set_executor_wait(EXECUTOR_WAIT_SECONDS)
     taken = TakenRowsActor.remote()  # type: ignore[attr-defined]
     source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window)
