@@ -1,5 +1,5 @@
-"""Ray's and Serve's housekeeping intervals: the local Ray the CLI starts and the cluster's pods run with the same ones,
-and a value the user set wins."""
+"""Ray's and Serve's housekeeping (intervals, the GCS's task-event store): the local Ray the CLI starts and the cluster's
+pods run with the same settings, and a value the user set wins."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ SETTINGS_ENV = Path(__file__).resolve().parent.parent / "k8s" / "base" / "settin
 
 def test_the_cluster_pods_get_the_intervals_the_local_ray_gets() -> None:
     lines = [line.split("=", 1) for line in SETTINGS_ENV.read_text().splitlines() if line and not line.startswith("#")]
-    pods = {name: value for name, value in lines if name.startswith("RAY_SERVE_")}
+    pods = {name: value for name, value in lines if name in RAY_ENVIRONMENT}
     assert pods == RAY_ENVIRONMENT
 
 

@@ -68,6 +68,9 @@ RAY_ENVIRONMENT = {
     # how often replicas, proxies and handles hand their cached request metrics to Ray's metrics (default 100 ms);
     # Prometheus scrapes every 15 s or more
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+    # task events the GCS keeps for the dashboard's task table (default 100,000, about 1 KB each): an endless
+    # live job fills that store for hours, and the 1-hour soak read it as the GCS growing by 91%
+    "RAY_task_events_max_num_task_in_gcs": "10000",
 }
 
 
