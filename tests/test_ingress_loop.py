@@ -1,6 +1,6 @@
 """The ingress keeps its event loop free (issue 22, item 15): `/v1/analyze` decodes the upload and runs the
 stream session in worker threads, and streams the body to its sink in chunks, refusing one over the limit
-before it has all arrived.
+before it has all arrived. Also its token check (item 16), which no HTTP test can tell from a plain comparison.
 
 The Ingress class runs in-process (no Ray): its deployment's user class, with a real Perceiver and real
 decoding and session, and stand-ins for the encoders and the Scorer (the loop is what is under test, not them).
@@ -10,6 +10,7 @@ No test here measures time: a blocked loop is seen as work the loop never got to
 from __future__ import annotations
 
 import asyncio
+import hmac
 import threading
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
@@ -25,6 +26,7 @@ from emostream.perception.session import StreamSession
 from emostream.serve.app import Ingress, Perceiver
 from emostream.settings import load_settings
 
+INGRESS = Ingress.func_or_class.__bases__[0]  # the user class: serve.ingress subclasses it to add its ASGI app
 # Only a deadlock breaker: a gated call on the loop thread waits this long for a release that cannot come.
 RELEASE_WAIT_CAP = 60.0  # seconds
 
@@ -111,9 +113,8 @@ def in_chunks(data: bytes, size: int) -> list[bytes]:
 def ingress() -> Any:
     """The Ingress deployment's own class (below Serve's ASGI wrapper), built in-process with a real Perceiver."""
     blob = load_settings().model_dump_json()
-    user_class = Ingress.func_or_class.__bases__[0]  # serve.ingress subclasses the user class to add its ASGI app
     encoders = Local(Encoders())
-    return user_class(blob, Local(Perceiver.func_or_class(blob)), encoders, encoders, encoders)
+    return INGRESS(blob, Local(Perceiver.func_or_class(blob)), encoders, encoders, encoders)
 
 
 def gated_file_segments(gate: LoopGate) -> Callable[..., Iterator[Any]]:
@@ -190,3 +191,22 @@ def test_an_upload_over_the_limit_is_refused_before_it_has_all_arrived(ingress: 
         asyncio.run(ingress._receive(body, sink, 200_000))
     assert refused.value.status_code == 413 and "200000-byte limit" in refused.value.detail
     assert pulled[0] == (0 if declared else 4) and sum(sink.writes) <= 200_000  # the 4th chunk passes the limit
+
+
+def test_the_token_is_compared_in_constant_time(monkeypatch: pytest.MonkeyPatch) -> None:
+    """(22.16) A `!=` comparison stops at the first differing byte: its timing tells an attacker how much of a
+    guess is right. What it answers is the same, so this checks the comparison itself, not a clock."""
+    compared: list[tuple[bytes, bytes]] = []
+    constant_time = hmac.compare_digest
+
+    def compare_digest(a: bytes, b: bytes) -> bool:
+        compared.append((a, b))
+        return constant_time(a, b)
+
+    monkeypatch.setattr(hmac, "compare_digest", compare_digest)
+    ingress = INGRESS(load_settings(serve={"bearer_token": "secret"}).model_dump_json(), None, None, None, None)
+    ingress._authorise(request([], {"authorization": "Bearer secret"})[0])
+    with pytest.raises(HTTPException) as refused:
+        ingress._authorise(request([], {"authorization": "Bearer secreT"})[0])
+    assert refused.value.status_code == 401
+    assert compared == [(b"Bearer secret", b"Bearer secret"), (b"Bearer secreT", b"Bearer secret")]
