@@ -274,6 +274,46 @@ def test_video_within_budget_is_never_held_twice(wolfgang: Path, tmp_path: Path)
         decode_segment(hdrs, segment.payload, max_decoded_megabytes=int(0.5 * size / 2**20))
 
 
+# -- 22.11: the backfill keeps its records in order -----------------------------------------------
+
+
+class BuiltDataset:
+    """Stands in for a Ray dataset: records what a real one keeps from its creation (ray.data's read functions
+    copy the current DataContext into the dataset) and goes on being that dataset through map and flat_map."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        from ray.data import DataContext  # noqa: PLC0415
+
+        self.preserve_order = DataContext.get_current().execution_options.preserve_order
+
+    def map(self, *args: Any, **kwargs: Any) -> BuiltDataset:
+        return self
+
+    flat_map = map
+
+
+def test_the_backfills_datasets_are_built_to_keep_their_records_in_order(librivox: list[Path],
+                                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    """Ray Data keeps a dataset's execution options from when it is created: preserve_order set after the backfill's
+    dataset was built had no effect, and a stream's segments out of order looked like gaps and cut utterances
+    differently (the intermittent file/Kafka backfill mismatch). Without Ray: what matters is the option's value
+    at the moment each dataset is created."""
+    import ray.data  # noqa: PLC0415
+    from ray.data import DataContext  # noqa: PLC0415
+
+    from emostream.live.backfill import records_from_files, records_from_kafka  # noqa: PLC0415
+
+    monkeypatch.setattr(ray.data, "from_items", BuiltDataset)
+    monkeypatch.setattr(ray.data, "read_kafka", BuiltDataset)
+    settings = Settings()
+    built = {}
+    for name, build in (("files", lambda: records_from_files(librivox[:1], settings, None)),
+                        ("kafka", lambda: records_from_kafka(settings, "earliest", "latest"))):
+        monkeypatch.setattr(DataContext.get_current().execution_options, "preserve_order", False)  # a fresh process's
+        built[name] = build().preserve_order
+    assert built == {"files": True, "kafka": True}
+
+
 # -- 22.12: one perceiver, many threads ----------------------------------------------------------
 
 

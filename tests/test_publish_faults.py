@@ -1,9 +1,13 @@
 """`emostream publish` checks each send's result: a broker that goes away mid-publish, or a record the producer
-refuses, is a PublishError naming the segment, never a report of a complete stream; the live job's Kafka sink
-fails its flush, and nothing is committed behind it (22.7)."""
+refuses, is a PublishError naming the segment, never a report of a complete stream; the live job's sinks fail
+their flush (a broker stopped, or paused past the delivery timeout; a full disk), and nothing is committed behind
+them (22.7)."""
 
 from __future__ import annotations
 
+import os
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -93,3 +97,71 @@ def test_the_kafka_sink_fails_its_flush_when_the_broker_is_gone_and_nothing_is_c
             commit(ledger, sink, committer)
         assert committer.commits == []
         sink.producer.close(timeout=1)
+
+
+@pytest.mark.broker
+def test_the_kafka_sink_fails_its_flush_when_the_broker_is_paused_past_the_delivery_timeout(tmp_path: Path) -> None:
+    """A broker that hangs (SIGSTOP: connections stay open, nothing answers) instead of going away: the flush
+    neither hangs nor passes, and nothing is committed behind it."""
+    from kafka import TopicPartition
+
+    from emostream.live.commits import CommitLedger, Held, commit
+    from emostream.sinks import SinkError
+    from emostream.sinks.kafka import KafkaSink
+    from tests.test_commits import FakeCommitter, event
+
+    with EmbeddedBroker(free_port(), tmp_path / "broker") as broker:
+        settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "emotions_topic": "emotions-paused"})
+        ensure_topics(settings.kafka)
+        sink = KafkaSink(settings.kafka, make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000,
+                                                      max_block_ms=3000))
+        sink.send(event("call-12", 0.0))
+        sink.flush()  # delivered while the broker answers
+        tp = TopicPartition("media", 0)
+        ledger, committer = CommitLedger(), FakeCommitter([])
+        ledger.read(tp, 0)
+        ledger.hold("call-12", Held(tp, 0, 0.0, 1.0, 0))
+        pid = broker.state().pid  # type: ignore[union-attr]
+        os.kill(pid, signal.SIGSTOP)
+        outcome: list[BaseException | None] = []
+
+        def commit_behind_the_sink() -> None:
+            try:
+                sink.send(event("call-12", 1.0))
+                ledger.delivered("call-12", ledger.release("call-12"), ended=True)
+                commit(ledger, sink, committer)
+                outcome.append(None)
+            except BaseException as error:  # noqa: BLE001 -- handed to the test thread
+                outcome.append(error)
+
+        try:
+            worker = threading.Thread(target=commit_behind_the_sink, daemon=True)
+            worker.start()
+            worker.join(120)  # a deadlock breaker, not a speed check: the delivery timeout is 5 s
+            assert not worker.is_alive(), "the sink's flush hung on the paused broker"
+        finally:
+            os.kill(pid, signal.SIGCONT)
+        assert len(outcome) == 1 and isinstance(outcome[0], SinkError), outcome
+        assert "not delivered to Kafka" in str(outcome[0]) and committer.commits == []
+        sink.producer.close(timeout=1)
+
+
+def test_a_file_sink_on_a_full_disk_fails_its_flush_and_nothing_is_committed() -> None:
+    """/dev/full refuses every write with ENOSPC, as a full (or write-denied) volume does."""
+    from kafka import TopicPartition
+
+    from emostream.live.commits import CommitLedger, Held, commit
+    from emostream.sinks import SinkError
+    from emostream.sinks.jsonl import JsonlSink
+    from tests.test_commits import FakeCommitter, event
+
+    sink = JsonlSink("/dev/full")
+    tp = TopicPartition("media", 0)
+    ledger, committer = CommitLedger(), FakeCommitter([])
+    ledger.read(tp, 0)
+    ledger.hold("call-13", Held(tp, 0, 0.0, 1.0, 0))
+    sink.send(event("call-13", 0.0))  # buffered: the disk is met at the flush
+    ledger.delivered("call-13", ledger.release("call-13"), ended=True)
+    with pytest.raises(SinkError, match="cannot write events to /dev/full: .*No space left on device"):
+        commit(ledger, sink, committer)
+    assert committer.commits == []
