@@ -25,15 +25,25 @@ measurement is warmed up first; the median over runs is printed. Target: lite >=
 core at batch 16 (model forward). Also printed: parameters per top-level block and the size of a
 save_pretrained checkpoint. Timings are printed, never asserted. Run: .venv/bin/python bench/model.py [--runs 5]
 
-Describer (`--describer mllm` or a checkpoint folder with a language model, e.g. a fine-tuned mllm export): the LLM
-writing each utterance's answer (models/instructions.py) after the forward pass, greedy, at most
---max-new-tokens tokens, audio+text utterances at batch 1 and 8; utterances/s per core (CPU time) and wall, and
-the tokens written per utterance (an untrained model's answers have no set length: measure a trained export).
+Before/after (issue 19): --compare-checkpoint PATH also measures the emotion model at PATH as preset "before" (e.g.
+the previous default, exported from git into a temporary folder) and prints scoring per utterance of "default"
+against it, as after/before ratios.
+
+Describer (`--describer mllm` or a checkpoint folder with a language model, e.g. a fine-tuned mllm export): the
+served call, models/llm.py describe() as the Serve app's Describer makes it: the forward pass, the classification
+head's label written as the answer's start ("emotion: <label>;"), the LM writing the rest greedily (at most
+--max-new-tokens tokens), the answer parsed and grounded; audio+text utterances at batch 1 and 8; utterances/s per
+core (CPU time) and wall, the tokens the LM wrote per utterance and the answers that parsed (an untrained model's
+answers have no set length: measure a trained export). Then the live default's cost with describe off: the default's
+EmotionScorer.score per utterance just before the describer is loaded into the process and just after, in the same
+run (describe off, the Serve app makes exactly this call whether or not serve.describer is set; in the app the
+describer is its own deployment, so sharing this process with it is the harder case).
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -47,13 +57,14 @@ import cv2
 import numpy as np
 import torch
 from threadpoolctl import threadpool_info, threadpool_limits
+from transformers import PreTrainedTokenizerBase
 from transformers.utils import logging as hf_logging
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # the repo root, for tests.model_helpers
 
 from emostream.models.fusion import face_log_likelihood, face_map, fuse  # noqa: E402
 from emostream.models.inputs import collate  # noqa: E402
-from emostream.models.llm import generate, tokenizer_for  # noqa: E402
+from emostream.models.llm import describe, load_describer  # noqa: E402
 from emostream.models.model import EmotionModel, ScoringModel  # noqa: E402
 from emostream.models.presets import build_preset, load_model, preset_names  # noqa: E402
 from emostream.models.score import EmotionScorer, StreamContexts  # noqa: E402
@@ -217,31 +228,60 @@ def one_thread() -> str:
     return before
 
 
-def describe(model: EmotionModel, batches: list[list[UtteranceBundle]], max_new_tokens: int) -> tuple[float, float, float]:
-    """CPU and wall seconds for the forward pass and the LLM's answer of every utterance, and tokens written per utterance."""
-    tokenizer = tokenizer_for(model)
+def served_answers(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, batches: list[list[UtteranceBundle]],
+                   max_new_tokens: int) -> tuple[float, float, float, int]:
+    """CPU and wall seconds of the served call (llm.describe) over every batch, after one untimed batch; the tokens
+    the LM wrote per utterance (counted on what its generate returns) and how many answers parsed."""
+    assert model.language_model is not None
+    language_model, written = model.language_model, []
+    stops = {tokenizer.eos_token_id, tokenizer.pad_token_id}
+    generate = language_model.generate
 
-    @torch.inference_mode()
-    def run(batch: list[UtteranceBundle]) -> list[str]:
-        return generate(model, model(collate(batch, model.config)), tokenizer, [b.transcript for b in batch], max_new_tokens)
+    def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        rows = generate(*args, **kwargs)
+        written.extend(next((i + 1 for i, t in enumerate(row) if t in stops), len(row)) for row in rows.tolist())
+        return rows
 
-    run(batches[0])  # warm up
-    written: list[str] = []
-    cpu, wall = time_pass(lambda: [written.extend(run(batch)) for batch in batches])
-    tokens = sum(len(tokenizer.encode(text, add_special_tokens=False)) for text in written) / len(written)
-    return cpu, wall, tokens
+    language_model.generate = counting  # the bench's own instance: counts, changes nothing
+    try:
+        describe(model, tokenizer, batches[0], max_new_tokens)  # warm up
+        written.clear()
+        answers: list[object] = []
+        cpu, wall = time_pass(lambda: [answers.extend(describe(model, tokenizer, batch, max_new_tokens)) for batch in batches])
+    finally:
+        language_model.generate = generate
+    return cpu, wall, sum(written) / len(written), sum(a is not None for a in answers)
 
 
-def report_describer(model: EmotionModel, count: int, max_new_tokens: int, analysis_fps: float, seed: int) -> None:
-    print(f"describer: utterances/s per core (CPU time) and wall, forward + greedy answer (<= {max_new_tokens} tokens), "
-          f"{count} audio+text utterances")
-    header = f"{'batch':>6}{'utt/s (CPU)':>14}{'utt/s (wall)':>14}{'tokens/utt':>12}{'tokens/s':>10}"
+def report_describer(model: EmotionModel, tokenizer: PreTrainedTokenizerBase, count: int, max_new_tokens: int,
+                     analysis_fps: float, seed: int) -> None:
+    print(f"describer: utterances/s per core (CPU time) and wall, the served call (llm.describe: forward, the classifier's "
+          f"label as the answer's start, the LM writes the rest, <= {max_new_tokens} tokens), {count} audio+text utterances")
+    header = f"{'batch':>6}{'utt/s (CPU)':>14}{'utt/s (wall)':>14}{'s/utt (CPU)':>13}{'tokens/utt':>12}{'tokens/s':>10}{'parsed':>9}"
     print(header)
     print("-" * len(header))
     for batch in DESCRIBER_BATCHES:
         batches = utterances(count, batch, MIXES["audio+text"], analysis_fps, seed, model.config.audio_embedding)
-        cpu, wall, tokens = describe(model, batches, max_new_tokens)
-        print(f"{batch:>6}{count / cpu:>14.3f}{count / wall:>14.3f}{tokens:>12.1f}{count * tokens / cpu:>10.1f}", flush=True)
+        cpu, wall, tokens, parsed = served_answers(model, tokenizer, batches, max_new_tokens)
+        print(f"{batch:>6}{count / cpu:>14.3f}{count / wall:>14.3f}{cpu / count:>13.2f}{tokens:>12.1f}{count * tokens / cpu:>10.1f}"
+              f"{f'{parsed}/{count}':>9}", flush=True)
+
+
+def scoring_ms(model: ScoringModel, count: int, analysis_fps: float, seed: int, runs: int) -> dict[tuple[str, int], float]:
+    """EmotionScorer.score's CPU ms per utterance, per mix and batch (median over runs)."""
+    return {(mix, batch): 1000 * measure(passes(model, utterances(count, batch, options, analysis_fps, seed,
+                                                                    model.config.audio_embedding), seed)["score"], runs)[0] / count
+            for mix, options in MIXES.items() for batch in BATCHES}
+
+
+def report_ratios(title: str, names: tuple[str, str], before: dict[tuple[str, int], float],
+                  after: dict[tuple[str, int], float]) -> None:
+    print(title)
+    header = f"{'mix':<12}{'batch':>6}{names[0] + ' ms/utt':>22}{names[1] + ' ms/utt':>22}{'ratio':>8}"
+    print(header)
+    print("-" * len(header))
+    for mix, batch in before:
+        print(f"{mix:<12}{batch:>6}{before[mix, batch]:>22.2f}{after[mix, batch]:>22.2f}{after[mix, batch] / before[mix, batch]:>8.2f}")
 
 
 # -- output ---------------------------------------------------------------------------------------
@@ -267,12 +307,17 @@ def main() -> None:
     parser.add_argument("--presets", nargs="+", default=["tiny", "lite", "default"], choices=[*preset_names(), "default"],
                         help="presets to measure (default: the embedded trained checkpoint)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random weights and features")
+    parser.add_argument("--compare-checkpoint", type=Path, metavar="PATH",
+                        help="also measure the emotion model at PATH as 'before' (e.g. the previous default, exported from "
+                             "git into a temporary folder) and print default/before scoring ratios (needs 'default' in --presets)")
     parser.add_argument("--describer", help="also measure the LLM answer: 'mllm' (fresh adapters) or a checkpoint folder with an LLM")
     parser.add_argument("--describer-utterances", type=int, default=16, help="utterances per describer measurement (a multiple of 8)")
     parser.add_argument("--max-new-tokens", type=int, default=64, help="the describer's longest answer, in tokens")
     args = parser.parse_args()
     if args.runs < 1 or args.utterances < max(BATCHES) or args.utterances % max(BATCHES):
         parser.error(f"--runs must be at least 1 and --utterances a positive multiple of {max(BATCHES)}")
+    if args.compare_checkpoint and "default" not in args.presets:
+        parser.error("--compare-checkpoint compares against the default: keep 'default' in --presets")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     cv2.setNumThreads(1)
@@ -280,7 +325,10 @@ def main() -> None:
     pools = one_thread()
     torch.manual_seed(args.seed)
     models = {name: (load_model(None) if name == "default" else build_preset(name)).eval() for name in args.presets}
-    print(f"# model bench: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread "
+    if args.compare_checkpoint:
+        models["before"] = load_model(args.compare_checkpoint).eval()
+    print(f"# model bench: {platform.processor() or platform.machine()}, torch {torch.__version__}, 1 thread, "
+          f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average at start {os.getloadavg()[0]:.1f} "
           f"(thread pools by default: {pools}), median of {args.runs} runs of {args.utterances} utterances, "
           f"faces at {args.analysis_fps:g} analysed frames/s, random weights and features")
     print()
@@ -309,12 +357,25 @@ def main() -> None:
     print()
     report_faces(models, results, args.utterances, args.analysis_fps, args.seed, args.runs)
 
-    if args.describer:
-        describer = load_model(args.describer).eval()
-        if not isinstance(describer, EmotionModel) or describer.language_model is None:
-            parser.error(f"--describer {args.describer}: not a model with a language model (try mllm)")
+    if args.compare_checkpoint:
         print()
-        report_describer(describer, args.describer_utterances, args.max_new_tokens, args.analysis_fps, args.seed)
+        before = {(mix, batch): 1000 / results["before", mix, batch]["score"] for mix in MIXES for batch in BATCHES}
+        after = {(mix, batch): 1000 / results["default", mix, batch]["score"] for mix in MIXES for batch in BATCHES}
+        report_ratios(f"before/after: EmotionScorer.score CPU ms per utterance, before = {args.compare_checkpoint}, "
+                      "after = the default (ratio = after/before)", ("before", "after"), before, after)
+
+    if args.describer:
+        live_default = load_model(None).eval()
+        without = scoring_ms(live_default, args.utterances, args.analysis_fps, args.seed, args.runs)
+        describer, tokenizer = load_describer(args.describer)  # as the Serve app's Describer loads it
+        with_describer = scoring_ms(live_default, args.utterances, args.analysis_fps, args.seed, args.runs)
+        print()
+        report_describer(describer, tokenizer, args.describer_utterances, args.max_new_tokens, args.analysis_fps, args.seed)
+        print()
+        report_ratios("describe off: the default's EmotionScorer.score CPU ms per utterance before and after the describer "
+                      f"was loaded into this process (load average now {os.getloadavg()[0]:.1f})",
+                      ("without", "with describer"), without, with_describer)
+        print()
 
     if TARGET_PRESET in models:
         print()

@@ -30,12 +30,20 @@ A second table times the audio embedding alone, per utterance of the same inputs
   last layer, CT2 window   Transcriber(audio_features="last_layer") encoder only: the >= 10 s window of asr.py
   every layer, torch       WhisperLayers: transformers' encoder in fp32 on the utterance + 0.5 s, every layer pooled
 as CPU ms per utterance and RTF (CPU s / s of utterance audio), one thread, median over runs.
-Timings are printed, never asserted. Run: .venv/bin/python bench/speech.py [--runs 3] [--audio-features every_layer]
+
+Before/after (issue 19): --compare-checkpoint PATH runs the whole path and its stages a second time, in the same
+process, with the Whisper features the emotion model at PATH reads (e.g. the previous default, exported from git into
+a temporary folder: last_layer), and prints its RTF, ASR + audio embedding and audio embedding per utterance against
+today's default's (every_layer), as after/before ratios. Only the features differ between the two: the speech path does
+not run the emotion model (bench/model.py times its scoring).
+Timings are printed, never asserted.
+Run: .venv/bin/python bench/speech.py [--runs 3] [--audio-features every_layer | --compare-checkpoint PATH]
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import platform
 import statistics
 import sys
@@ -182,6 +190,7 @@ class PaddedLastLayer:
 
 
 EMBEDDINGS = ("last layer, CT2 30 s", "last layer, CT2 window", "every layer, torch")
+EMBEDDING_OF = {"last_layer": "last layer, CT2 window", "every_layer": "every layer, torch"}  # what each kind serves
 
 
 @dataclass
@@ -192,16 +201,19 @@ class Models:
     perceiver: SegmentPerceiver
     encoder: UtteranceEncoder
     voices: VoiceEmbedder
-    embedders: dict[str, Callable[[np.ndarray], object]]  # the audio embedding each way (EMBEDDINGS)
+    embedders: dict[str, Callable[[np.ndarray], object]]  # the audio embedding each way (EMBEDDINGS), or none
 
     @classmethod
-    def load(cls, settings: Settings) -> Models:
+    def load(cls, settings: Settings, embedders: bool = True) -> Models:
+        """`embedders`: also the audio embedding each way (it does not depend on the settings: timed once per run)."""
         encoder = UtteranceEncoder(settings.voice)
         model_dir = encoder.transcriber.model_dir
-        last_layer = Transcriber(model_dir, audio_features="last_layer")
-        embedders = dict(zip(EMBEDDINGS, (PaddedLastLayer(model_dir), lambda audio: last_layer(audio, transcribe=False),
-                                          WhisperLayers(model_dir)), strict=True))
-        return cls(settings, SegmentPerceiver(settings), encoder, VoiceEmbedder(), embedders)
+        ways: dict[str, Callable[[np.ndarray], object]] = {}
+        if embedders:
+            last_layer = Transcriber(model_dir, audio_features="last_layer")
+            ways = dict(zip(EMBEDDINGS, (PaddedLastLayer(model_dir), lambda audio: last_layer(audio, transcribe=False),
+                                         WhisperLayers(model_dir)), strict=True))
+        return cls(settings, SegmentPerceiver(settings), encoder, VoiceEmbedder(), ways)
 
 
 @dataclass
@@ -323,7 +335,7 @@ def measure(models: Models, work: Work, runs: int) -> Result:
         stage_runs.append(run_stages(models, work))
         print(f"  {work.input.label} run {run + 1}: whole path {whole.cpu:.2f} s CPU, {whole.wall:.2f} s wall; stages (s CPU) "
               + " ".join(f"{s}={stage_runs[-1][s].cpu:.3f}" for s in STAGES), file=sys.stderr, flush=True)
-    cpu = {s: statistics.median(r[s].cpu for r in stage_runs) for s in (*STAGES, *EMBEDDINGS)}
+    cpu = {s: statistics.median(r[s].cpu for r in stage_runs) for s in stage_runs[0]}  # STAGES and the embeddings timed
     cpu["whole"] = statistics.median(w.cpu for w in whole_runs)
     cpu["other"] = cpu["whole"] - sum(cpu[s] for s in STAGES)
     return Result(work, cpu, statistics.median(w.wall for w in whole_runs))
@@ -334,7 +346,6 @@ ROW_NAMES = {"asr+audio": "ASR + audio emb.", "text": "text embedding", "whole":
 
 
 def report(results: list[Result]) -> None:
-    print()
     print("CPU ms per second of audio (RTF = CPU s / audio s), median over runs")
     header = f"{'stage':<18}" + "".join(f"{r.work.input.label + ' ms/s':>17}{'RTF':>8}{'share':>7}" for r in results)
     print(header)
@@ -360,6 +371,8 @@ def report(results: list[Result]) -> None:
               f"wall clock), {verdict} the target of <= {TARGET_RTF:g}x per stream; ~{1 / rtf:.0f} such streams per core; "
               f"largest stage: {ROW_NAMES.get(dominant, dominant)} ({r.cpu[dominant] / r.cpu['whole']:.0%}, "
               f"{r.cpu[dominant] * 1000 / max(len(bundles), 1):.0f} ms per utterance)")
+    if EMBEDDINGS[0] not in results[0].cpu:
+        return
     print()
     print("audio embedding alone, per utterance: CPU ms and RTF (CPU s / s of utterance audio), median over runs")
     header = f"{'way':<24}" + "".join(f"{r.work.input.label + ' ms/utt.':>20}{'RTF':>8}" for r in results)
@@ -373,6 +386,34 @@ def report(results: list[Result]) -> None:
         print(line)
 
 
+def per_utterance_ms(result: Result, row: str) -> float:
+    return result.cpu[row] * 1000 / max(len(result.work.bundles), 1)
+
+
+def compare(after: tuple[str, list[Result]], before: tuple[str, list[Result]]) -> None:
+    """Today's default against the compared checkpoint's features, input by input, as after/before ratios."""
+    (after_kind, after_results), (before_kind, before_results) = after, before
+    print()
+    print(f"before/after, same process and inputs, CPU time: before = {before_kind} features, after = {after_kind}")
+    header = f"{'input':<10}{'measure':<34}{'before':>10}{'after':>10}{'after/before':>14}"
+    print(header)
+    print("-" * len(header))
+    for a, b in zip(after_results, before_results, strict=True):
+        rows = (
+            ("whole path, CPU s per audio s", b.cpu["whole"] / b.work.input.seconds, a.cpu["whole"] / a.work.input.seconds, ".4f"),
+            ("whole path, wall s per audio s", b.whole_wall / b.work.input.seconds, a.whole_wall / a.work.input.seconds, ".4f"),
+            ("ASR + audio emb., CPU ms/utt.", per_utterance_ms(b, "asr+audio"), per_utterance_ms(a, "asr+audio"), ".1f"),
+            ("audio emb. alone, CPU ms/utt.", per_utterance_ms(a, EMBEDDING_OF[before_kind]),  # timed once, in the first run
+             per_utterance_ms(a, EMBEDDING_OF[after_kind]), ".1f"),
+        )
+        for name, was, now, form in rows:
+            print(f"{a.work.input.label:<10}{name:<34}{was:>10{form}}{now:>10{form}}{now / was:>14.2f}")
+    for kind, results in (before, after):
+        worst = max(r.cpu["whole"] / r.work.input.seconds for r in results)
+        print(f"{kind}: worst input {worst:.4f}x real time per stream on one core, "
+              f"{'meets' if worst <= TARGET_RTF else 'MISSES'} the target of <= {TARGET_RTF:g}x")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=3, help="timed passes per input; the median is printed")
@@ -380,40 +421,57 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help=f"the shared data folder (default: {DATA})")
     parser.add_argument("--audio-features", choices=("last_layer", "every_layer"),
                         help="voice.audio_features of the whole path (default: what the default model reads)")
+    parser.add_argument("--compare-checkpoint", type=Path, metavar="PATH",
+                        help="also time the path with the Whisper features of the emotion model at PATH (e.g. the previous "
+                             "default, exported from git into a temporary folder) and print after/before ratios")
     args = parser.parse_args()
     if args.runs < 1 or args.turns < 1:
         parser.error("--runs and --turns must be at least 1")
+    if args.compare_checkpoint and args.audio_features:
+        parser.error("--compare-checkpoint compares two models' features: leave --audio-features unset")
     if not args.data.is_dir():
         sys.exit(f"needs the real speech recordings in {args.data} (the shared data folder beside the project)")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     # ONNX Runtime (VAD) and CTranslate2 (Whisper) run on one thread already
     settings = load_settings(voice={"audio_features": args.audio_features} if args.audio_features else {})
+    setups = [settings]
     if not args.audio_features:  # the default model's features (a given kind is timed whatever the model reads)
-        settings = settings.model_copy(update={"voice": voice_for_model(settings.voice, settings.serve.model)})
+        setups = [settings.model_copy(update={"voice": voice_for_model(settings.voice, model)})
+                  for model in [settings.serve.model, *([args.compare_checkpoint] if args.compare_checkpoint else [])]]
+    done: list[tuple[str, list[Result]]] = []
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
         inputs = build_inputs(args.data, Path(tmp), args.turns)
-        print("loading models (untimed)…", file=sys.stderr, flush=True)
-        models = Models.load(settings)
-        pools = one_thread()
-        voice = settings.voice
-        print(f"# speech bench: {platform.processor() or platform.machine()}, 1 thread, median of {args.runs} runs; "
-              f"model loading excluded (loaded and warmed up first); {settings.ingest.segment_seconds:g} s segments, "
-              f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}, "
-              f"audio features {voice.audio_features}")
-        print(f"# thread pools limited to 1 thread (by default: {pools})")
-        results = []
-        for item in inputs:
-            print(f"preparing {item.label} (warm-up run)…", file=sys.stderr, flush=True)
-            work = prepare(models, item)
-            one_thread()  # libraries first loaded by the warm-up, if any
-            bundles = work.bundles
-            speakers = sorted({b.speaker_id for b in bundles})
-            spoken = sum(b.duration for b in bundles)
-            print(f"{item.label:<9}{item.seconds:.1f} s of audio ({item.about}): {len(bundles)} utterances ({spoken:.1f} s), "
-                  f"{len(work.payloads)} segments, speakers {', '.join(speakers) or '-'}")
-            results.append(measure(models, work, args.runs))
-    report(results)
+        for index, setup in enumerate(setups):
+            print("loading models (untimed)…", file=sys.stderr, flush=True)
+            models = Models.load(setup, embedders=index == 0)
+            pools = one_thread()
+            voice = setup.voice
+            if index:
+                print(f"\n## before: the Whisper features of {args.compare_checkpoint}")
+            print(f"# speech bench: {platform.processor() or platform.machine()}, 1 thread, median of {args.runs} runs, "
+                  f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()[0]:.1f}; "
+                  f"model loading excluded (loaded and warmed up first); {setup.ingest.segment_seconds:g} s segments, "
+                  f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}, "
+                  f"audio features {voice.audio_features}")
+            print(f"# thread pools limited to 1 thread (by default: {pools})")
+            results = []
+            for item in inputs:
+                print(f"preparing {item.label} (warm-up run)…", file=sys.stderr, flush=True)
+                work = prepare(models, item)
+                one_thread()  # libraries first loaded by the warm-up, if any
+                bundles = work.bundles
+                speakers = sorted({b.speaker_id for b in bundles})
+                spoken = sum(b.duration for b in bundles)
+                print(f"{item.label:<9}{item.seconds:.1f} s of audio ({item.about}): {len(bundles)} utterances ({spoken:.1f} s), "
+                      f"{len(work.payloads)} segments, speakers {', '.join(speakers) or '-'}")
+                results.append(measure(models, work, args.runs))
+            print()
+            report(results)
+            done.append((str(voice.audio_features), results))
+            del models
+    if len(done) == 2:
+        compare(done[0], done[1])
 
 
 if __name__ == "__main__":
