@@ -224,12 +224,16 @@ def main() -> None:
     print(f"memory flat within {FLAT:.0%} (first vs last quarter after warm-up, {len(rows)} processes): {'yes' if flat else 'NO'}")
     print(f"consumer lag: max {lag['max']:.0f}, first quarter max {lag['first_quarter_max']:.0f}, last quarter max "
           f"{lag['last_quarter_max']:.0f} (median {lag['last_quarter_median']:.0f}); bounded: {'yes' if bounded else 'NO'}")
+    valid = {r.kind for r in bad_records("kinds", settings.kafka) if r.reason is None}  # hostile but valid: no dead letter
+    refused = sum(kind not in valid for kind in sent)
     print(f"job alive at the end: {'yes' if alive else 'NO'}; events {job.stats.events}, dead letters "
-          f"{job.stats.dead_letters}, bad records sent {len(sent)}, replays after a lost session {job.stats.restarts}")
+          f"{job.stats.dead_letters} (for {refused} of the {len(sent)} bad records sent; the rest are valid), "
+          f"replays after a lost session {job.stats.restarts}")
     summary = {"minutes": args.minutes, "streams": args.streams, "samples": len(memory), "processes": rows,
                "memory_flat": flat, "lag": lag, "lag_bounded": bounded, "job_alive": alive, "restarts": job.stats.restarts,
                "minutes_run": round(minutes, 1), "events": job.stats.events,
-               "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_kinds": sorted(set(sent)),
+               "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_records_refusable": refused,
+               "bad_kinds": sorted(set(sent)),
                "published_mb": round(sum(published) / 1e6, 1), "perception_pool_changes": pool_changes}
     print("summary " + json.dumps(summary), flush=True)
 
