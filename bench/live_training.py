@@ -84,7 +84,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--feature-workers", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--ray-attempts", type=int, default=5, help="tries at starting the local Ray")
     parser.add_argument("--no-calls", action="store_true", help="whole clips only")
     args = parser.parse_args()
     import ray
@@ -96,14 +95,7 @@ def main() -> None:
     test = [e for e in examples if e.speaker in args.test_speakers]
     configs = recipes(load_train_config(args.recipe), args)
     settings = load_settings()
-    for attempt in range(args.ray_attempts):  # Ray gives its raylet 30 s to start: on a crowded machine that can be too little
-        try:
-            ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-            break
-        except Exception:
-            ray.shutdown()
-            if attempt == args.ray_attempts - 1:
-                raise
+    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     print(f"# train {len(train)} clips ({', '.join(args.train_speakers)}); test {len(test)} clips "
           f"({', '.join(args.test_speakers)}); {args.epochs} epochs", flush=True)
     # the held-out clips whole, for both models: the span recipe's own cache
