@@ -12,6 +12,8 @@ Each is measured on speakers neither trained on (`--test-speakers`):
   clips (backfill of a finished call): WAR, UAR, ECE, mean confidence;
 * calls: bench/calls.py's calls from the same speakers (`--turns` clips each, 0.8 s apart) through the backfill
   path at 16 kHz and through a phone line at 8 kHz: share right, lost, split, mean confidence, ECE.
+`--pieces` only counts what the live path cuts from the test speakers' clips, as recorded and through the phone
+line (lost, one piece, several; seconds kept), without Whisper, training or Ray.
 Figures are printed (and appended to `--out`/results.jsonl), never asserted. Feature caches are resumable
 (`--cache`); finished training runs are reused. Inside a loopback-only namespace, in the background:
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 19 .venv/bin/python \\
@@ -34,7 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/calls.py
 from calls import DATA, call_figures, plan_calls, run_calls  # noqa: E402
 
 from emostream.settings import load_settings  # noqa: E402
-from emostream.training.features import extract_features, read_features  # noqa: E402
+from emostream.training.features import Augment, example_rng, extract_features, live_cut, read_features, telephoned  # noqa: E402
 from emostream.training.train import CorpusConfig, TrainConfig, fit, load_train_config, read_corpus  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite.yaml"
@@ -70,6 +72,28 @@ def whole_clip_figures(model_folder: Path, rows: list[dict], speakers: set[str])
             "ece": expected_calibration_error(probabilities, truth), "confidence": float(probabilities.max(axis=1).mean())}
 
 
+def cut_counts(examples: list, settings, telephone: bool) -> dict[str, object]:  # type: ignore[no-untyped-def]
+    """How many utterances the live path cuts from each clip (the first telephone copy's, with `telephone`)."""
+    from emostream.media.records import file_segments
+    from emostream.perception.segment import SegmentPerceiver
+    from emostream.perception.voice.speakers import VoiceEmbedder
+
+    perceive, voices, augment = SegmentPerceiver(settings), VoiceEmbedder(), Augment(telephone_copies=1)
+    counts, kept, lost = [], [], []
+    for example in examples:
+        segments = [s for s in file_segments(example.media, example.key, settings.ingest) if not s.is_end_marker]
+        seconds = sum(s.audio.shape[-1] for s in segments) / 16000
+        if telephone:
+            segments = telephoned(segments, example_rng(augment, example.key), augment, (0.0, float("inf")))
+        cut = live_cut(segments, (0.0, float("inf")), settings, perceive, voices, example.key)
+        counts.append(len(cut))
+        kept.append(sum(b.end - b.start for b in cut) / seconds)
+        if not cut:
+            lost.append(str(example.label))
+    return {"clips": len(counts), "lost": counts.count(0), "one": counts.count(1), "several": sum(c > 1 for c in counts),
+            "kept": float(np.mean(kept)), "lost_labels": {label: lost.count(label) for label in sorted(set(lost))}}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--train-speakers", nargs="+", default=[f"ravdess-{k:02d}" for k in range(1, 9)])
@@ -84,6 +108,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--feature-workers", type=int, default=2)
     parser.add_argument("--cpus", type=int, default=2)
+    parser.add_argument("--pieces", action="store_true", help="only count the live path's pieces of the test clips")
     parser.add_argument("--no-calls", action="store_true", help="whole clips only")
     args = parser.parse_args()
     import ray
@@ -95,6 +120,14 @@ def main() -> None:
     test = [e for e in examples if e.speaker in args.test_speakers]
     configs = recipes(load_train_config(args.recipe), args)
     settings = load_settings()
+    if args.pieces:
+        for telephone in (False, True):
+            counted = cut_counts(test, settings, telephone)
+            band = "8 kHz mu-law" if telephone else "16 kHz"
+            print(f"{band}: {counted}", flush=True)
+            with (args.out / "results.jsonl").open("a") as handle:
+                handle.write(json.dumps({"test": f"pieces {band}", "speakers": args.test_speakers, **counted}) + "\n")
+        return
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
     print(f"# train {len(train)} clips ({', '.join(args.train_speakers)}); test {len(test)} clips "
           f"({', '.join(args.test_speakers)}); {args.epochs} epochs", flush=True)

@@ -30,7 +30,7 @@ import logging
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
@@ -39,6 +39,10 @@ from emostream.media.telephone import telephone_copy
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 from emostream.training.datasets import Example
+
+if TYPE_CHECKING:
+    from emostream.perception.voice.speakers import VoiceEmbedder
+    from emostream.spine import Perceive
 
 log = logging.getLogger(__name__)
 
@@ -141,6 +145,11 @@ def with_audio(segments: list[DecodedSegment], change: Callable[[np.ndarray], np
     ]
 
 
+def example_rng(augment: Augment, key: str) -> np.random.Generator:
+    """The random generator of an example's copies: the same copies for the same seed and example on every run."""
+    return np.random.default_rng([augment.seed, int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)])
+
+
 def _floats(array: np.ndarray | None) -> list[float] | None:
     return None if array is None else np.asarray(array, np.float32).ravel().tolist()
 
@@ -212,7 +221,7 @@ class FeatureExtractor:
         segments = [s for s in segments if s.end > lo and s.start < hi]
         if not any(s.audio.size for s in segments):
             raise ValueError("no audio in the example's span")
-        rng = np.random.default_rng([self.augment.seed, int(hashlib.sha1(example.key.encode()).hexdigest()[:8], 16)])
+        rng = example_rng(self.augment, example.key)
         variants = ([segments] + [augmented(segments, rng, self.augment, (lo, hi)) for _ in range(self.augment.copies)]
                     + [telephoned(segments, rng, self.augment, (lo, hi)) for _ in range(self.augment.telephone_copies)])
         rows = []
@@ -230,18 +239,24 @@ class FeatureExtractor:
         return rows
 
     def live_utterances(self, example: Example, parts: list[DecodedSegment], span: tuple[float, float]) -> list[UtteranceBundle]:
-        """The utterances the live path cuts from a copy of the example, encoded: a fresh stream's `StreamSession`
-        with the settings' segmentation (VAD, merge gap, Smart Turn, edge tightening; shorter than
-        voice.min_utterance_seconds: dropped), as backfill and the live job stitch. Of a longer file's span, those
-        lying at least half inside it."""
-        from emostream.perception.session import StreamSession  # noqa: PLC0415
-
-        session = StreamSession(example.key, self.settings, self.voices)
-        cut = [b for part in parts for b in session.push(self.spine.perceive(part))] + session.flush()
-        inside = [b for b in cut if min(b.end, span[1]) - max(b.start, span[0]) >= (b.end - b.start) / 2]
-        if not inside:
+        """The utterances the live path cuts from a copy of the example (`live_cut`), encoded."""
+        cut = live_cut(parts, span, self.settings, self.spine.perceive, self.voices, example.key)
+        if not cut:
             log.info("example %s: the live path cuts no utterance from it (lost)", example.key)
-        return self.spine.encode(inside) if inside else []
+        return self.spine.encode(cut) if cut else []
+
+
+def live_cut(parts: list[DecodedSegment], span: tuple[float, float], settings: Settings, perceive: Perceive,
+             voices: VoiceEmbedder, stream_id: str) -> list[UtteranceBundle]:
+    """The utterances (not yet encoded) the live path cuts from one stream's segments: a fresh `StreamSession` with
+    the settings' segmentation (VAD, merge gap, Smart Turn, edge tightening; shorter than
+    voice.min_utterance_seconds: dropped), flushed at the end, as backfill and the live job stitch. Of a span of a
+    longer file, those lying at least half inside it."""
+    from emostream.perception.session import StreamSession  # noqa: PLC0415
+
+    session = StreamSession(stream_id, settings, voices)
+    cut = [b for part in parts for b in session.push(perceive(part))] + session.flush()
+    return [b for b in cut if min(b.end, span[1]) - max(b.start, span[0]) >= (b.end - b.start) / 2]
 
 
 def feature_settings(settings: Settings) -> Settings:
