@@ -29,10 +29,10 @@ from pathlib import Path
 
 import numpy as np
 import soundfile as sf
-from scipy.signal import resample_poly
 
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.labels import LABEL_SETS
+from emostream.media.telephone import telephone_band
 from emostream.training.datasets import Example
 from emostream.training.metrics import expected_calibration_error
 from emostream.training.train import CorpusConfig, read_corpus
@@ -63,16 +63,6 @@ class TurnResult:
     probabilities: tuple[float, ...] | None  # that event's, in the label set's order
 
 
-def telephone_band(audio: np.ndarray) -> np.ndarray:
-    """A phone line's copy of 16 kHz audio: 8 kHz sampling (anti-aliased) through G.711 mu-law (8 bits), back to 16 kHz."""
-    narrow = resample_poly(audio, 1, 2, axis=-1)
-    mu = 255.0
-    coded = np.sign(narrow) * np.log1p(mu * np.minimum(np.abs(narrow), 1.0)) / np.log1p(mu)
-    coded = np.round(coded * 127) / 127  # 8 bits per sample
-    decoded = np.sign(coded) * np.expm1(np.abs(coded) * np.log1p(mu)) / mu
-    return resample_poly(decoded, 2, 1, axis=-1).astype(np.float32)
-
-
 def assemble_call(agent: Sequence[Example], customer: Sequence[Example], path: Path, gap: float = 0.8,
                   telephone: bool = False) -> list[Turn]:
     """Write a two-channel 16 kHz WAV of the two speakers' clips in alternation (agent first); its turns."""
@@ -95,7 +85,7 @@ def assemble_call(agent: Sequence[Example], customer: Sequence[Example], path: P
     for channel, placed in pieces:
         call[channel, : len(placed)] += placed
     if telephone:
-        call = telephone_band(call)[:, : call.shape[1]]
+        call = telephone_band(call)
     sf.write(path, np.clip(call, -1, 1).T, RATE, subtype="PCM_16")
     return turns
 

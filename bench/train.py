@@ -18,7 +18,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from emostream.training.features import Augment, cache_key
+from emostream.training.features import cache_key
 from emostream.training.train import fit, load_train_config
 
 
@@ -32,7 +32,7 @@ def main() -> None:
     from emostream.settings import load_settings
 
     config = load_train_config(args.config)
-    cache = config.feature_cache / cache_key(load_settings(), Augment(copies=config.data.augment_copies, seed=config.seed))
+    cache = config.feature_cache / cache_key(load_settings(), config.augment)
     if not any(cache.glob("*.parquet")):
         sys.exit(f"no feature cache at {cache}: run `emostream train {args.config}` first")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -11,6 +11,7 @@ are (`SpeakerPools`).
 
 from __future__ import annotations
 
+import hashlib
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
@@ -24,7 +25,7 @@ from emostream.models.config import EmotionConfig
 from emostream.models.inputs import ModelInputs, collate, voice_vector
 from emostream.models.instructions import Answer, labelled_answer
 from emostream.perception.utterance import UtteranceBundle, bundle_from_features
-from emostream.perception.voice.prosody import PROSODY_NAMES
+from emostream.perception.voice.prosody import PROSODY_NAMES, SpeakerProsodyStats
 from emostream.training.datasets.corpora import corpus_classes
 
 STD_FLOOR = 1e-3
@@ -44,6 +45,7 @@ class Sample:
     variant: int
     target_text: str | None = None  # the LLM's answer in its fixed shape (models/instructions.py), None: nothing to learn
     classes: tuple[bool, ...] | None = None  # per model label, whether the example's corpus has it (None: every one)
+    piece: int = 0  # its place among the utterances the live path cut from the variant (features.Augment.live_cut)
 
 
 def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: str) -> list[Sample]:
@@ -78,7 +80,8 @@ def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: 
         answer = target_answer(row, labels[label] if label >= 0 else None, label_set, bundle)
         samples.append(Sample(bundle, z, label, float("nan") if valence is None else float(valence),
                               float("nan") if arousal is None else float(arousal), row["key"], int(row["variant"]),
-                              answer.text() if answer else None, corpus_classes(row.get("dataset") or "", label_set)))
+                              answer.text() if answer else None, corpus_classes(row.get("dataset") or "", label_set),
+                              int(row.get("piece") or 0)))
     return samples
 
 
@@ -118,6 +121,41 @@ class SpeakerPools:
         count = int(rng.integers(2, min(EARLY_MOST, len(others)) + 1))
         seen = others[rng.choice(len(others), count, replace=False)]
         return ((vector - seen.mean(axis=0)) / np.maximum(seen.std(axis=0, ddof=1), self.floor)).astype(np.float32)
+
+
+def call_statistics(samples: list[Sample], floor: np.ndarray, turns: int) -> list[Sample]:
+    """The samples with the speaker statistics the live path would have for them in a call.
+
+    Each speaker's clips of one variant (the recorded ones, each augmented or telephone copy apart: a call is on
+    one line) are put in a fixed pseudo-random order (by a hash of the clip's key: sorted keys would put a
+    corpus's clips of one emotion together) and dealt into calls of `turns` clips; a clip's utterances (its
+    live-cut pieces, in order) follow each other. Each utterance is z-scored against the utterances before it in
+    its call only, by the live path's own statistics: the scorer's `StreamContexts.speaker_z` for the voice
+    features (none before two utterances; `floor` as the scorer's `speaker_floor`) and the session's
+    `SpeakerProsodyStats` for prosody. So the first utterances of every call train without statistics, and the
+    next ones with a few, as in a live stream.
+    """
+    from emostream.models.score import StreamContexts  # noqa: PLC0415
+
+    def order(index: int) -> tuple[str, int]:
+        return hashlib.sha1(samples[index].key.encode()).hexdigest(), samples[index].piece
+
+    streams: dict[tuple[str, int], list[int]] = defaultdict(list)
+    for index in sorted(range(len(samples)), key=order):
+        streams[(samples[index].bundle.speaker_id, samples[index].variant)].append(index)
+    contexts = StreamContexts()
+    out = list(samples)
+    for (speaker, variant), members in streams.items():
+        clips = list(dict.fromkeys(samples[i].key for i in members))  # in the hashed order
+        call_of = {key: k // turns for k, key in enumerate(clips)}
+        prosody: dict[int, SpeakerProsodyStats] = defaultdict(SpeakerProsodyStats)
+        for index in members:  # call by call, in the hashed order
+            sample, call = samples[index], call_of[samples[index].key]
+            speaker_z = contexts.speaker_z(replace(sample.bundle, stream_id=f"{speaker}#{variant}#call-{call}"), floor)
+            prosody_z = prosody[call].z(sample.bundle.prosody)
+            prosody[call].add(sample.bundle.prosody)
+            out[index] = replace(sample, speaker_z=speaker_z, bundle=replace(sample.bundle, prosody_z=prosody_z))
+    return out
 
 
 def batch(samples: list[Sample], config: EmotionConfig, rng: np.random.Generator | None = None,

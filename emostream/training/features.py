@@ -9,8 +9,17 @@ again and examples already in the cache are skipped (resumable).
 
 Augmented copies of audio-only examples (speed, gain, added noise) multiply
 the training data; video examples get gain and noise only (a speed change
-would desynchronise the faces). The cache holds features, never raw audio or
-frames.
+would desynchronise the faces). Telephone-band copies (`Augment.telephone_copies`)
+go through a noisy 8 kHz mu-law line (`media/telephone.py`, the one the call-level
+evaluation uses). The cache holds features, never raw audio or frames.
+
+By default a row is the whole labelled span as one utterance. With
+`Augment.live_cut` the rows are what the live path scores instead: each copy is
+pushed through a `StreamSession` with the product's own segmentation (VAD, merge
+gap, Smart Turn, edge tightening, the minimum utterance length) and every
+utterance it cuts is a row labelled with the clip's label (`piece`, `pieces`: its
+place and how many the copy became; a copy that became none has no row, as the
+live path would lose it).
 """
 
 from __future__ import annotations
@@ -18,16 +27,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from emostream.media.decode import SAMPLE_RATE, DecodedSegment
+from emostream.media.telephone import telephone_copy
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 from emostream.training.datasets import Example
+
+if TYPE_CHECKING:
+    from emostream.perception.voice.speakers import VoiceEmbedder
+    from emostream.spine import Perceive
 
 log = logging.getLogger(__name__)
 
@@ -44,13 +59,25 @@ class Augment:
     gain_db: tuple[float, float] = (-6.0, 6.0)
     noise_snr_db: tuple[float, float] = (15.0, 35.0)  # white noise this far below the speech level
     seed: int = 0
+    # What the live path sees (issue 19, item 7):
+    telephone_copies: int = 0  # copies through a noisy 8 kHz mu-law line (media/telephone.py), after the augmented ones
+    telephone_snr_db: tuple[float, float] = (20.0, 40.0)  # line noise this far below the speech level
+    live_cut: bool = False  # rows: the utterances a live StreamSession cuts from each copy, not the whole span
+
+
+# Fields added to Augment after caches were built: they count in the cache key only when set, so a cache
+# built before them keeps its key (and its half hour of extraction).
+LATER_FIELDS = ("telephone_copies", "telephone_snr_db", "live_cut")
 
 
 def cache_key(settings: Settings, augment: Augment) -> str:
     """Hash of everything that changes the features: the version, face and voice settings, augmentation."""
     settings = feature_settings(settings)
+    default = Augment()
     recipe = {"version": FEATURE_VERSION, "faces": settings.faces.model_dump(mode="json"),
-              "voice": settings.voice.model_dump(mode="json"), "augment": asdict(augment)}
+              "voice": settings.voice.model_dump(mode="json"),
+              "augment": {name: value for name, value in asdict(augment).items()
+                          if name not in LATER_FIELDS or value != asdict(default)[name]}}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -65,7 +92,35 @@ def example_from_json(text: str) -> Example:
 
 def augmented(segments: list[DecodedSegment], rng: np.random.Generator, augment: Augment,
               span: tuple[float, float]) -> list[DecodedSegment]:
-    """One augmented copy of an example's decoded segments; audio-only examples are first cut to `span`."""
+    """One augmented copy (speed, gain, noise) of an example's decoded segments; audio-only examples are first cut
+    to `span` (video examples keep their speed: a speed change would desynchronise the faces)."""
+    has_video = any(len(s.frames) for s in segments)
+
+    def change(audio: np.ndarray) -> np.ndarray:
+        if not has_video:
+            rate = rng.uniform(*augment.speed)
+            positions = np.arange(0, audio.shape[1] - 1, rate)
+            audio = np.stack([np.interp(positions, np.arange(audio.shape[1]), channel) for channel in audio]).astype(np.float32)
+        audio = audio * 10 ** (rng.uniform(*augment.gain_db) / 20)
+        level = np.sqrt(np.mean(audio**2)) + 1e-9
+        audio = audio + rng.normal(0, level * 10 ** (-rng.uniform(*augment.noise_snr_db) / 20), audio.shape)
+        return np.clip(audio, -1, 1).astype(np.float32)
+
+    return with_audio(segments, change, span)
+
+
+def telephoned(segments: list[DecodedSegment], rng: np.random.Generator, augment: Augment,
+               span: tuple[float, float]) -> list[DecodedSegment]:
+    """One telephone-band copy of an example's decoded segments (`media.telephone.telephone_copy`); audio-only
+    examples are first cut to `span`."""
+    return with_audio(segments, lambda audio: telephone_copy(audio, rng, augment.telephone_snr_db), span)
+
+
+def with_audio(segments: list[DecodedSegment], change: Callable[[np.ndarray], np.ndarray],
+               span: tuple[float, float]) -> list[DecodedSegment]:
+    """The segments with their audio (channels, samples) replaced by `change` of it. Audio-only examples: the span's
+    audio only, cut into SEGMENT_SECONDS segments again (`change` may change its length); video examples keep their
+    segmentation and frames (`change` must keep the length)."""
     has_video = any(len(s.frames) for s in segments)
     audio = np.concatenate([s.audio for s in segments if s.audio.size], axis=1)
     start = next(s.audio_start for s in segments if s.audio.size)
@@ -73,14 +128,7 @@ def augmented(segments: list[DecodedSegment], rng: np.random.Generator, augment:
         first = max(int((span[0] - start) * SAMPLE_RATE), 0)
         last = audio.shape[1] if not np.isfinite(span[1]) else max(int((span[1] - start) * SAMPLE_RATE), first + 1)
         audio, start = audio[:, first:last], start + first / SAMPLE_RATE
-    if not has_video:
-        rate = rng.uniform(*augment.speed)
-        positions = np.arange(0, audio.shape[1] - 1, rate)
-        audio = np.stack([np.interp(positions, np.arange(audio.shape[1]), channel) for channel in audio]).astype(np.float32)
-    audio = audio * 10 ** (rng.uniform(*augment.gain_db) / 20)
-    level = np.sqrt(np.mean(audio**2)) + 1e-9
-    audio = audio + rng.normal(0, level * 10 ** (-rng.uniform(*augment.noise_snr_db) / 20), audio.shape)
-    audio = np.clip(audio, -1, 1).astype(np.float32)
+    audio = change(audio)
     if has_video:  # keep the original segmentation, frames untouched
         out, offset = [], 0
         for s in segments:
@@ -97,15 +145,21 @@ def augmented(segments: list[DecodedSegment], rng: np.random.Generator, augment:
     ]
 
 
+def example_rng(augment: Augment, key: str) -> np.random.Generator:
+    """The random generator of an example's copies: the same copies for the same seed and example on every run."""
+    return np.random.default_rng([augment.seed, int(hashlib.sha1(key.encode()).hexdigest()[:8], 16)])
+
+
 def _floats(array: np.ndarray | None) -> list[float] | None:
     return None if array is None else np.asarray(array, np.float32).ravel().tolist()
 
 
-def bundle_row(bundle: UtteranceBundle, example: Example, variant: int) -> dict[str, Any]:
-    """One Parquet row: the example's labels and its bundle's features (no raw media)."""
+def bundle_row(bundle: UtteranceBundle, example: Example, variant: int, piece: int = 0, pieces: int = 1) -> dict[str, Any]:
+    """One Parquet row: the example's labels and its bundle's features (no raw media); `piece` of `pieces` is the
+    utterance's place among those the live path cut from the variant (`Augment.live_cut`; else 0 of 1)."""
     face = bundle.face
     return {
-        "key": example.key, "variant": variant, "dataset": example.dataset, "media": str(example.media),
+        "key": example.key, "variant": variant, "piece": piece, "pieces": pieces, "dataset": example.dataset, "media": str(example.media),
         "speaker": example.speaker, "label": example.label, "valence": example.valence, "arousal": example.arousal,
         "explanation": example.explanation, "open_vocabulary": list(example.open_vocabulary),
         "reference_transcript": example.transcript, "transcript": bundle.transcript,
@@ -123,7 +177,7 @@ def bundle_row(bundle: UtteranceBundle, example: Example, variant: int) -> dict[
 
 
 ROW_COLUMNS = (  # bundle_row's keys, in order
-    "key", "variant", "dataset", "media", "speaker", "label", "valence", "arousal", "explanation", "open_vocabulary",
+    "key", "variant", "piece", "pieces", "dataset", "media", "speaker", "label", "valence", "arousal", "explanation", "open_vocabulary",
     "reference_transcript", "transcript", "start", "end", "prosody", "audio_embedding", "speaker_embedding", "text_embedding",
     "face_times", "face_expression", "face_features", "face_geometry", "face_geometry_z",
 )
@@ -167,10 +221,15 @@ class FeatureExtractor:
         segments = [s for s in segments if s.end > lo and s.start < hi]
         if not any(s.audio.size for s in segments):
             raise ValueError("no audio in the example's span")
-        rng = np.random.default_rng([self.augment.seed, int(hashlib.sha1(example.key.encode()).hexdigest()[:8], 16)])
-        variants = [segments] + [augmented(segments, rng, self.augment, (lo, hi)) for _ in range(self.augment.copies)]
+        rng = example_rng(self.augment, example.key)
+        variants = ([segments] + [augmented(segments, rng, self.augment, (lo, hi)) for _ in range(self.augment.copies)]
+                    + [telephoned(segments, rng, self.augment, (lo, hi)) for _ in range(self.augment.telephone_copies)])
         rows = []
         for number, parts in enumerate(variants):
+            if self.augment.live_cut:
+                bundles = self.live_utterances(example, parts, (lo, hi))
+                rows += [bundle_row(b, example, number, k, len(bundles)) for k, b in enumerate(bundles)]
+                continue
             session = StreamSession(example.key, self.settings, self.voices, cut=False)
             for part in parts:
                 session.push(self.spine.perceive(part))
@@ -178,6 +237,26 @@ class FeatureExtractor:
             bundle = self.spine.encode([session.utterance(None if whole else example.start, None if whole else example.end)])[0]
             rows.append(bundle_row(bundle, example, number))
         return rows
+
+    def live_utterances(self, example: Example, parts: list[DecodedSegment], span: tuple[float, float]) -> list[UtteranceBundle]:
+        """The utterances the live path cuts from a copy of the example (`live_cut`), encoded."""
+        cut = live_cut(parts, span, self.settings, self.spine.perceive, self.voices, example.key)
+        if not cut:
+            log.info("example %s: the live path cuts no utterance from it (lost)", example.key)
+        return self.spine.encode(cut) if cut else []
+
+
+def live_cut(parts: list[DecodedSegment], span: tuple[float, float], settings: Settings, perceive: Perceive,
+             voices: VoiceEmbedder, stream_id: str) -> list[UtteranceBundle]:
+    """The utterances (not yet encoded) the live path cuts from one stream's segments: a fresh `StreamSession` with
+    the settings' segmentation (VAD, merge gap, Smart Turn, edge tightening; shorter than
+    voice.min_utterance_seconds: dropped), flushed at the end, as backfill and the live job stitch. Of a span of a
+    longer file, those lying at least half inside it."""
+    from emostream.perception.session import StreamSession  # noqa: PLC0415
+
+    session = StreamSession(stream_id, settings, voices)
+    cut = [b for part in parts for b in session.push(perceive(part))] + session.flush()
+    return [b for b in cut if min(b.end, span[1]) - max(b.start, span[0]) >= (b.end - b.start) / 2]
 
 
 def feature_settings(settings: Settings) -> Settings:
@@ -242,4 +321,4 @@ def read_features(folder: Path) -> list[dict[str, Any]]:
     rows: list[dict[str, Any]] = []
     for file in sorted(Path(folder).glob("*.parquet")):
         rows += pq.read_table(file).to_pylist()
-    return sorted(rows, key=lambda row: (row["key"], row["variant"]))
+    return sorted(rows, key=lambda row: (row["key"], row["variant"], row.get("piece") or 0))

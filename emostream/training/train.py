@@ -56,6 +56,12 @@ class DataConfig(CorpusConfig):
     more_corpora: list[CorpusConfig] = []
     validation_speakers: list[str] = []  # speaker-independent split: these speakers only validate
     augment_copies: int = Field(0, ge=0)  # augmented copies of each training example (audio-only: speed, gain, noise)
+    # What the live path sees (features.Augment; model card, "Training on what the live path sees"):
+    telephone_copies: int = Field(0, ge=0)  # copies of each example through a noisy 8 kHz mu-law line (media/telephone.py)
+    live_cut: bool = False  # rows: the utterances a live StreamSession cuts from each copy, not the whole clip
+    # > 0: every training utterance z-scored as live, against the utterances before it in a call of this many of its
+    # speaker's clips (data.call_statistics), instead of all the speaker's utterances; replaces early_speaker_fraction
+    call_turns: int = Field(0, ge=0)
 
 
 class StageConfig(_Section):
@@ -123,6 +129,19 @@ class TrainConfig(_Section):
         if self.ensemble_size > 1 and has_language_model:
             raise ValueError("ensemble_size > 1 averages classifiers: a preset with a language model cannot be ensembled")
         return self
+
+    @model_validator(mode="after")
+    def _one_source_of_early_statistics(self) -> TrainConfig:
+        if self.data.call_turns and self.early_speaker_fraction:
+            raise ValueError("data.call_turns already gives early utterances few statistics, as live: "
+                             f"set early_speaker_fraction to 0 (not {self.early_speaker_fraction}) or call_turns to 0")
+        return self
+
+    @property
+    def augment(self) -> Augment:
+        """The feature extraction's recipe for the training examples (the cache key's augmentation part)."""
+        return Augment(copies=self.data.augment_copies, seed=self.seed, telephone_copies=self.data.telephone_copies,
+                       live_cut=self.data.live_cut)
 
     @property
     def epochs(self) -> int:
@@ -260,7 +279,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
 
     from emostream.models.llm import add_lora, tokenizer_for  # noqa: PLC0415
     from emostream.models.score import speaker_floor  # noqa: PLC0415
-    from emostream.training.data import SpeakerPools, batch, samples_from_rows, voice_statistics  # noqa: PLC0415
+    from emostream.training.data import SpeakerPools, batch, call_statistics, samples_from_rows, voice_statistics  # noqa: PLC0415
 
     context = ray.train.get_context()
     rank, world = context.get_world_rank(), context.get_world_size()
@@ -277,6 +296,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     model.audio_adapter.voice_mean.copy_(mean)
     model.audio_adapter.voice_std.copy_(std)
     pools = SpeakerPools(train_samples, speaker_floor(model)) if config.early_speaker_fraction > 0 else None
+    if config.data.call_turns:
+        train_samples = call_statistics(train_samples, speaker_floor(model), config.data.call_turns)
     tokenizer = tokenizer_for(model) if model.language_model is not None else None
     counts = np.bincount([s.label for s in train_samples if s.label >= 0], minlength=len(labels)).astype(np.float64)
     weights = torch.tensor(counts.sum() / np.maximum(counts, 1) / len(labels), dtype=torch.float32) if config.class_balance else None
@@ -423,8 +444,7 @@ def train(config: TrainConfig, examples: list | None = None) -> tuple[Path, dict
 
     examples = examples if examples is not None else read_dataset(config.data, config.label_set)
     settings = load_settings()
-    cache = extract_features(examples, settings, config.feature_cache, Augment(copies=config.data.augment_copies, seed=config.seed),
-                             workers=config.feature_workers)
+    cache = extract_features(examples, settings, config.feature_cache, config.augment, workers=config.feature_workers)
     return fit(config, cache, {example.key for example in examples})
 
 

@@ -1,0 +1,170 @@
+"""Training on what the live path sees (issue 19, item 7): live-cut rows are the live session's utterances,
+telephone copies are a phone line's, speaker statistics are the live scorer's, and the cache key follows."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from emostream.media.telephone import telephone_band, telephone_copy
+from emostream.models.score import StreamContexts
+from emostream.perception.voice.prosody import SpeakerProsodyStats
+from emostream.settings import load_settings
+from emostream.training.data import call_statistics, samples_from_rows
+from emostream.training.datasets import Example
+from emostream.training.features import FEATURE_VERSION, Augment, bundle_row, cache_key, feature_settings
+from emostream.training.train import DataConfig, TrainConfig, load_train_config
+from tests.model_helpers import random_bundle
+
+LABELS = ["neutral", "calm", "happy", "sad", "angry", "fearful", "disgust", "surprised"]
+RATE = 16000
+CLIPS = ("Actor_01/03-01-05-02-01-01-01.flac", "Actor_16/03-01-01-01-01-01-16.flac")  # angry (strong), neutral
+
+
+def high_share(audio: np.ndarray, above: float) -> float:
+    """The share of the audio's energy above `above` Hz."""
+    power = np.abs(np.fft.rfft(audio)) ** 2
+    return float(power[np.fft.rfftfreq(len(audio), 1 / RATE) > above].sum() / power.sum())
+
+
+# -- the phone line -----------------------------------------------------------------------------------------------
+
+def test_telephone_copies_are_band_limited_to_the_8khz_line(shared_data: Path) -> None:
+    speech, rate = sf.read(shared_data / "ravdess-speech-16k" / CLIPS[0], dtype="float32")
+    noise = np.random.default_rng(0).normal(0, 0.1, 2 * RATE).astype(np.float32)  # as much energy above 4 kHz as below
+    assert rate == RATE and high_share(noise, 4500) > 0.4 and high_share(speech, 4500) > 0.01
+    for audio in (speech, noise):
+        copy = telephone_copy(audio, np.random.default_rng(1), (20.0, 40.0))
+        assert copy.shape == audio.shape and copy.dtype == np.float32
+        # 8 kHz sampling keeps nothing above 4 kHz: what is left lies in the anti-aliasing filter's edge
+        assert high_share(copy, 4500) < 1e-4 and high_share(copy, 4000) < 0.01
+    band = telephone_band(np.stack([speech, speech]))  # a two-channel call, as bench/calls.py passes it
+    assert band.shape == (2, len(speech))
+    assert 0.95 < np.linalg.norm(band[0]) / np.linalg.norm(speech) < 1.05  # the speech itself goes through
+
+
+def test_telephone_copies_are_deterministic_per_seed(shared_data: Path) -> None:
+    speech, _ = sf.read(shared_data / "ravdess-speech-16k" / CLIPS[1], dtype="float32")
+    first = telephone_copy(speech, np.random.default_rng(7), (20.0, 40.0))
+    np.testing.assert_array_equal(first, telephone_copy(speech, np.random.default_rng(7), (20.0, 40.0)))
+    assert not np.array_equal(first, telephone_copy(speech, np.random.default_rng(8), (20.0, 40.0)))
+    # without noise the line is a fixed function: mu-law's 8 bits are audible, but the same every time
+    np.testing.assert_array_equal(telephone_band(speech), telephone_band(speech))
+    assert 0 < np.abs(telephone_band(speech) - speech).max()
+
+
+# -- the cache key ----------------------------------------------------------------------------------------------
+
+def test_the_cache_key_changes_with_the_live_options_and_keeps_the_old_caches() -> None:
+    settings = load_settings()
+    keys = {cache_key(settings, augment) for augment in (
+        Augment(), Augment(live_cut=True), Augment(telephone_copies=1), Augment(telephone_copies=2),
+        Augment(telephone_copies=1, telephone_snr_db=(10.0, 20.0)), Augment(live_cut=True, telephone_copies=1))}
+    assert len(keys) == 6
+    # without the live options, the key is the one caches were built under before they existed
+    resolved = feature_settings(settings)
+    before = {"version": FEATURE_VERSION, "faces": resolved.faces.model_dump(mode="json"),
+              "voice": resolved.voice.model_dump(mode="json"),
+              "augment": {"copies": 2, "speed": [0.9, 1.1], "gain_db": [-6.0, 6.0], "noise_snr_db": [15.0, 35.0], "seed": 3}}
+    expected = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
+    assert cache_key(settings, Augment(copies=2, seed=3)) == expected
+
+
+def test_the_training_yaml_sets_the_options(tmp_path: Path) -> None:
+    recipe = load_train_config(Path(__file__).resolve().parent.parent / "deployments" / "train-lite-live.yaml")
+    assert recipe.data.live_cut and recipe.data.telephone_copies >= 1 and recipe.data.call_turns > 0
+    assert recipe.augment == Augment(copies=recipe.data.augment_copies, seed=recipe.seed, live_cut=True,
+                                     telephone_copies=recipe.data.telephone_copies)
+    assert recipe.early_speaker_fraction == 0
+    with pytest.raises(ValueError, match="early_speaker_fraction"):
+        TrainConfig(data=DataConfig(path=tmp_path, call_turns=12), early_speaker_fraction=0.5,
+                    stages=[{"name": "all", "epochs": 1}])
+
+
+# -- speaker statistics as a call has them ---------------------------------------------------------------------------
+
+def rows_of(speaker: str, clips: int, pieces: int = 1, variant: int = 0) -> list[dict]:
+    rows = []
+    for k in range(clips):
+        example = Example(media=Path("/data/x.wav").absolute(), start=None, end=None, speaker=speaker, label=LABELS[k % 8],
+                          valence=None, arousal=None, transcript=None, explanation=None, open_vocabulary=(),
+                          dataset="manifest", key=f"{speaker}-clip-{k:02d}")
+        for piece in range(pieces):
+            bundle = random_bundle(seed=1000 * variant + 10 * k + piece, face=False, frames=False, text=False)
+            rows.append(bundle_row(bundle, example, variant, piece, pieces))
+    return rows
+
+
+def test_call_statistics_are_the_live_scorers_running_ones() -> None:
+    rows = rows_of("a", 7, pieces=2) + rows_of("b", 5) + rows_of("a", 7, pieces=2, variant=1)
+    samples = samples_from_rows(rows, LABELS, "ravdess8")
+    floor = np.full(len(samples[0].speaker_z), 0.05)
+    live = call_statistics(samples, floor, turns=3)
+    assert [(s.key, s.variant, s.piece) for s in live] == [(s.key, s.variant, s.piece) for s in samples]  # same order
+    # replay: speaker a's recorded clips in the fixed order, in calls of three clips (six utterances), each utterance
+    # scored by a fresh StreamContexts / SpeakerProsodyStats per call, as the scorer and the session do
+    mine = [s for s in live if s.bundle.speaker_id == "a" and s.variant == 0]
+    clips = sorted({s.key for s in mine}, key=lambda key: hashlib.sha1(key.encode()).hexdigest())
+    assert clips != sorted(clips)  # not the keys' order (a corpus sorted by name groups its emotions)
+    replayed = 0
+    for call in range(3):
+        contexts, prosody = StreamContexts(), SpeakerProsodyStats()
+        for key in clips[3 * call : 3 * call + 3]:
+            for piece in (0, 1):
+                sample = next(s for s in mine if s.key == key and s.piece == piece)
+                expected = contexts.speaker_z(sample.bundle, floor)
+                if expected is None:
+                    assert sample.speaker_z is None  # a call's first two utterances have no statistics, as live
+                else:
+                    np.testing.assert_allclose(sample.speaker_z, expected, rtol=1e-6)
+                assert sample.bundle.prosody_z == pytest.approx(prosody.z(sample.bundle.prosody), nan_ok=True)
+                prosody.add(sample.bundle.prosody)
+                replayed += 1
+    assert replayed == 14
+    assert sum(s.speaker_z is None for s in mine) == 2 * 3  # three calls (3 + 3 + 1 clips), two utterances each
+    assert sum(s.speaker_z is None for s in live if s.variant == 1) == 2 * 3  # the copies are calls of their own
+    assert sum(s.speaker_z is None for s in live if s.bundle.speaker_id == "b") == 2 * 2
+    assert all(s.speaker_z is not None for s in samples)  # whole-speaker statistics had every one
+
+
+# -- live-cut rows are the live session's utterances --------------------------------------------------------------
+
+@pytest.mark.slow
+def test_live_cut_rows_are_what_the_backfill_session_cuts(shared_data: Path) -> None:
+    """The same two real clips, through the training extraction with live_cut and through the spine the backfill's
+    stream actors and `emostream analyze` run (perceive, StreamSessions, encode): the same utterances, edges and
+    features. The live job's session actors run the same StreamSession and encoders (test_live, test_spine)."""
+    import torch
+
+    from emostream.spine import Spine
+    from emostream.training.features import FeatureExtractor
+
+    torch.set_num_threads(1)
+    settings = feature_settings(load_settings())
+    extractor = FeatureExtractor(settings.model_dump_json(), Augment(live_cut=True, telephone_copies=1))
+    spine = Spine(settings, voices=extractor.voices)
+    for name in CLIPS:
+        path = shared_data / "ravdess-speech-16k" / name
+        example = Example(media=path, start=None, end=None, speaker="ravdess-x", label="angry", valence=None, arousal=None,
+                          transcript=None, explanation=None, open_vocabulary=(), dataset="ravdess", key=path.stem)
+        rows = extractor.extract(example)
+        recorded = [r for r in rows if r["variant"] == 0]
+        bundles = spine.file_utterances(path, stream_id=path.stem)
+        assert len(recorded) == len(bundles) >= 1, name
+        assert [(r["piece"], r["pieces"]) for r in recorded] == [(k, len(bundles)) for k in range(len(bundles))]
+        for row, bundle in zip(recorded, bundles, strict=True):
+            assert (row["start"], row["end"]) == (bundle.start, bundle.end)
+            assert row["end"] - row["start"] >= settings.voice.min_utterance_seconds
+            np.testing.assert_allclose(row["audio_embedding"], bundle.audio_embedding, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(row["speaker_embedding"], bundle.speaker_embedding, rtol=1e-5, atol=1e-6)
+            np.testing.assert_allclose(row["prosody"], bundle.prosody.as_array(), rtol=1e-5, atol=1e-6, equal_nan=True)
+        # the whole clip is longer than what the live path cuts from it: its silences are not an utterance
+        assert sum(r["end"] - r["start"] for r in recorded) < sf.info(path).duration
+        # the telephone copy is cut too, and its features differ from the recorded clip's
+        phone = [r for r in rows if r["variant"] == 1]
+        assert phone and not np.allclose(phone[0]["audio_embedding"], recorded[0]["audio_embedding"])
