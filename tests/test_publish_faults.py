@@ -165,3 +165,5 @@ def test_a_file_sink_on_a_full_disk_fails_its_flush_and_nothing_is_committed() -
     with pytest.raises(SinkError, match="cannot write events to /dev/full: .*No space left on device"):
         commit(ledger, sink, committer)
     assert committer.commits == []
+    with pytest.raises(SinkError, match="cannot write events to /dev/full"):  # not the OSError of the buffered write
+        sink.close()

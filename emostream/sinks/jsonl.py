@@ -33,8 +33,9 @@ class JsonlSink:
     def close(self) -> None:
         try:
             self.flush()
-        finally:
-            self._file.close()
+        finally:  # closing writes what a failed flush left buffered: on a full disk that fails too, as a SinkError
+            with writing(self.path):
+                self._file.close()
 
     def _write(self, line: str) -> None:
         with self._lock, writing(self.path):
