@@ -9,7 +9,7 @@ import os
 import signal
 import threading
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from kafka.errors import MessageSizeTooLargeError
@@ -21,6 +21,31 @@ from emostream.kafka.clients import ensure_topics
 from emostream.kafka.clients import producer as make_producer
 from emostream.media.records import MediaRecord
 from emostream.settings import load_settings
+from emostream.sinks.kafka import KafkaSink
+
+if TYPE_CHECKING:
+    from emostream.live.commits import CommitLedger
+
+
+def kafka_sink(broker: EmbeddedBroker, topic: str) -> KafkaSink:
+    """A Kafka sink on `topic` whose producer gives up within seconds (delivery 5 s, requests 2 s, blocking 3 s)."""
+    settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "emotions_topic": topic})
+    ensure_topics(settings.kafka)
+    return KafkaSink(settings.kafka, make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000,
+                                                   max_block_ms=3000))
+
+
+def ledger_holding(stream: str) -> CommitLedger:
+    """A commit ledger that has read offset 0 of media/0 and holds it for `stream`."""
+    from kafka import TopicPartition
+
+    from emostream.live.commits import CommitLedger, Held
+
+    tp = TopicPartition("media", 0)
+    ledger = CommitLedger()
+    ledger.read(tp, 0)
+    ledger.hold(stream, Held(tp, 0, 0.0, 1.0, 0))
+    return ledger
 
 
 class RefusingProducer:
@@ -71,28 +96,18 @@ def test_a_broker_stopped_mid_publish_makes_publish_raise(tmp_path: Path, libriv
 def test_the_kafka_sink_fails_its_flush_when_the_broker_is_gone_and_nothing_is_committed(tmp_path: Path) -> None:
     """The producer side of the live job: events accepted while the broker is down fail the flush (SinkError),
     and the commit behind them does not happen."""
-    from kafka import TopicPartition
-
-    from emostream.live.commits import CommitLedger, Held, commit
+    from emostream.live.commits import commit
     from emostream.sinks import SinkError
-    from emostream.sinks.kafka import KafkaSink
     from tests.test_commits import FakeCommitter, event
 
     with EmbeddedBroker(free_port(), tmp_path / "broker") as broker:
-        settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "emotions_topic": "emotions-gone"})
-        ensure_topics(settings.kafka)
-        sink = KafkaSink(settings.kafka, make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000,
-                                                      max_block_ms=3000))
+        sink = kafka_sink(broker, "emotions-gone")
         sink.send(event("call-11", 0.0))
         sink.flush()  # delivered while the broker runs
         broker.stop()
-        tp = TopicPartition("media", 0)
-        ledger, log = CommitLedger(), []
-        ledger.read(tp, 0)
-        ledger.hold("call-11", Held(tp, 0, 0.0, 1.0, 0))
+        ledger, committer = ledger_holding("call-11"), FakeCommitter([])
         sink.send(event("call-11", 1.0))
         ledger.delivered("call-11", ledger.release("call-11"), ended=True)
-        committer = FakeCommitter(log)
         with pytest.raises(SinkError, match="not delivered to Kafka"):
             commit(ledger, sink, committer)
         assert committer.commits == []
@@ -103,24 +118,15 @@ def test_the_kafka_sink_fails_its_flush_when_the_broker_is_gone_and_nothing_is_c
 def test_the_kafka_sink_fails_its_flush_when_the_broker_is_paused_past_the_delivery_timeout(tmp_path: Path) -> None:
     """A broker that hangs (SIGSTOP: connections stay open, nothing answers) instead of going away: the flush
     neither hangs nor passes, and nothing is committed behind it."""
-    from kafka import TopicPartition
-
-    from emostream.live.commits import CommitLedger, Held, commit
+    from emostream.live.commits import commit
     from emostream.sinks import SinkError
-    from emostream.sinks.kafka import KafkaSink
     from tests.test_commits import FakeCommitter, event
 
     with EmbeddedBroker(free_port(), tmp_path / "broker") as broker:
-        settings = load_settings(kafka={"bootstrap_servers": broker.bootstrap_servers, "emotions_topic": "emotions-paused"})
-        ensure_topics(settings.kafka)
-        sink = KafkaSink(settings.kafka, make_producer(settings.kafka, delivery_timeout_ms=5000, request_timeout_ms=2000,
-                                                      max_block_ms=3000))
+        sink = kafka_sink(broker, "emotions-paused")
         sink.send(event("call-12", 0.0))
         sink.flush()  # delivered while the broker answers
-        tp = TopicPartition("media", 0)
-        ledger, committer = CommitLedger(), FakeCommitter([])
-        ledger.read(tp, 0)
-        ledger.hold("call-12", Held(tp, 0, 0.0, 1.0, 0))
+        ledger, committer = ledger_holding("call-12"), FakeCommitter([])
         pid = broker.state().pid  # type: ignore[union-attr]
         os.kill(pid, signal.SIGSTOP)
         outcome: list[BaseException | None] = []
@@ -148,18 +154,13 @@ def test_the_kafka_sink_fails_its_flush_when_the_broker_is_paused_past_the_deliv
 
 def test_a_file_sink_on_a_full_disk_fails_its_flush_and_nothing_is_committed() -> None:
     """/dev/full refuses every write with ENOSPC, as a full (or write-denied) volume does."""
-    from kafka import TopicPartition
-
-    from emostream.live.commits import CommitLedger, Held, commit
+    from emostream.live.commits import commit
     from emostream.sinks import SinkError
     from emostream.sinks.jsonl import JsonlSink
     from tests.test_commits import FakeCommitter, event
 
     sink = JsonlSink("/dev/full")
-    tp = TopicPartition("media", 0)
-    ledger, committer = CommitLedger(), FakeCommitter([])
-    ledger.read(tp, 0)
-    ledger.hold("call-13", Held(tp, 0, 0.0, 1.0, 0))
+    ledger, committer = ledger_holding("call-13"), FakeCommitter([])
     sink.send(event("call-13", 0.0))  # buffered: the disk is met at the flush
     ledger.delivered("call-13", ledger.release("call-13"), ended=True)
     with pytest.raises(SinkError, match="cannot write events to /dev/full: .*No space left on device"):
