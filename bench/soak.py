@@ -42,6 +42,10 @@ from emostream.settings import Settings, load_settings
 
 SPEECH = Path(__file__).resolve().parent.parent.parent / "shared" / "data" / "speech-librivox"
 FLAT = 0.05  # the largest change of a process's mean RSS, first quarter to last, that counts as flat
+# The embedded broker is the topics' storage: Tansu's memory:// engine keeps every record and ignores retention.ms
+# (checked: 200 MB produced to a topic with a 5 s retention were all still there, and in its RSS, 30 s later), so it
+# grows by what is published. It is reported beside the media published, and left out of the job's verdict.
+STORE = "tansu"
 
 
 def process_name(process: psutil.Process) -> str:
@@ -219,9 +223,11 @@ def main() -> None:
            "last_quarter_median": statistics.median(measured[-quarter:]) if measured else float("nan")}
     # Bounded: the lag of the last quarter comes back to what the first quarter saw (it does not grow with time).
     bounded = bool(measured) and lag["last_quarter_median"] <= lag["first_quarter_max"]
-    flat = bool(rows) and all(row["flat"] for row in rows)
+    job_rows = [row for row in rows if not row["process"].startswith(STORE)]
+    flat = bool(job_rows) and all(row["flat"] for row in job_rows)
     print(f"processes that came or went during the window (not compared): {len(came_and_went)} {came_and_went[:8]}")
-    print(f"memory flat within {FLAT:.0%} (first vs last quarter after warm-up, {len(rows)} processes): {'yes' if flat else 'NO'}")
+    print(f"memory flat within {FLAT:.0%} (first vs last quarter after warm-up, {len(job_rows)} processes of the job and Ray; "
+          f"the broker, which stores every record, left out): {'yes' if flat else 'NO'}")
     print(f"consumer lag: max {lag['max']:.0f}, first quarter max {lag['first_quarter_max']:.0f}, last quarter max "
           f"{lag['last_quarter_max']:.0f} (median {lag['last_quarter_median']:.0f}); bounded: {'yes' if bounded else 'NO'}")
     valid = {r.kind for r in bad_records("kinds", settings.kafka) if r.reason is None}  # hostile but valid: no dead letter
