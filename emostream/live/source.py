@@ -33,6 +33,7 @@ from emostream.live.window import Window
 from emostream.settings import KafkaSettings
 
 TICK_SECONDS = 1.0  # a task with nothing to read sends ticks this often
+FETCH_WAIT_MS = 500  # how long the broker may hold a read task's fetch while no record arrives
 
 RECORD, TICK = "record", "tick"
 SCHEMA = pa.schema([
@@ -79,7 +80,9 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
                     tick_seconds: float = TICK_SECONDS, window: Window | None = None) -> Iterator[pa.Table]:
     """Blocks of media records of `partitions`, from the group's committed offsets, forever; with a `window`, never
     more rows ahead of the job than it allows."""
-    consumer = make_consumer(kafka, group_id=group_id)
+    # A fetch waits up to FETCH_WAIT_MS for a record, and the broker answers it as soon as one arrives (Kafka's and
+    # Tansu's long poll): the clients' 50 ms made an idle task send 20 fetches a second for nothing.
+    consumer = make_consumer(kafka, group_id=group_id, fetch_max_wait_ms=FETCH_WAIT_MS)
     assigned = [TopicPartition(kafka.media_topic, p) for p in partitions]
     consumer.assign(assigned)
     for tp in assigned:
