@@ -8,8 +8,8 @@ committed here: the job commits an offset once the utterances that need it are o
 When a poll brings nothing, a task yields a "tick" row per partition carrying the
 partition's high watermark, so the job sees time pass (idle flushing, commits, lag)
 even when no media arrives; once a second, as the job looks at time once a second
-(each row costs a perception call and the driver's attention: ticks every 0.5 s were
-a fifth of the idle job's CPU).
+(each block costs a perception call and the driver's attention: ticks every 0.5 s were
+a fifth of the idle job's CPU), and all of a task's ticks in one block.
 
 A task is at most `live.read_window` rows ahead of the job (`window`): beyond that it
 stops polling, and Kafka holds what the job has no room for.
@@ -93,6 +93,18 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
             consumer.seek(tp, committed)
     last_tick = 0.0
     index = 0
+
+    def block(rows: list[dict[str, object]]) -> pa.Table:
+        """`rows` numbered in the task's order, as one block, once the window has room for the first of them (a
+        block of ticks may pass the window by a few rows: a window smaller than the block would hold it forever)."""
+        nonlocal index
+        if window is not None:
+            window.wait_for_room(index)
+        for row in rows:
+            row["task"], row["index"] = task, index
+            index += 1
+        return pa.Table.from_pylist(rows, schema=SCHEMA)
+
     try:
         while True:
             if window is not None:
@@ -104,17 +116,15 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
                 highwater = consumer.highwater(tp)
                 rows += [record_row(RECORD, r.topic, r.partition, r.offset, r.key, r.value, r.headers, r.timestamp, read_ms,
                                     highwater if highwater is not None else r.offset + 1) for r in records]
+            for row in rows:
+                yield block([row])  # one record per block: a segment never waits for another
             now = time.monotonic()
             if not rows and now - last_tick >= tick_seconds:
                 last_tick = now
-                rows = [record_row(TICK, tp.topic, tp.partition, -1, None, b"", [], read_ms, read_ms,
-                                   -1 if (high := consumer.highwater(tp)) is None else high) for tp in assigned]
-            for row in rows:
-                if window is not None:
-                    window.wait_for_room(index)
-                row["task"], row["index"] = task, index
-                index += 1
-                yield pa.Table.from_pylist([row], schema=SCHEMA)  # one row per block: a segment never waits for another
+                # One block for all the task's partitions: one perception call and one block for the driver a
+                # second, not one per partition.
+                yield block([record_row(TICK, tp.topic, tp.partition, -1, None, b"", [], read_ms, read_ms,
+                                        -1 if (high := consumer.highwater(tp)) is None else high) for tp in assigned])
     finally:
         consumer.close()
 
