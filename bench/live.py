@@ -37,20 +37,24 @@ import threading
 import time
 from fractions import Fraction
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import av
 import psutil
 
+from emostream.cli.common import ray_local
 from emostream.ingest.publish import publish
 from emostream.kafka.broker import EmbeddedBroker, free_port
 from emostream.kafka.clients import ensure_topics
-from emostream.live.job import LiveJob
-from emostream.live.serve_client import ServeClient
 from emostream.media.segmenter import probe
 from emostream.media.synthetic import speech_track
 from emostream.metrics import Metrics
 from emostream.settings import Settings, load_settings
+
+if TYPE_CHECKING:
+    from emostream.live.job import LiveJob
+# The live job and Serve are imported once `ray_local` has set Ray's environment (Serve reads it at import), so the
+# bench runs with the housekeeping intervals `emostream run` uses.
 
 IDLE_SECONDS = 20.0  # the running job's own CPU use with no streams is measured over this long
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -117,6 +121,9 @@ def _publish_all(media: Path, names: list[str], settings: Settings, stagger: flo
 def start_job(settings: Settings, media: Path) -> tuple[LiveJob, threading.Event, threading.Thread, dict[str, Any]]:
     """The live job on a thread (stopped by setting the event), warmed by one stream: models load on first use in
     the actors, which the figures after it do not count. The warm-up's figures are returned with it."""
+    from emostream.live.job import LiveJob  # noqa: PLC0415
+    from emostream.live.serve_client import ServeClient  # noqa: PLC0415
+
     job = LiveJob(settings, ServeClient.for_settings(settings), Metrics())
     stop = threading.Event()
     runner = threading.Thread(target=job.run, kwargs={"stop": stop})
@@ -262,10 +269,6 @@ def main() -> None:
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
                         help="override a setting, e.g. --set voice.merge_gap_seconds=0.3 (repeatable)")
     args = parser.parse_args()
-    import ray
-
-    from emostream.serve.app import deploy
-
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(free_port(), Path(tmp) / "broker") as broker:
         media = speech_track(sorted(SPEECH.glob("*.wav")), Path(tmp) / "talk.wav")
@@ -281,7 +284,11 @@ def main() -> None:
             section, _, name = key.partition(".")
             overrides.setdefault(section, {})[name] = value
         settings = load_settings(**overrides)
-        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+        ray_local(args.cpus, log_to_driver=False)
+        import ray  # noqa: PLC0415
+
+        from emostream.serve.app import deploy  # noqa: PLC0415
+
         deploy(settings)
         what = {None: "read speech", "av": "the AV meeting (640x360, 24 fps, with read speech)"}.get(args.media, str(media))
         print(f"# live bench: {platform.machine()}, {args.cpus} CPUs, load average {_load()}, streams of {what} "

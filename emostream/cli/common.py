@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, TypeAlias
 
@@ -57,12 +58,34 @@ def _filesystem(directory: Path) -> str:
     return json.dumps({"type": "filesystem", "params": {"directory_path": str(directory)}})
 
 
-def ray_local(cpus: int | None, spill_directory: Path | None = None) -> None:
-    """Start a local Ray (object spilling off, or to `spill_directory` only), unless one is running already."""
+# Ray's and Serve's housekeeping in the Ray that `ray_local` starts (k8s/base/settings.env sets the same in the
+# cluster's pods). Their defaults poll ten times a second, which on two cores was a large part of the idle live
+# job (bench/live.py: the idle job's CPU by process). A variable already set in the environment wins.
+RAY_ENVIRONMENT = {
+    # the Serve controller's reconcile loop (default 0.1 s): deploys, health checks and autoscaling decisions
+    # happen at most this much later; the controller was the largest of Ray's own idle processes
+    "RAY_SERVE_CONTROL_LOOP_INTERVAL_S": "1.0",
+    # how often replicas, proxies and handles hand their cached request metrics to Ray's metrics (default 100 ms);
+    # Prometheus scrapes every 15 s or more
+    "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
+}
+
+
+def ray_environment() -> None:
+    """Set `RAY_ENVIRONMENT` for this process and the Ray it starts (before Ray or Serve is imported: Serve reads
+    its variables at import)."""
+    for name, value in RAY_ENVIRONMENT.items():
+        os.environ.setdefault(name, value)
+
+
+def ray_local(cpus: int | None, spill_directory: Path | None = None, log_to_driver: bool = True) -> None:
+    """Start a local Ray (object spilling off, or to `spill_directory` only, housekeeping as in `RAY_ENVIRONMENT`),
+    unless one is running already."""
+    ray_environment()
     import ray
 
     if not ray.is_initialized():
-        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=True,
+        ray.init(address="local", num_cpus=cpus, include_dashboard=False, log_to_driver=log_to_driver,
                  _system_config=spilling(spill_directory))
 
 
