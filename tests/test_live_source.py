@@ -18,7 +18,9 @@ def test_ticks_of_every_partition_come_in_one_block_and_records_one_per_block(se
     reader = read_partitions(settings.kafka, settings.kafka.group_id, [0, 1], poll_seconds=0.1, task=3, tick_seconds=0.2)
     try:
         ticks = next(reader).to_pylist()
-        assert [(row["kind"], row["partition"], row["highwater"]) for row in ticks] == [(TICK, 0, 0), (TICK, 1, 0)]
+        assert [(row["kind"], row["partition"]) for row in ticks] == [(TICK, 0), (TICK, 1)]
+        # an empty partition's end is 0, or -1 (unknown) when the tick comes before the first fetch has answered
+        assert all(row["highwater"] in (-1, 0) for row in ticks), ticks
         assert [(row["task"], row["index"]) for row in ticks] == [(3, 0), (3, 1)]
 
         out = producer(settings.kafka)
