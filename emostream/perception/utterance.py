@@ -14,7 +14,7 @@ import numpy as np
 
 from emostream.labels import FER7
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
-from emostream.perception.faces.types import FaceMeasurement, MicroExpression
+from emostream.perception.faces.types import FaceMeasurement, MicroExpression, short_side
 from emostream.perception.voice.prosody import PROSODY_NAMES, Prosody
 
 
@@ -59,8 +59,7 @@ MIN_FRAME_QUALITY = 0.25
 def frame_quality(face: FaceMeasurement) -> float:
     """In [0, 1]: the detector's score times min(1, face width / FULL_DETAIL_PIXELS), the width being the shorter side of
     the face's landmark box (as faces.min_face_pixels measures it)."""
-    width = float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
-    return float(np.clip(face.score, 0.0, 1.0) * np.clip(width / FULL_DETAIL_PIXELS, 0.0, 1.0))
+    return float(np.clip(face.score, 0.0, 1.0) * np.clip(short_side(face.box) / FULL_DETAIL_PIXELS, 0.0, 1.0))
 
 
 # A frame whose mouth is this far above the track's norm while its brows are not raised is mid-word: an open mouth

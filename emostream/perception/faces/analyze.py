@@ -22,7 +22,7 @@ from emostream.media.decode import DecodedSegment, analysed_frame_indices
 from emostream.perception.faces.align import align_faces, to_grey
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
 from emostream.perception.faces.geometry import face_geometry
-from emostream.perception.faces.types import AnalysedFrame, Detection, FaceBackend, FaceMeasurement, Landmarks, SegmentFaces
+from emostream.perception.faces.types import AnalysedFrame, Detection, FaceBackend, FaceMeasurement, Landmarks, SegmentFaces, short_side
 from emostream.settings import FaceSettings
 
 log = logging.getLogger(__name__)
@@ -147,9 +147,7 @@ class FaceAnalyzer:
 
     def _detections(self, frame: np.ndarray) -> list[Detection]:
         settings = self.settings
-        big_enough = [
-            d for d in self.backend.detect(frame) if min(d.box[2] - d.box[0], d.box[3] - d.box[1]) >= settings.min_face_pixels
-        ]
+        big_enough = [d for d in self.backend.detect(frame) if short_side(d.box) >= settings.min_face_pixels]
         big_enough.sort(key=lambda d: -(d.box[2] - d.box[0]) * (d.box[3] - d.box[1]))
         return big_enough[: settings.max_faces]
 

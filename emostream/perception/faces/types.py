@@ -16,6 +16,11 @@ KEYPOINT_NAMES = ("eye_image_left", "eye_image_right", "nose_tip", "mouth_image_
 LandmarkScheme = Literal["mesh468"]  # the only layout today; geometry.SCHEMES maps each to landmark roles
 
 
+def short_side(box: np.ndarray) -> float:
+    """A face box's (x0, y0, x1, y1) shorter side in pixels: how large the face is (`faces.min_face_pixels`)."""
+    return float(min(box[2] - box[0], box[3] - box[1]))
+
+
 @dataclass(frozen=True)
 class Detection:
     """One face found by a detector in one frame."""
