@@ -40,12 +40,16 @@ def telephone_band(audio: np.ndarray) -> np.ndarray:
     return wide[..., :samples].astype(np.float32)
 
 
+def with_noise(audio: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float]) -> np.ndarray:
+    """`audio` plus white noise `snr_db` (drawn uniformly) below its RMS level, clipped to [-1, 1]."""
+    level = np.sqrt(np.mean(audio**2)) + 1e-9
+    return np.clip(audio + rng.normal(0, level * 10 ** (-rng.uniform(*snr_db) / 20), audio.shape), -1, 1)
+
+
 def telephone_copy(audio: np.ndarray, rng: np.random.Generator, snr_db: tuple[float, float]) -> np.ndarray:
-    """A noisy phone line's copy: white noise `snr_db` (drawn uniformly) below the speech's RMS level, then
-    `telephone_band` (the noise is band-limited with the speech, as line noise is).
+    """A noisy phone line's copy: `with_noise`, then `telephone_band` (the noise is band-limited with the speech,
+    as line noise is).
 
     audio : shape = (..., samples) at 16 kHz; returns float32 of the same shape.
     """
-    level = np.sqrt(np.mean(audio**2)) + 1e-9
-    noisy = audio + rng.normal(0, level * 10 ** (-rng.uniform(*snr_db) / 20), audio.shape)
-    return telephone_band(np.clip(noisy, -1, 1))
+    return telephone_band(with_noise(audio, rng, snr_db))

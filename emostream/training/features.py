@@ -35,7 +35,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from emostream.media.decode import SAMPLE_RATE, DecodedSegment
-from emostream.media.telephone import telephone_copy
+from emostream.media.telephone import telephone_copy, with_noise
 from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 from emostream.training.datasets import Example
@@ -73,11 +73,11 @@ LATER_FIELDS = ("telephone_copies", "telephone_snr_db", "live_cut")
 def cache_key(settings: Settings, augment: Augment) -> str:
     """Hash of everything that changes the features: the version, face and voice settings, augmentation."""
     settings = feature_settings(settings)
-    default = Augment()
+    defaults = asdict(Augment())
     recipe = {"version": FEATURE_VERSION, "faces": settings.faces.model_dump(mode="json"),
               "voice": settings.voice.model_dump(mode="json"),
               "augment": {name: value for name, value in asdict(augment).items()
-                          if name not in LATER_FIELDS or value != asdict(default)[name]}}
+                          if name not in LATER_FIELDS or value != defaults[name]}}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
 
 
@@ -102,9 +102,7 @@ def augmented(segments: list[DecodedSegment], rng: np.random.Generator, augment:
             positions = np.arange(0, audio.shape[1] - 1, rate)
             audio = np.stack([np.interp(positions, np.arange(audio.shape[1]), channel) for channel in audio]).astype(np.float32)
         audio = audio * 10 ** (rng.uniform(*augment.gain_db) / 20)
-        level = np.sqrt(np.mean(audio**2)) + 1e-9
-        audio = audio + rng.normal(0, level * 10 ** (-rng.uniform(*augment.noise_snr_db) / 20), audio.shape)
-        return np.clip(audio, -1, 1).astype(np.float32)
+        return with_noise(audio, rng, augment.noise_snr_db).astype(np.float32)
 
     return with_audio(segments, change, span)
 
