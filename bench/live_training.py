@@ -35,6 +35,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/calls.py
 
 from calls import DATA, call_figures, plan_calls, run_calls  # noqa: E402
 
+from emostream.cli.common import ray_local  # noqa: E402
 from emostream.settings import load_settings  # noqa: E402
 from emostream.training.features import Augment, example_rng, extract_features, live_cut, read_features, telephoned  # noqa: E402
 from emostream.training.train import CorpusConfig, TrainConfig, fit, load_train_config, read_corpus  # noqa: E402
@@ -52,6 +53,12 @@ def recipes(base: TrainConfig, args: argparse.Namespace) -> dict[str, TrainConfi
         "live": base.model_copy(update={**common, "data": live_data, "name": "live", "export": args.out / "live",
                                         "early_speaker_fraction": 0.0, "unknown_speaker_fraction": 0.0}),
     }
+
+
+def record(results: Path, figures: dict[str, object]) -> None:
+    """Append one result line to results.jsonl."""
+    with results.open("a") as handle:
+        handle.write(json.dumps(figures) + "\n")
 
 
 def whole_clip_figures(model_folder: Path, rows: list[dict], speakers: set[str]) -> dict[str, float]:
@@ -125,10 +132,9 @@ def main() -> None:
             counted = cut_counts(test, settings, telephone)
             band = "8 kHz mu-law" if telephone else "16 kHz"
             print(f"{band}: {counted}", flush=True)
-            with (args.out / "results.jsonl").open("a") as handle:
-                handle.write(json.dumps({"test": f"pieces {band}", "speakers": args.test_speakers, **counted}) + "\n")
+            record(args.out / "results.jsonl", {"test": f"pieces {band}", "speakers": args.test_speakers, **counted})
         return
-    ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
+    ray_local(args.cpus, log_to_driver=False)
     print(f"# train {len(train)} clips ({', '.join(args.train_speakers)}); test {len(test)} clips "
           f"({', '.join(args.test_speakers)}); {args.epochs} epochs", flush=True)
     # the held-out clips whole, for both models: the span recipe's own cache
@@ -146,8 +152,7 @@ def main() -> None:
         figures = whole_clip_figures(export, held_out, set(args.test_speakers))
         print(f"{name:>5} whole clips: WAR {figures['war']:.1%} UAR {figures['uar']:.1%} ECE {figures['ece']:.3f} "
               f"confidence {figures['confidence']:.1%} ({figures['clips']} clips)", flush=True)
-        with results.open("a") as handle:
-            handle.write(json.dumps({"recipe": name, "test": "whole clips", **figures}) + "\n")
+        record(results, {"recipe": name, "test": "whole clips", **figures})
     if args.no_calls:
         return
     calls = plan_calls(test, args.test_speakers, args.turns)
@@ -159,9 +164,8 @@ def main() -> None:
             band = "8 kHz mu-law" if telephone else "16 kHz"
             print(f"{name:>5} calls {band}: {f.right:.1%} of {f.turns} turns right, {f.lost} lost, {f.split} split; "
                   f"confidence {f.confidence:.1%}, ECE {f.ece:.3f}", flush=True)
-            with results.open("a") as handle:
-                handle.write(json.dumps({"recipe": name, "test": f"calls {band}", "right": f.right, "turns": f.turns,
-                                         "lost": f.lost, "split": f.split, "confidence": f.confidence, "ece": f.ece}) + "\n")
+            record(results, {"recipe": name, "test": f"calls {band}", "right": f.right, "turns": f.turns, "lost": f.lost,
+                             "split": f.split, "confidence": f.confidence, "ece": f.ece})
     ray.shutdown()
 
 

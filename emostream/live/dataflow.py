@@ -2,9 +2,8 @@
 
 Perception runs in an autoscaling actor pool (`live.perception_actors` to `live.perception_max_actors`):
 Ray Data adds actors while segments wait and the cluster has CPUs, and keeps them while the job runs (see
-`KEEP_ACTORS`). The rows
-in flight are bounded by the read window (`window`): the job reports the rows it takes, and a read
-task that is `live.read_window` rows ahead stops reading until the job catches up.
+`KEEP_ACTORS`). The rows in flight are bounded by the read window (`window`): the job reports the rows it
+takes, and a read task that is `live.read_window` rows ahead stops reading until the job catches up.
 """
 
 from __future__ import annotations
