@@ -234,9 +234,10 @@ def main() -> None:
     refused = sum(kind not in valid for kind in sent)
     print(f"job alive at the end: {'yes' if alive else 'NO'}; events {job.stats.events}, dead letters "
           f"{job.stats.dead_letters} (for {refused} of the {len(sent)} bad records sent; the rest are valid), "
-          f"replays after a lost session {job.stats.restarts}")
+          f"replays after a lost session {job.stats.restarts}, Ray Data flows renewed {job.stats.renewals}")
     summary = {"minutes": args.minutes, "streams": args.streams, "samples": len(memory), "processes": rows,
                "memory_flat": flat, "lag": lag, "lag_bounded": bounded, "job_alive": alive, "restarts": job.stats.restarts,
+               "renewals": job.stats.renewals,
                "minutes_run": round(minutes, 1), "events": job.stats.events,
                "dead_letters": job.stats.dead_letters, "bad_records_sent": len(sent), "bad_records_refusable": refused,
                "bad_kinds": sorted(set(sent)),

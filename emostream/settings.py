@@ -195,6 +195,10 @@ class LiveSettings(_Section):
     # Ray Data holds rows back until a block is this large (default 128 MiB): 1 sends every segment and tick on at once
     block_bytes: int = Field(1, ge=1)
     poll_seconds: float = Field(0.1, gt=0)  # Kafka poll timeout of the read tasks
+    # Ray Data keeps statistics of every row (block) for a dataset's life, a few KB each in the driver and its stats
+    # actor: the job starts a fresh flow this often (seconds), where the last stopped, the sessions kept. Each renewal
+    # starts new perception actors, which load their models (a few seconds of added latency)
+    renew_flow_seconds: float = Field(600.0, ge=1.0)
     commit_seconds: float = Field(1.0, gt=0)  # how often done offsets are committed
     # Kafka's offset.metadata.max.bytes: the commit names ended streams within this (the rest are replayed)
     commit_metadata_bytes: int = Field(4096, ge=64)

@@ -230,6 +230,25 @@ def test_a_killed_session_actor_costs_only_repeats(cluster: str, settings: Setti
     assert len(events) >= len(reference)  # repeats allowed, always with the same id
 
 
+def test_renewed_flows_lose_and_repeat_nothing(cluster: str, settings: Settings, librivox: list[Path],
+                                               tmp_path: Path) -> None:
+    """The job ends its Ray Data flow every `renew_flow_seconds` (Ray Data's per-block statistics) and starts the
+    next where the last one's rows stopped, the sessions kept: every utterance exactly once, as `/v1/analyze` finds."""
+    settings = settings.model_copy(update={"ingest": settings.ingest.model_copy(update={"segment_seconds": 0.5}),
+                                           "live": settings.live.model_copy(update={"renew_flow_seconds": 5.0})})
+    talk = speech_track(librivox[:3], tmp_path / "talk.wav")  # ~18 s, in real time: renewed while it arrives
+    publisher = threading.Thread(target=publish, args=(talk, "talk", settings), kwargs={"realtime": True})
+    publisher.start()
+    job = run_job(settings, {"talk"})
+    publisher.join()
+    events = emotions(settings)
+
+    assert job.stats.renewals >= 1 and job.stats.restarts == 0 and job.stats.dead_letters == 0, job.stats
+    ids = Counter(e["utterance_id"] for e in events)
+    assert ids and max(ids.values()) == 1, f"repeated events: {ids}"
+    assert set(ids) == {e["utterance_id"] for e in analyze(cluster, talk, "talk", None)}
+
+
 def test_drafts_start_whisper_early_and_give_the_same_events(cluster: str, settings: Settings, librivox: list[Path],
                                                             tmp_path: Path, make_spine) -> None:  # type: ignore[no-untyped-def]
     """Published in 0.5 s segments, some utterances are drafted a segment before their pause closes them: their

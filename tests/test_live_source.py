@@ -1,5 +1,6 @@
 """The live job's Kafka read task: records one per block, and a task with nothing to read sends the ticks of all its
-partitions in one block (one perception call a second, not one per partition)."""
+partitions in one block (one perception call a second, not one per partition); a renewed flow's task starts where
+the last flow stopped."""
 
 from __future__ import annotations
 
@@ -39,3 +40,28 @@ def test_ticks_of_every_partition_come_in_one_block_and_records_one_per_block(se
         assert min(row["index"] for row in records) >= 2
     finally:
         reader.close()
+
+
+def test_a_renewed_flow_reads_from_where_the_last_stopped_and_elsewhere_from_the_commit(settings: Settings) -> None:
+    from kafka import TopicPartition
+    from kafka.structs import OffsetAndMetadata
+
+    from emostream.kafka.clients import consumer
+
+    out = producer(settings.kafka)
+    for partition in (0, 0, 0, 1, 1, 1):
+        out.send(settings.kafka.media_topic, key=b"s", value=b"\0\0" * 160, partition=partition)
+    out.flush()
+    out.close()
+    group = consumer(settings.kafka, group_id=settings.kafka.group_id)
+    group.commit({TopicPartition(settings.kafka.media_topic, 1): OffsetAndMetadata(1, "", -1)})
+    group.close()
+
+    reader = read_partitions(settings.kafka, settings.kafka.group_id, [0, 1], poll_seconds=0.1, start={0: 2})
+    try:
+        records, deadline = [], time.monotonic() + 30
+        while len(records) < 3 and time.monotonic() < deadline:
+            records += [row for row in next(reader).to_pylist() if row["kind"] == RECORD]
+    finally:
+        reader.close()
+    assert sorted((row["partition"], row["offset"]) for row in records) == [(0, 2), (1, 1), (1, 2)]

@@ -46,7 +46,7 @@ def cmd_run(args: argparse.Namespace) -> int:
           f"(group {settings.kafka.group_id}); metrics on {settings.live.metrics_host}:{settings.live.metrics_port}", flush=True)
     stats = job.run(stop)
     print(f"stopped: {stats.segments} segments, {stats.events} events, {stats.dead_letters} dead letters, "
-          f"{stats.restarts} restarts")
+          f"{stats.restarts} restarts, {stats.renewals} Ray Data flows renewed")
     return 0
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import ray
 from ray.data import DataContext, Dataset
@@ -35,8 +35,9 @@ IDLE_AFTER_SECONDS = 2.0
 KEEP_ACTORS = AutoscalingConfig(actor_pool_util_downscaling_threshold=-1.0)
 
 
-def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
-    """The perception stage's rows of the media topic, from the group's committed offsets, forever.
+def perceived_rows(settings: Settings, group_id: str, start: Mapping[int, int] | None = None) -> Iterator[StageRow]:
+    """The perception stage's rows of the media topic, from the group's committed offsets (or `start`'s, per
+    partition), forever.
 
     Close the iterator to stop the dataset's executor and its read tasks."""
     live = settings.live
@@ -49,7 +50,8 @@ def perceived_rows(settings: Settings, group_id: str) -> Iterator[StageRow]:
     context.autoscaling_config = KEEP_ACTORS
     _set_executor_wait(EXECUTOR_WAIT_SECONDS)
     taken = TakenRowsActor.remote()  # type: ignore[attr-defined]
-    source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window)
+    source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window,
+                              start)
     dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
     pool = ray.data.ActorPoolStrategy(min_size=live.perception_actors, max_size=live.perception_max_actors)
     dataset = dataset.map_batches(SegmentStage, fn_constructor_args=(settings.model_dump_json(),), batch_size=1,

@@ -18,6 +18,9 @@ commit point are named in the commit's metadata with their last offset, and skip
 on replay (`commits`: the metadata is bounded in bytes; a stream that does not fit is replayed
 whole, or holds the commit at its first record).
 
+The Ray Data flow is renewed every `live.renew_flow_seconds` (Ray Data keeps per-block statistics for a dataset's
+life): the next flow reads from where this one's rows stopped, the sessions kept (`_pipeline`).
+
 Where the parts live: the Ray Data flow in `dataflow`, the offsets and the commit (with the delivery
 guarantee of `emostream.sinks.base`) in `commits`, the threads in `workers`, the Serve client in
 `serve_client`; events go to a `Sink` (Kafka by default, `live.sink`).
@@ -143,6 +146,7 @@ class JobStats:
     events: int = 0
     dead_letters: int = 0
     restarts: int = 0
+    renewals: int = 0  # Ray Data flows ended for a fresh one (live.renew_flow_seconds), the sessions kept
     ended_streams: RecentStreams = field(default_factory=RecentStreams)
 
 
@@ -235,13 +239,28 @@ class LiveJob:
         self._last_pushed: dict[str, Held] = {}  # per open stream: its last segment handed to its session (session threads)
 
     def _pipeline(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> None:
+        """One Ray Data flow after another, the sessions kept: Ray Data keeps a statistics record of every block a
+        dataset has passed, in the driver and in its `_StatsActor`, for the dataset's life (ray-project/ray#66016; a
+        few KB per block each: the 1-hour soak's driver grew 122 MB/h), so every `live.renew_flow_seconds` the job
+        ends the flow and starts the next where this one's rows stopped: the rows it read past them are read again
+        and numbered afresh by the new read tasks."""
+        while self._flow(stop, until):
+            self.stats.renewals += 1
+            self.unordered, self.next_index = {}, {}
+
+    def _flow(self, stop: threading.Event, until: Callable[[JobStats], bool] | None) -> bool:
+        """Runs one flow until the job stops (False) or is due for renewal, `live.renew_flow_seconds` after its first
+        row (True)."""
         last_commit = last_idle = time.monotonic()
-        rows = perceived_rows(self.settings, self.group_id)
+        began: float | None = None  # the flow's first row (its perception actors loaded)
+        start = {tp.partition: offset for tp, offset in self.read_up_to.items()}
+        rows = perceived_rows(self.settings, self.group_id, start)
         try:
             for row in rows:
                 for ready in self._in_source_order(row):
                     self._take(ready)
                 now = time.monotonic()
+                began = now if began is None else began
                 if now - last_idle >= 1.0:
                     last_idle = now
                     # wall-clock decisions only for streams that went quiet, not for a job that is behind
@@ -258,9 +277,12 @@ class LiveJob:
                     self._commit()
                 if stop.is_set() or (until is not None and self._idle() and until(self.stats)):
                     stop.set()
-                    return
+                    return False
+                if now - began >= self.live.renew_flow_seconds:
+                    return True
         finally:
             rows.close()  # type: ignore[attr-defined]
+        return False
 
     def _check_nodes(self) -> None:
         """A node under the pipeline died: its read tasks restart from the commit, which only a rebuild can follow

@@ -2,8 +2,9 @@
 
 `ray.data.read_kafka` reads bounded offset ranges only, so the live job has its own
 `Datasource`: each read task owns a share of the topic's partitions, starts at the
-group's committed offsets and yields one small block per poll forever. Nothing is
-committed here: the job commits an offset once the utterances that need it are out.
+group's committed offsets (or, for a renewed flow, where the job's previous flow stopped)
+and yields one small block per poll forever. Nothing is committed here: the job commits
+an offset once the utterances that need it are out.
 
 When a poll brings nothing, a task yields a "tick" row per partition carrying the
 partition's high watermark, so the job sees time pass (idle flushing, commits, lag)
@@ -18,7 +19,7 @@ stops polling, and Kafka holds what the job has no room for.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 
 import pyarrow as pa
 import ray
@@ -77,20 +78,23 @@ def media_partitions(kafka: KafkaSettings) -> list[int]:
 
 
 def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], poll_seconds: float, task: int = 0,
-                    tick_seconds: float = TICK_SECONDS, window: Window | None = None) -> Iterator[pa.Table]:
-    """Blocks of media records of `partitions`, from the group's committed offsets, forever; with a `window`, never
-    more rows ahead of the job than it allows."""
+                    tick_seconds: float = TICK_SECONDS, window: Window | None = None,
+                    start: Mapping[int, int] | None = None) -> Iterator[pa.Table]:
+    """Blocks of media records of `partitions`, from `start`'s offset where it has one for the partition and the
+    group's committed offsets elsewhere, forever; with a `window`, never more rows ahead of the job than it allows."""
     # A fetch waits up to FETCH_WAIT_MS for a record, and the broker answers it as soon as one arrives (Kafka's and
     # Tansu's long poll): the clients' 50 ms made an idle task send 20 fetches a second for nothing.
     consumer = make_consumer(kafka, group_id=group_id, fetch_max_wait_ms=FETCH_WAIT_MS)
     assigned = [TopicPartition(kafka.media_topic, p) for p in partitions]
     consumer.assign(assigned)
     for tp in assigned:
-        committed = consumer.committed(tp)
-        if committed is None:
+        position = (start or {}).get(tp.partition)
+        if position is None:
+            position = consumer.committed(tp)
+        if position is None:
             consumer.seek_to_beginning(tp)
         else:
-            consumer.seek(tp, committed)
+            consumer.seek(tp, position)
     last_tick = 0.0
     index = 0
 
@@ -131,13 +135,14 @@ def read_partitions(kafka: KafkaSettings, group_id: str, partitions: list[int], 
 
 class KafkaMediaSource(Datasource):
     """The media topic as an unbounded dataset; `tasks` read tasks share its partitions. With `taken` (a
-    `TakenRowsActor` the job reports to), each task stays within `window_rows` rows of the job."""
+    `TakenRowsActor` the job reports to), each task stays within `window_rows` rows of the job. `start`: offsets
+    per partition to read from instead of the committed ones (where a renewed flow's predecessor stopped)."""
 
     def __init__(self, kafka: KafkaSettings, group_id: str, tasks: int, poll_seconds: float,
-                 taken: ActorHandle | None = None, window_rows: int = 0) -> None:
+                 taken: ActorHandle | None = None, window_rows: int = 0, start: Mapping[int, int] | None = None) -> None:
         super().__init__()
         self.kafka, self.group_id, self.tasks, self.poll_seconds = kafka, group_id, tasks, poll_seconds
-        self.taken, self.window_rows = taken, window_rows
+        self.taken, self.window_rows, self.start = taken, window_rows, dict(start or {})
 
     def estimate_inmemory_data_size(self) -> int | None:
         return None
@@ -147,7 +152,8 @@ class KafkaMediaSource(Datasource):
         partitions = media_partitions(self.kafka)
         count = max(1, min(self.tasks, len(partitions)))
         shares = [partitions[i::count] for i in range(count)]
-        kafka, group, poll, taken, limit = self.kafka, self.group_id, self.poll_seconds, self.taken, self.window_rows
+        kafka, group, poll, taken, limit, start = (self.kafka, self.group_id, self.poll_seconds, self.taken,
+                                                   self.window_rows, self.start)
 
         def window(task: int) -> Window | None:
             if taken is None:
@@ -155,7 +161,8 @@ class KafkaMediaSource(Datasource):
             return Window(limit, lambda: ray.get(taken.count.remote(task)), poll)
 
         return [
-            ReadTask(lambda share=share, task=task: read_partitions(kafka, group, share, poll, task, window=window(task)),
+            ReadTask(lambda share=share, task=task: read_partitions(kafka, group, share, poll, task, window=window(task),
+                                                                     start=start),
                      BlockMetadata(num_rows=None, size_bytes=None, input_files=None, exec_stats=None), schema=SCHEMA)
             for task, share in enumerate(shares)
         ]
