@@ -7,7 +7,7 @@ import pytest
 
 from emostream.perception.faces.align import TEMPLATE_112, align_faces, similarity_transform
 from emostream.perception.faces.dynamics import find_micro_expressions, track_series
-from emostream.perception.faces.geometry import GEOMETRY_NAMES, face_geometry
+from emostream.perception.faces.geometry import GEOMETRY_NAMES, face_geometry, rigid_shape
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import AnalysedFrame, FaceMeasurement, Landmarks, SegmentFaces
 from emostream.perception.running_stats import RunningStats
@@ -23,7 +23,7 @@ def face_at(x: float, y: float, who: int = 0, size: float = 100.0, embedding: np
     return FaceMeasurement(
         box=landmarks.box,
         score=0.9,
-        landmarks=landmarks,
+        shape=rigid_shape(points, "mesh468"),
         expression=np.full(7, 1 / 7, np.float32),
         features=np.zeros(128, np.float32),
         geometry=np.zeros(len(GEOMETRY_NAMES), np.float32),

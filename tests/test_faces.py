@@ -9,7 +9,7 @@ import pytest
 
 from emostream.labels import FER7
 from emostream.perception.faces.analyze import FaceAnalyzer, analysed_frame_indices
-from emostream.perception.faces.geometry import GEOMETRY_NAMES
+from emostream.perception.faces.geometry import GEOMETRY_NAMES, rigid_shape
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import FaceObservation, SegmentFaces, TrackUpdate
 from emostream.settings import FaceSettings
@@ -72,10 +72,11 @@ def test_one_stable_track_over_a_talking_face(analyzer: FaceAnalyzer, wolfgang: 
 
 
 def test_five_faces_each_with_landmarks(analyzer: FaceAnalyzer, faces_dir: Path) -> None:
-    frame = analyse_image(analyzer, faces_dir / "multi_face.jpg")
+    meshing = FaceAnalyzer(FaceSettings(landmarks=True), backend=analyzer.backend, expression=analyzer.expression)
+    frame = analyse_image(meshing, faces_dir / "multi_face.jpg")
     assert len(frame.faces) == 5
     for face in frame.faces:
-        assert face.landmarks.points.shape == (468, 3)
+        assert face.landmarks is not None and face.landmarks.points.shape == (468, 3)
         inside = (face.landmarks.points[:, 0] >= face.box[0] - 1) & (face.landmarks.points[:, 0] <= face.box[2] + 1)
         assert inside.all()
     centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in frame.faces])
@@ -113,6 +114,23 @@ def test_crops_only_on_request(faces_dir: Path, analyzer: FaceAnalyzer) -> None:
     with_crops = FaceAnalyzer(FaceSettings(crops=True), backend=analyzer.backend, expression=analyzer.expression)
     crop = with_crops.analyze_frames("s", 0, image, np.zeros(1)).analysed[0].faces[0].crop
     assert crop is not None and crop.shape == (112, 112, 3)
+
+
+def test_landmarks_only_on_request(faces_dir: Path, analyzer: FaceAnalyzer) -> None:
+    """By default a face carries what tracking needs from its mesh (the rigid shape), not the 468 points: they were
+    ~40% of an AV segment's bytes through the live job, and nothing downstream reads them."""
+    image = read_image(faces_dir / "single_face.jpg")[None]
+    face = analyzer.analyze_frames("s", 0, image, np.zeros(1)).analysed[0].faces[0]
+    assert face.landmarks is None and face.shape.shape == (14,) and face.shape.dtype == np.float32
+    meshing = FaceAnalyzer(FaceSettings(landmarks=True), backend=analyzer.backend, expression=analyzer.expression)
+    meshed = meshing.analyze_frames("s", 0, image, np.zeros(1)).analysed[0].faces[0]
+    assert meshed.landmarks is not None
+    np.testing.assert_array_equal(face.shape, rigid_shape(meshed.landmarks.points, meshed.landmarks.scheme))
+    np.testing.assert_array_equal(face.geometry, meshed.geometry)
+    # in the face's own frame, the eyes' midpoint at 0 and one unit apart: the outer eye corners are further out
+    outer, inner = face.shape[:4].reshape(2, 2), face.shape[4:8].reshape(2, 2)
+    assert np.abs(outer[:, 0]).min() > np.abs(inner[:, 0]).max()
+    assert np.mean(outer + inner, axis=0) == pytest.approx([0.0, 0.0], abs=1e-5)
 
 
 def test_optical_flow_measures_face_motion(wolfgang: Path, analyzer: FaceAnalyzer) -> None:

@@ -21,7 +21,7 @@ import numpy as np
 from emostream.media.decode import DecodedSegment, analysed_frame_indices
 from emostream.perception.faces.align import align_faces, to_grey
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
-from emostream.perception.faces.geometry import face_geometry
+from emostream.perception.faces.geometry import face_geometry, rigid_shape
 from emostream.perception.faces.types import AnalysedFrame, Detection, FaceBackend, FaceMeasurement, Landmarks, SegmentFaces, short_side
 from emostream.settings import FaceSettings
 
@@ -179,13 +179,14 @@ class FaceAnalyzer:
                 FaceMeasurement(
                     box=item.landmarks.box,
                     score=item.score,
-                    landmarks=item.landmarks,
+                    shape=rigid_shape(item.landmarks.points, item.landmarks.scheme),
                     expression=expressions[i],
                     features=output.features[i],
                     geometry=face_geometry(item.landmarks.points, item.landmarks.scheme, size),
                     embedding=item.embedding,
                     flow=item.flow,
                     crop=item.crop,
+                    landmarks=item.landmarks if self.settings.landmarks else None,
                 )
             )
         self.times.add("features", started)
