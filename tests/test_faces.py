@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from emostream.labels import FER7
+from emostream.media.decode import DecodedSegment
 from emostream.perception.faces.analyze import FaceAnalyzer, analysed_frame_indices
 from emostream.perception.faces.geometry import GEOMETRY_NAMES, rigid_shape
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import FaceObservation, SegmentFaces, TrackUpdate
+from emostream.perception.segment import thumbnails
 from emostream.settings import FaceSettings
 from tests.face_helpers import read_image, read_video
 
@@ -151,6 +153,20 @@ def test_frames_are_chosen_on_the_stream_clock() -> None:
     assert chosen == list(range(0, 48, 2))
     # cutting the stream elsewhere picks the same frames
     assert [i + 10 for i in analysed_frame_indices(times[10:], 12.0)] == [i for i in chosen if i >= 10]
+
+
+def test_thumbnails_are_chosen_on_the_stream_clock() -> None:
+    """One thumbnail a second however the stream is cut: with 0.5 s segments, a slot that began in the segment before
+    had its frame there (the rate was doubled)."""
+    times = np.arange(96) / 24.0  # 4 s at 24 fps
+
+    def cut_into(seconds: float) -> list[float]:
+        per = round(seconds * 24)
+        return [t.time for first in range(0, 96, per) for t in thumbnails(DecodedSegment(
+            "s", first // per, float(times[first]), np.zeros((per, 4, 8, 3), np.uint8), times[first:first + per],
+            np.zeros((0, 0), np.float32), float(times[first])), 1.0, 8)]
+
+    assert cut_into(2.0) == cut_into(0.5) == cut_into(1.0) == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_max_faces_keeps_the_largest(faces_dir: Path, analyzer: FaceAnalyzer) -> None:
