@@ -153,6 +153,11 @@ def test_frames_are_chosen_on_the_stream_clock() -> None:
     assert chosen == list(range(0, 48, 2))
     # cutting the stream elsewhere picks the same frames
     assert [i + 10 for i in analysed_frame_indices(times[10:], 12.0)] == [i for i in chosen if i >= 10]
+    # ... even within a slot, given the frame interval: 30 fps at 15 fps in 0.5 s segments (7.5 slots each)
+    times = np.arange(300) / 30.0
+    whole = analysed_frame_indices(times, 15.0)
+    cut = [first + i for first in range(0, 300, 15) for i in analysed_frame_indices(times[first:first + 15], 15.0, 1 / 30)]
+    assert cut == whole and len(whole) == 150
 
 
 def test_thumbnails_are_chosen_on_the_stream_clock() -> None:

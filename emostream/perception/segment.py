@@ -8,7 +8,6 @@ stitches its output into utterances.
 
 from __future__ import annotations
 
-import math
 import threading
 import time
 from dataclasses import dataclass
@@ -47,22 +46,16 @@ class PerceivedSegment:
 
 
 def thumbnails(segment: DecodedSegment, per_second: float, size: int) -> tuple[Thumbnail, ...]:
-    """Whole frames downscaled to `size` on the longer side, `per_second` of them on the stream clock: the first frame
-    of each 1/per_second slot of the stream. A slot that began before the segment had its first frame in the segment
-    before (the frame one frame interval earlier): 0.5 s segments otherwise doubled the thumbnails of a 1/s rate."""
+    """Whole frames downscaled to `size` on the longer side, `per_second` of them on the stream clock (a slot that
+    began in the segment before had its frame there: 0.5 s segments once doubled the thumbnails of a 1/s rate)."""
     if per_second <= 0 or not len(segment.frames):
         return ()
     height, width = segment.frames.shape[1:3]
     scale = size / max(height, width)
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
-    every = segment.all_frame_times
-    step = float(np.median(np.diff(every))) if len(every) > 1 else 0.0
-    slot = lambda t: math.floor(t * per_second + 1e-6)  # noqa: E731 (as analysed_frame_indices counts slots)
-    chosen = [i for i in analysed_frame_indices(segment.frame_times, per_second)
-              if segment.frame_times[i] > every[0] or not step or slot(every[0] - step) != slot(every[0])]
     return tuple(
         Thumbnail(float(segment.frame_times[i]), cv2.resize(segment.frames[i], target, interpolation=cv2.INTER_AREA))
-        for i in chosen
+        for i in analysed_frame_indices(segment.frame_times, per_second, segment.frame_step)
     )
 
 
