@@ -101,6 +101,7 @@ class FaceSettings(_Section):
     max_faces: int = Field(6, ge=1, le=64)  # the largest faces are kept
     min_face_pixels: int = Field(24, ge=8)  # faces smaller than this (box side) are ignored
     crops: bool = False  # keep the aligned 112x112 face crops in the output (personal data: off by default)
+    landmarks: bool = False  # keep each face's whole landmark set in the output (5.6 KB a face a frame; nothing reads it)
     # Expression network weights, the face expert fused into every decision: fer2013 (fer's FER-2013 weights) or ferplus
     # (fine-tuned on FER+ votes, calibrated; perception/faces/weights/ferplus.md). Frames carry FER7 probabilities either
     # way (FER+'s contempt mapped by labels.py). fer2013 stays the default: ferplus reads FER+ far better but misses the

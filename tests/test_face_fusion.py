@@ -31,7 +31,7 @@ from emostream.perception.faces.align import CROP_SIZE, TEMPLATE_112, similarity
 from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
 from emostream.perception.faces.expression import INPUT_SIZE
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
-from emostream.perception.faces.types import FaceMeasurement, Landmarks
+from emostream.perception.faces.types import FaceMeasurement
 from emostream.perception.utterance import (
     FULL_DETAIL_PIXELS,
     MIN_FRAME_QUALITY,
@@ -158,8 +158,7 @@ def test_a_face_whose_frames_are_all_poor_gives_no_evidence_and_the_voices_answe
 
 
 def measured(box: tuple[float, float, float, float], score: float) -> FaceMeasurement:
-    landmarks = Landmarks(points=np.zeros((468, 3), np.float32), scheme="mesh468", keypoints=np.zeros((5, 2), np.float32))
-    return FaceMeasurement(box=np.array(box, np.float32), score=score, landmarks=landmarks, expression=np.zeros(7, np.float32),
+    return FaceMeasurement(box=np.array(box, np.float32), score=score, shape=np.zeros(14, np.float32), expression=np.zeros(7, np.float32),
                            features=np.zeros(128, np.float32), geometry=np.zeros(len(GEOMETRY_NAMES), np.float32))
 
 
@@ -175,12 +174,13 @@ def test_a_smaller_or_blurred_face_reads_as_lower_quality(shared_data: Path) -> 
     still = read_image(shared_data / "faces-pyfeat" / "0-f15-hao-ph.jpg")
     variants = {"as is": still, "small": cv2.resize(still, None, fx=0.1, fy=0.1, interpolation=cv2.INTER_AREA),
                 "blurred": cv2.GaussianBlur(still, (0, 0), 15)}
-    analyzer = FaceAnalyzer(FaceSettings())
+    analyzer = FaceAnalyzer(FaceSettings(landmarks=True))
     faces = {name: analyzer.analyze_frames(name, 0, image[None], np.zeros(1)).analysed[0].faces[0] for name, image in variants.items()}
     quality = {name: frame_quality(face) for name, face in faces.items()}
     assert quality["as is"] > 0.8 and quality["small"] < 0.8 * quality["as is"] and quality["blurred"] < 0.9 * quality["as is"], quality
     # FULL_DETAIL_PIXELS is the face's width in the expression crop (as analyze.py aligns it): there the crop is 1:1
     face = faces["as is"]
+    assert face.landmarks is not None
     target = ((TEMPLATE_112 - CROP_SIZE / 2) / (1 + 2 * EXPRESSION_MARGIN) + CROP_SIZE / 2) * (INPUT_SIZE / CROP_SIZE)
     scale = float(np.sqrt(abs(np.linalg.det(similarity_transform(face.landmarks.keypoints, target)[:, :2]))))
     width = float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
@@ -295,7 +295,8 @@ def talking_face(still: Path, voice: Path, out: Path) -> Path:
     """An H.264 video of an expression-coded still whose jaw drops with the voice's loudness, frame by frame: the face
     keeps its expression and is seen to speak (a still face is rightly taken for a listener, not the speaker)."""
     image = read_image(still)
-    face = FaceAnalyzer(FaceSettings()).analyze_frames("still", 0, image[None], np.zeros(1)).analysed[0].faces[0]
+    face = FaceAnalyzer(FaceSettings(landmarks=True)).analyze_frames("still", 0, image[None], np.zeros(1)).analysed[0].faces[0]
+    assert face.landmarks is not None
     points = face.landmarks.points  # MediaPipe face mesh: 13/14 inner lips, 61/291 mouth corners
     lips = int(round((points[13, 1] + points[14, 1]) / 2))
     left, right = int(points[61, 0]), int(points[291, 0])

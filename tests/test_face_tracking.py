@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from emostream.perception.faces.align import TEMPLATE_112, align_faces, similarity_transform
-from emostream.perception.faces.dynamics import find_micro_expressions, track_series
-from emostream.perception.faces.geometry import GEOMETRY_NAMES, face_geometry
+from emostream.perception.faces.dynamics import find_micro_expressions, local_baseline, track_series
+from emostream.perception.faces.geometry import GEOMETRY_NAMES, face_geometry, rigid_shape
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import AnalysedFrame, FaceMeasurement, Landmarks, SegmentFaces
 from emostream.perception.running_stats import RunningStats
@@ -23,7 +23,7 @@ def face_at(x: float, y: float, who: int = 0, size: float = 100.0, embedding: np
     return FaceMeasurement(
         box=landmarks.box,
         score=0.9,
-        landmarks=landmarks,
+        shape=rigid_shape(points, "mesh468"),
         expression=np.full(7, 1 / 7, np.float32),
         features=np.zeros(128, np.float32),
         geometry=np.zeros(len(GEOMETRY_NAMES), np.float32),
@@ -131,6 +131,21 @@ def test_tracks_report_each_micro_expression_once() -> None:
     reported.extend(tracks.flush().micro_expressions)
     brow = [e for e in reported if e.measure == "brow_raise"]
     assert len(brow) == 1 and brow[0].apex == pytest.approx(3.5, abs=0.1)
+
+
+def test_local_baseline_is_the_median_of_each_window() -> None:
+    """Exactly np.median over each time's window: even and jittered frame times, windows from one frame to all of
+    them, more rows than are sorted at once, and a NaN (which np.median passes on)."""
+    rng = np.random.default_rng(3)
+    for n in (1, 2, 5, 31, 33, 100):
+        for times in (np.arange(n) / 15, np.sort(rng.uniform(0, n / 15, n))):
+            values = rng.normal(size=(n, 9))
+            values[n // 2, 4] = np.nan if n == 100 else values[n // 2, 4]
+            for span in (0.01, 0.5, 2.0, 100.0):
+                low = np.searchsorted(times, times - span / 2, side="left")
+                high = np.searchsorted(times, times + span / 2, side="right")
+                expected = np.array([np.median(values[low[i] : high[i]], axis=0) for i in range(n)])
+                np.testing.assert_array_equal(local_baseline(times, values, span), expected)
 
 
 def test_track_series_differences() -> None:

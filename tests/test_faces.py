@@ -8,10 +8,12 @@ import numpy as np
 import pytest
 
 from emostream.labels import FER7
+from emostream.media.decode import DecodedSegment
 from emostream.perception.faces.analyze import FaceAnalyzer, analysed_frame_indices
-from emostream.perception.faces.geometry import GEOMETRY_NAMES
+from emostream.perception.faces.geometry import GEOMETRY_NAMES, rigid_shape
 from emostream.perception.faces.tracking import FaceTracks
 from emostream.perception.faces.types import FaceObservation, SegmentFaces, TrackUpdate
+from emostream.perception.segment import thumbnails
 from emostream.settings import FaceSettings
 from tests.face_helpers import read_image, read_video
 
@@ -72,10 +74,11 @@ def test_one_stable_track_over_a_talking_face(analyzer: FaceAnalyzer, wolfgang: 
 
 
 def test_five_faces_each_with_landmarks(analyzer: FaceAnalyzer, faces_dir: Path) -> None:
-    frame = analyse_image(analyzer, faces_dir / "multi_face.jpg")
+    meshing = FaceAnalyzer(FaceSettings(landmarks=True), backend=analyzer.backend, expression=analyzer.expression)
+    frame = analyse_image(meshing, faces_dir / "multi_face.jpg")
     assert len(frame.faces) == 5
     for face in frame.faces:
-        assert face.landmarks.points.shape == (468, 3)
+        assert face.landmarks is not None and face.landmarks.points.shape == (468, 3)
         inside = (face.landmarks.points[:, 0] >= face.box[0] - 1) & (face.landmarks.points[:, 0] <= face.box[2] + 1)
         assert inside.all()
     centres = np.array([(f.box[:2] + f.box[2:]) / 2 for f in frame.faces])
@@ -115,6 +118,23 @@ def test_crops_only_on_request(faces_dir: Path, analyzer: FaceAnalyzer) -> None:
     assert crop is not None and crop.shape == (112, 112, 3)
 
 
+def test_landmarks_only_on_request(faces_dir: Path, analyzer: FaceAnalyzer) -> None:
+    """By default a face carries what tracking needs from its mesh (the rigid shape), not the 468 points: they were
+    ~40% of an AV segment's bytes through the live job, and nothing downstream reads them."""
+    image = read_image(faces_dir / "single_face.jpg")[None]
+    face = analyzer.analyze_frames("s", 0, image, np.zeros(1)).analysed[0].faces[0]
+    assert face.landmarks is None and face.shape.shape == (14,) and face.shape.dtype == np.float32
+    meshing = FaceAnalyzer(FaceSettings(landmarks=True), backend=analyzer.backend, expression=analyzer.expression)
+    meshed = meshing.analyze_frames("s", 0, image, np.zeros(1)).analysed[0].faces[0]
+    assert meshed.landmarks is not None
+    np.testing.assert_array_equal(face.shape, rigid_shape(meshed.landmarks.points, meshed.landmarks.scheme))
+    np.testing.assert_array_equal(face.geometry, meshed.geometry)
+    # in the face's own frame, the eyes' midpoint at 0 and one unit apart: the outer eye corners are further out
+    outer, inner = face.shape[:4].reshape(2, 2), face.shape[4:8].reshape(2, 2)
+    assert np.abs(outer[:, 0]).min() > np.abs(inner[:, 0]).max()
+    assert np.mean(outer + inner, axis=0) == pytest.approx([0.0, 0.0], abs=1e-5)
+
+
 def test_optical_flow_measures_face_motion(wolfgang: Path, analyzer: FaceAnalyzer) -> None:
     frames, times = read_video(wolfgang, max_frames=24)
     flowing = FaceAnalyzer(FaceSettings(optical_flow=True), backend=analyzer.backend, expression=analyzer.expression)
@@ -133,6 +153,25 @@ def test_frames_are_chosen_on_the_stream_clock() -> None:
     assert chosen == list(range(0, 48, 2))
     # cutting the stream elsewhere picks the same frames
     assert [i + 10 for i in analysed_frame_indices(times[10:], 12.0)] == [i for i in chosen if i >= 10]
+    # ... even within a slot, given the frame interval: 30 fps at 15 fps in 0.5 s segments (7.5 slots each)
+    times = np.arange(300) / 30.0
+    whole = analysed_frame_indices(times, 15.0)
+    cut = [first + i for first in range(0, 300, 15) for i in analysed_frame_indices(times[first:first + 15], 15.0, 1 / 30)]
+    assert cut == whole and len(whole) == 150
+
+
+def test_thumbnails_are_chosen_on_the_stream_clock() -> None:
+    """One thumbnail a second however the stream is cut: with 0.5 s segments, a slot that began in the segment before
+    had its frame there (the rate was doubled)."""
+    times = np.arange(96) / 24.0  # 4 s at 24 fps
+
+    def cut_into(seconds: float) -> list[float]:
+        per = round(seconds * 24)
+        return [t.time for first in range(0, 96, per) for t in thumbnails(DecodedSegment(
+            "s", first // per, float(times[first]), np.zeros((per, 4, 8, 3), np.uint8), times[first:first + per],
+            np.zeros((0, 0), np.float32), float(times[first])), 1.0, 8)]
+
+    assert cut_into(2.0) == cut_into(0.5) == cut_into(1.0) == [0.0, 1.0, 2.0, 3.0]
 
 
 def test_max_faces_keeps_the_largest(faces_dir: Path, analyzer: FaceAnalyzer) -> None:

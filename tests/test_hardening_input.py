@@ -327,7 +327,7 @@ def test_segment_perception_is_the_same_from_concurrent_threads(wolfgang: Path) 
 
     segment = next(iter(segment_file(wolfgang)))
     decoded = decode_segment(segment_headers("s", segment, None), segment.payload, max_frame_side=320)
-    perceiver = SegmentPerceiver(Settings(faces={"analysis_fps": 0, "detect_every": 1}))
+    perceiver = SegmentPerceiver(Settings(faces={"analysis_fps": 0, "detect_every": 1, "landmarks": True}))
     alone = face_points(perceiver(decoded))
     assert alone, "the clip shows a face"
     with ThreadPoolExecutor(max_workers=4) as pool:

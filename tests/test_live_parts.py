@@ -1,5 +1,5 @@
 """Parts of the live job that need no broker or Ray: stream ownership, contexts through serialisation,
-the HTML report and the consumer helper's de-duplication."""
+the HTML report, the consumer helper's de-duplication and how often the node watch asks Ray."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from emostream.live import job as live_job
+from emostream.live import nodes as live_nodes
 from emostream.live.serve_client import ServeClient
 from emostream.live.sessions import owner
 from emostream.models.score import StreamContexts
@@ -145,3 +146,18 @@ def test_a_session_actor_killed_for_memory_is_a_lost_session_not_a_bad_segment(m
     job._lost = None
     job._push(0, live_job.SessionClose("call-1"))
     assert job._lost == "session actor 0 died"
+
+
+def test_the_node_watch_asks_ray_at_most_every_check_seconds(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The job offers a look every second; the GCS is asked every CHECK_SECONDS, and a node that died is named at
+    each look after (the job rebuilds at the first)."""
+    now, asked = [0.0], []
+    cluster = [{"NodeID": "head", "Alive": True}, {"NodeID": "second", "Alive": True}]
+    monkeypatch.setattr(live_nodes.ray, "nodes", lambda: asked.append(now[0]) or [dict(node) for node in cluster])
+    watch = live_nodes.NodeWatch(clock=lambda: now[0])
+    cluster[1]["Alive"] = False
+    for second in range(1, 21):
+        now[0] = float(second)
+        lost = watch.lost()
+        assert lost == (["second"] if second % live_nodes.CHECK_SECONDS == 0 else []), (second, lost)
+    assert asked == [0.0, live_nodes.CHECK_SECONDS, 2 * live_nodes.CHECK_SECONDS]

@@ -11,12 +11,18 @@ pipeline from the last commit, as for a lost session actor.
 
 from __future__ import annotations
 
+import time
+from collections.abc import Callable
+
 import ray
 from ray.core.generated.common_pb2 import NodeDeathInfo
 
 # `ray.nodes()` gives a dead node's NodeDeathInfo.Reason as its number; the autoscaler drains as idle only nodes that
 # run nothing (no tasks, no actors)
 IDLE_DRAIN = NodeDeathInfo.Reason.Value("AUTOSCALER_DRAIN_IDLE")
+# Ray declares a killed node dead after ~15 s of missed heartbeats, and the job then replays from its last commit
+# anyway: asking the GCS every second (as the job's loop offers) cost the idle driver CPU for nothing.
+CHECK_SECONDS = 10.0
 
 
 def alive_nodes() -> set[str]:
@@ -26,13 +32,21 @@ def alive_nodes() -> set[str]:
 
 class NodeWatch:
     """The nodes seen alive since the job's pipeline was built (those that joined later may run its restarted
-    actors and tasks); `lost` names those that died since."""
+    actors and tasks); `lost` names those that died since, looking at most every `check_seconds`."""
 
-    def __init__(self) -> None:
+    def __init__(self, check_seconds: float = CHECK_SECONDS, clock: Callable[[], float] = time.monotonic) -> None:
+        self.check_seconds = check_seconds
+        self.clock = clock
         self.nodes = alive_nodes()
+        self.checked = clock()
 
     def lost(self) -> list[str]:
-        """Nodes of the pipeline that died, other than idle nodes the autoscaler removed (usually none)."""
+        """Nodes of the pipeline that died, other than idle nodes the autoscaler removed (usually none); none
+        until `check_seconds` have passed since the last look."""
+        now = self.clock()
+        if now - self.checked < self.check_seconds:
+            return []
+        self.checked = now
         nodes = ray.nodes()
         self.nodes |= {node["NodeID"] for node in nodes if node["Alive"]}
         dead = [node for node in nodes if node["NodeID"] in self.nodes and not node["Alive"]]

@@ -46,7 +46,8 @@ class PerceivedSegment:
 
 
 def thumbnails(segment: DecodedSegment, per_second: float, size: int) -> tuple[Thumbnail, ...]:
-    """Whole frames downscaled to `size` on the longer side, `per_second` of them on the stream clock."""
+    """Whole frames downscaled to `size` on the longer side, `per_second` of them on the stream clock (a slot that
+    began in the segment before had its frame there: 0.5 s segments once doubled the thumbnails of a 1/s rate)."""
     if per_second <= 0 or not len(segment.frames):
         return ()
     height, width = segment.frames.shape[1:3]
@@ -54,7 +55,7 @@ def thumbnails(segment: DecodedSegment, per_second: float, size: int) -> tuple[T
     target = (max(1, round(width * scale)), max(1, round(height * scale)))
     return tuple(
         Thumbnail(float(segment.frame_times[i]), cv2.resize(segment.frames[i], target, interpolation=cv2.INTER_AREA))
-        for i in analysed_frame_indices(segment.frame_times, per_second)
+        for i in analysed_frame_indices(segment.frame_times, per_second, segment.frame_step)
     )
 
 

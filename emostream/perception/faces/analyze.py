@@ -21,7 +21,7 @@ import numpy as np
 from emostream.media.decode import DecodedSegment, analysed_frame_indices
 from emostream.perception.faces.align import align_faces, to_grey
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
-from emostream.perception.faces.geometry import face_geometry
+from emostream.perception.faces.geometry import face_geometry, rigid_shape
 from emostream.perception.faces.types import AnalysedFrame, Detection, FaceBackend, FaceMeasurement, Landmarks, SegmentFaces, short_side
 from emostream.settings import FaceSettings
 
@@ -89,7 +89,7 @@ class FaceAnalyzer:
         self.times = StageTimes()
 
     def analyze(self, segment: DecodedSegment) -> SegmentFaces:
-        faces = self.analyze_frames(segment.stream_id, segment.seq, segment.frames, segment.frame_times)
+        faces = self.analyze_frames(segment.stream_id, segment.seq, segment.frames, segment.frame_times, segment.frame_step)
         if segment.decoded_frame_times is None:
             return faces
         # only some frames were converted: frame indices and the count are the segment's, not the converted ones'
@@ -97,8 +97,10 @@ class FaceAnalyzer:
         analysed = tuple(replace(frame, index=int(positions[frame.index])) for frame in faces.analysed)
         return replace(faces, frame_count=len(segment.decoded_frame_times), analysed=analysed)
 
-    def analyze_frames(self, stream_id: str, seq: int, frames: np.ndarray, frame_times: np.ndarray) -> SegmentFaces:
-        """frames : shape = (n, height, width, 3) uint8 RGB; frame_times : shape = (n,) stream seconds."""
+    def analyze_frames(self, stream_id: str, seq: int, frames: np.ndarray, frame_times: np.ndarray,
+                       frame_step: float = 0.0) -> SegmentFaces:
+        """frames : shape = (n, height, width, 3) uint8 RGB; frame_times : shape = (n,) stream seconds;
+        frame_step : the stream's frame interval, when known (`analysed_frame_indices`)."""
         if frames.ndim != 4 or frames.shape[3] != 3 or frames.dtype != np.uint8 or len(frame_times) != len(frames):
             raise ValueError(
                 f"segment {seq} of stream {stream_id!r}: frames of shape {frames.shape} and dtype {frames.dtype} with "
@@ -106,7 +108,7 @@ class FaceAnalyzer:
             )
         settings = self.settings
         size = (int(frames.shape[1]), int(frames.shape[2]))
-        chosen = analysed_frame_indices(frame_times, settings.analysis_fps)
+        chosen = analysed_frame_indices(frame_times, settings.analysis_fps, frame_step)
         found: list[_Found] = []
         detected_flags: list[bool] = []
         followed: list[_Found] = []  # faces on the previous analysed frame
@@ -179,13 +181,14 @@ class FaceAnalyzer:
                 FaceMeasurement(
                     box=item.landmarks.box,
                     score=item.score,
-                    landmarks=item.landmarks,
+                    shape=rigid_shape(item.landmarks.points, item.landmarks.scheme),
                     expression=expressions[i],
                     features=output.features[i],
                     geometry=face_geometry(item.landmarks.points, item.landmarks.scheme, size),
                     embedding=item.embedding,
                     flow=item.flow,
                     crop=item.crop,
+                    landmarks=item.landmarks if self.settings.landmarks else None,
                 )
             )
         self.times.add("features", started)

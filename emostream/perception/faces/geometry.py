@@ -47,6 +47,7 @@ MESH468 = {
     "chin": (152,),
 }
 SCHEMES: dict[LandmarkScheme, dict[str, tuple[int, ...]]] = {"mesh468": MESH468}
+RIGID_ROLES = ("eye_outer", "eye_inner", "nose_wing", "nose_tip")  # parts that expressions barely move (rigid_shape)
 
 # A generic 3D head (millimetres, y up) for head pose from six landmarks (OpenCV's classic model).
 HEAD_MODEL = np.array(
@@ -71,6 +72,19 @@ def face_frame(points: np.ndarray, roles: dict[str, tuple[int, ...]]) -> tuple[n
     cos, sin = axis / distance
     rotate = np.array([[cos, sin], [-sin, cos]])  # turns the eye line onto +x
     return (xy - eyes.mean(axis=0)) @ rotate.T / distance, float(np.degrees(np.arctan2(sin, cos)))
+
+
+def rigid_shape(points: np.ndarray, scheme: LandmarkScheme) -> np.ndarray:
+    """Where the rigid parts of the face (eye corners, nose: RIGID_ROLES) sit in its own frame (between-eye units).
+
+    A weak identity cue (pose changes it too) that tracking uses to tell apart faces whose boxes overlap and to
+    pick a lost face up again when no identity embedding is available.
+    points : shape = (n_points, 2 or 3) pixels in the layout `scheme`. Returns shape = (14,) float32, x and y of
+    each rigid landmark in RIGID_ROLES order.
+    """
+    roles = SCHEMES[scheme]
+    face, _ = face_frame(points, roles)
+    return face[[index for role in RIGID_ROLES for index in roles[role]]].ravel().astype(np.float32)
 
 
 def head_pose(points: np.ndarray, roles: dict[str, tuple[int, ...]], frame_size: tuple[int, int]) -> tuple[float, float]:

@@ -20,7 +20,7 @@ import numpy as np
 from emostream.labels import FER7
 from emostream.perception.faces.analyze import box_iou
 from emostream.perception.faces.dynamics import find_micro_expressions
-from emostream.perception.faces.geometry import GEOMETRY_NAMES, SCHEMES, face_frame
+from emostream.perception.faces.geometry import GEOMETRY_NAMES
 from emostream.perception.faces.types import FaceMeasurement, FaceObservation, MicroExpression, SegmentFaces, TrackUpdate
 from emostream.perception.running_stats import RunningStats
 from emostream.settings import FaceSettings
@@ -36,23 +36,11 @@ WARM_UP_FRAMES = 15  # analysed frames before a track's normalisation is trusted
 MICRO_MEASURES = (*GEOMETRY_NAMES[:-3], "expression")  # pose is not an expression
 
 
-def shape_descriptor(face: FaceMeasurement) -> np.ndarray:
-    """Where the rigid parts of the face (eye corners, nose) sit in its own frame (between-eye units).
-
-    A weak identity cue (pose changes it too), used to tell apart faces whose boxes overlap and
-    to pick a lost face up again when no identity embedding is available.
-    """
-    roles = SCHEMES[face.landmarks.scheme]
-    points, _ = face_frame(face.landmarks.points, roles)
-    rigid = [*roles["eye_outer"], *roles["eye_inner"], *roles["nose_wing"], *roles["nose_tip"]]
-    return points[rigid].ravel()
-
-
 def appearance_similarity(track: Track, face: FaceMeasurement) -> float:
     """In [0, 1]: cosine of identity embeddings when both have one, else landmark-shape closeness."""
     if track.embedding is not None and face.embedding is not None:
         return float(max(np.dot(track.embedding, face.embedding), 0.0))
-    distance = float(np.sqrt(np.mean((track.shape - shape_descriptor(face)) ** 2)))
+    distance = float(np.sqrt(np.mean((track.shape - face.shape) ** 2)))
     return float(np.exp(-distance / SHAPE_SCALE))
 
 
@@ -150,7 +138,7 @@ class FaceTracks:
         return bool(offset <= REIDENTIFY_DISTANCE * width)
 
     def _start(self, now: float, face: FaceMeasurement) -> Track:
-        track = Track(self._next_id, face.box, now, shape_descriptor(face), face.embedding, hits=0)
+        track = Track(self._next_id, face.box, now, face.shape, face.embedding, hits=0)
         self._next_id += 1
         self.tracks[track.track_id] = track
         return track
@@ -161,7 +149,7 @@ class FaceTracks:
             track.velocity = 0.5 * track.velocity + 0.5 * step
         track.box, track.last_time = face.box, now
         track.hits += 1
-        track.shape = 0.9 * track.shape + 0.1 * shape_descriptor(face) if track.hits > 1 else track.shape
+        track.shape = 0.9 * track.shape + 0.1 * face.shape if track.hits > 1 else track.shape
         if face.embedding is not None:
             mixed = face.embedding if track.embedding is None else 0.9 * track.embedding + 0.1 * face.embedding
             track.embedding = mixed / (np.linalg.norm(mixed) or 1.0)

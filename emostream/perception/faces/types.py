@@ -67,13 +67,16 @@ class FaceMeasurement:
 
     box: np.ndarray  # shape = (4,), pixels
     score: float  # detector score of the detection this face came from
-    landmarks: Landmarks
+    shape: np.ndarray  # shape = (14,), float32: the rigid landmarks in the face's own frame (geometry.rigid_shape)
     expression: np.ndarray  # shape = (7,), FER class probabilities (emostream.labels.FER7 order)
     features: np.ndarray  # shape = (d,), the expression network's penultimate features
     geometry: np.ndarray  # shape = (len(GEOMETRY_NAMES),), action-unit-like measures and head pose
     embedding: np.ndarray | None = None  # identity embedding, when the backend has a recognition model
     flow: float | None = None  # mean optical-flow magnitude inside the aligned face since the last analysed frame (pixels of a 64x64 crop)
     crop: np.ndarray | None = None  # shape = (112, 112, 3) uint8 aligned face, only when crops are asked for
+    # The whole landmark set, only when `faces.landmarks` asks for it: nothing downstream reads it (box, shape and
+    # geometry are measured from it here), and a 468-point mesh per face and frame was ~40% of an AV segment's bytes.
+    landmarks: Landmarks | None = None
 
 
 @dataclass(frozen=True)
