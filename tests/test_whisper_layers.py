@@ -15,9 +15,9 @@ import pytest
 import torch
 
 from emostream.perception.encode import UtteranceEncoder, speech_recogniser
-from emostream.perception.voice.asr import Transcriber, bundled_model_dir
+from emostream.perception.voice.asr import Transcriber, _window_seconds, bundled_model_dir
 from emostream.perception.voice.whisper_base import MODEL_FILES, PACKAGES, join_model
-from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers, read_ct2_variables
+from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers, read_ct2_variables, with_silence
 from emostream.settings import load_settings
 from tests.model_helpers import random_bundle
 from tests.speech_helpers import read_mono, word_error_rate
@@ -125,6 +125,43 @@ def test_transcriber_every_layer_keeps_ctranslate2_transcripts(librivox: list[Pa
     (encoded,) = UtteranceEncoder(voice, every_layer, models["sentences"])([bundle])  # what perception and training call
     np.testing.assert_allclose(encoded.audio_embedding, results[0].audio_embedding, atol=1e-5)
     assert encoded.transcript == results[0].text and encoded.text_embedding is not None
+
+
+def test_window_log_mel_is_the_features_log_mel_padded_with_silence(librivox: list[Path], layers: WhisperLayers,
+                                                                    angry_clip: np.ndarray) -> None:
+    """CTranslate2's window for the transcript reuses the torch pass's log-mel (with_silence): bit for bit the
+    window's own log-mel, on real speech of several lengths and on audio near, at and past Whisper's 30 s."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    window_mel = FeatureExtractor()
+    speech = np.concatenate([read_mono(p) for p in librivox] * 2)  # ~50 s of one reader
+    for clip in (angry_clip, read_mono(librivox[1]), speech[: 29_700 * 16], speech[: 30 * 16000], speech[: 31 * 16000]):
+        clip = clip[: layers.max_samples]
+        window = _window_seconds(len(clip))
+        padded = np.zeros(window * 16000, np.float32)
+        padded[: len(clip)] = clip
+        expected = window_mel(padded, padding=0)[:, : window * 100]
+        np.testing.assert_array_equal(with_silence(layers.log_mel(clip), window * 100), expected)
+    with pytest.raises(ValueError, match="shorter than the utterance"):
+        with_silence(layers.log_mel(angry_clip), 100)
+
+
+def test_every_layer_transcriber_makes_one_log_mel_per_utterance(librivox: list[Path], models,  # type: ignore[no-untyped-def]
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    """The torch encoder's log-mel also feeds CTranslate2's window (it computed the window's again before); the
+    transcripts stay what the last-layer transcriber, which computes the window's log-mel itself, writes."""
+    from faster_whisper.feature_extractor import FeatureExtractor
+
+    every_layer = speech_recogniser(load_settings(voice={"audio_features": "every_layer"}).voice)
+    clips = [read_mono(p) for p in librivox[:2]]
+    last = models["transcriber"].recognise(clips)
+    lengths: list[int] = []
+    log_mel = FeatureExtractor.__call__
+    monkeypatch.setattr(FeatureExtractor, "__call__", lambda self, audio, **options: lengths.append(len(audio)) or log_mel(
+        self, audio, **options))
+    results = every_layer.recognise(clips)
+    assert len(lengths) == len(clips) and all(n < len(c) + 16000 for n, c in zip(lengths, clips, strict=True))  # no window
+    assert [r.text for r in results] == [r.text for r in last] and all(r.text for r in results)
 
 
 def test_missing_model_part_names_the_file_and_the_install_step(tmp_path: Path) -> None:

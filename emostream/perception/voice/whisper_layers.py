@@ -198,15 +198,16 @@ class WhisperLayers:
         self.n_layers = self.config.encoder_layers + 1  # the convolutions' output, then each layer's
         self.dimension = 2 * self.n_layers * self.config.d_model
 
-    def hidden_states(self, audio: np.ndarray) -> tuple[np.ndarray, int]:
+    def hidden_states(self, audio: np.ndarray, mel: np.ndarray | None = None) -> tuple[np.ndarray, int]:
         """audio : shape = (n_samples,) float32 at SAMPLE_RATE; at most 30 s (max_samples) is used.
+        mel : its log_mel(audio), when the caller has made it already (asr.py reuses it for the transcript).
 
         Returns (hidden states, shape = (n_layers, n_frames, d_model); real frames: how many of them hold the audio).
         """
         import torch  # noqa: PLC0415
 
         audio = np.asarray(audio, np.float32)[: self.max_samples]
-        mel = self.log_mel(audio)
+        mel = self.log_mel(audio) if mel is None else mel
         frames = mel.shape[-1] // 2
         # WhisperEncoder insists on its full 30 s input (max_source_positions frames); told the real length
         # and given the matching rows of its position table, it runs the same layers on it. (This is why an
@@ -227,10 +228,24 @@ class WhisperLayers:
         padded[: len(audio)] = audio
         return np.ascontiguousarray(self.mel(padded, padding=0), dtype=np.float32)
 
-    def __call__(self, audio: np.ndarray) -> np.ndarray:
+    def __call__(self, audio: np.ndarray, mel: np.ndarray | None = None) -> np.ndarray:
         """shape = (2 * n_layers * d_model,) float32 (3,840 for tiny): per layer, from the first, the mean then the
-        standard deviation of its output over the frames that hold the utterance."""
-        hidden, frames = self.hidden_states(audio)
+        standard deviation of its output over the frames that hold the utterance. mel: as for hidden_states."""
+        hidden, frames = self.hidden_states(audio, mel)
         real = hidden[:, :frames]
         return np.concatenate([real.mean(axis=1), real.std(axis=1)], axis=1).reshape(-1).astype(np.float32)
 
+
+def with_silence(mel: np.ndarray, frames: int) -> np.ndarray:
+    """shape = (n_mels, frames): a WhisperLayers.log_mel followed by more silence, exactly the log-mel of the same audio
+    zero-padded to frames * SAMPLES_PER_MEL_FRAME samples (asr.py's window for the transcript), without computing it.
+
+    The log-mel's margin of silence (MARGIN_SECONDS, far longer than the 400-sample STFT window) ends in frames that
+    see only zeros: they sit at the floor (Whisper's clamp: the loudest frame's level minus 8, or log10 of 1e-10 if
+    higher). More zeros add frames at that same floor and change neither the loudest frame nor any earlier frame, so
+    the window's log-mel is this one with its last column repeated. (Audio cut at 30 s has no margin, but then its
+    log-mel fills the window.)
+    """
+    if frames < mel.shape[1]:
+        raise ValueError(f"a window of {frames} log-mel frames is shorter than the utterance's {mel.shape[1]}")
+    return np.pad(mel, ((0, 0), (0, frames - mel.shape[1])), mode="edge")
