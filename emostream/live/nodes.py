@@ -2,11 +2,11 @@
 
 A node that dies takes with it whatever of the job ran there: perception actors (Ray Data restarts them elsewhere
 and retries their segments), session actors (their streams' state: the job sees `RayActorError` on the next push)
-and read tasks. Ray Data retries a read task whose node died, and the retry reads again from the group's
-committed offsets, numbering its rows from 0: rows the driver, which orders a task's rows by that number, cannot
-tell from the first run's. So the job watches the nodes too, and when one that was alive when its pipeline was
-built dies (not drained as idle by the autoscaler: an idle node held none of the job's work), it rebuilds the
-pipeline from the last commit, as for a lost session actor.
+and read tasks. Ray Data retries a read task whose node died, and the retry reads again from where its flow started
+(the group's committed offsets, or where the previous flow stopped), numbering its rows from 0: rows the driver,
+which orders a task's rows by that number, cannot tell from the first run's. So the job watches the nodes too, and
+when one that was alive when its pipeline was built dies (not drained as idle by the autoscaler: an idle node held
+none of the job's work), it rebuilds the pipeline from the last commit, as for a lost session actor.
 """
 
 from __future__ import annotations
