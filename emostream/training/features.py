@@ -19,7 +19,8 @@ pushed through a `StreamSession` with the product's own segmentation (VAD, merge
 gap, Smart Turn, edge tightening, the minimum utterance length) and every
 utterance it cuts is a row labelled with the clip's label (`piece`, `pieces`: its
 place and how many the copy became; a copy that became none has no row, as the
-live path would lose it).
+live path would lose it: the cache keeps a marker without features for it, so a
+re-run does not cut it again, and `read_features` leaves the marker out).
 """
 
 from __future__ import annotations
@@ -177,6 +178,13 @@ def bundle_row(bundle: UtteranceBundle, example: Example, variant: int, piece: i
     }
 
 
+def lost_row(example: Example, variant: int) -> dict[str, Any]:
+    """The cache's marker of a variant the live path cut to nothing (`pieces` 0, no features): the example counts as
+    extracted (a re-run would only cut it to nothing again); `read_features` leaves the marker out."""
+    return {**dict.fromkeys(ROW_COLUMNS), "key": example.key, "variant": variant, "piece": 0, "pieces": 0,
+            "dataset": example.dataset, "media": str(example.media), "speaker": example.speaker, "label": example.label}
+
+
 ROW_COLUMNS = (  # bundle_row's keys, in order
     "key", "variant", "piece", "pieces", "dataset", "media", "speaker", "label", "valence", "arousal", "explanation", "open_vocabulary",
     "reference_transcript", "transcript", "start", "end", "prosody", "audio_embedding", "speaker_embedding", "text_embedding",
@@ -229,7 +237,7 @@ class FeatureExtractor:
         for number, parts in enumerate(variants):
             if self.augment.live_cut:
                 bundles = self.live_utterances(example, parts, (lo, hi))
-                rows += [bundle_row(b, example, number, k, len(bundles)) for k, b in enumerate(bundles)]
+                rows += [bundle_row(b, example, number, k, len(bundles)) for k, b in enumerate(bundles)] or [lost_row(example, number)]
                 continue
             session = StreamSession(example.key, self.settings, self.voices, cut=False)
             for part in parts:
@@ -331,7 +339,7 @@ def extract_features(examples: list[Example], settings: Settings, cache_root: Pa
 
 
 def read_features(folder: Path) -> list[dict[str, Any]]:
-    """All rows of a cache folder as dicts, sorted by example key and variant.
+    """All feature rows of a cache folder as dicts (not lost_row's markers), sorted by example key and variant.
 
     The job writes rows in whatever order its actors finish; sorting makes training and the live-order
     evaluation the same on every machine.
@@ -340,5 +348,5 @@ def read_features(folder: Path) -> list[dict[str, Any]]:
 
     rows: list[dict[str, Any]] = []
     for file in cache_files(folder):
-        rows += pq.read_table(file).to_pylist()
+        rows += [row for row in pq.read_table(file).to_pylist() if row.get("pieces") != 0]  # not lost_row's markers
     return sorted(rows, key=lambda row: (row["key"], row["variant"], row.get("piece") or 0))
