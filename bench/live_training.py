@@ -132,6 +132,39 @@ def cell(f: dict[str, float]) -> str:
     return f"{f['war']:.1%} / {f['uar']:.1%} / {f['ece']:.3f} → {f['ece_calibrated']:.3f}"
 
 
+def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[dict[str, Any]]], labelled: set[str],
+            corpora: list[str], call_turns: int, results: Path) -> None:
+    """Score every recipe's fold models (each with the speakers it held out) on the held-out rows of every material,
+    print the two recipes side by side and append the figures to `results`."""
+    from emostream.training.metrics import fit_temperature
+
+    pooled: dict[str, dict[str, HeldOut]] = {name: {} for name in RECIPES}
+    for name in RECIPES:
+        for fold, model in models[name]:
+            score_fold(model, fold, rows, call_turns, pooled[name])
+    labels = list(models["whole"][0][1].config.labels)
+    temperature = {name: fit_temperature(np.stack(pooled[name][OWN_MATERIAL[name]].probabilities),
+                                         np.array(pooled[name][OWN_MATERIAL[name]].truth)) for name in RECIPES}
+    counts = cut_counts(rows, labelled)
+    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} speaker folds (the same for both); temperatures: whole "
+          f"{temperature['whole']:.2f}, live {temperature['live']:.2f}; cut: "
+          + "; ".join(f"{m}: {c['lost']} lost, {c['split']} split" for m, c in counts.items()), flush=True)
+    print("\n| held out | corpus | rows | whole-clip training: WAR / UAR / ECE → calibrated | live-path training |")
+    print("|---|---|---|---|---|")
+    with results.open("a") as out:
+        for material in pooled["whole"]:
+            corpus = np.array(pooled["whole"][material].corpus)  # the same rows in the same order for both recipes
+            for name in ["all", *corpora]:
+                mask = np.ones(len(corpus), bool) if name == "all" else corpus == name
+                if not mask.any():  # a corpus none of whose clips is in the cache yet
+                    continue
+                cells = {recipe: figures(pooled[recipe][material], mask, labels, temperature[recipe]) for recipe in RECIPES}
+                for recipe, figured in cells.items():
+                    out.write(json.dumps({"recipe": recipe, "material": material, "corpus": name,
+                                          "temperature": temperature[recipe], **figured}) + "\n")
+                print(f"| {material} | {name} | {cells['whole']['rows']} | {cell(cells['whole'])} | {cell(cells['live'])} |",
+                      flush=True)
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--whole", type=Path, default=DEPLOYMENTS / "train-lite.yaml", help="the whole-clip recipe")
@@ -167,34 +200,7 @@ def main() -> None:
     if [fold for fold, _ in models["whole"]] != [fold for fold, _ in models["live"]]:
         raise SystemExit("the two recipes dealt different folds (a speaker lost entirely by the live cut?): not comparable")
     rows = materials(cached_rows(caches["whole"], keys), cached_rows(caches["live"], keys))
-    pooled: dict[str, dict[str, HeldOut]] = {name: {} for name in RECIPES}
-    for name in RECIPES:
-        for fold, model in models[name]:
-            score_fold(model, fold, rows, args.call_turns, pooled[name])
-    from emostream.training.metrics import fit_temperature
-
-    labels = list(models["whole"][0][1].config.labels)
-    temperature = {name: fit_temperature(np.stack(pooled[name][OWN_MATERIAL[name]].probabilities),
-                                         np.array(pooled[name][OWN_MATERIAL[name]].truth)) for name in RECIPES}
-    counts = cut_counts(rows, labelled)
-    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} speaker folds (the same for both); temperatures: whole "
-          f"{temperature['whole']:.2f}, live {temperature['live']:.2f}; cut: "
-          + "; ".join(f"{m}: {c['lost']} lost, {c['split']} split" for m, c in counts.items()), flush=True)
-    print("\n| held out | corpus | rows | whole-clip training: WAR / UAR / ECE → calibrated | live-path training |")
-    print("|---|---|---|---|---|")
-    order = corpus_order(configs["whole"], rows["whole clips"])
-    with (args.out / "results.jsonl").open("a") as results:
-        for material in pooled["whole"]:
-            for corpus in ["all", *order]:
-                cells = {}
-                for name in RECIPES:
-                    held = pooled[name][material]
-                    mask = np.ones(len(held.truth), bool) if corpus == "all" else np.array(held.corpus) == corpus
-                    cells[name] = figures(held, mask, labels, temperature[name])
-                    results.write(json.dumps({"recipe": name, "material": material, "corpus": corpus,
-                                              "temperature": temperature[name], **cells[name]}) + "\n")
-                print(f"| {material} | {corpus} | {cells['whole']['rows']} | {cell(cells['whole'])} | {cell(cells['live'])} |",
-                      flush=True)
+    compare(models, rows, labelled, corpus_order(configs["whole"], rows["whole clips"]), args.call_turns, args.out / "results.jsonl")
 
 
 if __name__ == "__main__":
