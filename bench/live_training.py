@@ -1,23 +1,30 @@
-"""Training on what the live path sees against training on whole clips: one small run of the same code.
+"""Training on what the live path sees against training on whole clips: both recipes' speaker-grouped CV, scored on the same held-out rows.
 
-Two recipes, the `lite` model trained alike on the same training speakers (deployments/train-lite.yaml's model
-and settings, RAVDESS only here, `--epochs` each, one seed, no calibration):
-* span: every clip whole, one row (the default's extraction), statistics over each speaker's clips, 15% of the
-  examples without statistics and half with a few of the speaker's others (the default's);
-* live: `data.live_cut` (the utterances a live StreamSession cuts from each clip), `--telephone-copies` noisy
-  8 kHz mu-law copies of each clip, `data.call_turns` (statistics as live, over the earlier utterances of a call
-  of that many of the speaker's clips), no other statistics trickery.
-Each is measured on speakers neither trained on (`--test-speakers`):
-* whole clips: the held-out speakers' clips as recorded, spans whole, each speaker normalised over all its
-  clips (backfill of a finished call): WAR, UAR, ECE, mean confidence;
-* calls: bench/calls.py's calls from the same speakers (`--turns` clips each, 0.8 s apart) through the backfill
-  path at 16 kHz and through a phone line at 8 kHz: share right, lost, split, mean confidence, ECE.
-`--pieces` only counts what the live path cuts from the test speakers' clips, as recorded and through the phone
-line (lost, one piece, several; seconds kept), without Whisper, training or Ray.
-Figures are printed (and appended to `--out`/results.jsonl), never asserted. Feature caches are resumable
-(`--cache`); finished training runs are reused. Inside a loopback-only namespace, in the background:
+The two recipes, `--whole` (deployments/train-lite.yaml, the default: every clip whole) and `--live`
+(deployments/train-lite-live.yaml: `live_cut`, telephone copies, `call_turns`), each train their
+`calibration_folds` fold models exactly as `emostream train` does (`train.calibration_folds`, `train.fold_model`:
+runs <name>-fold-<k> under --out/runs, one seed each, reused when finished, so `emostream train` with that
+run_dir reuses them too). Both deal the same speakers of RAVDESS, TESS and EmoDB into the same folds, and each
+fold model is scored on the rows of the speakers it held out, the same rows for both recipes:
+* whole clips: each clip as recorded, whole (the whole recipe's cache), each speaker normalised over all its clips
+  (as the recipe's own cv.json; backfill of a finished call);
+* cut 16 kHz: the utterances the live path cuts from each clip as recorded (the live recipe's cache, variant 0);
+* cut 8 kHz: the same from the clip's first phone-line copy (noisy 8 kHz mu-law, variant 1);
+  each cut set twice: "batch", each speaker normalised over all its cut utterances on that line, and "live",
+  with the speaker statistics the live path has in a call of --call-turns of its clips (`data.call_statistics`:
+  none for a call's first two utterances, then running).
+Figures per scored row (a clip cut in two counts twice; a clip cut to nothing counts as lost, unscored), the
+held-out predictions of the folds pooled: WAR, UAR, ECE, and ECE after the recipe's own temperature (fitted as
+`emostream train` fits it, on the recipe's own held-out rows: whole clips for the whole recipe, cut 16 kHz batch
+for the live one). Printed and appended to --out/results.jsonl, never asserted.
+
+Feature extraction is the training job's (`features.extract_features`, resumable: Parquet files per block of 32
+clips under --cache; a stopped run extracts only the missing clips). The live recipe's is three copies of every
+clip through the VAD and Smart Turn: hours on two busy cores. `--only` trains one recipe's fold models (after its
+extraction) and stops, e.g. the whole recipe's while the live recipe's features are being extracted. Inside a
+loopback-only namespace, in the background:
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 19 .venv/bin/python \\
-        bench/live_training.py --out /tmp/live-training'
+        bench/live_training.py --cache /work/cache/features --out /work/runs/voicecv'
 """
 
 from __future__ import annotations
@@ -25,148 +32,175 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import sys
-import tempfile
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # bench/calls.py
+from emostream.cli.common import ray_local
+from emostream.labels import LABEL_SETS
+from emostream.settings import load_settings
+from emostream.training.features import extract_features
+from emostream.training.train import TrainConfig, cached_rows, calibration_folds, corpus_order, fold_model, load_train_config, read_dataset
 
-from calls import DATA, call_figures, plan_calls, run_calls  # noqa: E402
-
-from emostream.cli.common import ray_local  # noqa: E402
-from emostream.settings import load_settings  # noqa: E402
-from emostream.training.features import Augment, example_rng, extract_features, live_cut, read_features, telephoned  # noqa: E402
-from emostream.training.train import CorpusConfig, TrainConfig, fit, load_train_config, read_corpus  # noqa: E402
-
-RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite.yaml"
-
-
-def recipes(base: TrainConfig, args: argparse.Namespace) -> dict[str, TrainConfig]:
-    data = base.data.model_copy(update={"dataset": "ravdess", "path": args.data / "ravdess-speech-16k", "more_corpora": []})
-    common = {"calibration_folds": 0, "ensemble_size": 1, "feature_cache": args.cache, "feature_workers": args.feature_workers,
-              "run_dir": args.out / "runs", "stages": [base.stages[0].model_copy(update={"epochs": args.epochs})]}
-    live_data = data.model_copy(update={"live_cut": True, "telephone_copies": args.telephone_copies, "call_turns": args.call_turns})
-    return {
-        "span": base.model_copy(update={**common, "data": data, "name": "span", "export": args.out / "span"}),
-        "live": base.model_copy(update={**common, "data": live_data, "name": "live", "export": args.out / "live",
-                                        "early_speaker_fraction": 0.0, "unknown_speaker_fraction": 0.0}),
-    }
+DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments"
+RECIPES = ("whole", "live")
+# what each recipe's temperature is fitted on (as `emostream train` fits it: its own recorded rows, batch-normalised)
+OWN_MATERIAL = {"whole": "whole clips", "live": "cut 16 kHz, batch"}
 
 
-def record(results: Path, figures: dict[str, object]) -> None:
-    """Append one result line to results.jsonl."""
-    with results.open("a") as handle:
-        handle.write(json.dumps(figures) + "\n")
+@dataclass
+class HeldOut:
+    """One recipe's pooled held-out predictions on one material."""
+
+    corpus: list[str]
+    truth: list[int]
+    probabilities: list[np.ndarray]
 
 
-def whole_clip_figures(model_folder: Path, rows: list[dict], speakers: set[str]) -> dict[str, float]:
-    """The model on the held-out speakers' clips as recorded, each speaker normalised over all its clips."""
-    from emostream.models.presets import load_model
-    from emostream.training.data import samples_from_rows
+def recipe_configs(args: argparse.Namespace) -> dict[str, TrainConfig]:
+    """The two recipes with the bench's feature cache and run folder; the error names what makes them incomparable."""
+    configs = {name: load_train_config(path).model_copy(update={"feature_cache": args.cache, "run_dir": args.out / "runs"})
+               for name, path in (("whole", args.whole), ("live", args.live))}
+    whole, live = configs["whole"], configs["live"]
+    if whole.data.live_cut or not live.data.live_cut or live.data.telephone_copies < 1:
+        raise SystemExit(f"--whole {args.whole} must train on whole clips and --live {args.live} on live-cut clips with "
+                         "at least one telephone copy (data.live_cut, data.telephone_copies)")
+    if whole.calibration_folds < 2 or whole.calibration_folds != live.calibration_folds:
+        raise SystemExit(f"both recipes need the same calibration_folds (at least 2), not {whole.calibration_folds} "
+                         f"and {live.calibration_folds}")
+    if whole.name == live.name:
+        raise SystemExit(f"both recipes are named {whole.name!r}: their fold runs would share folders")
+    return configs
+
+
+def materials(whole_rows: list[dict[str, Any]], live_rows: list[dict[str, Any]]) -> dict[str, list[dict[str, Any]]]:
+    """The held-out material: rows, by what the model is scored on."""
+    return {"whole clips": [r for r in whole_rows if r["variant"] == 0],
+            "cut 16 kHz": [r for r in live_rows if r["variant"] == 0],
+            "cut 8 kHz": [r for r in live_rows if r["variant"] == 1]}
+
+
+def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str, Any]]], call_turns: int,  # type: ignore[no-untyped-def]
+               pooled: dict[str, HeldOut]) -> None:
+    """Add a fold model's predictions on its held-out speakers' rows of every material to `pooled`."""
+    from emostream.models.score import speaker_floor
+    from emostream.training.data import call_statistics, samples_from_rows
     from emostream.training.evaluate import predict
-    from emostream.training.metrics import evaluate_predictions, expected_calibration_error
 
-    model = load_model(str(model_folder))
     labels = list(model.config.labels)
-    samples = [s for s in samples_from_rows([r for r in rows if r["speaker"] in speakers and r["variant"] == 0], labels,
-                                            model.config.label_set) if s.label >= 0]
-    probabilities, _, _ = predict(model, samples)
-    truth = np.array([s.label for s in samples])
-    report = evaluate_predictions([labels[i] for i in truth], [labels[i] for i in probabilities.argmax(axis=1)], tuple(labels))
-    return {"clips": len(samples), "war": report.war, "uar": report.uar,
-            "ece": expected_calibration_error(probabilities, truth), "confidence": float(probabilities.max(axis=1).mean())}
+    for material, rows in rows_by_material.items():
+        held = [r for r in rows if r["speaker"] in fold]
+        corpus = {r["key"]: r["dataset"] for r in held}
+        # every held-out row counts in its speaker's statistics (EmoDB's boredom too); labelled ones are scored
+        batch = samples_from_rows(held, labels, model.config.label_set)
+        regimes = {material: batch} if material == "whole clips" else {
+            f"{material}, batch": batch, f"{material}, live": call_statistics(batch, speaker_floor(model), call_turns)}
+        for name, samples in regimes.items():
+            labelled = [s for s in samples if s.label >= 0]
+            probabilities, _, _ = predict(model, labelled)
+            into = pooled.setdefault(name, HeldOut([], [], []))
+            into.corpus += [corpus[s.key] for s in labelled]
+            into.truth += [s.label for s in labelled]
+            into.probabilities += list(probabilities)
 
 
-def cut_counts(examples: list, settings, telephone: bool) -> dict[str, object]:  # type: ignore[no-untyped-def]
-    """How many utterances the live path cuts from each clip (the first telephone copy's, with `telephone`)."""
-    from emostream.media.records import file_segments
-    from emostream.perception.segment import SegmentPerceiver
-    from emostream.perception.voice.speakers import VoiceEmbedder
+def figures(held: HeldOut, mask: np.ndarray, labels: list[str], temperature: float) -> dict[str, float]:
+    from emostream.training.metrics import evaluate_predictions, expected_calibration_error, temperature_scaled
 
-    perceive, voices, augment = SegmentPerceiver(settings), VoiceEmbedder(), Augment(telephone_copies=1)
-    counts, kept, lost = [], [], []
-    for example in examples:
-        segments = [s for s in file_segments(example.media, example.key, settings.ingest) if not s.is_end_marker]
-        seconds = sum(s.audio.shape[-1] for s in segments) / 16000
-        if telephone:
-            segments = telephoned(segments, example_rng(augment, example.key), augment, (0.0, float("inf")))
-        cut = live_cut(segments, (0.0, float("inf")), settings, perceive, voices, example.key)
-        counts.append(len(cut))
-        kept.append(sum(b.end - b.start for b in cut) / seconds)
-        if not cut:
-            lost.append(str(example.label))
-    return {"clips": len(counts), "lost": counts.count(0), "one": counts.count(1), "several": sum(c > 1 for c in counts),
-            "kept": float(np.mean(kept)), "lost_labels": {label: lost.count(label) for label in sorted(set(lost))}}
+    truth, raw = np.array(held.truth)[mask], np.stack(held.probabilities)[mask]
+    report = evaluate_predictions([labels[i] for i in truth], [labels[i] for i in raw.argmax(axis=1)], tuple(labels))
+    return {"rows": int(mask.sum()), "war": report.war, "uar": report.uar, "ece": expected_calibration_error(raw, truth),
+            "ece_calibrated": expected_calibration_error(temperature_scaled(raw, temperature), truth),
+            "confidence": float(raw.max(axis=1).mean())}
 
+
+def cut_counts(rows_by_material: dict[str, list[dict[str, Any]]], keys: set[str]) -> dict[str, dict[str, int]]:
+    """Per cut material: the labelled clips it was cut from, how many were lost (no utterance), split (several)."""
+    counts = {}
+    for material, rows in rows_by_material.items():
+        if material == "whole clips":
+            continue
+        pieces = {r["key"]: r["pieces"] for r in rows if r["key"] in keys}
+        counts[material] = {"clips": len(keys), "lost": len(keys - set(pieces)), "split": sum(p > 1 for p in pieces.values())}
+    return counts
+
+
+def cell(f: dict[str, float]) -> str:
+    return f"{f['war']:.1%} / {f['uar']:.1%} / {f['ece']:.3f} → {f['ece_calibrated']:.3f}"
+
+
+def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[dict[str, Any]]], labelled: set[str],
+            corpora: list[str], call_turns: int, results: Path) -> None:
+    """Score every recipe's fold models (each with the speakers it held out) on the held-out rows of every material,
+    print the two recipes side by side and append the figures to `results`."""
+    from emostream.training.metrics import fit_temperature
+
+    pooled: dict[str, dict[str, HeldOut]] = {name: {} for name in RECIPES}
+    for name in RECIPES:
+        for fold, model in models[name]:
+            score_fold(model, fold, rows, call_turns, pooled[name])
+    labels = list(models["whole"][0][1].config.labels)
+    temperature = {name: fit_temperature(np.stack(pooled[name][OWN_MATERIAL[name]].probabilities),
+                                         np.array(pooled[name][OWN_MATERIAL[name]].truth)) for name in RECIPES}
+    counts = cut_counts(rows, labelled)
+    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} speaker folds (the same for both); temperatures: whole "
+          f"{temperature['whole']:.2f}, live {temperature['live']:.2f}; cut: "
+          + "; ".join(f"{m}: {c['lost']} lost, {c['split']} split" for m, c in counts.items()), flush=True)
+    print("\n| held out | corpus | rows | whole-clip training: WAR / UAR / ECE → calibrated | live-path training |")
+    print("|---|---|---|---|---|")
+    with results.open("a") as out:
+        for material in pooled["whole"]:
+            corpus = np.array(pooled["whole"][material].corpus)  # the same rows in the same order for both recipes
+            for name in ["all", *corpora]:
+                mask = np.ones(len(corpus), bool) if name == "all" else corpus == name
+                if not mask.any():  # a corpus none of whose clips is in the cache yet
+                    continue
+                cells = {recipe: figures(pooled[recipe][material], mask, labels, temperature[recipe]) for recipe in RECIPES}
+                for recipe, figured in cells.items():
+                    out.write(json.dumps({"recipe": recipe, "material": material, "corpus": name,
+                                          "temperature": temperature[recipe], **figured}) + "\n")
+                print(f"| {material} | {name} | {cells['whole']['rows']} | {cell(cells['whole'])} | {cell(cells['live'])} |",
+                      flush=True)
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--train-speakers", nargs="+", default=[f"ravdess-{k:02d}" for k in range(1, 9)])
-    parser.add_argument("--test-speakers", nargs="+", default=[f"ravdess-{k:02d}" for k in range(15, 19)])
-    parser.add_argument("--epochs", type=int, default=10)
-    parser.add_argument("--telephone-copies", type=int, default=1)
-    parser.add_argument("--call-turns", type=int, default=12)
-    parser.add_argument("--turns", type=int, default=12, help="clips per speaker and call in the call-level test")
-    parser.add_argument("--recipe", type=Path, default=RECIPE)
-    parser.add_argument("--data", type=Path, default=DATA)
-    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "emostream-live-training")
-    parser.add_argument("--out", type=Path, required=True)
-    parser.add_argument("--feature-workers", type=int, default=2)
+    parser.add_argument("--whole", type=Path, default=DEPLOYMENTS / "train-lite.yaml", help="the whole-clip recipe")
+    parser.add_argument("--live", type=Path, default=DEPLOYMENTS / "train-lite-live.yaml", help="the live-path recipe")
+    parser.add_argument("--cache", type=Path, required=True, help="feature cache root (keep it: extraction takes hours)")
+    parser.add_argument("--out", type=Path, required=True, help="fold runs (runs/) and results.jsonl")
+    parser.add_argument("--call-turns", type=int, default=12, help="clips per call for the live statistics of the cut rows")
+    parser.add_argument("--only", choices=RECIPES, help="train only this recipe's fold models, then stop")
     parser.add_argument("--cpus", type=int, default=2)
-    parser.add_argument("--pieces", action="store_true", help="only count the live path's pieces of the test clips")
-    parser.add_argument("--no-calls", action="store_true", help="whole clips only")
     args = parser.parse_args()
-    import ray
-
+    torch.set_num_threads(1)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     args.out.mkdir(parents=True, exist_ok=True)
-    examples = read_corpus(CorpusConfig(dataset="ravdess", path=args.data / "ravdess-speech-16k"), "ravdess8")
-    train = [e for e in examples if e.speaker in args.train_speakers]
-    test = [e for e in examples if e.speaker in args.test_speakers]
-    configs = recipes(load_train_config(args.recipe), args)
-    settings = load_settings()
-    if args.pieces:
-        for telephone in (False, True):
-            counted = cut_counts(test, settings, telephone)
-            band = "8 kHz mu-law" if telephone else "16 kHz"
-            print(f"{band}: {counted}", flush=True)
-            record(args.out / "results.jsonl", {"test": f"pieces {band}", "speakers": args.test_speakers, **counted})
-        return
+    configs = recipe_configs(args)
+    examples = read_dataset(configs["whole"].data, configs["whole"].label_set)
+    if {e.key for e in read_dataset(configs["live"].data, configs["live"].label_set)} != {e.key for e in examples}:
+        raise SystemExit(f"{args.whole} and {args.live} name different corpora: the folds would hold out different clips")
+    keys = {e.key for e in examples}
+    labelled = {e.key for e in examples if e.label in LABEL_SETS[configs["whole"].label_set]}
     ray_local(args.cpus, log_to_driver=False)
-    print(f"# train {len(train)} clips ({', '.join(args.train_speakers)}); test {len(test)} clips "
-          f"({', '.join(args.test_speakers)}); {args.epochs} epochs", flush=True)
-    # the held-out clips whole, for both models: the span recipe's own cache
-    span_cache = extract_features(train + test, settings, args.cache, configs["span"].augment, workers=args.feature_workers)
-    held_out = read_features(span_cache)
-    caches = {"span": span_cache,
-              "live": extract_features(train, settings, args.cache, configs["live"].augment, workers=args.feature_workers)}
-    live_rows = [r for r in read_features(caches["live"]) if r["variant"] == 0]
-    pieces = [r["pieces"] for r in live_rows if r["piece"] == 0]
-    print(f"# live cut of the {len(train)} training clips as recorded: {len(pieces)} cut, {len(train) - len(pieces)} lost, "
-          f"{sum(p > 1 for p in pieces)} in more than one piece", flush=True)
-    exports = {name: fit(config, caches[name], {e.key for e in train})[0] for name, config in configs.items()}
-    results = args.out / "results.jsonl"
-    for name, export in exports.items():
-        figures = whole_clip_figures(export, held_out, set(args.test_speakers))
-        print(f"{name:>5} whole clips: WAR {figures['war']:.1%} UAR {figures['uar']:.1%} ECE {figures['ece']:.3f} "
-              f"confidence {figures['confidence']:.1%} ({figures['clips']} clips)", flush=True)
-        record(results, {"recipe": name, "test": "whole clips", **figures})
-    if args.no_calls:
+    settings = load_settings()
+    names = [args.only] if args.only else list(RECIPES)
+    caches, models = {}, {}
+    for name in names:
+        config = configs[name]
+        caches[name] = extract_features(examples, settings, config.feature_cache, config.augment, workers=config.feature_workers)
+        recorded = [r for r in cached_rows(caches[name], keys) if r["variant"] == 0]
+        folds = calibration_folds(config, recorded)
+        models[name] = [(fold, fold_model(config, k, fold, caches[name], keys)[1]) for k, fold in enumerate(folds, start=1)]
+        print(f"# {name}: {len(folds)} fold models in {config.run_dir}", flush=True)
+    if args.only:
         return
-    calls = plan_calls(test, args.test_speakers, args.turns)
-    for name, export in exports.items():
-        for telephone in (False, True):
-            with tempfile.TemporaryDirectory() as tmp:
-                turns, labels = run_calls(calls, Path(tmp), str(export), 0.8, telephone)
-            f = call_figures(turns, labels)
-            band = "8 kHz mu-law" if telephone else "16 kHz"
-            print(f"{name:>5} calls {band}: {f.right:.1%} of {f.turns} turns right, {f.lost} lost, {f.split} split; "
-                  f"confidence {f.confidence:.1%}, ECE {f.ece:.3f}", flush=True)
-            record(results, {"recipe": name, "test": f"calls {band}", "right": f.right, "turns": f.turns, "lost": f.lost,
-                             "split": f.split, "confidence": f.confidence, "ece": f.ece})
-    ray.shutdown()
+    if [fold for fold, _ in models["whole"]] != [fold for fold, _ in models["live"]]:
+        raise SystemExit("the two recipes dealt different folds (a speaker lost entirely by the live cut?): not comparable")
+    rows = materials(cached_rows(caches["whole"], keys), cached_rows(caches["live"], keys))
+    compare(models, rows, labelled, corpus_order(configs["whole"], rows["whole clips"]), args.call_turns, args.out / "results.jsonl")
 
 
 if __name__ == "__main__":

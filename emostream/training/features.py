@@ -19,7 +19,8 @@ pushed through a `StreamSession` with the product's own segmentation (VAD, merge
 gap, Smart Turn, edge tightening, the minimum utterance length) and every
 utterance it cuts is a row labelled with the clip's label (`piece`, `pieces`: its
 place and how many the copy became; a copy that became none has no row, as the
-live path would lose it).
+live path would lose it: the cache keeps a marker without features for it, so a
+re-run does not cut it again, and `read_features` leaves the marker out).
 """
 
 from __future__ import annotations
@@ -48,6 +49,9 @@ log = logging.getLogger(__name__)
 
 FEATURE_VERSION = 1  # bump when what a row holds changes
 SEGMENT_SECONDS = 2.0  # augmented audio is cut into segments of this length again
+# examples per Parquet file of the cache (a Ray Data block): what a stopped extraction loses per actor at most
+# (a live-cut example with telephone copies takes each actor seconds to a minute on a busy machine)
+EXAMPLES_PER_FILE = 8
 
 
 @dataclass(frozen=True)
@@ -174,6 +178,13 @@ def bundle_row(bundle: UtteranceBundle, example: Example, variant: int, piece: i
     }
 
 
+def lost_row(example: Example, variant: int) -> dict[str, Any]:
+    """The cache's marker of a variant the live path cut to nothing (`pieces` 0, no features): the example counts as
+    extracted (a re-run would only cut it to nothing again); `read_features` leaves the marker out."""
+    return {**dict.fromkeys(ROW_COLUMNS), "key": example.key, "variant": variant, "piece": 0, "pieces": 0,
+            "dataset": example.dataset, "media": str(example.media), "speaker": example.speaker, "label": example.label}
+
+
 ROW_COLUMNS = (  # bundle_row's keys, in order
     "key", "variant", "piece", "pieces", "dataset", "media", "speaker", "label", "valence", "arousal", "explanation", "open_vocabulary",
     "reference_transcript", "transcript", "start", "end", "prosody", "audio_embedding", "speaker_embedding", "text_embedding",
@@ -226,7 +237,7 @@ class FeatureExtractor:
         for number, parts in enumerate(variants):
             if self.augment.live_cut:
                 bundles = self.live_utterances(example, parts, (lo, hi))
-                rows += [bundle_row(b, example, number, k, len(bundles)) for k, b in enumerate(bundles)]
+                rows += [bundle_row(b, example, number, k, len(bundles)) for k, b in enumerate(bundles)] or [lost_row(example, number)]
                 continue
             session = StreamSession(example.key, self.settings, self.voices, cut=False)
             for part in parts:
@@ -267,12 +278,30 @@ def feature_settings(settings: Settings) -> Settings:
     return settings.model_copy(update={"voice": voice_for_model(settings.voice, settings.serve.model)})
 
 
+def cache_files(folder: Path) -> list[Path]:
+    """The Parquet files of a cache folder that read whole. A file the job was stopped while writing has no footer:
+    it is skipped with a warning, so its examples count as not cached and the next extraction does them again."""
+    import pyarrow as pa  # noqa: PLC0415
+    import pyarrow.parquet as pq  # noqa: PLC0415
+
+    files = []
+    for file in sorted(Path(folder).glob("*.parquet")):
+        try:
+            pq.read_metadata(file)
+        except (OSError, pa.ArrowInvalid) as error:
+            log.warning("feature cache %s: %s is unreadable (%s), an extraction stopped while writing it? Skipped: its "
+                        "examples are extracted again; delete the file", folder, file.name, error)
+            continue
+        files.append(file)
+    return files
+
+
 def cached_keys(folder: Path) -> set[str]:
     """Example keys already in a cache folder."""
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     keys: set[str] = set()
-    for file in sorted(folder.glob("*.parquet")):
+    for file in cache_files(folder):
         keys.update(pq.read_table(file, columns=["key"]).column("key").to_pylist())
     return keys
 
@@ -293,9 +322,10 @@ def extract_features(examples: list[Example], settings: Settings, cache_root: Pa
     log.info("features: %d examples, %d cached in %s, %d to extract", len(examples), len(examples) - len(todo), folder, len(todo))
     if not todo:
         return folder
-    # One Parquet file per block, named by the job: a stopped job leaves complete files behind and the
-    # next run extracts only what is missing.
-    dataset = ray.data.from_items([{"example": example_to_json(e)} for e in todo], override_num_blocks=max(1, len(todo) // 32))
+    # One Parquet file per block of EXAMPLES_PER_FILE examples, written as each block is done: a stopped job
+    # leaves its finished files behind and the next run extracts only what is missing.
+    blocks = max(1, -(-len(todo) // EXAMPLES_PER_FILE))
+    dataset = ray.data.from_items([{"example": example_to_json(e)} for e in todo], override_num_blocks=blocks)
     dataset.map_batches(
         FeatureExtractor,
         fn_constructor_kwargs={"settings_json": settings.model_dump_json(), "augment": augment},
@@ -309,7 +339,7 @@ def extract_features(examples: list[Example], settings: Settings, cache_root: Pa
 
 
 def read_features(folder: Path) -> list[dict[str, Any]]:
-    """All rows of a cache folder as dicts, sorted by example key and variant.
+    """All feature rows of a cache folder as dicts (not lost_row's markers), sorted by example key and variant.
 
     The job writes rows in whatever order its actors finish; sorting makes training and the live-order
     evaluation the same on every machine.
@@ -317,6 +347,6 @@ def read_features(folder: Path) -> list[dict[str, Any]]:
     import pyarrow.parquet as pq  # noqa: PLC0415
 
     rows: list[dict[str, Any]] = []
-    for file in sorted(Path(folder).glob("*.parquet")):
-        rows += pq.read_table(file).to_pylist()
+    for file in cache_files(folder):
+        rows += [row for row in pq.read_table(file).to_pylist() if row.get("pieces") != 0]  # not lost_row's markers
     return sorted(rows, key=lambda row: (row["key"], row["variant"], row.get("piece") or 0))

@@ -495,21 +495,15 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
 
     The figures are those of single fold models; the exported ensemble applies the temperature to each member
     before averaging, so its held-out confidence can only be lower than a member's (averaging softens)."""
-    from emostream.training.datasets.splits import speaker_folds  # noqa: PLC0415
     from emostream.training.evaluate import predict  # noqa: PLC0415
     from emostream.training.metrics import evaluate_predictions, expected_calibration_error, fit_temperature, temperature_scaled  # noqa: PLC0415, E501
 
     rows = [row for row in cached_rows(cache, keys) if row["variant"] == 0]
-    # the config's corpora in its order (as bench/cv.py deals them), then any other dataset name the rows carry
-    named = [corpus.dataset for corpus in [config.data, *config.data.more_corpora]]
-    order = list(dict.fromkeys(named + sorted({row["dataset"] for row in rows})))
-    folds = speaker_folds([r["speaker"] for r in rows], [r["dataset"] for r in rows], config.calibration_folds, order)
+    folds = calibration_folds(config, rows)
     held_out: list[tuple[str, int, np.ndarray]] = []  # (corpus, truth, probabilities) per labelled held-out clip
     labels: list[str] = []
     for k, fold in enumerate(folds, start=1):
-        run = config.model_copy(update={"name": f"{config.name}-fold-{k}", "ensemble_size": 1, "calibration_folds": 0,
-                                        "data": config.data.model_copy(update={"validation_speakers": sorted(fold)})})
-        model, _ = _fit_run(run, cache, keys)
+        run, model = fold_model(config, k, fold, cache, keys)
         labels = list(model.config.labels)
         samples = [s for s in validation_samples(rows, run, labels) if s.label >= 0]
         corpus = {row["key"]: row["dataset"] for row in rows}
@@ -531,9 +525,35 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
     corpora = np.array([name for name, _, _ in held_out])
     result = {"folds": [sorted(fold) for fold in folds], "temperature": temperature,
               "pooled": figures(np.ones(len(truth), bool)),
-              "per_corpus": {name: figures(corpora == name) for name in order if (corpora == name).any()}}
+              "per_corpus": {name: figures(corpora == name) for name in corpus_order(config, rows) if (corpora == name).any()}}
     log.info("cross-validation over %d speaker folds: %s", len(folds), result)
     return result
+
+
+def calibration_folds(config: TrainConfig, rows: list[dict[str, Any]]) -> list[set[str]]:
+    """The speakers each of the recipe's `calibration_folds` folds holds out: the rows' speakers dealt round-robin
+    (datasets.splits.speaker_folds), corpus by corpus in the config's order (as bench/cv.py deals them), then any
+    other dataset the rows carry. Two recipes over the same speakers get the same folds."""
+    from emostream.training.datasets.splits import speaker_folds  # noqa: PLC0415
+
+    order = corpus_order(config, rows)
+    return speaker_folds([r["speaker"] for r in rows], [r["dataset"] for r in rows], config.calibration_folds, order)
+
+
+def corpus_order(config: TrainConfig, rows: list[dict[str, Any]]) -> list[str]:
+    """The config's corpora in its order, then any other dataset name the rows carry."""
+    named = [corpus.dataset for corpus in [config.data, *config.data.more_corpora]]
+    return list(dict.fromkeys(named + sorted({row["dataset"] for row in rows})))
+
+
+def fold_model(config: TrainConfig, number: int, fold: set[str], cache: Path, keys: set[str] | None):  # type: ignore[no-untyped-def]
+    """Fold `number` (from 1) of the recipe's cross-validation: run <name>-fold-<number>, one seed, trained on every
+    speaker but `fold`'s (a finished run is reused). Returns the run's config (its data.validation_speakers: the
+    fold) and the model."""
+    run = config.model_copy(update={"name": f"{config.name}-fold-{number}", "ensemble_size": 1, "calibration_folds": 0,
+                                    "data": config.data.model_copy(update={"validation_speakers": sorted(fold)})})
+    model, _ = _fit_run(run, cache, keys)
+    return run, model
 
 
 def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:
