@@ -18,13 +18,14 @@ held-out predictions of the folds pooled: WAR, UAR, ECE, and ECE after the recip
 `emostream train` fits it, on the recipe's own held-out rows: whole clips for the whole recipe, cut 16 kHz batch
 for the live one). Printed and appended to --out/results.jsonl, never asserted.
 
-Feature extraction is the training job's (`features.extract_features`, resumable: Parquet files per block of 32
-clips under --cache; a stopped run extracts only the missing clips). The live recipe's is three copies of every
-clip through the VAD and Smart Turn: hours on two busy cores. `--only` trains one recipe's fold models (after its
-extraction) and stops, e.g. the whole recipe's while the live recipe's features are being extracted. Inside a
+Feature extraction is the training job's (`features.extract_features`, resumable: a Parquet file per block of
+`features.EXAMPLES_PER_FILE` clips under --cache; a stopped run extracts only the missing clips). The live
+recipe's is three copies of every clip through the VAD and Smart Turn: hours on two busy cores. `--only` trains
+one recipe's fold models (after its extraction) and stops, e.g. the whole recipe's while the live recipe's
+features are being extracted. Inside a
 loopback-only namespace, in the background:
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 19 .venv/bin/python \\
-        bench/live_training.py --cache /work/cache/features --out /work/runs/voicecv'
+        bench/live_training.py --cache ../emostream-cache/features --out ../emostream-runs/live-training'
 """
 
 from __future__ import annotations
@@ -108,13 +109,11 @@ def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str,
 
 
 def figures(held: HeldOut, mask: np.ndarray, labels: list[str], temperature: float) -> dict[str, float]:
-    from emostream.training.metrics import evaluate_predictions, expected_calibration_error, temperature_scaled
+    """The figures `emostream train`'s cross-validation reports (`metrics.held_out_figures`), of the rows in `mask`."""
+    from emostream.training.metrics import held_out_figures
 
     truth, raw = np.array(held.truth)[mask], np.stack(held.probabilities)[mask]
-    report = evaluate_predictions([labels[i] for i in truth], [labels[i] for i in raw.argmax(axis=1)], tuple(labels))
-    return {"rows": int(mask.sum()), "war": report.war, "uar": report.uar, "ece": expected_calibration_error(raw, truth),
-            "ece_calibrated": expected_calibration_error(temperature_scaled(raw, temperature), truth),
-            "confidence": float(raw.max(axis=1).mean())}
+    return {"rows": int(mask.sum()), **held_out_figures(raw, truth, labels, temperature)}
 
 
 def cut_counts(rows_by_material: dict[str, list[dict[str, Any]]], keys: set[str]) -> dict[str, dict[str, int]]:

@@ -352,6 +352,18 @@ def fit_temperature(probabilities: np.ndarray, truth: Sequence[int] | np.ndarray
     return float(grid[int(np.argmin(losses))])
 
 
+def held_out_figures(probabilities: np.ndarray, truth: np.ndarray, labels: Sequence[str], temperature: float) -> dict[str, float]:
+    """What cross-validation reports of held-out predictions (N, n_labels) against their truth indices: WAR, UAR,
+    weighted F1, and ECE and mean confidence before and after `temperature`."""
+    calibrated = temperature_scaled(probabilities, temperature)
+    report = evaluate_predictions([labels[i] for i in truth], [labels[i] for i in probabilities.argmax(axis=1)], tuple(labels))
+    return {"war": report.war, "uar": report.uar, "f1": report.weighted_f1,
+            "ece": expected_calibration_error(probabilities, truth),
+            "ece_calibrated": expected_calibration_error(calibrated, truth),
+            "confidence": float(probabilities.max(axis=1).mean()),
+            "confidence_calibrated": float(calibrated.max(axis=1).mean())}
+
+
 def plot_confusion(report: Report, path: str | Path) -> Path:
     """Save the confusion matrix as a PNG at `path` and return the path.
 

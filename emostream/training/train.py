@@ -496,7 +496,7 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
     The figures are those of single fold models; the exported ensemble applies the temperature to each member
     before averaging, so its held-out confidence can only be lower than a member's (averaging softens)."""
     from emostream.training.evaluate import predict  # noqa: PLC0415
-    from emostream.training.metrics import evaluate_predictions, expected_calibration_error, fit_temperature, temperature_scaled  # noqa: PLC0415, E501
+    from emostream.training.metrics import fit_temperature, held_out_figures  # noqa: PLC0415
 
     rows = [row for row in cached_rows(cache, keys) if row["variant"] == 0]
     folds = calibration_folds(config, rows)
@@ -512,15 +512,9 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
     truth = np.array([label for _, label, _ in held_out])
     raw = np.stack([p for _, _, p in held_out])
     temperature = fit_temperature(raw, truth)
-    calibrated = temperature_scaled(raw, temperature)
 
     def figures(mask: np.ndarray) -> dict[str, float]:
-        report = evaluate_predictions([labels[i] for i in truth[mask]], [labels[i] for i in raw[mask].argmax(axis=1)], tuple(labels))
-        return {"clips": int(mask.sum()), "war": report.war, "uar": report.uar, "f1": report.weighted_f1,
-                "ece": expected_calibration_error(raw[mask], truth[mask]),
-                "ece_calibrated": expected_calibration_error(calibrated[mask], truth[mask]),
-                "confidence": float(raw[mask].max(axis=1).mean()),
-                "confidence_calibrated": float(calibrated[mask].max(axis=1).mean())}
+        return {"clips": int(mask.sum()), **held_out_figures(raw[mask], truth[mask], labels, temperature)}
 
     corpora = np.array([name for name, _, _ in held_out])
     result = {"folds": [sorted(fold) for fold in folds], "temperature": temperature,
