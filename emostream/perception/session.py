@@ -30,7 +30,7 @@ from emostream.perception.voice.prosody import ProsodyFrames, SpeakerProsodyStat
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
 from emostream.perception.voice.turn import WINDOW_SECONDS as TURN_WINDOW_SECONDS
 from emostream.perception.voice.turn import SmartTurn
-from emostream.perception.voice.vad import Span, StreamingVad, TurnRule, UtteranceCutter
+from emostream.perception.voice.vad import Span, StreamingVad, TurnRule, UtteranceCutter, voiced_speech
 from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -163,7 +163,10 @@ class StreamSession:
             channel.prosody.append(segment.prosody[index])
             if self.cut:
                 times, probabilities = self._vad.push(index, audio, segment.audio_start)
-                bundles += self._emit(index, channel.cutter.push(times, probabilities))
+                # Silero misses strained, shouted voices (vad.voiced_speech): clearly voiced frames count as speech.
+                # A VAD frame lies at most one frame back, in this segment's or the previous one's prosody.
+                voiced = voiced_speech(times, ProsodyFrames.concat(channel.prosody[-2:]))
+                bundles += self._emit(index, channel.cutter.push(times, probabilities, voiced))
         if segment.end_of_stream and self.cut:
             bundles += self.flush()
         if self.cut:

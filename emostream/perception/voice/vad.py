@@ -18,11 +18,21 @@ an utterance longer than `max_utterance_seconds` is cut; shorter than
 pause after it is long enough, not at the end of the stream.
 
 With an end-of-turn model (`turn.py`), a pause is put to it once, when it has
-lasted `turn_pause_seconds`: if the speaker sounds finished, the utterance
+lasted `turn_pause_seconds` (and the utterance is at least `min_utterance_seconds`
+long: closed shorter, it would be dropped; a shouted word sounds finished, and the
+sentence it began was lost word by word): if the speaker sounds finished, the utterance
 closes there instead of a merge gap later; otherwise the merge-gap rule
 decides as before. The model hears the utterance from its start to the frame
 where the pause reached that length, so the decision depends on the audio
 alone, never on how the stream was cut into segments or when they arrived.
+
+Silero misses strained, high-pitched voices: shouted, fearful or elated speech (RAVDESS's strong-intensity
+clips, f0 around 300-400 Hz) scores 0.01-0.1 on every frame, at any gain and after the phone line alike, and
+such clips were lost whole (issue 19: 15 of 1,080 RAVDESS clips). `voiced_speech` is the evidence it lacks:
+a frame that the prosody's pitch tracker finds clearly voiced, at speaking level, with a pitch that moves (a
+voice's always does; tones, hum and ringback do not) is speech, whatever Silero says. Such a voice reaches the
+tracker in bursts (its unvoiced consonants are not voiced frames), so a voiced frame in a pause resumes speech at
+once, and the merge gap bridges the consonants.
 """
 
 from __future__ import annotations
@@ -34,11 +44,18 @@ from importlib import resources
 import numpy as np
 
 from emostream.media.decode import SAMPLE_RATE
+from emostream.perception.voice.prosody import ProsodyFrames
 
 FRAME_SAMPLES = 512  # samples per VAD frame (32 ms at 16 kHz)
 CONTEXT_SAMPLES = 64  # samples of the previous frame the model sees before each frame
 FRAME_SECONDS = FRAME_SAMPLES / SAMPLE_RATE
 STATE_SIZE = 128  # LSTM hidden and cell size
+# voiced_speech: a VAD frame is speech when at least VOICED_SHARE of its 10 ms prosody frames are voiced, its
+# loudest is at least VOICED_SPEECH_DB, and the pitch of its voiced frames spans at least PITCH_MOVE (in log f0:
+# 0.1%). Voices move by ~0.5-0.9% per 10 ms (RAVDESS, median); tones and mains hum move by under 0.01%.
+VOICED_SHARE = 0.5
+VOICED_SPEECH_DB = -35.0  # dBFS; RAVDESS's voiced frames lie around -30 (normal) to -10 (shouted)
+PITCH_MOVE = 0.001
 
 
 def _load_session():  # type: ignore[no-untyped-def]
@@ -99,6 +116,24 @@ class StreamingVad:
         return times, np.asarray(probabilities, np.float32).reshape(-1)
 
 
+def voiced_speech(times: np.ndarray, frames: ProsodyFrames) -> np.ndarray:
+    """Which VAD frames are clearly voiced speech by their prosody (see the module's docstring), Silero aside.
+
+    times : shape = (m,), stream seconds where each VAD frame starts (`StreamingVad.push`);
+    frames : the channel's prosody frames covering them (frames centred in [t, t + FRAME_SECONDS) belong to t).
+    Returns shape = (m,) bool.
+    """
+    found = np.zeros(len(times), bool)
+    for k, (first, last) in enumerate(zip(np.searchsorted(frames.times, times),
+                                          np.searchsorted(frames.times, times + FRAME_SECONDS), strict=True)):
+        voiced = frames.voiced[first:last]
+        if not voiced.any() or voiced.mean() < VOICED_SHARE or frames.energy_db[first:last].max() < VOICED_SPEECH_DB:
+            continue
+        pitch = np.log(frames.f0[first:last][voiced])
+        found[k] = pitch.max() - pitch.min() >= PITCH_MOVE
+    return found
+
+
 @dataclass(frozen=True)
 class Span:
     """An utterance's extent on the stream clock."""
@@ -145,10 +180,15 @@ class UtteranceCutter:
         before the pause lasts `merge_gap`."""
         return self.start is not None and not self.speaking
 
-    def push(self, times: np.ndarray, probabilities: np.ndarray) -> list[Span]:
+    def push(self, times: np.ndarray, probabilities: np.ndarray, voiced: np.ndarray | None = None) -> list[Span]:
+        """Frames' start times and speech probabilities in, closed utterances out. `voiced` (shape = (m,) bool,
+        `voiced_speech`): frames that are clearly voiced speech whatever the probability; they count as speech and,
+        in a pause, resume it at once (min_resume is for the VAD's blips on clicks and breaths, which are not voiced)."""
         closed: list[Span] = []
-        for t, p in zip(times.tolist(), probabilities.tolist(), strict=True):
+        flags = np.zeros(len(times), bool) if voiced is None else voiced
+        for t, p, v in zip(times.tolist(), probabilities.tolist(), flags.tolist(), strict=True):
             frame_end = t + FRAME_SECONDS
+            p = 1.0 if v else p
             if self.start is None:
                 if p >= self.onset:
                     self.start, self.last_speech, self.speaking = t, frame_end, True
@@ -156,7 +196,7 @@ class UtteranceCutter:
             if self.speaking:
                 self.speaking = p >= self.offset
             else:
-                closed += self._in_pause(t, p)
+                closed += self._in_pause(t, p, v)
             if self.speaking:
                 self.last_speech, self.turn_asked = frame_end, False
                 if frame_end - self.start >= self.max_seconds:  # forced cut; speech goes on in a new utterance
@@ -170,18 +210,22 @@ class UtteranceCutter:
         """Once per pause, when it has lasted `turn.pause` (and no speech is resuming): does the speaker sound finished?"""
         if self.turn is None or self.turn_asked or frame_end - self.last_speech < self.turn.pause:
             return False
+        if self.last_speech - self.start < self.min_seconds:
+            # Too short to keep if it closed here: a short burst (a shouted word) waits for the merge gap,
+            # so the words after it join it instead of the utterance being closed and dropped word by word.
+            return False
         self.turn_asked = True
         return self.turn.end_of_turn(self.start, frame_end) >= self.turn.threshold
 
-    def _in_pause(self, t: float, p: float) -> list[Span]:
+    def _in_pause(self, t: float, p: float, voiced: bool = False) -> list[Span]:
         """Speech resumes (p reaches onset, then stays over offset) only once it has lasted `min_resume`:
         the short false alarms of the VAD in a pause (a click, a breath) neither hold the utterance open
-        nor join it."""
+        nor join it. A voiced frame resumes it at once."""
         if self.resume_at is None and p >= self.onset:
             self.resume_at = t
         elif self.resume_at is not None and p < self.offset:
             self.resume_at = None
-        if self.resume_at is None or t + FRAME_SECONDS - self.resume_at < self.min_resume:
+        if self.resume_at is None or (not voiced and t + FRAME_SECONDS - self.resume_at < self.min_resume):
             return []
         resumed_at, self.resume_at, self.speaking = self.resume_at, None, True
         if t + FRAME_SECONDS - self.start > self.max_seconds:
