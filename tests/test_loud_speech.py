@@ -56,6 +56,21 @@ def test_a_lost_loud_clip_becomes_one_utterance_on_the_phone_line(shared_data: P
     assert spans[0].start == pytest.approx(start, abs=0.1) and spans[0].end == pytest.approx(end, abs=0.2)
 
 
+def test_the_loud_clip_is_cut_alike_whatever_the_segments(shared_data: Path, models: dict[str, object]) -> None:
+    """Pushed in segments of 0.1 s to 2 s, as producers cut a stream, the same single utterance."""
+    path = shared_data / "ravdess-speech-16k" / LOST[0]
+    audio = read_mono(path)
+    cuts = []
+    for seconds in (0.1, 0.5, 2.0):
+        session, step = StreamSession(path.stem, load_settings(), models["voices"]), int(seconds * RATE)  # type: ignore[arg-type]
+        bundles = [b for i in range(0, len(audio), step)
+                   for b in session.push(segment_of(path.stem, i // step, audio[i : i + step], i / RATE))] + session.flush()
+        cuts.append([Span(b.start, b.end) for b in bundles])
+    assert all(len(spans) == 1 for spans in cuts), cuts
+    assert all(spans[0].start == cuts[-1][0].start for spans in cuts)
+    assert all(spans[0].end == pytest.approx(cuts[-1][0].end, abs=0.05) for spans in cuts)
+
+
 def test_tones_and_hum_at_speaking_level_stay_silence(models: dict[str, object]) -> None:
     """Ringback and dial tones and mains hum are as voiced and as loud as a voice, but their pitch never moves."""
     t = np.arange(3 * RATE) / RATE

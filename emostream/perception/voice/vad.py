@@ -32,7 +32,8 @@ such clips were lost whole (issue 19: 15 of 1,080 RAVDESS clips). `voiced_speech
 a frame that the prosody's pitch tracker finds clearly voiced, at speaking level, with a pitch that moves (a
 voice's always does; tones, hum and ringback do not) is speech, whatever Silero says. Such a voice reaches the
 tracker in bursts (its unvoiced consonants are not voiced frames), so a voiced frame in a pause resumes speech at
-once, and the merge gap bridges the consonants.
+once, and the merge gap bridges the consonants. The tracker needs 42 ms of a segment (its window and longest
+period) to voice a frame: streams pushed in segments shorter than that (one VAD frame) are cut by Silero alone.
 """
 
 from __future__ import annotations
