@@ -53,8 +53,7 @@ def perceived_rows(settings: Settings, group_id: str, start: Mapping[int, int] |
     taken = TakenRowsActor.options(**events).remote()  # type: ignore[attr-defined]
     source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window,
                               start)
-    dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks,
-                                       ray_remote_args=events)
+    dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
     pool = ray.data.ActorPoolStrategy(min_size=live.perception_actors, max_size=live.perception_max_actors)
     dataset = dataset.map_batches(SegmentStage, fn_constructor_args=(settings.model_dump_json(),), batch_size=1,
                                   batch_format="pyarrow", compute=pool, num_cpus=live.perception_cpus, **events)
