@@ -23,11 +23,10 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")
 import torch  # noqa: E402
 
 from emostream.labels import LABEL_SETS  # noqa: E402
-from emostream.media.records import file_segments  # noqa: E402
 from emostream.perception.segment import SegmentPerceiver  # noqa: E402
 from emostream.perception.voice.speakers import VoiceEmbedder  # noqa: E402
 from emostream.settings import load_settings  # noqa: E402
-from emostream.training.features import example_rng, live_cut, telephoned  # noqa: E402
+from emostream.training.features import example_rng, live_cut, span_segments, telephoned  # noqa: E402
 from emostream.training.train import load_train_config, read_dataset  # noqa: E402
 
 RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite-live.yaml"
@@ -44,6 +43,9 @@ def main() -> None:
     config = load_train_config(args.recipe)
     if config.augment.telephone_copies < 1:
         raise SystemExit(f"{args.recipe} has no telephone copies (data.telephone_copies): the 8 kHz line needs one")
+    if config.augment.copies:
+        raise SystemExit(f"{args.recipe} has augmented copies: the extraction's telephone copy is not its generator's "
+                         "first draw then, and this bench would cut another one")
     labels = LABEL_SETS[config.label_set]
     examples = [e for e in read_dataset(config.data, config.label_set) if e.label in labels]
     if args.keys:
@@ -56,9 +58,7 @@ def main() -> None:
     split = dict.fromkeys(LINES, 0)
     out = args.out.open("w") if args.out else None
     for number, example in enumerate(examples, start=1):
-        segments = [s for s in file_segments(example.media, example.key, settings.ingest) if not s.is_end_marker]
-        span = (example.start or 0.0, example.end if example.end is not None else float("inf"))
-        segments = [s for s in segments if s.end > span[0] and s.start < span[1]]
+        segments, span = span_segments(example, settings)
         # the extraction's first telephone copy: the first draw of the example's generator (no augmented copies)
         phone = telephoned(segments, example_rng(config.augment, example.key), config.augment, span)
         for line, parts in zip(LINES, (segments, phone), strict=True):

@@ -222,12 +222,9 @@ class FeatureExtractor:
         return {name: [row[name] for row in rows] for name in ROW_COLUMNS}
 
     def extract(self, example: Example) -> list[dict[str, Any]]:
-        from emostream.media.records import file_segments  # noqa: PLC0415
         from emostream.perception.session import StreamSession  # noqa: PLC0415
 
-        segments = [s for s in file_segments(example.media, example.key, self.settings.ingest) if not s.is_end_marker]
-        lo, hi = example.start or 0.0, example.end if example.end is not None else float("inf")
-        segments = [s for s in segments if s.end > lo and s.start < hi]
+        segments, (lo, hi) = span_segments(example, self.settings)
         if not any(s.audio.size for s in segments):
             raise ValueError("no audio in the example's span")
         rng = example_rng(self.augment, example.key)
@@ -253,6 +250,16 @@ class FeatureExtractor:
         if not cut:
             log.info("example %s: the live path cuts no utterance from it (lost)", example.key)
         return self.spine.encode(cut) if cut else []
+
+
+def span_segments(example: Example, settings: Settings) -> tuple[list[DecodedSegment], tuple[float, float]]:
+    """The decoded segments of the example's media that overlap its labelled span, and the span (start, end; end
+    inf for the whole file)."""
+    from emostream.media.records import file_segments  # noqa: PLC0415
+
+    segments = [s for s in file_segments(example.media, example.key, settings.ingest) if not s.is_end_marker]
+    span = (example.start or 0.0, example.end if example.end is not None else float("inf"))
+    return [s for s in segments if s.end > span[0] and s.start < span[1]], span
 
 
 def live_cut(parts: list[DecodedSegment], span: tuple[float, float], settings: Settings, perceive: Perceive,
