@@ -58,18 +58,29 @@ def process_name(process: psutil.Process) -> str:
     return scripts[0] if scripts else Path(first).name
 
 
-def sample_memory(names: dict[int, str]) -> dict[int, float]:
+def sample_memory(names: dict[int, str], anonymous: dict[int, float]) -> dict[int, float]:
     """RSS in MB of this process and every process it started (Ray's daemons and workers, the broker), by pid;
-    `names` gets each one's latest name (a Ray worker's title changes when it starts an actor)."""
+    `names` gets each one's latest name (a Ray worker's title changes when it starts an actor), `anonymous` the
+    part of its RSS that is not file-backed or shared (its heap and stacks, where a leak would show)."""
     me = psutil.Process()
     out = {}
     for process in [me, *me.children(recursive=True)]:
         try:
             names[process.pid] = "driver" if process.pid == me.pid else process_name(process)
-            out[process.pid] = process.memory_info().rss / 1e6
+            info = process.memory_info()
         except psutil.Error:  # it ended between the listing and the read
             continue
+        out[process.pid] = info.rss / 1e6
+        anonymous[process.pid] = (info.rss - info.shared) / 1e6
     return out
+
+
+def write_series(path: Path, minutes: list[float], names: dict[int, str], rss: list[dict[int, float]],
+                 anonymous: list[dict[int, float]]) -> None:
+    """Every sample so far as JSON (rewritten after each sample, so a run that dies still leaves its series)."""
+    path.write_text(json.dumps({"minutes": minutes, "names": {str(pid): name for pid, name in names.items()},
+                                "rss_mb": [{str(pid): mb for pid, mb in sample.items()} for sample in rss],
+                                "anonymous_mb": [{str(pid): mb for pid, mb in sample.items()} for sample in anonymous]}))
 
 
 def lag_of(metrics: Metrics) -> float:
@@ -150,7 +161,8 @@ def main() -> None:
     parser.add_argument("--warmup-minutes", type=float, default=None,
                         help="left out of the memory comparison (default: a sixth of the run, at most 10)")
     parser.add_argument("--cpus", type=int, default=os.cpu_count() or 2, help="CPUs for the local Ray instance")
-    parser.add_argument("--series", type=Path, default=None, help="write every process's RSS samples here (JSON)")
+    parser.add_argument("--series", type=Path, default=None,
+                        help="write every process's RSS samples here (JSON, after every sample), and its anonymous part")
     args = parser.parse_args()
     warmup = args.warmup_minutes if args.warmup_minutes is not None else min(10.0, args.minutes / 6)
     import ray
@@ -182,6 +194,7 @@ def main() -> None:
             signal.signal(sig, lambda *_: finish.set())
         started = time.monotonic()
         memory: list[dict[int, float]] = []
+        anonymous: list[dict[int, float]] = []
         memory_minutes: list[float] = []
         names: dict[int, str] = {}
         lags: list[tuple[float, float]] = []  # (minutes since the start, lag)
@@ -189,8 +202,11 @@ def main() -> None:
             lag = lag_of(job.metrics)
             lags.append((minutes, lag))
             if minutes >= warmup:
-                memory.append(sample_memory(names))
+                anonymous.append({})
+                memory.append(sample_memory(names, anonymous[-1]))
                 memory_minutes.append(minutes)
+                if args.series:
+                    write_series(args.series, memory_minutes, names, memory, anonymous)
             total = sum(memory[-1].values()) if memory else float("nan")
             print(f"{minutes:6.1f} min  events {job.stats.events:6d}  dead letters {job.stats.dead_letters:4d}  "
                   f"lag {lag:5.0f}  RSS total {total:8.0f} MB", flush=True)
@@ -211,9 +227,6 @@ def main() -> None:
               f"{row['late_mb_per_hour']:+14.1f}  {'yes' if row['flat'] else 'NO'}")
     print(f"perception actors added {pool_changes['added']}, removed {pool_changes['removed']} (each addition loads the models)")
     print(f"media published to the embedded broker (memory:// storage keeps it all): {sum(published) / 1e6:.0f} MB")
-    if args.series:
-        args.series.write_text(json.dumps({"minutes": memory_minutes, "names": {str(pid): name for pid, name in names.items()},
-                                           "rss_mb": [{str(pid): mb for pid, mb in sample.items()} for sample in memory]}))
     compared = {row["pid"] for row in rows}
     came_and_went = sorted(f"{names[pid]}[{pid}]" for pid in set().union(*memory) - compared) if memory else []
     measured = [lag for minutes, lag in lags if minutes >= warmup]

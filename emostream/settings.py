@@ -216,6 +216,11 @@ class LiveSettings(_Section):
     describe_roles: tuple[str, ...] = ()
     # Start Whisper on an utterance while the pause that will close it runs out (wasted if speech resumes)
     prepare_drafts: bool = True
+    # Ray task events (the dashboard's task table, `ray list tasks`) for the job's own per-segment calls: the
+    # perception pool's actors, the session actors and the read window's actor. Off: they were three quarters of
+    # the events the GCS stores and evicts, about 17 a second at four streams, and the GCS's memory crept with
+    # that churn in the 1-hour soak (README, Benchmarks); Ray Data's and Serve's own tasks keep theirs
+    task_events: bool = False
     sink: str = "kafka"  # where the live job's events and dead letters go: a name in emostream.sinks.SINKS
     sink_path: str | None = None  # the output file of a file sink (jsonl, parquet)
     metrics_host: str = "127.0.0.1"  # Prometheus endpoint of the job (0.0.0.0 inside a pod)

@@ -69,8 +69,10 @@ RAY_ENVIRONMENT = {
     # Prometheus scrapes every 15 s or more
     "RAY_SERVE_METRICS_EXPORT_INTERVAL_MS": "1000",
     # task events the GCS keeps for the dashboard's task table (default 100,000, about 1 KB each): an endless
-    # live job fills that store for hours, and the 1-hour soak read it as the GCS growing by 91%
-    "RAY_task_events_max_num_task_in_gcs": "10000",
+    # live job fills that store for hours, and the 1-hour soak read it as the GCS growing by 91%; 2,000 (Ray Data's and
+    # Serve's own tasks: the job's per-segment calls report none, live.task_events) filled in the soak's first
+    # quarter hour at four streams
+    "RAY_task_events_max_num_task_in_gcs": "2000",
     # and for each task event that store lets go, the GCS remembers the task's id to count it as lost, up to
     # 1,000,000 per job (about 40 bytes each, in a hash set that doubles): an endless job passes 100,000 an hour
     # at four streams, and the soak saw the GCS creep on after its store was full (bench/gcs.py: 700,000 tiny

@@ -49,13 +49,14 @@ def perceived_rows(settings: Settings, group_id: str, start: Mapping[int, int] |
     context.memory_usage_poll_interval_s = None
     context.autoscaling_config = KEEP_ACTORS
     _set_executor_wait(EXECUTOR_WAIT_SECONDS)
-    taken = TakenRowsActor.remote()  # type: ignore[attr-defined]
+    events = {"enable_task_events": live.task_events}  # an actor's setting holds for all its method calls
+    taken = TakenRowsActor.options(**events).remote()  # type: ignore[attr-defined]
     source = KafkaMediaSource(settings.kafka, group_id, live.source_tasks, live.poll_seconds, taken, live.read_window,
                               start)
     dataset = ray.data.read_datasource(source, num_cpus=0.05, override_num_blocks=live.source_tasks)
     pool = ray.data.ActorPoolStrategy(min_size=live.perception_actors, max_size=live.perception_max_actors)
     dataset = dataset.map_batches(SegmentStage, fn_constructor_args=(settings.model_dump_json(),), batch_size=1,
-                                  batch_format="pyarrow", compute=pool, num_cpus=live.perception_cpus)
+                                  batch_format="pyarrow", compute=pool, num_cpus=live.perception_cpus, **events)
     return _rows(dataset, TakenReporter(lambda task, count: taken.take.remote(task, count), live.read_window), taken)
 
 

@@ -58,7 +58,7 @@ from emostream.live.commits import CommitLedger, Committer, Held, commit, ended_
 from emostream.live.dataflow import perceived_rows
 from emostream.live.nodes import NodeWatch
 from emostream.live.serve_client import ScoringFailed, ScoringService, score_with_retries
-from emostream.live.sessions import SessionActor, owner
+from emostream.live.sessions import owner, start_session_actors
 from emostream.live.source import TICK, media_partitions
 from emostream.live.stages import REJECTED, StageRow
 from emostream.live.workers import OrderedWorker, StreamWorkers
@@ -217,10 +217,7 @@ class LiveJob:
         for actor in self._actors:
             ray.kill(actor)
         self._lost = None
-        blob = self.settings.model_dump_json()
-        self._actors = [SessionActor.options(name=f"emostream-session-{self.group_id}-{i}").remote(blob)  # type: ignore[attr-defined]
-                        for i in range(self.live.session_actors)]
-        ray.get([actor.ping.remote() for actor in self._actors])
+        self._actors = start_session_actors(self.settings, self.group_id)
         self._nodes = NodeWatch()
 
     def _reset_state(self, skip: dict[str, int]) -> None:

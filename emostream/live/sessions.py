@@ -20,6 +20,17 @@ from emostream.perception.utterance import UtteranceBundle
 from emostream.settings import Settings
 
 
+def start_session_actors(settings: Settings, group_id: str) -> list[ray.actor.ActorHandle]:
+    """The job's `live.session_actors` session actors, their models loaded (a stream's first utterance must not
+    wait for them)."""
+    blob = settings.model_dump_json()
+    actors = [SessionActor.options(name=f"emostream-session-{group_id}-{i}",  # type: ignore[attr-defined]
+                                   enable_task_events=settings.live.task_events).remote(blob)
+              for i in range(settings.live.session_actors)]
+    ray.get([actor.ping.remote() for actor in actors])
+    return actors
+
+
 def owner(stream_id: str, actors: int) -> int:
     """The session actor of a stream: a stable hash, the same in every process and run."""
     return zlib.crc32(stream_id.encode()) % actors
