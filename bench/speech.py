@@ -28,7 +28,9 @@ RTF = CPU seconds of processing / seconds of audio (the target is <= 0.05 per st
 A second table times the audio embedding alone, per utterance of the same inputs, each way it can be made:
   last layer, CT2 30 s     CTranslate2 int8, Whisper's own 30 s padded window, last layer pooled
   last layer, CT2 window   Transcriber(audio_features="last_layer") encoder only: the >= 10 s window of asr.py
-  every layer, torch       WhisperLayers: transformers' encoder in fp32 on the utterance + 0.5 s, every layer pooled
+  every layer, torch int8  WhisperLayers as the transcriber runs it: transformers' encoder, its Linear layers in int8,
+                           on the utterance + 0.5 s, every layer pooled
+  every layer, torch fp32  the same in float32 throughout (what it ran before the int8 layers)
 as CPU ms per utterance and RTF (CPU s / s of utterance audio), one thread, median over runs.
 
 Before/after (issue 19): --compare-checkpoint PATH runs the whole path and its stages a second time, in the same
@@ -36,8 +38,18 @@ process, with the Whisper features the emotion model at PATH reads (e.g. the pre
 a temporary folder: last_layer), and prints its RTF, ASR + audio embedding and audio embedding per utterance against
 today's default's (every_layer), as after/before ratios. Only the features differ between the two: the speech path does
 not run the emotion model (bench/model.py times its scoring).
+--compare-float32 does the same with the every-layer encoder in float32 as "before" (int8 Linear layers are the
+default: whisper_layers.py), everything else equal.
+--compare-text-embeddings does the same with a sentence embedding of every transcript as "before" (what the path made
+before text embeddings followed the served model: perception/encode.scoring_voice; the default model reads no words).
+--compare-turn-look-ahead does the same with the cutter asking Smart Turn at every pause that reaches turn_pause as
+"before", also where the merge gap closes the utterance in the frames at hand anyway (vad.py: what it did before that
+look-ahead; the bench swaps UtteranceCutter._merge_gap_ahead for its runs). Each setup's Smart Turn calls are counted.
+When two setups are compared, both are loaded and prepared first, then they take turns run by run, so that the load's
+drift on a shared machine weighs on both alike.
 Timings are printed, never asserted.
-Run: .venv/bin/python bench/speech.py [--runs 3] [--audio-features every_layer | --compare-checkpoint PATH]
+Run: .venv/bin/python bench/speech.py [--runs 3] [--audio-features every_layer | --compare-checkpoint PATH | --compare-float32
+                                      | --compare-text-embeddings | --compare-turn-look-ahead]
 """
 
 from __future__ import annotations
@@ -49,7 +61,8 @@ import statistics
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -62,16 +75,17 @@ from emostream.contracts import SegmentHeaders
 from emostream.media.decode import SAMPLE_RATE, DecodedSegment, decode_segment
 from emostream.media.records import file_segments, segment_headers
 from emostream.media.segmenter import segment_file
-from emostream.perception.encode import UtteranceEncoder, voice_for_model
+from emostream.perception.encode import UtteranceEncoder, scoring_voice
 from emostream.perception.segment import SegmentPerceiver
 from emostream.perception.session import StreamSession
 from emostream.perception.utterance import UtteranceBundle
 from emostream.perception.voice.asr import Transcriber
 from emostream.perception.voice.prosody import prosody_frames
 from emostream.perception.voice.speakers import OnlineDiarizer, VoiceEmbedder
-from emostream.perception.voice.vad import StreamingVad
-from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, WhisperLayers
-from emostream.settings import Settings, load_settings
+from emostream.perception.voice.turn import SmartTurn
+from emostream.perception.voice.vad import StreamingVad, UtteranceCutter
+from emostream.perception.voice.whisper_layers import SAMPLES_PER_ENCODER_FRAME, Precision, WhisperLayers
+from emostream.settings import Settings, VoiceSettings, load_settings
 from emostream.spine import Spine
 
 DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
@@ -189,8 +203,15 @@ class PaddedLastLayer:
         return np.concatenate([hidden[:frames].mean(axis=0), hidden[:frames].std(axis=0)])
 
 
-EMBEDDINGS = ("last layer, CT2 30 s", "last layer, CT2 window", "every layer, torch")
-EMBEDDING_OF = {"last_layer": "last layer, CT2 window", "every_layer": "every layer, torch"}  # what each kind serves
+EMBEDDINGS = ("last layer, CT2 30 s", "last layer, CT2 window", "every layer, torch int8", "every layer, torch fp32")
+# what each kind of features (kind()) is made by
+EMBEDDING_OF = {"last_layer": "last layer, CT2 window", "every_layer int8": "every layer, torch int8",
+                "every_layer float32": "every layer, torch fp32"}
+
+
+def kind(voice: VoiceSettings, precision: Precision) -> str:
+    """The features a setup gives: last_layer, or every_layer and the every-layer encoder's precision."""
+    return str(voice.audio_features) if voice.audio_features == "last_layer" else f"{voice.audio_features} {precision}"
 
 
 @dataclass
@@ -202,18 +223,39 @@ class Models:
     encoder: UtteranceEncoder
     voices: VoiceEmbedder
     embedders: dict[str, Callable[[np.ndarray], object]]  # the audio embedding each way (EMBEDDINGS), or none
+    every_pause: bool = False  # the cutter asks Smart Turn at every pause, without its look-ahead (`cutting`)
 
     @classmethod
-    def load(cls, settings: Settings, embedders: bool = True) -> Models:
-        """`embedders`: also the audio embedding each way (it does not depend on the settings: timed once per run)."""
-        encoder = UtteranceEncoder(settings.voice)
+    def load(cls, settings: Settings, embedders: bool = True, precision: Precision = "int8", every_pause: bool = False) -> Models:
+        """`embedders`: also the audio embedding each way (it does not depend on the settings: timed once per run).
+        `precision`: of the every-layer encoder. `every_pause`: see `cutting`."""
+        voice = settings.voice
+        assert voice.audio_features is not None  # resolved against the model in main()
+        encoder = UtteranceEncoder(voice, Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size,
+                                                      language=voice.asr_language, audio_features=voice.audio_features,
+                                                      layers_precision=precision))
         model_dir = encoder.transcriber.model_dir
         ways: dict[str, Callable[[np.ndarray], object]] = {}
         if embedders:
             last_layer = Transcriber(model_dir, audio_features="last_layer")
             ways = dict(zip(EMBEDDINGS, (PaddedLastLayer(model_dir), lambda audio: last_layer(audio, transcribe=False),
-                                         WhisperLayers(model_dir)), strict=True))
-        return cls(settings, SegmentPerceiver(settings), encoder, VoiceEmbedder(), ways)
+                                         WhisperLayers(model_dir, "int8"), WhisperLayers(model_dir, "float32")), strict=True))
+        return cls(settings, SegmentPerceiver(settings), encoder, VoiceEmbedder(), ways, every_pause)
+
+
+@contextmanager
+def cutting(models: Models) -> Iterator[None]:
+    """Stream sessions cut as the setup asks: with `every_pause`, the cutter as before its look-ahead (Smart Turn asked
+    at every pause that reaches turn_pause, also where the merge gap closes the utterance in the same push anyway)."""
+    if not models.every_pause:
+        yield
+        return
+    look_ahead = UtteranceCutter._merge_gap_ahead
+    UtteranceCutter._merge_gap_ahead = lambda self, starts, levels: False  # type: ignore[method-assign]
+    try:
+        yield
+    finally:
+        UtteranceCutter._merge_gap_ahead = look_ahead  # type: ignore[method-assign]
 
 
 @dataclass
@@ -225,6 +267,7 @@ class Work:
     payloads: list[tuple[SegmentHeaders, bytes]] = field(default_factory=list)  # (headers, payload) of each media segment
     decoded: list[DecodedSegment] = field(default_factory=list)  # ending with the end marker
     pushes: list[list[UtteranceBundle]] = field(default_factory=list)  # the bundles each push returned (non-empty ones)
+    turn_calls: int = 0  # Smart Turn calls of one whole-path run
 
     @property
     def bundles(self) -> list[UtteranceBundle]:
@@ -235,7 +278,7 @@ def whole_path(models: Models, work: Work) -> tuple[Stopwatch, list[list[Utteran
     """file_segments() through Spine.utterances with the loaded models and fresh stream state."""
     perception = Spine(models.settings, models.perceiver, models.encoder, voices=models.voices)
     watch, pushes = Stopwatch(), []
-    with watch:
+    with watch, cutting(models):
         for segment in file_segments(work.input.path, work.stream_id, models.settings.ingest):
             bundles = perception.utterances(segment)
             if bundles:
@@ -249,7 +292,19 @@ def prepare(models: Models, item: Input) -> Work:
     work.payloads = [(segment_headers(work.stream_id, s, None), s.payload)
                      for s in segment_file(item.path, ingest.segment_seconds, ingest.max_segment_seconds)]
     work.decoded = list(file_segments(item.path, work.stream_id, models.settings.ingest))
-    _, work.pushes = whole_path(models, work)  # warm-up (first calls compile and allocate); gives the utterances
+    calls = [0]
+    ask = SmartTurn.__call__
+
+    def counted(model: SmartTurn, audio: np.ndarray) -> float:
+        calls[0] += 1
+        return ask(model, audio)
+
+    SmartTurn.__call__ = counted  # type: ignore[method-assign]
+    try:
+        _, work.pushes = whole_path(models, work)  # warm-up (first calls compile and allocate); gives the utterances
+    finally:
+        SmartTurn.__call__ = ask  # type: ignore[method-assign]
+    work.turn_calls = calls[0]
     return work
 
 
@@ -296,7 +351,7 @@ def run_stages(models: Models, work: Work) -> dict[str, Stopwatch]:
     session = StreamSession(work.stream_id, settings, voices=timed(inner, models.voices))  # type: ignore[arg-type]
     session._vad.push = timed(inner, session._vad.push)  # type: ignore[method-assign]
     session._diarizer.assign = timed(inner, session._diarizer.assign)  # type: ignore[method-assign]
-    with session_total:
+    with session_total, cutting(models):
         for segment in perceived:
             session.push(segment)
     stitching = watches["stitching"]
@@ -327,18 +382,26 @@ class Result:
     whole_wall: float
 
 
-def measure(models: Models, work: Work, runs: int) -> Result:
-    stage_runs, whole_runs = [], []
+def measure(pairs: list[tuple[Models, Work]], runs: int) -> list[Result]:
+    """`runs` timed passes of each setup's models over its prepared input, the setups taking turns within each round:
+    a shared machine's load drifts within minutes, and timing one setup after the other put the drift into the
+    before/after ratio (one such run had int8 slower than float32 overall while its encoder alone was twice as fast)."""
+    stage_runs: list[list[dict[str, Stopwatch]]] = [[] for _ in pairs]
+    whole_runs: list[list[Stopwatch]] = [[] for _ in pairs]
     for run in range(runs):
-        whole, _ = whole_path(models, work)
-        whole_runs.append(whole)
-        stage_runs.append(run_stages(models, work))
-        print(f"  {work.input.label} run {run + 1}: whole path {whole.cpu:.2f} s CPU, {whole.wall:.2f} s wall; stages (s CPU) "
-              + " ".join(f"{s}={stage_runs[-1][s].cpu:.3f}" for s in STAGES), file=sys.stderr, flush=True)
-    cpu = {s: statistics.median(r[s].cpu for r in stage_runs) for s in stage_runs[0]}  # STAGES and the embeddings timed
-    cpu["whole"] = statistics.median(w.cpu for w in whole_runs)
-    cpu["other"] = cpu["whole"] - sum(cpu[s] for s in STAGES)
-    return Result(work, cpu, statistics.median(w.wall for w in whole_runs))
+        for k, (models, work) in enumerate(pairs):
+            whole, _ = whole_path(models, work)
+            whole_runs[k].append(whole)
+            stage_runs[k].append(run_stages(models, work))
+            print(f"  {work.input.label} setup {k + 1} run {run + 1}: whole path {whole.cpu:.2f} s CPU, {whole.wall:.2f} s wall; "
+                  "stages (s CPU) " + " ".join(f"{s}={stage_runs[k][-1][s].cpu:.3f}" for s in STAGES), file=sys.stderr, flush=True)
+    results = []
+    for (_, work), stages, wholes in zip(pairs, stage_runs, whole_runs, strict=True):
+        cpu = {s: statistics.median(r[s].cpu for r in stages) for s in stages[0]}  # STAGES and the embeddings timed
+        cpu["whole"] = statistics.median(w.cpu for w in wholes)
+        cpu["other"] = cpu["whole"] - sum(cpu[s] for s in STAGES)
+        results.append(Result(work, cpu, statistics.median(w.wall for w in wholes)))
+    return results
 
 
 ROWS = (*STAGES, "other", "whole")
@@ -390,11 +453,19 @@ def per_utterance_ms(result: Result, row: str) -> float:
     return result.cpu[row] * 1000 / max(len(result.work.bundles), 1)
 
 
-def compare(after: tuple[str, list[Result]], before: tuple[str, list[Result]]) -> None:
-    """Today's default against the compared checkpoint's features, input by input, as after/before ratios."""
-    (after_kind, after_results), (before_kind, before_results) = after, before
+def setup_name(voice: VoiceSettings, precision: Precision, every_pause: bool = False) -> str:
+    """kind(), whether the setup embeds the transcripts, and how it asks Smart Turn."""
+    turn = f", Smart Turn {'at every pause' if every_pause else 'unless the merge gap closes in the frames at hand'}"
+    return (f"{kind(voice, precision)} features, {'with' if voice.text_embeddings and voice.asr else 'no'} text embeddings"
+            + (turn if voice.turn_model == "smart_turn" else ""))
+
+
+def compare(after: tuple[str, str, list[Result]], before: tuple[str, str, list[Result]]) -> None:
+    """Today's default against the compared setup (another checkpoint's features, float32, text embeddings), input by
+    input, as after/before ratios. Each half: (setup_name, kind, results)."""
+    (after_name, after_kind, after_results), (before_name, before_kind, before_results) = after, before
     print()
-    print(f"before/after, same process and inputs, CPU time: before = {before_kind} features, after = {after_kind}")
+    print(f"before/after, same process and inputs, CPU time: before = {before_name}, after = {after_name}")
     header = f"{'input':<10}{'measure':<34}{'before':>10}{'after':>10}{'after/before':>14}"
     print(header)
     print("-" * len(header))
@@ -403,14 +474,19 @@ def compare(after: tuple[str, list[Result]], before: tuple[str, list[Result]]) -
             ("whole path, CPU s per audio s", b.cpu["whole"] / b.work.input.seconds, a.cpu["whole"] / a.work.input.seconds, ".4f"),
             ("whole path, wall s per audio s", b.whole_wall / b.work.input.seconds, a.whole_wall / a.work.input.seconds, ".4f"),
             ("ASR + audio emb., CPU ms/utt.", per_utterance_ms(b, "asr+audio"), per_utterance_ms(a, "asr+audio"), ".1f"),
+            ("text embedding, CPU ms/utt.", per_utterance_ms(b, "text"), per_utterance_ms(a, "text"), ".1f"),
             ("audio emb. alone, CPU ms/utt.", per_utterance_ms(a, EMBEDDING_OF[before_kind]),  # timed once, in the first run
              per_utterance_ms(a, EMBEDDING_OF[after_kind]), ".1f"),
         )
         for name, was, now, form in rows:
-            print(f"{a.work.input.label:<10}{name:<34}{was:>10{form}}{now:>10{form}}{now / was:>14.2f}")
-    for kind, results in (before, after):
+            ratio = f"{now / was:>14.2f}" if float(f"{was:{form}}") > 0 else f"{'-':>14}"  # not of two timer noises
+            print(f"{a.work.input.label:<10}{name:<34}{was:>10{form}}{now:>10{form}}{ratio}")
+    for a, b in zip(after_results, before_results, strict=True):
+        same = [(u.utterance_id, u.start, u.end) for u in a.work.bundles] == [(u.utterance_id, u.start, u.end) for u in b.work.bundles]
+        print(f"{a.work.input.label}: utterances (ids and edges) {'the same' if same else 'DIFFER'} before and after")
+    for name, _, results in (before, after):
         worst = max(r.cpu["whole"] / r.work.input.seconds for r in results)
-        print(f"{kind}: worst input {worst:.4f}x real time per stream on one core, "
+        print(f"{name}: worst input {worst:.4f}x real time per stream on one core, "
               f"{'meets' if worst <= TARGET_RTF else 'MISSES'} the target of <= {TARGET_RTF:g}x")
 
 
@@ -421,6 +497,15 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=DATA, help=f"the shared data folder (default: {DATA})")
     parser.add_argument("--audio-features", choices=("last_layer", "every_layer"),
                         help="voice.audio_features of the whole path (default: what the default model reads)")
+    parser.add_argument("--compare-float32", action="store_true",
+                        help="also time the path with the every-layer encoder in float32 (before its int8 Linear layers) "
+                             "and print after/before ratios")
+    parser.add_argument("--compare-turn-look-ahead", action="store_true",
+                        help="also time the path with the cutter asking Smart Turn at every pause (before its look-ahead) "
+                             "and print after/before ratios")
+    parser.add_argument("--compare-text-embeddings", action="store_true",
+                        help="also time the path with a sentence embedding of every transcript (before they followed the "
+                             "served model) and print after/before ratios")
     parser.add_argument("--compare-checkpoint", type=Path, metavar="PATH",
                         help="also time the path with the Whisper features of the emotion model at PATH (e.g. the previous "
                              "default, exported from git into a temporary folder) and print after/before ratios")
@@ -429,47 +514,78 @@ def main() -> None:
         parser.error("--runs and --turns must be at least 1")
     if args.compare_checkpoint and args.audio_features:
         parser.error("--compare-checkpoint compares two models' features: leave --audio-features unset")
+    if args.compare_float32 and (args.compare_checkpoint or args.audio_features == "last_layer"):
+        parser.error("--compare-float32 compares the every-layer encoder's precisions: not with --compare-checkpoint "
+                     "or --audio-features last_layer")
+    if args.compare_text_embeddings and (args.compare_checkpoint or args.compare_float32 or args.audio_features):
+        parser.error("--compare-text-embeddings compares the default path with and without text embeddings: not with "
+                     "another comparison or --audio-features (which keeps the settings' text embeddings)")
+    if sum(map(bool, (args.compare_checkpoint, args.compare_float32, args.compare_text_embeddings,
+                      args.compare_turn_look_ahead))) > 1:
+        parser.error("compare one thing at a time: --compare-checkpoint, --compare-float32, --compare-text-embeddings "
+                     "or --compare-turn-look-ahead")
     if not args.data.is_dir():
         sys.exit(f"needs the real speech recordings in {args.data} (the shared data folder beside the project)")
     torch.set_num_threads(1)
     torch.set_num_interop_threads(1)
     # ONNX Runtime (VAD) and CTranslate2 (Whisper) run on one thread already
-    settings = load_settings(voice={"audio_features": args.audio_features} if args.audio_features else {})
-    setups = [settings]
-    if not args.audio_features:  # the default model's features (a given kind is timed whatever the model reads)
-        setups = [settings.model_copy(update={"voice": voice_for_model(settings.voice, model)})
-                  for model in [settings.serve.model, *([args.compare_checkpoint] if args.compare_checkpoint else [])]]
-    done: list[tuple[str, list[Result]]] = []
+    given = load_settings(voice={"audio_features": args.audio_features} if args.audio_features else {})
+    settings = given  # a given kind of features is timed whatever the model reads, with the settings' text embeddings
+    if not args.audio_features:  # else the default model's features and text embeddings, as the Spine encodes for it
+        settings = given.model_copy(update={"voice": scoring_voice(given)})
+    # (settings, every-layer encoder precision, what a "before" half is, Smart Turn at every pause)
+    setups: list[tuple[Settings, Precision, str, bool]] = [(settings, "int8", "", False)]
+    if args.compare_checkpoint:  # the voice that model would be served with (from the settings as given, not resolved)
+        served = given.model_copy(update={"serve": given.serve.model_copy(update={"model": args.compare_checkpoint})})
+        before = settings.model_copy(update={"voice": scoring_voice(served)})
+        setups.append((before, "int8", f"the Whisper features of {args.compare_checkpoint}", False))
+    if args.compare_float32:
+        setups.append((settings, "float32", "the every-layer encoder in float32", False))
+    if args.compare_text_embeddings:
+        every_transcript = settings.voice.model_copy(update={"text_embeddings": True})
+        setups.append((settings.model_copy(update={"voice": every_transcript}), "int8", "a text embedding of every transcript",
+                       False))
+    if args.compare_turn_look_ahead:
+        setups.append((settings, "int8", "Smart Turn asked at every pause (no look-ahead)", True))
+    done: list[tuple[str, str, list[Result]]] = []
     with tempfile.TemporaryDirectory(prefix="emostream-bench-") as tmp:
         inputs = build_inputs(args.data, Path(tmp), args.turns)
-        for index, setup in enumerate(setups):
+        loaded = []
+        for index, (setup, precision, _, every_pause) in enumerate(setups):
             print("loading models (untimed)…", file=sys.stderr, flush=True)
-            models = Models.load(setup, embedders=index == 0)
-            pools = one_thread()
-            voice = setup.voice
-            if index:
-                print(f"\n## before: the Whisper features of {args.compare_checkpoint}")
-            print(f"# speech bench: {platform.processor() or platform.machine()}, 1 thread, median of {args.runs} runs, "
-                  f"{time.strftime('%Y-%m-%d %H:%M %Z')}, load average {os.getloadavg()[0]:.1f}; "
-                  f"model loading excluded (loaded and warmed up first); {setup.ingest.segment_seconds:g} s segments, "
-                  f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}, "
-                  f"audio features {voice.audio_features}")
-            print(f"# thread pools limited to 1 thread (by default: {pools})")
-            results = []
+            loaded.append(Models.load(setup, embedders=index == 0, precision=precision, every_pause=every_pause))
+        pools = one_thread()
+        works = []  # per setup, per input
+        for models in loaded:
+            works.append([])
             for item in inputs:
                 print(f"preparing {item.label} (warm-up run)…", file=sys.stderr, flush=True)
-                work = prepare(models, item)
-                one_thread()  # libraries first loaded by the warm-up, if any
+                works[-1].append(prepare(models, item))
+        one_thread()  # libraries first loaded by the warm-ups, if any
+        started, load_before = time.strftime("%Y-%m-%d %H:%M"), os.getloadavg()[0]
+        measured = [measure([(models, works[k][i]) for k, models in enumerate(loaded)], args.runs) for i in range(len(inputs))]
+        ended, load_after = time.strftime("%H:%M %Z"), os.getloadavg()[0]
+        for k, (setup, precision, before, every_pause) in enumerate(setups):
+            voice = setup.voice
+            if before:
+                print(f"\n## before: {before}")
+            turns = ", runs taking turns with the other setup's" if len(setups) > 1 else ""
+            print(f"# speech bench: {platform.processor() or platform.machine()}, 1 thread, median of {args.runs} runs{turns}, "
+                  f"{started}–{ended}, load average {load_before:.1f} → {load_after:.1f}; "
+                  f"model loading excluded (loaded and warmed up first); {setup.ingest.segment_seconds:g} s segments, "
+                  f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}, "
+                  f"{setup_name(voice, precision, every_pause)}")
+            print(f"# thread pools limited to 1 thread (by default: {pools})")
+            for item, work in zip(inputs, works[k], strict=True):
                 bundles = work.bundles
                 speakers = sorted({b.speaker_id for b in bundles})
                 spoken = sum(b.duration for b in bundles)
                 print(f"{item.label:<9}{item.seconds:.1f} s of audio ({item.about}): {len(bundles)} utterances ({spoken:.1f} s), "
-                      f"{len(work.payloads)} segments, speakers {', '.join(speakers) or '-'}")
-                results.append(measure(models, work, args.runs))
+                      f"{len(work.payloads)} segments, speakers {', '.join(speakers) or '-'}, {work.turn_calls} Smart Turn calls")
+            results = [per_input[k] for per_input in measured]
             print()
             report(results)
-            done.append((str(voice.audio_features), results))
-            del models
+            done.append((setup_name(voice, precision, every_pause), kind(voice, precision), results))
     if len(done) == 2:
         compare(done[0], done[1])
 

@@ -126,8 +126,9 @@ class VoiceSettings(_Section):
     vad_onset: float = Field(0.5, gt=0, lt=1)  # speech probability at which speech starts (or resumes after a pause)
     vad_offset: float = Field(0.35, gt=0, lt=1)  # ... and below which it pauses
     merge_gap_seconds: float = Field(0.3, ge=0)  # pauses shorter than this stay inside one utterance
-    # End of turn: a pause that lasts turn_pause_seconds is put to the turn model once; when the speaker sounds
-    # finished (probability >= turn_threshold) the utterance closes there, else the merge gap decides.
+    # End of turn: a pause that lasts turn_pause_seconds is put to the turn model once (not at all when the frames
+    # at hand already carry it to the merge gap); when the speaker sounds finished (probability >= turn_threshold)
+    # the utterance closes there, else the merge gap decides.
     # smart_turn: Smart Turn v3.2 from the pipecat-ai wheel (perception/voice/turn.py); none: the merge gap alone.
     turn_model: Literal["smart_turn", "none"] = "smart_turn"
     turn_pause_seconds: float = Field(0.2, ge=0)  # no effect unless shorter than merge_gap_seconds

@@ -20,7 +20,7 @@ from emostream.contracts import UtteranceEmotionEvent
 from emostream.media.decode import DecodedSegment
 from emostream.media.records import file_segments
 from emostream.models.score import StreamContexts, load_scorer
-from emostream.perception.encode import UtteranceEncoder, voice_for_model
+from emostream.perception.encode import UtteranceEncoder, scoring_voice
 from emostream.perception.segment import PerceivedSegment, SegmentPerceiver
 from emostream.perception.session import StreamSessions
 from emostream.perception.utterance import UtteranceBundle, with_roles
@@ -57,7 +57,7 @@ class Spine:
         self.settings = settings
         self.perceive: Perceive = perceive or SegmentPerceiver(settings)
         self.sessions = StreamSessions(settings, voices)  # stitch
-        self.encode: Encode = encode or UtteranceEncoder(voice_for_model(settings.voice, settings.serve.model))
+        self.encode: Encode = encode or UtteranceEncoder(scoring_voice(settings))
         self._scorer = scorer
         self.contexts = StreamContexts()
 

@@ -110,7 +110,7 @@ def models() -> dict[str, object]:
 @pytest.fixture
 def make_spine(models: dict[str, object]):  # type: ignore[no-untyped-def]
     """Build a Spine for given settings from the session's loaded perception models (the scorer loads on first use)."""
-    from emostream.perception.encode import UtteranceEncoder, voice_for_model
+    from emostream.perception.encode import UtteranceEncoder, scoring_voice
     from emostream.perception.faces.analyze import FaceAnalyzer
     from emostream.perception.segment import SegmentPerceiver
     from emostream.perception.voice.asr import Transcriber
@@ -119,8 +119,9 @@ def make_spine(models: dict[str, object]):  # type: ignore[no-untyped-def]
     def build(settings: Settings):  # type: ignore[no-untyped-def]
         shared = models["faces"]
         faces = FaceAnalyzer(settings.faces, backend=shared.backend, expression=shared.expression)  # type: ignore[attr-defined]
-        # Whisper features of the model the settings score with (a preset reads the last layer, the default every layer)
-        voice = voice_for_model(settings.voice, settings.serve.model)
+        # Whisper features of the model the settings score with (a preset reads the last layer, the default every layer),
+        # and text embeddings only if it reads words, as the Spine itself would encode
+        voice = scoring_voice(settings)
         name = "transcriber" if voice.audio_features == "last_layer" else f"transcriber-{voice.audio_features}"
         if name not in models:
             models[name] = Transcriber(audio_features=voice.audio_features)

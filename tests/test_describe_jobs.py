@@ -56,12 +56,14 @@ AGENT = replace(random_bundle(stream="call", start=3.0, seed=2, face=False, fram
 
 @pytest.fixture(scope="module")
 def describer(tmp_path_factory: pytest.TempPathFactory, librivox: list[Path]) -> Path:
-    """Taught on the utterances the tests give it: the clip's, perceived in process as the backfill perceives it,
-    and both speakers of the live test's call (so words missing from an event mean the describer was not asked)."""
+    """Taught on the utterances the tests give it: the clip's, perceived in process as the backfill perceives it
+    with this describer served (its transcripts then get text embeddings: `scoring_voice`), and both speakers of the
+    live test's call (so words missing from an event mean the describer was not asked)."""
     from emostream.spine import Spine
 
-    clip = Spine(load_settings()).file_utterances(librivox[0], librivox[0].stem)
-    return fixed_answer_describer(tmp_path_factory.mktemp("describer"), [*clip, CUSTOMER, AGENT])
+    folder = tmp_path_factory.mktemp("describer")
+    clip = Spine(load_settings(serve={"describer": str(folder)})).file_utterances(librivox[0], librivox[0].stem)
+    return fixed_answer_describer(folder, [*clip, CUSTOMER, AGENT])
 
 
 @pytest.fixture(scope="module")

@@ -38,8 +38,16 @@ def ctranslate2_encoder_output(model_dir: Path, mel: np.ndarray) -> np.ndarray:
 
 @pytest.fixture(scope="module")
 def layers() -> WhisperLayers:
+    """As the transcriber runs it (int8 Linear layers)."""
     torch.set_num_threads(1)
     return WhisperLayers(bundled_model_dir())
+
+
+@pytest.fixture(scope="module")
+def float32_layers() -> WhisperLayers:
+    """The weights' float values throughout: what checks the mapping onto transformers' encoder frame by frame."""
+    torch.set_num_threads(1)
+    return WhisperLayers(bundled_model_dir(), precision="float32")
 
 
 @pytest.fixture(scope="module")
@@ -48,7 +56,8 @@ def angry_clip(shared_data: Path) -> np.ndarray:
     return read_mono(shared_data / "ravdess-speech-16k" / "Actor_01" / "03-01-05-02-01-01-01.flac")
 
 
-def test_last_layer_matches_ctranslate2_on_a_real_clip(layers: WhisperLayers, angry_clip: np.ndarray) -> None:
+def test_last_layer_matches_ctranslate2_on_a_real_clip(float32_layers: WhisperLayers, angry_clip: np.ndarray) -> None:
+    layers = float32_layers
     mel = layers.log_mel(angry_clip)
     hidden, frames = layers.hidden_states(angry_clip)
     assert mel.shape == (80, hidden.shape[1] * 2)  # unpadded: the clip and its margin, not a 30 s window
@@ -90,7 +99,7 @@ def test_reads_int8_weights_and_their_scales(tmp_path: Path) -> None:
     spec.optimize(quantization="int8")
     spec.save(str(tmp_path))
 
-    layers = WhisperLayers(tmp_path)
+    layers = WhisperLayers(tmp_path, precision="float32")
     assert (layers.config.d_model, layers.config.encoder_layers, layers.config.encoder_attention_heads) == (32, 2, 2)
     weight = layers.encoder.layers[1].self_attn.k_proj.weight.detach()
     expected = original.layers[1].self_attn.k_proj.weight.detach()
@@ -235,6 +244,6 @@ def test_whisper_base_from_its_packages_transcribes_and_gives_every_layer(
     result = transcriber(read_mono(clip))
     assert word_error_rate([references[clip.stem]], [result.text]) <= 0.2, result.text
     assert result.audio_embedding.shape == (2 * 7 * 512,)  # base: 6 layers of 512, and the convolutions' output
-    base = WhisperLayers(whisper_base)
+    base = WhisperLayers(whisper_base, precision="float32")
     hidden, _ = base.hidden_states(read_mono(clip))
     assert cosines(hidden[-1], ctranslate2_encoder_output(whisper_base, base.log_mel(read_mono(clip)))).min() > 0.999

@@ -18,7 +18,7 @@ from ray import serve
 
 from emostream.live.drafts import PreparedResults
 from emostream.models.score import StreamContexts
-from emostream.perception.encode import embeds_text, with_recognition
+from emostream.perception.encode import embeds_text, scoring_voice, with_recognition
 from emostream.perception.session import Draft
 from emostream.perception.utterance import UtteranceBundle
 from emostream.serve.app import AudioEncoder, TextEncoder
@@ -53,8 +53,10 @@ class ServeClient:
 
     @classmethod
     def for_settings(cls, settings: Settings) -> ServeClient:
-        """The client of the application `live.serve_app`, with the live job's scoring timeout and describe roles."""
-        return cls(settings.live.serve_app, settings.voice, settings.live.score_timeout_seconds, settings.live.describe_roles)
+        """The client of the application `live.serve_app`, with the live job's scoring timeout and describe roles;
+        drafts' transcripts go to the text encoder only if a served model reads them (`scoring_voice`)."""
+        return cls(settings.live.serve_app, scoring_voice(settings), settings.live.score_timeout_seconds,
+                   settings.live.describe_roles)
 
     def __init__(self, app_name: str, voice: VoiceSettings, timeout_seconds: float = 60.0,
                  describe_roles: tuple[str, ...] = ()) -> None:

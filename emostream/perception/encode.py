@@ -11,13 +11,14 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from emostream.perception.utterance import UtteranceBundle
 from emostream.perception.voice.asr import AUDIO_FEATURES, AudioFeatures, Recognised, Transcriber
 from emostream.perception.voice.text import SentenceEmbedder
-from emostream.settings import VoiceSettings
+from emostream.settings import Settings, VoiceSettings
 
 
 def transcribe(bundles: list[UtteranceBundle], transcriber: Transcriber, voice: VoiceSettings) -> list[UtteranceBundle]:
@@ -74,24 +75,30 @@ def needs_text_encoding(bundle: UtteranceBundle) -> bool:
     return bool(bundle.transcript) and bundle.text_embedding is None
 
 
+def model_config(model: str | Path | None) -> dict[str, Any]:
+    """The saved config of the emotion model in folder `model` (its config.json). None: the embedded default's; a
+    preset name: none ({}: fresh weights, every field at its default)."""
+    from emostream.models.presets import DEFAULT_CHECKPOINT, PRESETS  # noqa: PLC0415
+
+    if model is not None and str(model) in PRESETS:
+        return {}
+    path = Path(model if model is not None else DEFAULT_CHECKPOINT) / "config.json"
+    try:
+        return dict(json.loads(path.read_text()))
+    except (OSError, ValueError) as error:
+        raise FileNotFoundError(f"no emotion model config at {path}: {error}") from error
+
+
 def model_audio_features(model: str | Path | None) -> AudioFeatures:
     """The Whisper features a scoring model reads (None: the embedded default; a preset name: fresh weights of the
     default width, last_layer). A checkpoint records them in its config (`audio_features`, set by training); one
     saved before that reads 768 values, the last layer."""
-    from emostream.models.presets import DEFAULT_CHECKPOINT, PRESETS  # noqa: PLC0415
-
-    if model is not None and str(model) in PRESETS:
-        return "last_layer"
-    path = Path(model if model is not None else DEFAULT_CHECKPOINT) / "config.json"
-    try:
-        config = json.loads(path.read_text())
-    except (OSError, ValueError) as error:
-        raise FileNotFoundError(f"no emotion model config at {path}: {error}") from error
+    config = model_config(model)
     kind = config.get("audio_features") or ("last_layer" if config.get("audio_embedding", 768) == 768 else None)
     if kind not in AUDIO_FEATURES:
-        raise ValueError(f"the emotion model at {path.parent} does not say which Whisper features it reads "
-                         f"(audio_features {kind!r}, audio_embedding {config.get('audio_embedding')}): "
-                         "set voice.audio_features to the kind it was trained on")
+        raise ValueError(f"the emotion model at {model if model is not None else 'the embedded default'} does not say "
+                         f"which Whisper features it reads (audio_features {kind!r}, audio_embedding "
+                         f"{config.get('audio_embedding')}): set voice.audio_features to the kind it was trained on")
     return kind
 
 
@@ -107,6 +114,25 @@ def voice_for_model(voice: VoiceSettings, model: str | Path | None) -> VoiceSett
                          f"voice.audio_features unset (it follows the model), or set it to {kind}, or use a model "
                          f"trained on {voice.audio_features}")
     return voice
+
+
+def model_reads_words(model: str | Path | None) -> bool:
+    """Whether a scoring model reads the transcript's sentence embedding: only one trained on words that carry emotion
+    (`EmotionConfig.words_carry_emotion`); the scorer masks them out of any other (models/score.py `as_scored`).
+    None: the embedded default; a preset name: fresh weights, whose configs leave the field at False."""
+    return bool(model_config(model).get("words_carry_emotion", False))
+
+
+def scoring_voice(settings: Settings) -> VoiceSettings:
+    """The voice settings that serve the settings' models: the Whisper features the scoring model reads
+    (`voice_for_model`), and sentence embeddings of the transcripts only if a model reads them: the scorer when it
+    reads words (`model_reads_words`), or a describer (`serve.describer`: it reads every input it is given,
+    models/llm.py `describe`). Transcripts stay either way. Training extracts features with `voice_for_model`
+    instead: the model it trains may read words whatever the served one does."""
+    voice = voice_for_model(settings.voice, settings.serve.model)
+    if not voice.text_embeddings or settings.serve.describer is not None or model_reads_words(settings.serve.model):
+        return voice
+    return voice.model_copy(update={"text_embeddings": False})
 
 
 def speech_recogniser(voice: VoiceSettings) -> Transcriber:
@@ -129,12 +155,13 @@ def embeds_text(voice: VoiceSettings) -> bool:
 
 
 class UtteranceEncoder:
-    """Adds transcript, words per second, audio embedding and text embedding to bundles. One per thread."""
+    """Adds transcript, words per second, audio embedding and text embedding (if `embeds_text(voice)`) to bundles.
+    One per thread. `sentences`: a loaded sentence embedder to use, when the settings ask for text embeddings."""
 
     def __init__(self, voice: VoiceSettings, transcriber: Transcriber | None = None, sentences: SentenceEmbedder | None = None) -> None:
         self.voice = voice
         self.transcriber = transcriber or speech_recogniser(voice)
-        self.sentences = sentences if sentences is not None else text_embedder(voice)
+        self.sentences = text_embedder(voice) if sentences is None or not embeds_text(voice) else sentences
 
     def __call__(self, bundles: list[UtteranceBundle]) -> list[UtteranceBundle]:
         return embed_text(transcribe(bundles, self.transcriber, self.voice), self.sentences)

@@ -137,12 +137,13 @@ class AudioEncoder:
 
 @serve.deployment(ray_actor_options={"num_cpus": 0.25})
 class TextEncoder:
-    """Sentence embeddings of the transcripts (none when `voice.text_embeddings` or ASR is off)."""
+    """Sentence embeddings of the transcripts (none when `voice.text_embeddings` or ASR is off, or when no served model
+    reads them: `scoring_voice`)."""
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.perception.encode import text_embedder  # noqa: PLC0415
+        from emostream.perception.encode import scoring_voice, text_embedder  # noqa: PLC0415
 
-        self.sentences = text_embedder(Settings.model_validate_json(settings_json).voice)
+        self.sentences = text_embedder(scoring_voice(Settings.model_validate_json(settings_json)))
 
     def embed(self, bundles: list[Any]) -> list[Any]:
         """The bundles with the sentence embeddings of their transcripts (those that have one keep it)."""
@@ -278,8 +279,11 @@ def _cause(error: Exception) -> str:
 @serve.ingress(api)
 class Ingress:
     def __init__(self, settings_json: str, perception: Any, audio: Any, text: Any, model: Any, describer: Any = None) -> None:
+        from emostream.perception.encode import embeds_text, scoring_voice  # noqa: PLC0415
+
         self.settings = Settings.model_validate_json(settings_json)
         self.perception, self.audio, self.text, self.model = perception, audio, text, model
+        self.embeds_text = embeds_text(scoring_voice(self.settings))  # else the TextEncoder would return bundles as sent
         self.describer = describer  # None: no serve.describer, describe=true is refused
 
     def _authorise(self, request: Request) -> None:
@@ -320,7 +324,7 @@ class Ingress:
             return [], contexts
         if any(map(needs_audio_encoding, bundles)):  # drafted utterances come encoded: no call for nothing
             bundles = await self.audio.encode.remote(bundles)
-        if any(map(needs_text_encoding, bundles)):
+        if self.embeds_text and any(map(needs_text_encoding, bundles)):
             bundles = await self.text.embed.remote(bundles)
         if describer is None:
             return await self.model.score.remote(bundles, contexts)

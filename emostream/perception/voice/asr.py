@@ -16,7 +16,8 @@ logistic regression and per-speaker normalisation, both).
 
 `audio_features="every_layer"` makes the audio embedding every encoder layer's
 mean and standard deviation instead (whisper_layers.py: the same weights in
-torch, on the utterance's real length, no window); CTranslate2 still writes
+torch, its Linear layers in int8 as here, on the utterance's real length, no
+window); CTranslate2 still writes
 the transcript. That is two encoder passes, and they cannot be one: the torch
 pass sees the utterance and 0.5 s (the features the model was trained on),
 and CTranslate2's decoder needs the >= 10 s window (given the torch pass's
@@ -38,6 +39,7 @@ from emostream.media.decode import SAMPLE_RATE
 from emostream.perception.voice.whisper_layers import (
     SAMPLES_PER_ENCODER_FRAME,
     SAMPLES_PER_MEL_FRAME,
+    Precision,
     WhisperLayers,
     missing_model_error,
     with_silence,
@@ -78,7 +80,8 @@ class Transcriber:
     """Whisper over one utterance at a time. One instance per thread."""
 
     def __init__(self, model_dir: Path | None = None, threads: int = 1, beam_size: int = 1, language: str = "en",
-                 audio_features: AudioFeatures = "last_layer") -> None:
+                 audio_features: AudioFeatures = "last_layer", layers_precision: Precision = "int8") -> None:
+        """layers_precision: of the every-layer encoder (WhisperLayers; "float32" to compare against)."""
         from faster_whisper import WhisperModel  # noqa: PLC0415 (heavy; loaded on use)
         from faster_whisper.tokenizer import Tokenizer  # noqa: PLC0415
 
@@ -90,7 +93,7 @@ class Transcriber:
                 raise missing_model_error(path, part)
         self.model_dir = path
         self.audio_features = audio_features
-        self._layers = WhisperLayers(path) if audio_features == "every_layer" else None
+        self._layers = WhisperLayers(path, layers_precision) if audio_features == "every_layer" else None
         self._whisper = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
         self._tokenizer = Tokenizer(self._whisper.hf_tokenizer, self._whisper.model.is_multilingual, task="transcribe", language=language)
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]

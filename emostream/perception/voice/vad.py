@@ -25,6 +25,12 @@ closes there instead of a merge gap later; otherwise the merge-gap rule
 decides as before. The model hears the utterance from its start to the frame
 where the pause reached that length, so the decision depends on the audio
 alone, never on how the stream was cut into segments or when they arrived.
+It is not asked when the frames at hand (one push: a segment's) already hold the
+rest of the pause up to the merge gap with nothing in it that could start speech:
+the utterance then closes in the same push, with the same edges and the same state
+after it, whatever the model would answer. So the utterances, and the segment that
+closes each, are those of asking every time; only which questions are asked depends
+on how the stream is cut (a call costs ~45 ms of one core).
 
 Silero misses strained, high-pitched voices: shouted, fearful or elated speech (RAVDESS's strong-intensity
 clips, f0 around 300-400 Hz) scores 0.01-0.1 on every frame, at any gain and after the phone line alike, and
@@ -186,10 +192,11 @@ class UtteranceCutter:
         `voiced_speech`): frames that are clearly voiced speech whatever the probability; they count as speech and,
         in a pause, resume it at once (min_resume is for the VAD's blips on clicks and breaths, which are not voiced)."""
         closed: list[Span] = []
-        flags = np.zeros(len(times), bool) if voiced is None else voiced
-        for t, p, v in zip(times.tolist(), probabilities.tolist(), flags.tolist(), strict=True):
+        starts = times.tolist()
+        levels = (probabilities if voiced is None else np.where(voiced, 1.0, probabilities)).tolist()  # voiced: speech
+        for k, (t, p) in enumerate(zip(starts, levels, strict=True)):
             frame_end = t + FRAME_SECONDS
-            p = 1.0 if v else p
+            v = voiced is not None and bool(voiced[k])
             if self.start is None:
                 if p >= self.onset:
                     self.start, self.last_speech, self.speaking = t, frame_end, True
@@ -203,12 +210,15 @@ class UtteranceCutter:
                 if frame_end - self.start >= self.max_seconds:  # forced cut; speech goes on in a new utterance
                     closed += self._close()
                     self.start, self.last_speech, self.speaking = frame_end, frame_end, True
-            elif self.resume_at is None and (frame_end - self.last_speech >= self.merge_gap or self._turn_over(frame_end)):
+            elif self.resume_at is None and (frame_end - self.last_speech >= self.merge_gap
+                                             or self._turn_over(frame_end, starts, levels, k + 1)):
                 closed += self._close()
         return closed
 
-    def _turn_over(self, frame_end: float) -> bool:
-        """Once per pause, when it has lasted `turn.pause` (and no speech is resuming): does the speaker sound finished?"""
+    def _turn_over(self, frame_end: float, starts: list[float], levels: list[float], later: int) -> bool:
+        """Once per pause, when it has lasted `turn.pause` (and no speech is resuming): does the speaker sound finished?
+        Not asked when the merge gap closes the utterance in the frames at hand anyway (`_merge_gap_ahead`): the
+        push's frame starts and levels, from index `later` on."""
         if self.turn is None or self.turn_asked or frame_end - self.last_speech < self.turn.pause:
             return False
         if self.last_speech - self.start < self.min_seconds:
@@ -216,7 +226,21 @@ class UtteranceCutter:
             # so the words after it join it instead of the utterance being closed and dropped word by word.
             return False
         self.turn_asked = True
+        if self._merge_gap_ahead(starts[later:], levels[later:]):
+            return False
         return self.turn.end_of_turn(self.start, frame_end) >= self.turn.threshold
+
+    def _merge_gap_ahead(self, later_starts: list[float], later_levels: list[float]) -> bool:
+        """Whether the frames at hand after this one keep the pause going until it lasts the merge gap, none of them
+        reaching the onset (or voiced): the utterance then closes in this push with the same span whatever the
+        end-of-turn model says, and leaves the same state. Closed now, such a frame would start a new utterance;
+        in the pause it only begins a resume, so it would make the two ways differ."""
+        for t, p in zip(later_starts, later_levels, strict=True):
+            if p >= self.onset:
+                return False
+            if t + FRAME_SECONDS - self.last_speech >= self.merge_gap:
+                return True
+        return False
 
     def _in_pause(self, t: float, p: float, voiced: bool = False) -> list[Span]:
         """Speech resumes (p reaches onset, then stays over offset) only once it has lasted `min_resume`:
