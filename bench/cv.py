@@ -23,12 +23,21 @@ each feature set; about half an hour each on two busy cores):
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 10 .venv/bin/python bench/cv.py \\
         --extract --cache ~/.cache/emostream-cv'
 then, without --extract, the probe alone reads the cache (no Ray).
+
+With --model, the `lite` model itself instead of the probe, leave-one-corpus-out only, for the before and after
+recipes (`MODEL_RECIPES`): trained exactly as --config (deployments/train-lite.yaml) trains the default, on the
+recipe's corpora and feature set (`model_config`), through training's own fold code (`train.leave_one_corpus_out`:
+one run per set of training corpora, one seed, runs under --cache/model-runs, reused when finished); WAR, UAR and
+ECE of its probabilities (no temperature) per held-out corpus. Four runs of 4-9 minutes each on two busy cores
+(2026-12-05); Ray Train, so inside the loopback-only namespace as above, with --model in place of --extract.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
 import os
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,6 +45,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from emostream.cli.common import ray_local
 from emostream.labels import LABEL_SETS
 from emostream.models.presets import build_preset
 from emostream.settings import load_settings
@@ -43,7 +53,15 @@ from emostream.training.data import Sample, batch, samples_from_rows
 from emostream.training.datasets import splits
 from emostream.training.features import Augment, cache_key, extract_features, read_features
 from emostream.training.metrics import evaluate_predictions, expected_calibration_error
-from emostream.training.train import CorpusConfig, DataConfig, corpus_cross_entropy, read_dataset
+from emostream.training.train import (
+    CorpusConfig,
+    DataConfig,
+    TrainConfig,
+    corpus_cross_entropy,
+    leave_one_corpus_out,
+    load_train_config,
+    read_dataset,
+)
 
 LABEL_SET = "ravdess8"
 LABELS = list(LABEL_SETS[LABEL_SET])
@@ -51,6 +69,7 @@ CORPORA = {"ravdess": "ravdess-speech-16k", "tess": "tess-16k", "emodb": "emodb-
 FOLDS = 6  # speaker folds over all corpora: RAVDESS 3 actors each, TESS one speaker in two of them, EmoDB 1-2 each
 INNER_FOLDS = 2  # speaker folds inside a training set, to choose C (two: the whole CV runs in minutes)
 GRID = (0.003, 0.01, 0.03, 0.1)  # inverse L2 strength, as scikit-learn's C (per training example)
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite.yaml"
 
 
 @dataclass(frozen=True)
@@ -66,6 +85,7 @@ RECIPES = (
     Recipe("last layer, 3 corpora", "last_layer", tuple(CORPORA)),
     Recipe("after: every layer, 3 corpora", "every_layer", tuple(CORPORA)),
 )
+MODEL_RECIPES = (RECIPES[0], RECIPES[-1])  # --model trains before and after only: 4-9 minutes a run here
 
 
 @dataclass
@@ -79,12 +99,22 @@ class Features:
     corpus: np.ndarray  # shape = (N,) Example.dataset
 
 
-def load_features(folder: Path, keys: set[str]) -> Features:
+def cached(folder: Path, keys: set[str]) -> list[dict]:
+    """The clips' feature rows as recorded; every clip must have them."""
     rows = [r for r in read_features(folder) if r["key"] in keys and r["variant"] == 0]
     missing = len(keys) - len(rows)
     if missing:
         raise SystemExit(f"{folder}: {missing} of {len(keys)} clips have no features: run with --extract")
-    width = len(next(r["audio_embedding"] for r in rows if r["audio_embedding"] is not None))
+    return rows
+
+
+def embedding_width(rows: list[dict]) -> int:
+    return len(next(r["audio_embedding"] for r in rows if r["audio_embedding"] is not None))
+
+
+def load_features(folder: Path, keys: set[str]) -> Features:
+    rows = cached(folder, keys)
+    width = embedding_width(rows)
     config = build_preset("lite", LABEL_SET, {"audio_embedding": width}).config
     samples: list[Sample] = [s for s in samples_from_rows(rows, LABELS, LABEL_SET) if s.label >= 0]
     corpus = {r["key"]: r["dataset"] for r in rows}
@@ -186,29 +216,71 @@ def cell(s: Scored | None) -> str:
     return "–" if s is None else f"{s.war:.1%} / {s.uar:.1%} / {s.ece:.3f}"
 
 
+def model_config(base: TrainConfig, recipe: Recipe, width: int, runs: Path) -> TrainConfig:
+    """`base`, the default's training config, on the recipe's corpora and Whisper embedding width; runs under `runs`."""
+    corpora = [corpus for corpus in [base.data, *base.data.more_corpora] if corpus.dataset in recipe.corpora]
+    if {corpus.dataset for corpus in corpora} != set(recipe.corpora):
+        raise SystemExit(f"recipe {recipe.name!r} trains on {', '.join(recipe.corpora)}; the config names "
+                         f"{', '.join(corpus.dataset for corpus in corpora)} of them: give a --config with every one")
+    first, *more = corpora
+    data = {**base.data.model_dump(), **first.model_dump(), "more_corpora": [corpus.model_dump() for corpus in more]}
+    return TrainConfig.model_validate({**base.model_dump(), "data": data, "run_dir": runs,
+                                       "preset_arguments": {**base.preset_arguments, "audio_embedding": width},
+                                       "name": f"{base.name}-{recipe.audio_features}"})
+
+
+def run_models(recipes: list[Recipe], folders: dict[str, Path], keys: set[str], base: TrainConfig, runs: Path) -> None:
+    """The `lite` model's leave-one-corpus-out CV for each recipe (inside ray.init()), printed as it comes."""
+    print(f"# the lite model ({len(keys)} clips), trained as the default's config; leave-one-corpus-out, "
+          f"cells: WAR / UAR / ECE (no temperature); {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
+    table = []
+    for recipe in recipes:
+        width = embedding_width(cached(folders[recipe.audio_features], keys))
+        config = model_config(base, recipe, width, runs)
+        held_out = leave_one_corpus_out(config, folders[recipe.audio_features], keys)
+        scored = {name: None if f is None else Scored(f["war"], f["uar"], f["ece"], int(f["clips"])) for name, f in held_out.items()}
+        print(f"## {recipe.name} ({recipe.audio_features}, trains on {', '.join(recipe.corpora)}): "
+              + "; ".join(f"{name} held out: {cell(scored[name])}" for name in CORPORA), flush=True)
+        table.append((recipe, scored))
+    print("\n| `lite` model, recipe | " + " | ".join(f"{name} held out" for name in CORPORA) + " |")
+    print("|---" * (1 + len(CORPORA)) + "|")
+    for recipe, scored in table:
+        print(f"| {recipe.name} | " + " | ".join(cell(scored[name]) for name in CORPORA) + " |")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--data", type=Path, default=Path("../shared/data"), help="folder holding the three corpora")
     parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "emostream-cv", help="feature cache root")
     parser.add_argument("--extract", action="store_true", help="extract missing features first (a Ray Data job)")
-    parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray instance (with --extract)")
-    parser.add_argument("--recipes", nargs="*", type=int, help="indices into RECIPES to run (default: all)")
+    parser.add_argument("--cpus", type=int, default=2, help="CPUs for the local Ray instance (with --extract or --model)")
+    parser.add_argument("--recipes", nargs="*", type=int, help="indices into RECIPES to run (default: all; with --model, "
+                        "MODEL_RECIPES)")
+    parser.add_argument("--model", action="store_true", help="the lite model's leave-one-corpus-out CV, not the probe's")
+    parser.add_argument("--config", type=Path, default=DEFAULT_RECIPE, help="with --model: the training config it trains as")
     args = parser.parse_args()
     torch.set_num_threads(1)
+    logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("emostream").setLevel(logging.INFO)
     first, *more = [CorpusConfig(dataset=name, path=args.data / folder) for name, folder in CORPORA.items()]
     examples = read_dataset(DataConfig(**first.model_dump(), more_corpora=more), LABEL_SET)
     keys = {e.key for e in examples}
-    recipes = [RECIPES[i] for i in args.recipes] if args.recipes else list(RECIPES)
+    recipes = [RECIPES[i] for i in args.recipes] if args.recipes else list(MODEL_RECIPES if args.model else RECIPES)
     folders = {kind: args.cache / cache_key(load_settings(voice={"audio_features": kind}), Augment())
                for kind in sorted({r.audio_features for r in recipes})}
-    if args.extract:
+    if args.extract or args.model:
         import ray  # noqa: PLC0415
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
-        ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-        for kind in folders:
-            extract_features(examples, load_settings(voice={"audio_features": kind}), args.cache, workers=args.cpus)
+        ray_local(args.cpus, log_to_driver=False)
+        if args.extract:
+            for kind in folders:
+                extract_features(examples, load_settings(voice={"audio_features": kind}), args.cache, workers=args.cpus)
+        if args.model:
+            run_models(recipes, folders, keys, load_train_config(args.config), args.cache / "model-runs")
         ray.shutdown()
+    if args.model:
+        return
     features = {kind: load_features(folder, keys) for kind, folder in folders.items()}
     some = next(iter(features.values()))
     print(f"# cv: {len(some.y)} labelled clips, {len(set(some.speaker))} speakers "

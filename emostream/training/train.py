@@ -23,6 +23,7 @@ import math
 import os
 import tempfile
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -544,10 +545,70 @@ def fold_model(config: TrainConfig, number: int, fold: set[str], cache: Path, ke
     """Fold `number` (from 1) of the recipe's cross-validation: run <name>-fold-<number>, one seed, trained on every
     speaker but `fold`'s (a finished run is reused). Returns the run's config (its data.validation_speakers: the
     fold) and the model."""
-    run = config.model_copy(update={"name": f"{config.name}-fold-{number}", "ensemble_size": 1, "calibration_folds": 0,
-                                    "data": config.data.model_copy(update={"validation_speakers": sorted(fold)})})
+    return held_out_model(config, f"{config.name}-fold-{number}", fold, cache, keys)
+
+
+def held_out_model(config: TrainConfig, name: str, held_out: set[str], cache: Path, keys: set[str] | None):  # type: ignore[no-untyped-def]
+    """Run `name`: the recipe, one seed, trained on every speaker of the cached rows of `keys` but `held_out`'s (a
+    finished run is reused). Returns the run's config (its data.validation_speakers: `held_out`) and the model."""
+    run = config.model_copy(update={"name": name, "ensemble_size": 1, "calibration_folds": 0,
+                                    "data": config.data.model_copy(update={"validation_speakers": sorted(held_out)})})
     model, _ = _fit_run(run, cache, keys)
     return run, model
+
+
+@dataclass(frozen=True)
+class CorpusFold:
+    """A leave-one-corpus-out fold: the model that scores a held-out corpus."""
+
+    trains_on: tuple[str, ...]  # the config's corpora but the held-out one, in the config's order
+    held_out: frozenset[str]  # every speaker of the rows of any other corpus: the model never sees them
+
+
+def corpus_folds(config: TrainConfig, rows: list[dict[str, Any]]) -> dict[str, CorpusFold | None]:
+    """Per corpus the rows carry (corpus_order), the fold that scores it: trained on the config's other corpora,
+    holding out every speaker of the rest. A corpus the config does not train on is only tested on, so a recipe
+    of fewer corpora is scored on the others (a RAVDESS-only recipe: one model, trained on RAVDESS, for TESS and
+    EmoDB alike). None where no corpus is left to train on."""
+    named = [corpus.dataset for corpus in [config.data, *config.data.more_corpora]]
+    present = {row["dataset"] for row in rows}
+    if missing := [name for name in named if name not in present]:
+        raise ValueError(f"the feature rows hold no clip of {', '.join(missing)}, which the config trains on: "
+                         "extract their features into the cache first")
+    folds: dict[str, CorpusFold | None] = {}
+    for corpus in corpus_order(config, rows):
+        trains_on = tuple(name for name in named if name != corpus)
+        held_out = frozenset(row["speaker"] for row in rows if row["dataset"] not in trains_on)
+        folds[corpus] = CorpusFold(trains_on, held_out) if trains_on else None
+    return folds
+
+
+def leave_one_corpus_out(config: TrainConfig, cache: Path, keys: set[str] | None) -> dict[str, dict[str, float] | None]:
+    """The recipe's leave-one-corpus-out CV (corpus_folds): each held-out corpus scored by a model of this recipe (one
+    seed, run <name>-on-<corpora>, reused when finished; one per distinct set of training corpora) on every
+    labelled clip of it, each speaker normalised over all its clips (as cross_validate scores). Figures as
+    held_out_figures gives them, of the model's own probabilities (no temperature is fitted here); None where no
+    corpus is left to train on."""
+    from emostream.training.evaluate import predict  # noqa: PLC0415
+    from emostream.training.metrics import held_out_figures  # noqa: PLC0415
+
+    rows = [row for row in cached_rows(cache, keys) if row["variant"] == 0]
+    models: dict[tuple[str, ...], Any] = {}
+    result: dict[str, dict[str, float] | None] = {}
+    for corpus, fold in corpus_folds(config, rows).items():
+        if fold is None:
+            result[corpus] = None
+            continue
+        if fold.trains_on not in models:
+            models[fold.trains_on] = held_out_model(config, f"{config.name}-on-{'-'.join(fold.trains_on)}", set(fold.held_out), cache, keys)
+        run, model = models[fold.trains_on]
+        labels = list(model.config.labels)
+        samples = [s for s in validation_samples([r for r in rows if r["dataset"] == corpus], run, labels) if s.label >= 0]
+        probabilities, _, _ = predict(model, samples)
+        figures = held_out_figures(probabilities, np.array([s.label for s in samples]), labels, 1.0)
+        result[corpus] = {"clips": len(samples), **{name: value for name, value in figures.items() if not name.endswith("_calibrated")}}
+        log.info("leave-one-corpus-out, %s held out (trained on %s): %s", corpus, ", ".join(fold.trains_on), result[corpus])
+    return result
 
 
 def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:
