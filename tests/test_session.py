@@ -88,6 +88,22 @@ def speech_stream(librivox: list[Path], seconds: float) -> np.ndarray:
     return np.tile(loop, int(np.ceil(seconds * RATE / len(loop))))[: int(seconds * RATE)]
 
 
+def test_utterance_edges_do_not_depend_on_how_the_stream_is_cut(librivox: list[Path], models: dict[str, object]) -> None:
+    """Read sentences with pauses, pushed in segments of 0.5, 1, 2 and 4 s: the same utterances, to the millisecond
+    (what their ids round to). The edges' noise floor once came from whatever the buffer held before the utterance
+    (a segment more or less), which moved an edge by up to 0.16 s with the segment size."""
+    audio = np.concatenate([np.concatenate([read_mono(p), room_noise(0.9, i)]) for i, p in enumerate(librivox)])
+    edges = {}
+    for seconds in (0.5, 1.0, 2.0, 4.0):
+        session = StreamSession("cut", load_settings(), models["voices"])  # type: ignore[arg-type]
+        step = int(seconds * RATE)
+        bundles = [b for seq, first in enumerate(range(0, len(audio), step))
+                   for b in session.push(segment_of("cut", seq, audio[first : first + step], first / RATE))]
+        edges[seconds] = [(round(b.start, 3), round(b.end, 3)) for b in bundles + session.flush()]  # ms, as ids round
+    assert len(edges[2.0]) == len(librivox), edges[2.0]
+    assert all(cut == edges[2.0] for cut in edges.values()), edges
+
+
 def test_memory_stays_bounded_on_an_endless_stream(librivox: list[Path], models: dict[str, object]) -> None:
     settings = load_settings(voice={"max_utterance_seconds": 4.0, "buffer_seconds": 20.0, "merge_gap_seconds": 1.0})
     session = StreamSession("endless", settings, models["voices"])  # type: ignore[arg-type]

@@ -42,11 +42,13 @@ GAP_TOLERANCE = 0.1  # seconds: audio further than this from where the last segm
 MAX_JUMP_SECONDS = 3600.0
 # Silero reacts to breaths and lets speech trail off; utterance edges are tightened to where the sound is
 # clearly speech: within EDGE_BELOW_LOUD_DB of the utterance's loud level and EDGE_ABOVE_FLOOR_DB over the
-# channel's noise floor (its FLOOR_PERCENTILE-th percentile frame over the buffered audio).
+# channel's noise floor (its FLOOR_PERCENTILE-th percentile frame over the utterance and the FLOOR_WINDOW_SECONDS
+# before it: a fixed window, so the edges do not depend on how the stream was cut into segments).
 EDGE_BELOW_LOUD_DB = 30.0
 EDGE_ABOVE_FLOOR_DB = 12.0
 LOUD_PERCENTILE = 95.0
 FLOOR_PERCENTILE = 10.0
+FLOOR_WINDOW_SECONDS = 2.0
 THUMBNAILS_PER_UTTERANCE = 4
 # The recognisers get this much audio beyond each edge: the edges are set where speech is clearly
 # above the background, and a soft first or last word can lie just outside.
@@ -97,12 +99,13 @@ class _Channel:
         last = max(int(round((span.end - self.audio_start) * SAMPLE_RATE)), first)
         return self.audio[first:last]
 
-    def trim(self, before: float) -> None:
+    def trim(self, before: float, prosody_before: float) -> None:
+        """Drop audio before `before` and prosody frames before `prosody_before` (whole segments' frames)."""
         drop = int((before - self.audio_start) * SAMPLE_RATE)
         if drop > 0:
             self.audio = self.audio[drop:]
             self.audio_start += drop / SAMPLE_RATE
-        self.prosody = [p for p in self.prosody if len(p.times) and p.times[-1] >= before]
+        self.prosody = [p for p in self.prosody if len(p.times) and p.times[-1] >= prosody_before]
 
 
 class StreamSession:
@@ -250,7 +253,9 @@ class StreamSession:
         keep_from = min(self.needed_from(), self.end) - self.voice.merge_gap_seconds
         keep_from = max(keep_from, self.end - self.voice.buffer_seconds)
         for channel in self._channels.values():
-            channel.trim(keep_from)
+            # keep_from lies at least a merge gap before any utterance open or yet to start: the window of its noise floor
+            # (tighten) stays
+            channel.trim(keep_from, keep_from - FLOOR_WINDOW_SECONDS)
         self._observations = [o for o in self._observations if o.time >= keep_from]
         self._micro = [m for m in self._micro if m.offset >= keep_from]
         self._thumbnails = [t for t in self._thumbnails if t.time >= keep_from]
@@ -344,11 +349,12 @@ def _utterance_audio(channel: _Channel, span: Span) -> tuple[float, np.ndarray]:
 def tighten(span: Span, frames: ProsodyFrames) -> Span:
     """Move the utterance's edges inwards to the first and last frame that is clearly speech (never outwards).
 
-    The noise floor is taken over the buffered frames up to the utterance's end only: the pause that
-    closes it adds none, so the edges are the same while the pause runs and once it has closed the
-    utterance (`StreamSession.drafts`)."""
+    The noise floor is taken over the utterance and the FLOOR_WINDOW_SECONDS before it (or what the channel has
+    of them: the stream's or a gap's start): not the pause that closes it, so the edges are the same while the
+    pause runs and once it has closed the utterance (`StreamSession.drafts`); and not whatever the buffer holds,
+    so they are the same however the stream was cut into segments."""
     inside = frames.slice(span.start, span.end)
-    before = frames.slice(-np.inf, span.end)
+    before = frames.slice(span.start - FLOOR_WINDOW_SECONDS, span.end)
     if len(inside) == 0 or len(before) < 10:
         return span
     threshold = max(
