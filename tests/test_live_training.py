@@ -17,7 +17,14 @@ from emostream.perception.voice.prosody import SpeakerProsodyStats
 from emostream.settings import load_settings
 from emostream.training.data import call_statistics, samples_from_rows
 from emostream.training.datasets import Example
-from emostream.training.features import FEATURE_VERSION, Augment, bundle_row, cache_key, feature_settings
+from emostream.training.features import (
+    CUT_ONLY_VOICE_FIELDS,
+    FEATURE_VERSION,
+    Augment,
+    bundle_row,
+    cache_key,
+    feature_settings,
+)
 from emostream.training.train import DataConfig, TrainConfig, load_train_config
 from tests.model_helpers import random_bundle
 
@@ -60,19 +67,32 @@ def test_telephone_copies_are_deterministic_per_seed(shared_data: Path) -> None:
 
 # -- the cache key ----------------------------------------------------------------------------------------------
 
-def test_the_cache_key_changes_with_the_live_options_and_keeps_the_old_caches() -> None:
+def test_the_cache_key_changes_with_the_live_options() -> None:
     settings = load_settings()
     keys = {cache_key(settings, augment) for augment in (
         Augment(), Augment(live_cut=True), Augment(telephone_copies=1), Augment(telephone_copies=2),
         Augment(telephone_copies=1, telephone_snr_db=(10.0, 20.0)), Augment(live_cut=True, telephone_copies=1))}
     assert len(keys) == 6
-    # without the live options, the key is the one caches were built under before they existed
+    # without the live options, the key is the version, the faces, the voice but what only the cut reads, the copies
     resolved = feature_settings(settings)
-    before = {"version": FEATURE_VERSION, "faces": resolved.faces.model_dump(mode="json"),
-              "voice": resolved.voice.model_dump(mode="json"),
+    voice = {name: value for name, value in resolved.voice.model_dump(mode="json").items() if name not in CUT_ONLY_VOICE_FIELDS}
+    before = {"version": FEATURE_VERSION, "faces": resolved.faces.model_dump(mode="json"), "voice": voice,
               "augment": {"copies": 2, "speed": [0.9, 1.1], "gain_db": [-6.0, 6.0], "noise_snr_db": [15.0, 35.0], "seed": 3}}
     expected = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
     assert cache_key(settings, Augment(copies=2, seed=3)) == expected
+
+
+def test_settings_only_the_cut_reads_key_live_cut_caches_alone() -> None:
+    """A whole-clip cache keeps its key when the VAD or Smart Turn settings change (its extraction never cuts); a
+    live-cut cache, whose rows are the cut's utterances, does not; a setting whole clips read changes both."""
+    base = load_settings()
+    cut_changed = load_settings(voice={"merge_gap_seconds": 0.5, "turn_model": "none", "vad_onset": 0.6})
+    read_changed = load_settings(voice={"diarize_threshold": 0.7})
+    assert cache_key(cut_changed, Augment()) == cache_key(base, Augment())
+    assert cache_key(cut_changed, Augment(live_cut=True)) != cache_key(base, Augment(live_cut=True))
+    assert cache_key(read_changed, Augment()) != cache_key(base, Augment())
+    assert cache_key(read_changed, Augment(live_cut=True)) != cache_key(base, Augment(live_cut=True))
+    assert set(CUT_ONLY_VOICE_FIELDS) <= set(base.voice.model_dump())  # no field renamed out from under the list
 
 
 def test_the_training_yaml_sets_the_options(tmp_path: Path) -> None:

@@ -74,12 +74,22 @@ class Augment:
 LATER_FIELDS = ("telephone_copies", "telephone_snr_db", "live_cut")
 
 
+# Voice settings only the live cut reads (VAD, merge gap, Smart Turn, lengths, idleness): a whole-clip extraction
+# pushes the labelled span into a session that does not cut (`StreamSession(cut=False)`), so they count in the cache
+# key only with `Augment.live_cut`; changing them must not cost a whole-clip cache its half hour of extraction.
+CUT_ONLY_VOICE_FIELDS = ("vad_onset", "vad_offset", "merge_gap_seconds", "turn_model", "turn_pause_seconds", "turn_threshold",
+                         "min_resume_seconds", "min_utterance_seconds", "max_utterance_seconds", "idle_seconds")
+
+
 def cache_key(settings: Settings, augment: Augment) -> str:
-    """Hash of everything that changes the features: the version, face and voice settings, augmentation."""
+    """Hash of everything that changes the features: the version, face and voice settings (of the voice's, those
+    only the live cut reads when the rows are its utterances), augmentation."""
     settings = feature_settings(settings)
     defaults = asdict(Augment())
-    recipe = {"version": FEATURE_VERSION, "faces": settings.faces.model_dump(mode="json"),
-              "voice": settings.voice.model_dump(mode="json"),
+    voice = settings.voice.model_dump(mode="json")
+    if not augment.live_cut:
+        voice = {name: value for name, value in voice.items() if name not in CUT_ONLY_VOICE_FIELDS}
+    recipe = {"version": FEATURE_VERSION, "faces": settings.faces.model_dump(mode="json"), "voice": voice,
               "augment": {name: value for name, value in asdict(augment).items()
                           if name not in LATER_FIELDS or value != defaults[name]}}
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
