@@ -61,6 +61,7 @@ def job_calls_seen(settings: Settings) -> set[str]:
     deadline = time.monotonic() + 30
     while "marker" not in (names := executed()):
         assert time.monotonic() < deadline, f"the marker task's events never reached the GCS: {sorted(names)}"
+        time.sleep(0.5)  # each look reads every stored event back from the GCS
     time.sleep(2.0)  # every worker reports its events once a second: the job's have had their chance
     names = executed()
     return {call for call in JOB_CALLS if any(call in name for name in names)}
