@@ -138,8 +138,10 @@ def test_transcriber_every_layer_keeps_ctranslate2_transcripts(librivox: list[Pa
 
 def test_window_log_mel_is_the_features_log_mel_padded_with_silence(librivox: list[Path], layers: WhisperLayers,
                                                                     angry_clip: np.ndarray) -> None:
-    """CTranslate2's window for the transcript reuses the torch pass's log-mel (with_silence): bit for bit the
-    window's own log-mel, on real speech of several lengths and on audio near, at and past Whisper's 30 s."""
+    """CTranslate2's window for the transcript reuses the torch pass's log-mel (with_silence): the window's own
+    log-mel, on real speech of several lengths and on audio near, at and past Whisper's 30 s. Up to float32 rounding:
+    the mel filters' matrix product over a longer input may round an element differently (73 of 80,000 by 1.2e-7,
+    one float32 step, seen once in a fresh-clone run beside a soak; bit for bit in every run before)."""
     from faster_whisper.feature_extractor import FeatureExtractor
 
     window_mel = FeatureExtractor()
@@ -150,7 +152,7 @@ def test_window_log_mel_is_the_features_log_mel_padded_with_silence(librivox: li
         padded = np.zeros(window * 16000, np.float32)
         padded[: len(clip)] = clip
         expected = window_mel(padded, padding=0)[:, : window * 100]
-        np.testing.assert_array_equal(with_silence(layers.log_mel(clip), window * 100), expected)
+        np.testing.assert_allclose(with_silence(layers.log_mel(clip), window * 100), expected, rtol=0, atol=5e-7)
     with pytest.raises(ValueError, match="shorter than the utterance"):
         with_silence(layers.log_mel(angry_clip), 100)
 

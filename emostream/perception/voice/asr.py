@@ -23,7 +23,8 @@ pass sees the utterance and 0.5 s (the features the model was trained on),
 and CTranslate2's decoder needs the >= 10 s window (given the torch pass's
 states with silence states after them, it repeated itself: 7.0% -> 23% word
 error rate on 270 real utterances). What they share is the log-mel: the
-window's is the torch pass's padded with silence (with_silence, bit for bit).
+window's is the torch pass's padded with silence (with_silence; the same up to float32
+rounding of the mel product, one step in 73 of 80,000 values seen once).
 """
 
 from __future__ import annotations
