@@ -16,6 +16,18 @@ from emostream.settings import Settings, load_settings
 SHARED_DATA = Path(__file__).resolve().parent.parent.parent / "shared" / "data"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def one_blas_thread() -> None:
+    """BLAS on one thread in the test process, as in the job's workers (live/stages.py, sessions.py, backfill.py
+    cap it; Ray gives a worker OMP_NUM_THREADS=1): OpenBLAS rounds a matrix product differently by thread count,
+    and tests compare the in-process pipeline with Ray's. Whisper's greedy decode of one LibriVox utterance flipped
+    on that log-mel noise ("is to be old," in Serve, "is to be old-est-est?" in process, when test_live's drafts test
+    ran alone)."""
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(1)
+
+
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
