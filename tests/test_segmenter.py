@@ -62,6 +62,25 @@ def test_muxed_real_video_and_speech_keep_both_streams(tmp_path: Path, wolfgang:
     assert decoded[0].audio.shape[0] == 1
 
 
+def test_each_av_segment_carries_the_audio_of_its_own_span(tmp_path: Path, wolfgang: Path, librivox: list[Path]) -> None:
+    """The MP4 muxer stores audio some way behind the video; cut in file order, a segment's audio had lagged its
+    video by about a second, so speech reached the session a segment later than its pictures. Now the audio of
+    each segment starts where its key frame does and runs to the next one, to within an AAC packet (1,024 samples),
+    and none is lost."""
+    muxed = mux_files(wolfgang, librivox[0], tmp_path / "meeting.mp4")
+    decoded = decode_all(muxed)
+    packet = 1024 / 16000
+    speech = [d for d in decoded if d.audio.shape[1]]  # the speech is shorter than the video
+    assert len(speech) >= 3
+    for segment, after in zip(speech[:-1], speech[1:], strict=True):
+        audio_end = segment.audio_start + segment.audio.shape[1] / SAMPLE_RATE
+        assert abs(segment.audio_start - segment.frame_times[0]) <= packet, (segment.frame_times[0], segment.audio_start)
+        assert abs(audio_end - after.frame_times[0]) <= packet, (audio_end, after.frame_times[0])
+        assert abs(after.audio_start - audio_end) < 1e-3  # the next segment's audio follows on, no gap, no overlap
+    audio = sum(d.audio.shape[1] for d in decoded) / SAMPLE_RATE
+    assert abs(audio - source_audio_seconds(muxed)) < 0.02
+
+
 def test_stereo_call_keeps_its_channels_in_order(tmp_path: Path, librivox: list[Path]) -> None:
     call = write_stereo_call(librivox[0], librivox[1], tmp_path / "call.wav")
     audio = np.concatenate([d.audio for d in decode_all(call)], axis=1)

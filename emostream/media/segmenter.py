@@ -19,7 +19,7 @@ import logging
 import tempfile
 import wave
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from fractions import Fraction
 from pathlib import Path
 from typing import IO
@@ -38,6 +38,9 @@ TS_MARGIN = Fraction(1)  # s; keeps B-frame DTS and audio priming of the first p
 REENCODE_VIDEO_CODEC = "libx264"
 REENCODE_AUDIO_CODEC = "aac"
 REENCODE_AUDIO_RATE = 48000  # Hz
+# A segment waits for its audio (stored behind the video in the file) until the video has run this far past its
+# end; then it goes without the rest, which joins the next segment (`_ts_segments`).
+AUDIO_WAIT_SECONDS = Fraction(2)
 
 
 class MediaError(ValueError):
@@ -194,33 +197,67 @@ def _seconds(packet: av.Packet) -> Fraction:
     return Fraction(packet.pts) * packet.time_base
 
 
+@dataclass
+class _Cut:
+    """A segment being gathered: its key frame's time, where the next key frame cut it (None: not yet), its packets."""
+
+    start: Fraction
+    end: Fraction | None = None
+    packets: list[av.Packet] = field(default_factory=list)
+
+
 def _ts_segments(
     container: av.container.InputContainer, segment_seconds: float, audio_channels: int,
     origin: Fraction | None = None,  # source time of stream time 0; by default the container's start
 ) -> Iterator[MediaSegment]:
+    """Segments from key frame to key frame, each with the audio of its own time span.
+
+    Containers interleave audio some way behind the video (the bench's MP4 about 1 s; ffmpeg's MPEG-TS muxer
+    up to 0.7 s): cut in file order, a segment carried the audio of a second earlier, and an utterance's end
+    reached the session a segment or two after its video. So an audio packet goes to the segment whose key
+    frames enclose its time, and a segment is handed out once the audio has passed its end, or the video has
+    run AUDIO_WAIT_SECONDS beyond it (audio stored much later, or ended, would hold every segment back: what
+    comes after that joins the earliest segment still open, as in file order).
+    """
     with container:
         video = container.streams.video[0]
         audio = container.streams.audio[0] if container.streams.audio else None
         streams = [s for s in (video, audio) if s is not None]
         if origin is None and container.start_time is not None:
             origin = Fraction(container.start_time, 1_000_000)  # honours edit lists
-        packets: list[av.Packet] = []
-        seq, segment_keyframe = 0, None
+        cuts: list[_Cut] = []  # not yet handed out, in order
+        early: list[av.Packet] = []  # audio before the first key frame: it joins the first segment
+        seq, audio_reached, video_reached = 0, None, None
         for packet in container.demux(*streams):
             if packet.pts is None or packet.size == 0:
                 continue  # flush packets, or packets without timing we cannot place
             if origin is None:
                 origin = _seconds(packet)
-            if packet.stream is video and packet.is_keyframe:
-                t = _seconds(packet)
-                if segment_keyframe is None:
-                    segment_keyframe = t
-                elif t - segment_keyframe >= Fraction(segment_seconds):
-                    yield _ts_segment(seq, packets, streams, origin, audio_channels)
-                    seq, packets, segment_keyframe = seq + 1, [], t
-            packets.append(packet)
-        if packets and origin is not None:
-            yield _ts_segment(seq, packets, streams, origin, audio_channels)
+            t = _seconds(packet)
+            if packet.stream is video:
+                video_reached = t if video_reached is None else max(video_reached, t)
+                if packet.is_keyframe and (not cuts or t - cuts[-1].start >= Fraction(segment_seconds)):
+                    if cuts:
+                        cuts[-1].end = t
+                    cuts.append(_Cut(t, packets=[] if cuts else early))
+                    early = []
+                # (video before the first key frame is kept, as before: the decoder drops it)
+                (cuts[-1].packets if cuts else early).append(packet)
+            else:
+                audio_reached = t
+                home = next((cut for cut in reversed(cuts) if cut.start <= t), cuts[0] if cuts else None)
+                (home.packets if home is not None else early).append(packet)
+            while cuts and cuts[0].end is not None and (
+                    audio is None or (audio_reached is not None and audio_reached >= cuts[0].end)
+                    or (video_reached is not None and video_reached - cuts[0].end >= AUDIO_WAIT_SECONDS)):
+                yield _ts_segment(seq, cuts.pop(0).packets, streams, origin, audio_channels)
+                seq += 1
+        if origin is not None:
+            for cut in cuts:
+                yield _ts_segment(seq, cut.packets, streams, origin, audio_channels)
+                seq += 1
+            if not cuts and early:
+                yield _ts_segment(seq, early, streams, origin, audio_channels)
 
 
 def _ts_segment(
