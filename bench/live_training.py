@@ -12,7 +12,8 @@ fold model is scored on the rows of the speakers it held out, the same rows for 
 * cut 8 kHz: the same from the clip's first phone-line copy (noisy 8 kHz mu-law, variant 1);
   each cut set twice: "batch", each speaker normalised over all its cut utterances on that line, and "live",
   with the speaker statistics the live path has in a call of --call-turns of its clips (`data.call_statistics`:
-  none for a call's first two utterances, then running).
+  none for a call's first two utterances, then running), weighed as the scorer weighs them (`--prior`,
+  `score.speaker_view_weight`).
 Figures per scored row (a clip cut in two counts twice; a clip cut to nothing counts as lost, unscored), the
 held-out predictions of the folds pooled: WAR, UAR, ECE, and ECE after the recipe's own temperature (fitted as
 `emostream train` fits it, on the recipe's own held-out rows: whole clips for the whole recipe, cut 16 kHz batch
@@ -42,6 +43,7 @@ import torch
 
 from emostream.cli.common import ray_local
 from emostream.labels import LABEL_SETS
+from emostream.models.score import SPEAKER_VIEW_PRIOR
 from emostream.settings import load_settings
 from emostream.training.features import extract_features
 from emostream.training.train import TrainConfig, cached_rows, calibration_folds, corpus_order, fold_model, load_train_config, read_dataset
@@ -85,7 +87,7 @@ def materials(whole_rows: list[dict[str, Any]], live_rows: list[dict[str, Any]])
 
 
 def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str, Any]]], call_turns: int,  # type: ignore[no-untyped-def]
-               pooled: dict[str, HeldOut]) -> None:
+               pooled: dict[str, HeldOut], prior: float) -> None:
     """Add a fold model's predictions on its held-out speakers' rows of every material to `pooled`."""
     from emostream.models.score import speaker_floor
     from emostream.training.data import call_statistics, samples_from_rows
@@ -101,7 +103,7 @@ def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str,
             f"{material}, batch": batch, f"{material}, live": call_statistics(batch, speaker_floor(model), call_turns)}
         for name, samples in regimes.items():
             labelled = [s for s in samples if s.label >= 0]
-            probabilities, _, _ = predict(model, labelled)
+            probabilities, _, _ = predict(model, labelled, prior)
             into = pooled.setdefault(name, HeldOut([], [], []))
             into.corpus += [corpus[s.key] for s in labelled]
             into.truth += [s.label for s in labelled]
@@ -132,7 +134,7 @@ def cell(f: dict[str, float]) -> str:
 
 
 def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[dict[str, Any]]], labelled: set[str],
-            corpora: list[str], call_turns: int, results: Path) -> None:
+            corpora: list[str], call_turns: int, prior: float, results: Path) -> None:
     """Score every recipe's fold models (each with the speakers it held out) on the held-out rows of every material,
     print the two recipes side by side and append the figures to `results`."""
     from emostream.training.metrics import fit_temperature
@@ -140,12 +142,13 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
     pooled: dict[str, dict[str, HeldOut]] = {name: {} for name in RECIPES}
     for name in RECIPES:
         for fold, model in models[name]:
-            score_fold(model, fold, rows, call_turns, pooled[name])
+            score_fold(model, fold, rows, call_turns, pooled[name], prior)
     labels = list(models["whole"][0][1].config.labels)
     temperature = {name: fit_temperature(np.stack(pooled[name][OWN_MATERIAL[name]].probabilities),
                                          np.array(pooled[name][OWN_MATERIAL[name]].truth)) for name in RECIPES}
     counts = cut_counts(rows, labelled)
-    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} speaker folds (the same for both); temperatures: whole "
+    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} speaker folds (the same for both); speaker view prior "
+          f"{prior:g} (score.speaker_view_weight); temperatures: whole "
           f"{temperature['whole']:.2f}, live {temperature['live']:.2f}; cut: "
           + "; ".join(f"{m}: {c['lost']} lost, {c['split']} split" for m, c in counts.items()), flush=True)
     print("\n| held out | corpus | rows | whole-clip training: WAR / UAR / ECE → calibrated | live-path training |")
@@ -159,7 +162,7 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
                     continue
                 cells = {recipe: figures(pooled[recipe][material], mask, labels, temperature[recipe]) for recipe in RECIPES}
                 for recipe, figured in cells.items():
-                    out.write(json.dumps({"recipe": recipe, "material": material, "corpus": name,
+                    out.write(json.dumps({"recipe": recipe, "material": material, "corpus": name, "prior": prior,
                                           "temperature": temperature[recipe], **figured}) + "\n")
                 print(f"| {material} | {name} | {cells['whole']['rows']} | {cell(cells['whole'])} | {cell(cells['live'])} |",
                       flush=True)
@@ -172,6 +175,8 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="fold runs (runs/) and results.jsonl")
     parser.add_argument("--call-turns", type=int, default=12, help="clips per call for the live statistics of the cut rows")
     parser.add_argument("--only", choices=RECIPES, help="train only this recipe's fold models, then stop")
+    parser.add_argument("--prior", type=float, default=SPEAKER_VIEW_PRIOR,
+                        help="how the running statistics' view is weighed (score.speaker_view_weight; 0: alone, as before)")
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -199,7 +204,8 @@ def main() -> None:
     if [fold for fold, _ in models["whole"]] != [fold for fold, _ in models["live"]]:
         raise SystemExit("the two recipes dealt different folds (a speaker lost entirely by the live cut?): not comparable")
     rows = materials(cached_rows(caches["whole"], keys), cached_rows(caches["live"], keys))
-    compare(models, rows, labelled, corpus_order(configs["whole"], rows["whole clips"]), args.call_turns, args.out / "results.jsonl")
+    compare(models, rows, labelled, corpus_order(configs["whole"], rows["whole clips"]), args.call_turns, args.prior,
+            args.out / "results.jsonl")
 
 
 if __name__ == "__main__":

@@ -29,11 +29,61 @@ from emostream.perception.utterance import UtteranceBundle
 MAX_STREAMS = 10_000  # contexts kept; the least recently used stream is forgotten first
 VOICE_STD_FLOOR = 1e-3  # smallest per-speaker standard deviation of a voice feature, when nothing better is known
 SPEAKER_STD_FLOOR = 0.25  # the model's floor: this fraction of the feature's spread over all training speakers
+# The answer leans on the speaker-normalised view of the voice by count / (count + SPEAKER_VIEW_PRIOR) after `count`
+# earlier utterances of the speaker, on the training-set-standardised view for the rest (speaker_view_weight). Chosen
+# by the default recipe's speaker-grouped fold models on held-out speakers in calls of 12 clips (bench/speaker_view.py).
+SPEAKER_VIEW_PRIOR = 3.0
 
 
 def speaker_floor(model: ScoringModel) -> np.ndarray:
     """The smallest per-speaker standard deviation of each voice feature, for StreamContexts.speaker_z."""
     return np.maximum(SPEAKER_STD_FLOOR * model.audio_adapter.voice_std.cpu().numpy(), VOICE_STD_FLOOR)
+
+
+def speaker_view_weight(count: int, prior: float = SPEAKER_VIEW_PRIOR) -> float:
+    """The share of the speaker-normalised view of the voice in an answer, after `count` earlier utterances of the
+    speaker (the rest: the training-set-standardised view, the only one before statistics exist).
+
+    A speaker's first statistics are few utterances of whatever they felt then: z-scores against them misled the model
+    more than no statistics did, and statistics over a call's dozen utterances still fell short of a whole corpus's
+    (bench/speaker_view.py). The two views are two answers of one model; mixing them (`views_forward`) trusts the
+    speaker's statistics as they grow. A prior of 0 trusts them from the first (as before this mix)."""
+    return count / (count + prior) if prior > 0 else 1.0
+
+
+def standardised_view(inputs: ModelInputs) -> ModelInputs:
+    """The inputs with their speaker statistics left out: the voice standardised over the training set only."""
+    return replace(inputs, voice_z=torch.zeros_like(inputs.voice_z), voice_z_known=torch.zeros_like(inputs.voice_z_known))
+
+
+def views_forward(model: ScoringModel, inputs: ModelInputs, weight: torch.Tensor, memory: torch.Tensor | None = None,
+                  memory_mask: torch.Tensor | None = None) -> EmotionOutput:
+    """The model's answer on both views of the voice, mixed: probabilities p_z^w p_s^(1-w) renormalised (the
+    logits, valence and arousal mixed linearly by w), where p_z is its answer with the speaker statistics and p_s
+    without them. The stream memory and the tokens are the speaker-normalised view's.
+
+    weight : shape = (B,), w per utterance (`speaker_view_weight`); rows without speaker statistics have one view.
+    """
+    mixed = inputs.voice_z_known & (weight < 1)
+    if not bool(mixed.any()):
+        return model(inputs, memory, memory_mask)
+    count = len(inputs)
+
+    def twice(x: torch.Tensor | None) -> torch.Tensor | None:
+        return None if x is None else torch.cat([x, x])
+
+    both = model(ModelInputs.concat([inputs, standardised_view(inputs)]), twice(memory), twice(memory_mask))
+    normalised, standard = both.select(slice(0, count)), both.select(slice(count, 2 * count))
+    w = torch.where(mixed, weight.to(normalised.logits.device), 1.0).to(normalised.logits.dtype)
+
+    def mix(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        share = w.view(-1, *[1] * (a.dim() - 1))
+        return share * a + (1 - share) * b
+
+    log_p = mix(normalised.probabilities.clamp_min(1e-12).log(), standard.probabilities.clamp_min(1e-12).log())
+    return replace(normalised, logits=mix(normalised.logits, standard.logits), probabilities=log_p.softmax(-1),
+                   valence=mix(normalised.valence, standard.valence), arousal=mix(normalised.arousal, standard.arousal),
+                   voice_logits=mix(normalised.voice_logits, standard.voice_logits))
 
 
 class StreamContexts:
@@ -58,6 +108,11 @@ class StreamContexts:
         z = stats.z(vector) if stats.count >= 2 else None
         stats.add(vector)
         return z
+
+    def utterances_of(self, bundle: UtteranceBundle) -> int:
+        """How many earlier utterances of the bundle's speaker its stream's statistics hold."""
+        stats = self._voices.get(bundle.stream_id, {}).get(bundle.speaker_id)
+        return stats.count if stats is not None else 0
 
     def get(self, stream_id: str, model: ScoringModel) -> tuple[torch.Tensor, torch.Tensor]:
         if stream_id in self._memory:
@@ -154,6 +209,7 @@ class EmotionScorer:
         floor = speaker_floor(model)
         for bundle in bundles:  # before the speaker statistics, whose width is the model's too
             check_audio_width(bundle, config)
+        weight = torch.tensor([speaker_view_weight(contexts.utterances_of(b)) for b in bundles])
         speaker_z = [contexts.speaker_z(b, floor) for b in bundles]
         inputs = collate(bundles, config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
         inputs = as_scored(inputs, config)
@@ -169,7 +225,8 @@ class EmotionScorer:
         hidden = [m for m in self.counted if not (fusing and m == "face")]
         variants = [inputs, *(_hidden(inputs, m) for m in hidden)]
         count = len(bundles)
-        everything = model(ModelInputs.concat(variants), torch.cat([memory] * len(variants)), torch.cat([memory_mask] * len(variants)))
+        everything = views_forward(model, ModelInputs.concat(variants), weight.repeat(len(variants)),
+                                   torch.cat([memory] * len(variants)), torch.cat([memory_mask] * len(variants)))
         output = everything.select(slice(0, count))
         answers_of = {m: everything.probabilities[(k + 1) * count : (k + 2) * count] for k, m in enumerate(hidden)}
         if fusing:

@@ -46,6 +46,9 @@ class Sample:
     target_text: str | None = None  # the LLM's answer in its fixed shape (models/instructions.py), None: nothing to learn
     classes: tuple[bool, ...] | None = None  # per model label, whether the example's corpus has it (None: every one)
     piece: int = 0  # its place among the utterances the live path cut from the variant (features.Augment.live_cut)
+    # the earlier utterances of its speaker that speaker_z was taken over, in a call (call_statistics); None: all of the
+    # speaker's. Scoring weighs the speaker-normalised view by it (score.speaker_view_weight); training does not.
+    speaker_count: int | None = None
 
 
 def samples_from_rows(rows: list[dict[str, Any]], labels: list[str], label_set: str) -> list[Sample]:
@@ -133,7 +136,8 @@ def call_statistics(samples: list[Sample], floor: np.ndarray, turns: int) -> lis
     its call only, by the live path's own statistics: the scorer's `StreamContexts.speaker_z` for the voice
     features (none before two utterances; `floor` as the scorer's `speaker_floor`) and the session's
     `SpeakerProsodyStats` for prosody. So the first utterances of every call train without statistics, and the
-    next ones with a few, as in a live stream.
+    next ones with a few, as in a live stream. Each sample also records how many utterances its statistics
+    came from (`speaker_count`), which scoring reads (`evaluate.predict`) and training does not.
     """
     from emostream.models.score import StreamContexts  # noqa: PLC0415
 
@@ -151,10 +155,13 @@ def call_statistics(samples: list[Sample], floor: np.ndarray, turns: int) -> lis
         prosody: dict[int, SpeakerProsodyStats] = defaultdict(SpeakerProsodyStats)
         for index in members:  # call by call, in the hashed order
             sample, call = samples[index], call_of[samples[index].key]
-            speaker_z = contexts.speaker_z(replace(sample.bundle, stream_id=f"{speaker}#{variant}#call-{call}"), floor)
+            in_call = replace(sample.bundle, stream_id=f"{speaker}#{variant}#call-{call}")
+            count = contexts.utterances_of(in_call)
+            speaker_z = contexts.speaker_z(in_call, floor)
             prosody_z = prosody[call].z(sample.bundle.prosody)
             prosody[call].add(sample.bundle.prosody)
-            out[index] = replace(sample, speaker_z=speaker_z, bundle=replace(sample.bundle, prosody_z=prosody_z))
+            out[index] = replace(sample, speaker_z=speaker_z, speaker_count=count,
+                                 bundle=replace(sample.bundle, prosody_z=prosody_z))
     return out
 
 

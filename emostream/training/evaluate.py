@@ -4,7 +4,8 @@ Two normalisation regimes are reported, because they differ: "batch" uses each
 speaker's statistics over all their utterances (a finished call, as backfill
 sees it); "live" feeds each speaker's utterances one by one in a fixed random
 order through the scorer's own running statistics, as the live job does (the
-first two utterances of each speaker have none).
+first two utterances of each speaker have none, and the next ones' answers lean
+on them only as they grow: `score.speaker_view_weight`).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 import torch
 
 from emostream.models.model import ScoringModel
-from emostream.models.score import StreamContexts, as_scored, speaker_floor
+from emostream.models.score import SPEAKER_VIEW_PRIOR, StreamContexts, as_scored, speaker_floor, speaker_view_weight, views_forward
 from emostream.training.data import Sample, batch
 from emostream.training.metrics import Report, evaluate_predictions
 
@@ -21,13 +22,18 @@ BATCH = 64
 
 
 @torch.inference_mode()
-def predict(model: ScoringModel, samples: list[Sample]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Probabilities, valence and arousal for samples, with their batch (whole-speaker) normalisation."""
+def predict(model: ScoringModel, samples: list[Sample],
+            prior: float = SPEAKER_VIEW_PRIOR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Probabilities, valence and arousal for samples, with the speaker statistics they carry (whole-speaker ones
+    from `samples_from_rows`, a call's from `call_statistics`), scored as the scorer scores (`views_forward`, with
+    `speaker_view_weight(count, prior)`)."""
     model.eval()
     probabilities, valence, arousal = [], [], []
     for first in range(0, len(samples), BATCH):
-        inputs, _ = batch(samples[first : first + BATCH], model.config)
-        output = model(as_scored(inputs, model.config).to(model.device))
+        part = samples[first : first + BATCH]
+        inputs, _ = batch(part, model.config)
+        weight = torch.tensor([1.0 if s.speaker_count is None else speaker_view_weight(s.speaker_count, prior) for s in part])
+        output = views_forward(model, as_scored(inputs, model.config).to(model.device), weight)
         probabilities.append(output.probabilities.cpu().numpy())
         valence.append(output.valence.cpu().numpy())
         arousal.append(output.arousal.cpu().numpy())
@@ -46,9 +52,10 @@ def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> n
     probabilities = np.zeros((len(samples), len(model.config.labels)), np.float32)
     for i in order:
         sample = samples[i]
+        weight = torch.tensor([speaker_view_weight(contexts.utterances_of(sample.bundle))])
         z = contexts.speaker_z(sample.bundle, floor)
         inputs, _ = batch([Sample(**{**sample.__dict__, "speaker_z": z})], model.config)
-        probabilities[i] = model(as_scored(inputs, model.config).to(model.device)).probabilities[0].cpu().numpy()
+        probabilities[i] = views_forward(model, as_scored(inputs, model.config).to(model.device), weight).probabilities[0].cpu().numpy()
     return probabilities
 
 
