@@ -94,25 +94,22 @@ class StreamContexts:
         self._memory: OrderedDict[str, tuple[torch.Tensor, torch.Tensor]] = OrderedDict()
         self._voices: dict[str, dict[str, RunningStats]] = {}
 
-    def speaker_z(self, bundle: UtteranceBundle, floor: np.ndarray | float = VOICE_STD_FLOOR) -> np.ndarray | None:
+    def speaker_z(self, bundle: UtteranceBundle, floor: np.ndarray | float = VOICE_STD_FLOOR) -> tuple[np.ndarray | None, int]:
         """The bundle's voice features in its speaker's standard deviations so far (None until two utterances
-        were seen), then counts this utterance in.
+        were seen) and how many earlier utterances those are (what `speaker_view_weight` reads; 0 for a bundle
+        without a voice), then counts this utterance in.
 
         floor : the smallest standard deviation per feature. With a speaker's first few utterances some
         features barely vary yet; dividing by that turns last-bit noise into z-scores of ±5.
         """
         vector = voice_vector(bundle)
         if vector is None:
-            return None
+            return None, 0
         stats = self._voices.setdefault(bundle.stream_id, {}).setdefault(bundle.speaker_id, RunningStats(len(vector), floor))
-        z = stats.z(vector) if stats.count >= 2 else None
+        earlier = stats.count
+        z = stats.z(vector) if earlier >= 2 else None
         stats.add(vector)
-        return z
-
-    def utterances_of(self, bundle: UtteranceBundle) -> int:
-        """How many earlier utterances of the bundle's speaker its stream's statistics hold."""
-        stats = self._voices.get(bundle.stream_id, {}).get(bundle.speaker_id)
-        return stats.count if stats is not None else 0
+        return z, earlier
 
     def get(self, stream_id: str, model: ScoringModel) -> tuple[torch.Tensor, torch.Tensor]:
         if stream_id in self._memory:
@@ -209,8 +206,9 @@ class EmotionScorer:
         floor = speaker_floor(model)
         for bundle in bundles:  # before the speaker statistics, whose width is the model's too
             check_audio_width(bundle, config)
-        weight = torch.tensor([speaker_view_weight(contexts.utterances_of(b)) for b in bundles])
-        speaker_z = [contexts.speaker_z(b, floor) for b in bundles]
+        statistics = [contexts.speaker_z(b, floor) for b in bundles]  # (z, earlier utterances) per bundle
+        speaker_z = [z for z, _ in statistics]
+        weight = torch.tensor([speaker_view_weight(earlier) for _, earlier in statistics])
         inputs = collate(bundles, config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
         inputs = as_scored(inputs, config)
         fusing = self.face_map is not None

@@ -156,8 +156,7 @@ def call_statistics(samples: list[Sample], floor: np.ndarray, turns: int) -> lis
         for index in members:  # call by call, in the hashed order
             sample, call = samples[index], call_of[samples[index].key]
             in_call = replace(sample.bundle, stream_id=f"{speaker}#{variant}#call-{call}")
-            count = contexts.utterances_of(in_call)
-            speaker_z = contexts.speaker_z(in_call, floor)
+            speaker_z, count = contexts.speaker_z(in_call, floor)
             prosody_z = prosody[call].z(sample.bundle.prosody)
             prosody[call].add(sample.bundle.prosody)
             out[index] = replace(sample, speaker_z=speaker_z, speaker_count=count,

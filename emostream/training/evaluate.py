@@ -52,8 +52,8 @@ def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> n
     probabilities = np.zeros((len(samples), len(model.config.labels)), np.float32)
     for i in order:
         sample = samples[i]
-        weight = torch.tensor([speaker_view_weight(contexts.utterances_of(sample.bundle))])
-        z = contexts.speaker_z(sample.bundle, floor)
+        z, earlier = contexts.speaker_z(sample.bundle, floor)
+        weight = torch.tensor([speaker_view_weight(earlier)])
         inputs, _ = batch([Sample(**{**sample.__dict__, "speaker_z": z})], model.config)
         probabilities[i] = views_forward(model, as_scored(inputs, model.config).to(model.device), weight).probabilities[0].cpu().numpy()
     return probabilities
