@@ -42,9 +42,12 @@ def rescore(why: str) -> None:
     import sys  # noqa: PLC0415
     import tempfile  # noqa: PLC0415
 
+    from threadpoolctl import threadpool_limits  # noqa: PLC0415
+
     from emostream.spine import Spine  # noqa: PLC0415
     from tests.conftest import SHARED_DATA  # noqa: PLC0415
 
+    threadpool_limits(1)  # BLAS on one thread, as the tests run (conftest.one_blas_thread): it rounds differently
     with tempfile.TemporaryDirectory() as folder:
         media = meeting_and_call(Path(folder), SHARED_DATA / "faces-pyfeat" / "WolfgangLanger_Pexels.mp4",
                                  sorted((SHARED_DATA / "speech-librivox").glob("*.wav")), SHARED_DATA)
