@@ -1,7 +1,7 @@
 """Training on what the live path sees against training on whole clips: both recipes' speaker-grouped CV, scored on the same held-out rows.
 
-The two recipes, `--whole` (deployments/train-lite.yaml, the default: every clip whole) and `--live`
-(deployments/train-lite-live.yaml: `live_cut`, telephone copies, `call_turns`), each train their
+The two recipes, `--whole` (deployments/train-lite-whole.yaml: every clip whole) and `--live`
+(deployments/train-lite.yaml, the default: `live_cut`, telephone copies), each train their
 `calibration_folds` fold models exactly as `emostream train` does (`train.calibration_folds`, `train.fold_model`:
 runs <name>-fold-<k> under --out/runs, one seed each, reused when finished, so `emostream train` with that
 run_dir reuses them too). Both deal the same speakers of RAVDESS, TESS and EmoDB into the same folds, and each
@@ -17,7 +17,9 @@ fold model is scored on the rows of the speakers it held out, the same rows for 
 Figures per scored row (a clip cut in two counts twice; a clip cut to nothing counts as lost, unscored), the
 held-out predictions of the folds pooled: WAR, UAR, ECE, and ECE after the recipe's own temperature (fitted as
 `emostream train` fits it, on the recipe's own held-out rows: whole clips for the whole recipe, cut 16 kHz batch
-for the live one). Printed and appended to --out/results.jsonl, never asserted.
+for the live one). Printed and appended to --out/results.jsonl, never asserted. With `--loco` the folds are the corpora
+instead: each corpus held out whole, scored by the recipe trained on the other two (`train.corpus_folds`, runs
+<name>-on-<corpora>), the measure of what travels to a corpus never trained on.
 
 Feature extraction is the training job's (`features.extract_features`, resumable: a Parquet file per block of
 `features.EXAMPLES_PER_FILE` clips under --cache; a stopped run extracts only the missing clips). The live
@@ -46,7 +48,17 @@ from emostream.labels import LABEL_SETS
 from emostream.models.score import SPEAKER_VIEW_PRIOR
 from emostream.settings import load_settings
 from emostream.training.features import extract_features
-from emostream.training.train import TrainConfig, cached_rows, calibration_folds, corpus_order, fold_model, load_train_config, read_dataset
+from emostream.training.train import (
+    TrainConfig,
+    cached_rows,
+    calibration_folds,
+    corpus_folds,
+    corpus_order,
+    fold_model,
+    held_out_model,
+    load_train_config,
+    read_dataset,
+)
 
 DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments"
 RECIPES = ("whole", "live")
@@ -147,7 +159,7 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
     temperature = {name: fit_temperature(np.stack(pooled[name][OWN_MATERIAL[name]].probabilities),
                                          np.array(pooled[name][OWN_MATERIAL[name]].truth)) for name in RECIPES}
     counts = cut_counts(rows, labelled)
-    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} speaker folds (the same for both); speaker view prior "
+    print(f"# {len(labelled)} labelled clips, {len(models['whole'])} folds (the same for both); speaker view prior "
           f"{prior:g} (score.speaker_view_weight); temperatures: whole "
           f"{temperature['whole']:.2f}, live {temperature['live']:.2f}; cut: "
           + "; ".join(f"{m}: {c['lost']} lost, {c['split']} split" for m, c in counts.items()), flush=True)
@@ -167,14 +179,23 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
                 print(f"| {material} | {name} | {cells['whole']['rows']} | {cell(cells['whole'])} | {cell(cells['live'])} |",
                       flush=True)
 
+def corpus_models(config: TrainConfig, recorded: list[dict[str, Any]], cache: Path, keys: set[str]) -> list[tuple[set[str], Any]]:
+    """Leave one corpus out: per corpus, its speakers and the recipe's model trained on the other corpora (runs
+    <name>-on-<corpora>, as `train.leave_one_corpus_out` names them, reused when finished)."""
+    return [(set(fold.held_out), held_out_model(config, f"{config.name}-on-{'-'.join(fold.trains_on)}", set(fold.held_out), cache, keys)[1])
+            for fold in corpus_folds(config, recorded).values() if fold is not None]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--whole", type=Path, default=DEPLOYMENTS / "train-lite.yaml", help="the whole-clip recipe")
-    parser.add_argument("--live", type=Path, default=DEPLOYMENTS / "train-lite-live.yaml", help="the live-path recipe")
+    parser.add_argument("--whole", type=Path, default=DEPLOYMENTS / "train-lite-whole.yaml", help="the whole-clip recipe")
+    parser.add_argument("--live", type=Path, default=DEPLOYMENTS / "train-lite.yaml", help="the live-path recipe")
     parser.add_argument("--cache", type=Path, required=True, help="feature cache root (keep it: extraction takes hours)")
     parser.add_argument("--out", type=Path, required=True, help="fold runs (runs/) and results.jsonl")
     parser.add_argument("--call-turns", type=int, default=12, help="clips per call for the live statistics of the cut rows")
     parser.add_argument("--only", choices=RECIPES, help="train only this recipe's fold models, then stop")
+    parser.add_argument("--loco", action="store_true", help="leave one corpus out instead of the speaker folds: each "
+                        "corpus scored by a model of the recipe trained on the others (train.corpus_folds)")
     parser.add_argument("--prior", type=float, default=SPEAKER_VIEW_PRIOR,
                         help="how the running statistics' view is weighed (score.speaker_view_weight; 0: alone, as before)")
     parser.add_argument("--cpus", type=int, default=2)
@@ -196,9 +217,10 @@ def main() -> None:
         config = configs[name]
         caches[name] = extract_features(examples, settings, config.feature_cache, config.augment, workers=config.feature_workers)
         recorded = [r for r in cached_rows(caches[name], keys) if r["variant"] == 0]
-        folds = calibration_folds(config, recorded)
-        models[name] = [(fold, fold_model(config, k, fold, caches[name], keys)[1]) for k, fold in enumerate(folds, start=1)]
-        print(f"# {name}: {len(folds)} fold models in {config.run_dir}", flush=True)
+        models[name] = corpus_models(config, recorded, caches[name], keys) if args.loco else [
+            (fold, fold_model(config, k, fold, caches[name], keys)[1])
+            for k, fold in enumerate(calibration_folds(config, recorded), start=1)]
+        print(f"# {name}: {len(models[name])} fold models in {config.run_dir}", flush=True)
     if args.only:
         return
     if [fold for fold, _ in models["whole"]] != [fold for fold, _ in models["live"]]:
