@@ -25,7 +25,8 @@ each feature set; about half an hour each on two busy cores):
 then, without --extract, the probe alone reads the cache (no Ray).
 
 With --model, the `lite` model itself instead of the probe, leave-one-corpus-out only, for the before and after
-recipes (`MODEL_RECIPES`): trained exactly as --config (deployments/train-lite.yaml) trains the default, on the
+recipes (`MODEL_RECIPES`): trained exactly as --config (deployments/train-lite-whole.yaml: the default's recipe on
+whole clips, as this bench's features are) trains, on the
 recipe's corpora and feature set (`model_config`), through training's own fold code (`train.leave_one_corpus_out`:
 one run per set of training corpora, one seed, runs under --cache/model-runs, reused when finished); WAR, UAR and
 ECE of its probabilities (no temperature) per held-out corpus. Four runs of 4-9 minutes each on two busy cores
@@ -69,7 +70,7 @@ CORPORA = {"ravdess": "ravdess-speech-16k", "tess": "tess-16k", "emodb": "emodb-
 FOLDS = 6  # speaker folds over all corpora: RAVDESS 3 actors each, TESS one speaker in two of them, EmoDB 1-2 each
 INNER_FOLDS = 2  # speaker folds inside a training set, to choose C (two: the whole CV runs in minutes)
 GRID = (0.003, 0.01, 0.03, 0.1)  # inverse L2 strength, as scikit-learn's C (per training example)
-DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite.yaml"
+DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite-whole.yaml"
 
 
 @dataclass(frozen=True)
@@ -217,11 +218,14 @@ def cell(s: Scored | None) -> str:
 
 
 def model_config(base: TrainConfig, recipe: Recipe, width: int, runs: Path) -> TrainConfig:
-    """`base`, the default's training config, on the recipe's corpora and Whisper embedding width; runs under `runs`."""
+    """`base`, a whole-clip training config (--config), on the recipe's corpora and Whisper embedding width; runs under `runs`."""
     corpora = [corpus for corpus in [base.data, *base.data.more_corpora] if corpus.dataset in recipe.corpora]
     if {corpus.dataset for corpus in corpora} != set(recipe.corpora):
         raise SystemExit(f"recipe {recipe.name!r} trains on {', '.join(recipe.corpora)}; the config names "
                          f"{', '.join(corpus.dataset for corpus in corpora)} of them: give a --config with every one")
+    if base.data.live_cut or base.data.telephone_copies:
+        raise SystemExit(f"the config {base.name!r} trains on live-cut or phone-line rows; this bench's features are whole "
+                         "clips as recorded: give a whole-clip --config (deployments/train-lite-whole.yaml)")
     first, *more = corpora
     data = {**base.data.model_dump(), **first.model_dump(), "more_corpora": [corpus.model_dump() for corpus in more]}
     return TrainConfig.model_validate({**base.model_dump(), "data": data, "run_dir": runs,

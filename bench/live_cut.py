@@ -1,6 +1,6 @@
 """What the live cut keeps of labelled clips: how many it loses (no utterance) or splits, as recorded and on the phone line.
 
-Each clip goes through the live path's segmentation exactly as the live recipe's feature extraction cuts it
+Each clip goes through the live path's segmentation exactly as the default recipe's feature extraction cuts it
 (`features.live_cut`: a fresh StreamSession, VAD, merge gap, Smart Turn, edge tightening, minimum length): the clip
 as recorded (the cache's variant 0) and its first telephone copy (variant 1: a noisy 8 kHz mu-law line, the same
 random copy as the extraction's, from the recipe's seed). No Whisper, no model, no Ray: only the cut (all 2,934
@@ -29,7 +29,7 @@ from emostream.settings import load_settings  # noqa: E402
 from emostream.training.features import example_rng, live_cut, span_segments, telephoned  # noqa: E402
 from emostream.training.train import load_train_config, read_dataset  # noqa: E402
 
-RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite-live.yaml"
+RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite.yaml"
 LINES = ("16 kHz", "8 kHz line")
 
 

@@ -1,9 +1,10 @@
 """How far a live call's answers should lean on the speaker's running statistics: the prior of `speaker_view_weight`.
 
 The default recipe's speaker-grouped fold models (deployments/train-lite.yaml's `calibration_folds`, trained exactly
-as `emostream train` trains them: `train.fold_model`, runs under --runs, reused when finished) score the clips of the
-speakers each held out, whole, as recorded, in two ways:
-* whole speaker: z-scored against all of the speaker's clips (the recipe's own CV, cv.json);
+as `emostream train` trains them: `train.fold_model`, runs under --runs, reused when finished) score the rows of the
+speakers each held out, as recorded (variant 0: the utterances the live path cuts from each clip for the default's
+`live_cut` recipe, each clip whole for deployments/train-lite-whole.yaml), in two ways:
+* whole speaker: z-scored against all of the speaker's rows (the recipe's own CV, cv.json);
 * in calls: each speaker's clips dealt into calls of --call-turns (`data.call_statistics`, as the live path's
   running statistics have them: none for a call's first two utterances, then the utterances so far), each answer
   mixing the model's two views of the voice (`score.views_forward`) by `speaker_view_weight(count, prior)` for
@@ -82,7 +83,7 @@ def main() -> None:
     y, corpora, places, fold_ids = np.array(truth), np.array(corpus), np.array(place), np.array(fold_of)
     probabilities = {name: np.concatenate(parts) for name, parts in scored.items()}
     names = ["all", *corpus_order(config, rows)]
-    print(f"# {len(y)} labelled clips of {len(folds)} speaker folds ({args.config.name}), calls of {args.call_turns} "
+    print(f"# {len(y)} labelled rows of {len(folds)} speaker folds ({args.config.name}), calls of {args.call_turns} "
           f"clips per speaker; the default prior is {SPEAKER_VIEW_PRIOR:g}")
     print("| statistics | " + " | ".join(f"{n}: WAR / UAR / ECE" for n in names) + " | "
           + " | ".join(f"WAR after {lo}-{hi - 1 if hi < 1_000 else ''}" for lo, hi in PLACES) + " |")

@@ -95,12 +95,20 @@ def test_settings_only_the_cut_reads_key_live_cut_caches_alone() -> None:
     assert set(CUT_ONLY_VOICE_FIELDS) <= set(base.voice.model_dump())  # no field renamed out from under the list
 
 
-def test_the_training_yaml_sets_the_options(tmp_path: Path) -> None:
-    recipe = load_train_config(Path(__file__).resolve().parent.parent / "deployments" / "train-lite-live.yaml")
-    assert recipe.data.live_cut and recipe.data.telephone_copies >= 1 and recipe.data.call_turns > 0
+def test_the_default_recipe_trains_on_what_the_live_path_sees(tmp_path: Path) -> None:
+    """deployments/train-lite.yaml (the embedded default's recipe) cuts every clip as the live path does, also on a
+    phone line, and keeps its early statistics from early_speaker_fraction; train-lite-whole.yaml is the same on
+    whole clips."""
+    deployments = Path(__file__).resolve().parent.parent / "deployments"
+    recipe = load_train_config(deployments / "train-lite.yaml")
+    assert recipe.data.live_cut and recipe.data.telephone_copies >= 1 and recipe.data.call_turns == 0
     assert recipe.augment == Augment(copies=recipe.data.augment_copies, seed=recipe.seed, live_cut=True,
                                      telephone_copies=recipe.data.telephone_copies)
-    assert recipe.early_speaker_fraction == 0
+    assert recipe.early_speaker_fraction > 0 and recipe.unknown_speaker_fraction > 0
+    whole = load_train_config(deployments / "train-lite-whole.yaml")
+    assert whole.augment == Augment(copies=recipe.data.augment_copies, seed=recipe.seed)
+    assert whole.model_dump(exclude={"data", "name", "export"}) == recipe.model_dump(exclude={"data", "name", "export"})
+    assert whole.name != recipe.name and whole.export != recipe.export
     with pytest.raises(ValueError, match="early_speaker_fraction"):
         TrainConfig(data=DataConfig(path=tmp_path, call_turns=12), early_speaker_fraction=0.5,
                     stages=[{"name": "all", "epochs": 1}])
