@@ -496,7 +496,7 @@ def test_live_job_runs_forever_with_restarts_on_its_own_autoscaling_cluster(over
 
 
 def test_training_and_backfill_jobs_target_the_batch_cluster() -> None:
-    from emostream.training.train import TrainConfig
+    from emostream.training.train import TrainConfig, load_train_config
 
     dev = render("overlays/dev")
     batch = one(dev, "RayCluster", "emostream-batch")
@@ -515,6 +515,14 @@ def test_training_and_backfill_jobs_target_the_batch_cluster() -> None:
     assert config.deepspeed is not None and config.deepspeed.parts[:3] == ("/", "app", "deployments")
     assert (ROOT / "deployments" / Path(*config.deepspeed.parts[3:])).is_file()  # the Dockerfile copies deployments/ to /app
     assert str(config.export).startswith("/models/") and str(config.data.path).startswith("/data/")
+    # the embedded default's recipe, only its paths and worker split the cluster's (4 workers x 8 = 2 x 16 per step)
+    default = load_train_config(ROOT / "deployments" / "train-lite.yaml")
+    placement = {"feature_cache", "feature_workers", "workers", "batch_size", "deepspeed", "run_dir", "export"}
+    assert config.model_dump(exclude=placement | {"data"}) == default.model_dump(exclude=placement | {"data"})
+    assert config.data.model_dump(exclude={"path", "more_corpora"}) == default.data.model_dump(exclude={"path", "more_corpora"})
+    assert [c.dataset for c in config.data.more_corpora] == [c.dataset for c in default.data.more_corpora]
+    assert all(str(c.path).startswith("/data/") for c in config.data.more_corpora)
+    assert config.workers * config.batch_size == default.workers * default.batch_size
 
 
 def container_ports(objects: tuple[dict[str, Any], ...]) -> list[tuple[dict[str, str], dict[str, int]]]:
