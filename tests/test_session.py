@@ -9,8 +9,9 @@ import pytest
 
 from emostream.perception.segment import PerceivedSegment
 from emostream.perception.session import StreamSession, StreamSessions
+from emostream.perception.voice import vad
 from emostream.perception.voice.prosody import prosody_frames
-from emostream.perception.voice.vad import FRAME_SECONDS, Span, StreamingVad, UtteranceCutter
+from emostream.perception.voice.vad import FRAME_SAMPLES, FRAME_SECONDS, Span, StreamingVad, UtteranceCutter
 from emostream.settings import load_settings
 from tests.speech_helpers import RATE, read_mono, room_noise
 
@@ -73,6 +74,35 @@ def test_streaming_vad_is_independent_of_how_the_stream_is_cut(librivox: list[Pa
     probabilities = np.concatenate([p for _, p in pieces])
     np.testing.assert_allclose(times, whole_times)
     np.testing.assert_allclose(probabilities, whole, atol=1e-5)
+
+
+def test_streaming_vad_hears_a_turn_after_a_long_pause_as_from_a_fresh_start(shared_data: Path,
+                                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A quiet speaker's sentence after their own louder one and 5 s of silence scores as it does from a fresh
+    start: the model restarts once a pause after speech has lasted RESET_AFTER_SECONDS. Carrying the state over, it
+    heard a third of the speech frames (the sentence was lost whole in a two-channel call, issue 19)."""
+    actor = shared_data / "ravdess-speech-16k" / "Actor_09"
+
+    def whole_frames(audio: np.ndarray) -> np.ndarray:
+        return audio[: len(audio) // FRAME_SAMPLES * FRAME_SAMPLES]
+
+    loud = whole_frames(read_mono(actor / "03-01-05-02-01-01-09.flac"))  # angry, strong
+    quiet = whole_frames(read_mono(actor / "03-01-04-01-01-01-09.flac"))  # sad, normal: -42 dBFS at its peak
+    silence = np.zeros(FRAME_SAMPLES * 160, np.float32)  # 5.1 s
+    frames = len(quiet) // FRAME_SAMPLES
+
+    def quiet_part(*parts: np.ndarray) -> np.ndarray:
+        return StreamingVad().push(0, np.concatenate(parts), 0.0)[1][-frames:]
+
+    fresh, after = quiet_part(silence, quiet), quiet_part(loud, silence, quiet)
+    assert (fresh >= 0.5).sum() > 25
+    np.testing.assert_allclose(after, fresh, atol=0.05)
+    # where the restart falls depends on the audio alone, not on how the stream was cut into segments
+    turns, vad_ = np.concatenate([loud, silence, quiet]), StreamingVad()
+    pieces = np.concatenate([vad_.push(0, turns[i : i + 7777], i / RATE)[1] for i in range(0, len(turns), 7777)])
+    np.testing.assert_allclose(pieces[-frames:], after, atol=1e-5)
+    monkeypatch.setattr(vad, "RESET_AFTER_SECONDS", 1e9)  # the state carried over, as before
+    assert (quiet_part(loud, silence, quiet) >= 0.5).sum() < (fresh >= 0.5).sum() / 2
 
 
 def segment_of(stream: str, seq: int, audio: np.ndarray, start: float, end_of_stream: bool = False) -> PerceivedSegment:

@@ -6,6 +6,14 @@ frames in one call (~2 ms per second of audio here), and carry its LSTM state,
 the 64-sample context and any leftover samples from one segment to the next:
 restarting it at every segment boundary changed probabilities near the cut by
 up to 0.95 on real speech, so VAD is per-stream state, not per-segment work.
+But the state does not forget a turn: after a louder turn and seconds of silence,
+a quiet speaker's next sentence scored at most 0.83 (8 frames over 0.5) where the
+same audio after a fresh start scored 1.0 (34 frames; a RAVDESS sad clip at -42 dBFS
+peak, lost whole in a two-channel call, issue 19). So the model restarts once a
+pause after speech has lasted `RESET_AFTER_SECONDS` with every frame under
+`RESET_BELOW` (`_ChannelState.reset_at`): each turn is heard as training's live cut
+hears a clip, from a fresh state, and where the restart falls depends on the
+probabilities alone, never on how the stream was cut into segments.
 
 `UtteranceCutter` turns probabilities into utterances with hysteresis: speech
 starts when the probability reaches `vad_onset`, pauses when it falls below
@@ -63,6 +71,11 @@ STATE_SIZE = 128  # LSTM hidden and cell size
 VOICED_SHARE = 0.5
 VOICED_SPEECH_DB = -35.0  # dBFS; RAVDESS's voiced frames lie around -30 (normal) to -10 (shouted)
 PITCH_MOVE = 0.001
+# StreamingVad restarts the model after this long a pause after speech (every frame under RESET_BELOW): longer
+# than the merge gap and Smart Turn's pause, so within an utterance it never restarts.
+RESET_AFTER_SECONDS = 1.0
+RESET_BELOW = 0.1
+SPEECH_PROBABILITY = 0.5  # a frame at least this likely is speech heard since the last restart
 
 
 def _load_session():  # type: ignore[no-untyped-def]
@@ -82,6 +95,21 @@ class _ChannelState:
     context: np.ndarray = field(default_factory=lambda: np.zeros(CONTEXT_SAMPLES, np.float32))
     leftover: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))
     next_time: float | None = None  # stream time of the first sample not yet scored
+    heard_speech: bool = False  # a frame of speech since the model (re)started
+    quiet_frames: int = 0  # frames under RESET_BELOW since the last one that was not
+
+    def reset_at(self, probabilities: np.ndarray) -> int | None:
+        """Follow the frames' probabilities; the index of the frame after which the model restarts (None: it does
+        not within these frames; the counts then carry over to the next)."""
+        needed = round(RESET_AFTER_SECONDS / FRAME_SECONDS)
+        for k, p in enumerate(probabilities):
+            self.heard_speech = self.heard_speech or p >= SPEECH_PROBABILITY
+            self.quiet_frames = self.quiet_frames + 1 if p < RESET_BELOW else 0
+            if self.heard_speech and self.quiet_frames >= needed:
+                self.hidden, self.cell = _ChannelState().hidden, _ChannelState().cell
+                self.heard_speech, self.quiet_frames = False, 0
+                return k
+        return None
 
 
 class StreamingVad:
@@ -115,12 +143,21 @@ class StreamingVad:
         frames = samples[: count * FRAME_SAMPLES].reshape(count, FRAME_SAMPLES)
         contexts = np.vstack([state.context[None], frames[:-1, -CONTEXT_SAMPLES:]])
         state.context = frames[-1, -CONTEXT_SAMPLES:].copy()
-        probabilities, state.hidden, state.cell = self._session.run(
-            ["speech_probs", "hn", "cn"],
-            {"input": np.concatenate([contexts, frames], axis=1), "h": state.hidden, "c": state.cell},
-        )
+        inputs = np.concatenate([contexts, frames], axis=1)
+        scored: list[np.ndarray] = []
+        while len(inputs):  # the frames after a restart are scored again from the fresh state
+            probabilities, hidden, cell = self._session.run(
+                ["speech_probs", "hn", "cn"], {"input": inputs, "h": state.hidden, "c": state.cell})
+            probabilities = np.asarray(probabilities, np.float32).reshape(-1)
+            restart = state.reset_at(probabilities)
+            if restart is None:
+                state.hidden, state.cell = hidden, cell
+                scored.append(probabilities)
+                break
+            scored.append(probabilities[: restart + 1])
+            inputs = inputs[restart + 1 :]
         times = first_time + np.arange(count) * FRAME_SECONDS
-        return times, np.asarray(probabilities, np.float32).reshape(-1)
+        return times, np.concatenate(scored)
 
 
 def voiced_speech(times: np.ndarray, frames: ProsodyFrames) -> np.ndarray:
