@@ -53,9 +53,9 @@ from emostream.training.train import (
     cached_rows,
     calibration_folds,
     corpus_folds,
+    corpus_model,
     corpus_order,
     fold_model,
-    held_out_model,
     load_train_config,
     read_dataset,
 )
@@ -181,8 +181,8 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
 
 def corpus_models(config: TrainConfig, recorded: list[dict[str, Any]], cache: Path, keys: set[str]) -> list[tuple[set[str], Any]]:
     """Leave one corpus out: per corpus, its speakers and the recipe's model trained on the other corpora (runs
-    <name>-on-<corpora>, as `train.leave_one_corpus_out` names them, reused when finished)."""
-    return [(set(fold.held_out), held_out_model(config, f"{config.name}-on-{'-'.join(fold.trains_on)}", set(fold.held_out), cache, keys)[1])
+    <name>-on-<corpora>, `train.corpus_model`, as `train.leave_one_corpus_out` trains them, reused when finished)."""
+    return [(set(fold.held_out), corpus_model(config, fold, cache, keys)[1])
             for fold in corpus_folds(config, recorded).values() if fold is not None]
 
 

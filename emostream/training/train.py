@@ -583,6 +583,12 @@ def corpus_folds(config: TrainConfig, rows: list[dict[str, Any]]) -> dict[str, C
     return folds
 
 
+def corpus_model(config: TrainConfig, fold: CorpusFold, cache: Path, keys: set[str] | None):  # type: ignore[no-untyped-def]
+    """A leave-one-corpus-out fold's model: run <name>-on-<corpora>, one seed, trained on every speaker of the corpora
+    it trains on (a finished run is reused). Returns the run's config and the model."""
+    return held_out_model(config, f"{config.name}-on-{'-'.join(fold.trains_on)}", set(fold.held_out), cache, keys)
+
+
 def leave_one_corpus_out(config: TrainConfig, cache: Path, keys: set[str] | None) -> dict[str, dict[str, float] | None]:
     """The recipe's leave-one-corpus-out CV (corpus_folds): each held-out corpus scored by a model of this recipe (one
     seed, run <name>-on-<corpora>, reused when finished; one per distinct set of training corpora) on every
@@ -600,7 +606,7 @@ def leave_one_corpus_out(config: TrainConfig, cache: Path, keys: set[str] | None
             result[corpus] = None
             continue
         if fold.trains_on not in models:
-            models[fold.trains_on] = held_out_model(config, f"{config.name}-on-{'-'.join(fold.trains_on)}", set(fold.held_out), cache, keys)
+            models[fold.trains_on] = corpus_model(config, fold, cache, keys)
         run, model = models[fold.trains_on]
         labels = list(model.config.labels)
         samples = [s for s in validation_samples([r for r in rows if r["dataset"] == corpus], run, labels) if s.label >= 0]

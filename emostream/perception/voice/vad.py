@@ -106,7 +106,7 @@ class _ChannelState:
             self.heard_speech = self.heard_speech or p >= SPEECH_PROBABILITY
             self.quiet_frames = self.quiet_frames + 1 if p < RESET_BELOW else 0
             if self.heard_speech and self.quiet_frames >= needed:
-                self.hidden, self.cell = _ChannelState().hidden, _ChannelState().cell
+                self.hidden, self.cell = np.zeros_like(self.hidden), np.zeros_like(self.cell)
                 self.heard_speech, self.quiet_frames = False, 0
                 return k
         return None
