@@ -14,7 +14,8 @@ fold model is scored on the rows of the speakers it held out, the same rows for 
   with the speaker statistics the live path has in a call of --call-turns of its clips (`data.call_statistics`:
   none for a call's first two utterances, then running), weighed as the scorer weighs them (`--prior`,
   `score.speaker_view_weight`).
-Figures per scored row (a clip cut in two counts twice; a clip cut to nothing counts as lost, unscored), the
+Figures per scored row (a clip cut in two counts twice; a clip cut to nothing counts as lost, unscored), and per
+recording ("per recording": one answer per clip, the mean of its utterances', as `emostream evaluate` scores), the
 held-out predictions of the folds pooled: WAR, UAR, ECE, and ECE after the recipe's own temperature (fitted as
 `emostream train` fits it, on the recipe's own held-out rows: whole clips for the whole recipe, cut 16 kHz batch
 for the live one). Printed and appended to --out/results.jsonl, never asserted. With `--loco` the folds are the corpora
@@ -103,7 +104,7 @@ def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str,
     """Add a fold model's predictions on its held-out speakers' rows of every material to `pooled`."""
     from emostream.models.score import speaker_floor
     from emostream.training.data import call_statistics, samples_from_rows
-    from emostream.training.evaluate import predict
+    from emostream.training.evaluate import per_clip, predict
 
     labels = list(model.config.labels)
     for material, rows in rows_by_material.items():
@@ -116,10 +117,15 @@ def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str,
         for name, samples in regimes.items():
             labelled = [s for s in samples if s.label >= 0]
             probabilities, _, _ = predict(model, labelled, prior)
-            into = pooled.setdefault(name, HeldOut([], [], []))
-            into.corpus += [corpus[s.key] for s in labelled]
-            into.truth += [s.label for s in labelled]
-            into.probabilities += list(probabilities)
+            recordings, (pooled_probabilities,) = per_clip(labelled, probabilities)
+            for key, scored, answers in ((name, labelled, probabilities),
+                                         (f"{name}, per recording", recordings, pooled_probabilities)):
+                if material == "whole clips" and key != name:
+                    continue  # a whole clip is one recording already
+                into = pooled.setdefault(key, HeldOut([], [], []))
+                into.corpus += [corpus[s.key] for s in scored]
+                into.truth += [s.label for s in scored]
+                into.probabilities += list(answers)
 
 
 def figures(held: HeldOut, mask: np.ndarray, labels: list[str], temperature: float) -> dict[str, float]:

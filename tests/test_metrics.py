@@ -201,3 +201,15 @@ def test_expected_calibration_error() -> None:
     assert expected_calibration_error(np.array([[1.0, 0.0], [0.0, 1.0]]), np.array([0, 1])) == 0.0
     with pytest.raises(ValueError, match="expected probabilities"):
         expected_calibration_error(np.zeros((3, 2)), np.zeros(2))
+
+
+def test_probabilities_give_the_calibration_error_and_mean_confidence() -> None:
+    probabilities = np.full((8, 3), 0.1)
+    probabilities[np.arange(8), [LABELS.index(p) for p in PRED]] = 0.8  # the prediction at 80%, 6 of 8 right
+    report = evaluate_predictions(TRUTH, PRED, LABELS, probabilities=probabilities)
+    assert report.mean_confidence == pytest.approx(0.8)
+    assert report.ece == pytest.approx(0.05)  # one bin: |0.75 - 0.8|
+    assert "ECE          0.0500" in report.format() and report.to_dict()["ece"] == pytest.approx(0.05)
+    assert evaluate_predictions(TRUTH, PRED, LABELS).ece is None
+    with pytest.raises(ValueError, match="probabilities has shape"):
+        evaluate_predictions(TRUTH, PRED, LABELS, probabilities=probabilities[:, :2])

@@ -6,6 +6,10 @@ sees it); "live" feeds each speaker's utterances one by one in a fixed random
 order through the scorer's own running statistics, as the live job does (the
 first two utterances of each speaker have none, and the next ones' answers lean
 on them only as they grow: `score.speaker_view_weight`).
+
+A clip is one answer whatever it was cut into: the live path may cut a clip into
+several utterances (`features.Augment.live_cut`), and the clip's answer is the
+mean of theirs (`per_clip`), as a listener would judge the whole recording.
 """
 
 from __future__ import annotations
@@ -59,20 +63,32 @@ def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> n
     return probabilities
 
 
+def per_clip(samples: list[Sample], *answers: np.ndarray) -> tuple[list[Sample], list[np.ndarray]]:
+    """One answer per clip (example key and variant): the mean of its utterances' answers (rows of each array in
+    `answers`, aligned with `samples`). Returns each clip's first sample (its labels) and the pooled arrays."""
+    clips: dict[tuple[str, int], list[int]] = {}
+    for index, sample in enumerate(samples):
+        clips.setdefault((sample.key, sample.variant), []).append(index)
+    if not clips:
+        return [], [answer[:0] for answer in answers]
+    firsts = [samples[indices[0]] for indices in clips.values()]
+    return firsts, [np.stack([answer[indices].mean(axis=0) for indices in clips.values()]) for answer in answers]
+
+
 def evaluate_samples(model: ScoringModel, samples: list[Sample], labels: list[str], live: bool = False) -> Report:
-    """Recognition metrics over the labelled samples (WAR, UAR, weighted F1, confusion, valence/arousal MSE)."""
+    """Recognition metrics over the labelled clips (WAR, UAR, weighted F1, ECE, confusion, valence/arousal MSE), each
+    clip's answer the mean of its utterances' (`per_clip`)."""
     labelled = [s for s in samples if s.label >= 0]
     if live:
-        probabilities = predict_live(model, labelled)
+        clips, (probabilities,) = per_clip(labelled, predict_live(model, labelled))
         valence = arousal = None
     else:
-        probabilities, valence, arousal = predict(model, labelled)
-    truth = [labels[s.label] for s in labelled]
-    predicted = [labels[int(i)] for i in probabilities.argmax(axis=1)]
+        clips, (probabilities, valence, arousal) = per_clip(labelled, *predict(model, labelled))
     return evaluate_predictions(
-        truth, predicted, tuple(labels),
-        valence_truth=[s.valence for s in labelled] if valence is not None else None,
+        [labels[c.label] for c in clips], [labels[int(i)] for i in probabilities.argmax(axis=1)], tuple(labels),
+        valence_truth=[c.valence for c in clips] if valence is not None else None,
         valence_pred=list(valence) if valence is not None else None,
-        arousal_truth=[s.arousal for s in labelled] if arousal is not None else None,
+        arousal_truth=[c.arousal for c in clips] if arousal is not None else None,
         arousal_pred=list(arousal) if arousal is not None else None,
+        probabilities=probabilities,
     )

@@ -54,6 +54,8 @@ class Report:
         arousal_mse: mean squared arousal error over examples with an arousal target, or None.
         open_vocabulary_accuracy: MER-OV set-level accuracy (mean of |pred ∩ truth| / |pred|), or None.
         open_vocabulary_recall: MER-OV set-level recall (mean of |pred ∩ truth| / |truth|), or None.
+        ece: expected calibration error of the stated probabilities (`expected_calibration_error`), or None.
+        mean_confidence: mean probability of the predicted class, or None; beside `war`, how over-confident.
 
     Equality is identity (`eq=False`): a numpy array field makes value comparison ambiguous.
     """
@@ -69,6 +71,8 @@ class Report:
     arousal_mse: float | None = None
     open_vocabulary_accuracy: float | None = None
     open_vocabulary_recall: float | None = None
+    ece: float | None = None
+    mean_confidence: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-serialisable dict (plain floats, ints, lists; None for metrics without data)."""
@@ -84,6 +88,8 @@ class Report:
             "arousal_mse": self.arousal_mse,
             "open_vocabulary_accuracy": self.open_vocabulary_accuracy,
             "open_vocabulary_recall": self.open_vocabulary_recall,
+            "ece": self.ece,
+            "mean_confidence": self.mean_confidence,
         }
 
     def format(self) -> str:
@@ -99,6 +105,8 @@ class Report:
             ("arousal MSE", self.arousal_mse),
             ("OV accuracy", self.open_vocabulary_accuracy),
             ("OV recall", self.open_vocabulary_recall),
+            ("ECE", self.ece),
+            ("confidence", self.mean_confidence),
         )
         lines.extend(f"{name:<12} {value:.4f}" for name, value in optional if value is not None)
         lines.append("")
@@ -237,6 +245,7 @@ def evaluate_predictions(
     arousal_pred: Sequence[float | None] | None = None,
     words_truth: Sequence[WordsEntry] | None = None,
     words_pred: Sequence[WordsEntry] | None = None,
+    probabilities: np.ndarray | None = None,
 ) -> Report:
     """Score categorical predictions (and optionally valence/arousal and open-vocabulary words).
 
@@ -249,6 +258,8 @@ def evaluate_predictions(
         arousal_truth, arousal_pred: the same for arousal.
         words_truth, words_pred: per-example emotion words (an iterable of words, a comma-separated
             string, or None) for the MER-OV metrics (see `open_vocabulary_scores`). Give both or neither.
+        probabilities: shape = (count, len(labels)), the probabilities the predictions came from, in `labels`
+            order, for `ece` and `mean_confidence`; None: neither is reported.
 
     Raises:
         ValueError: lengths differ, there are no examples, `labels` is empty or repeats a name, a label
@@ -297,6 +308,12 @@ def evaluate_predictions(
         _check_length(words_truth, count, "words_truth")
         _check_length(words_pred, count, "words_pred")
         ov_accuracy, ov_recall = open_vocabulary_scores(words_truth, words_pred)
+    ece = confidence = None
+    if probabilities is not None:
+        if probabilities.shape != (count, k):
+            raise ValueError(f"probabilities has shape {probabilities.shape}, not (examples, labels) = {(count, k)}")
+        ece = expected_calibration_error(probabilities, true_idx)
+        confidence = float(probabilities.max(axis=1).mean())
 
     return Report(
         labels=labels,
@@ -310,6 +327,8 @@ def evaluate_predictions(
         arousal_mse=_mse(arousal_truth, arousal_pred, count, "arousal"),
         open_vocabulary_accuracy=ov_accuracy,
         open_vocabulary_recall=ov_recall,
+        ece=ece,
+        mean_confidence=confidence,
     )
 
 
