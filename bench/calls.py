@@ -11,11 +11,17 @@ channel that overlap it:
 * mean confidence (the matched events' top probability) against accuracy, and ECE over the matched events.
 
 The speakers must be ones the evaluated model never trained on (`--speakers`). The embedded default trained on
-every speaker of RAVDESS, TESS and EmoDB here, so it has none: evaluate a model exported by a run with
-`data.validation_speakers` (e.g. deployments/train-lite.yaml with a fold's speakers) on those speakers.
+every speaker of RAVDESS, TESS and EmoDB here, so it has none. Either evaluate a model exported by a run with
+`data.validation_speakers` on those speakers, or give a recipe with `--folds`: its `calibration_folds` fold models
+(`train.cross_validate`: the runs `emostream train` trains for the recipe's cv.json, trained here when missing,
+reused when finished under the recipe's run_dir or `--runs`), each exported as `emostream train` exports (its
+Whisper features, the temperature fitted on the folds' held-out predictions) and scored on calls of the speakers
+of `--corpus` its fold held out; the folds' turns are pooled.
 Figures are printed, never asserted. Run inside a loopback-only namespace:
     RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 10 .venv/bin/python bench/calls.py \\
         --model DIR --speakers ravdess-15 ravdess-16 ravdess-17 ravdess-18 [--telephone]'
+    RAY_AUTH_MODE=disabled unshare -n sh -c 'ip link set lo up && exec nice -n 10 .venv/bin/python bench/calls.py \\
+        --folds deployments/train-lite.yaml --telephone'
 """
 
 from __future__ import annotations
@@ -169,33 +175,73 @@ def run_calls(calls: Sequence[Call], folder: Path, model: str | None, gap: float
     return results, labels
 
 
+def fold_models(recipe: Path, runs: Path | None, cache_root: Path | None, folder: Path, corpus: str) -> list[tuple[str, list[str]]]:
+    """Per calibration fold of `recipe`: its fold model, exported into `folder` as `emostream train` exports a model,
+    and the speakers of `corpus` the fold held out (inside an initialised Ray)."""
+    from emostream.settings import load_settings
+    from emostream.training.features import extract_features
+    from emostream.training.train import cross_validate, fold_model, load_train_config, read_dataset, record_export
+
+    config = load_train_config(recipe)
+    config = config.model_copy(update={"run_dir": runs or config.run_dir, "feature_cache": cache_root or config.feature_cache})
+    if config.calibration_folds < 2:
+        raise SystemExit(f"{recipe} trains no fold models (calibration_folds: {config.calibration_folds})")
+    examples = read_dataset(config.data, config.label_set)
+    keys = {e.key for e in examples}
+    cache = extract_features(examples, load_settings(), config.feature_cache, config.augment, workers=config.feature_workers)
+    calibration = cross_validate(config, cache, keys)  # the fold runs, and the temperature fitted on their predictions
+    exported = []
+    for k, fold in enumerate(calibration["folds"], start=1):
+        _, model = fold_model(config, k, set(fold), cache, keys)
+        record_export(model, cache, calibration["temperature"])
+        model.save_pretrained(folder / f"fold-{k}")
+        exported.append((str(folder / f"fold-{k}"), sorted(s for s in fold if s.startswith(f"{corpus}-"))))
+    print(f"# {recipe}: {len(exported)} fold models of runs {config.run_dir}/{config.name}-fold-*, temperature "
+          f"{calibration['temperature']:.2f}")
+    return exported
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--model", help="model folder (default: the embedded default, which has no held-out speakers here)")
-    parser.add_argument("--speakers", nargs="+", required=True, help="speakers the model never trained on, paired into calls")
+    parser.add_argument("--speakers", nargs="+", help="speakers the model never trained on, paired into calls")
+    parser.add_argument("--folds", type=Path, metavar="CONFIG.yaml",
+                        help="instead of --model and --speakers: the recipe's fold models, each on its held-out speakers")
+    parser.add_argument("--corpus", choices=sorted(CORPORA), default="ravdess", help="with --folds: whose speakers call")
+    parser.add_argument("--runs", type=Path, help="with --folds: the fold runs' folder (default: the recipe's run_dir)")
+    parser.add_argument("--cache", type=Path, help="with --folds: the feature cache (default: the recipe's feature_cache)")
     parser.add_argument("--turns", type=int, default=12, help="clips per speaker and call")
     parser.add_argument("--gap", type=float, default=0.8, help="seconds of silence between turns")
     parser.add_argument("--telephone", action="store_true", help="also run the calls band-limited to 8 kHz with mu-law")
     parser.add_argument("--data", type=Path, default=DATA)
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
+    if (args.folds is None) == (args.speakers is None):
+        parser.error("give --speakers (with --model) or --folds CONFIG.yaml")
     import ray
 
-    corpora = sorted({s.split("-")[0] for s in args.speakers})
-    labels = LABEL_SETS["ravdess8"]
-    examples = [e for name in corpora for e in read_corpus(CorpusConfig(dataset=name, path=args.data / CORPORA[name]), "ravdess8")
-                if e.label in labels]
-    calls = plan_calls(examples, args.speakers, args.turns)
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     ray.init(address="local", num_cpus=args.cpus, include_dashboard=False, log_to_driver=False)
-    print(f"# calls: {len(calls)} of {2 * args.turns} turns ({', '.join(args.speakers)}), {args.gap} s gaps, "
-          f"model {args.model or 'default'}")
-    for telephone in (False, True) if args.telephone else (False,):
-        with tempfile.TemporaryDirectory() as tmp:
-            results, labels_used = run_calls(calls, Path(tmp), args.model, args.gap, telephone)
-        f = call_figures(results, labels_used)
-        print(f"{'8 kHz mu-law' if telephone else '16 kHz':>12}: {f.right:.1%} of {f.turns} turns right, {f.lost} lost, "
-              f"{f.split} split; matched: accuracy {f.accuracy_matched:.1%}, mean confidence {f.confidence:.1%}, ECE {f.ece:.3f}")
+    with tempfile.TemporaryDirectory() as models:
+        plan = (fold_models(args.folds, args.runs, args.cache, Path(models), args.corpus) if args.folds
+                else [(args.model, args.speakers)])
+        speakers = [s for _, fold in plan for s in fold]
+        corpora = sorted({s.split("-")[0] for s in speakers})
+        labels = LABEL_SETS["ravdess8"]
+        examples = [e for name in corpora
+                    for e in read_corpus(CorpusConfig(dataset=name, path=args.data / CORPORA[name]), "ravdess8") if e.label in labels]
+        calls = [(model, plan_calls(examples, fold, args.turns)) for model, fold in plan]
+        print(f"# calls: {sum(len(c) for _, c in calls)} of {2 * args.turns} turns ({', '.join(speakers)}), {args.gap} s "
+              f"gaps, model {args.folds or args.model or 'default'}")
+        for telephone in (False, True) if args.telephone else (False,):
+            results: list[TurnResult] = []
+            for model, fold_calls in calls:
+                with tempfile.TemporaryDirectory() as tmp:
+                    scored, labels_used = run_calls(fold_calls, Path(tmp), model, args.gap, telephone)
+                results += scored
+            f = call_figures(results, labels_used)
+            print(f"{'8 kHz mu-law' if telephone else '16 kHz':>12}: {f.right:.1%} of {f.turns} turns right, {f.lost} lost, "
+                  f"{f.split} split; matched: accuracy {f.accuracy_matched:.1%}, mean confidence {f.confidence:.1%}, ECE {f.ece:.3f}")
     ray.shutdown()
 
 

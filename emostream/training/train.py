@@ -469,18 +469,24 @@ def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple
         metrics = {**metrics, **validation_figures(model, validation, model.config.labels)}
     # after the exported model's own runs: a stopped run has those first, and the folds only calibrate them
     calibration = cross_validate(config, cache, keys) if config.calibration_folds else None
-    recorded: dict[str, Any] = {"audio_features": trained_audio_features(cache)}
-    if calibration is not None:
-        recorded["calibration_temperature"] = calibration["temperature"]
-    for part in [model, *getattr(model, "members", [])]:  # an ensemble's members score with their own config
-        for name, value in recorded.items():
-            setattr(part.config, name, value)
+    record_export(model, cache, calibration["temperature"] if calibration is not None else None)
     config.export.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(config.export)
     if calibration is not None:
         (config.export / "cv.json").write_text(json.dumps(calibration, indent=1) + "\n")
         metrics = {**metrics, **{f"cv_{name}": value for name, value in calibration["pooled"].items()}}
     return config.export, metrics
+
+
+def record_export(model, cache: Path, temperature: float | None) -> None:  # type: ignore[no-untyped-def]
+    """Record in the model's config (and each ensemble member's, which score with their own) what serving must know:
+    the Whisper features it was trained on and, when its recipe was cross-validated, the fitted softmax temperature."""
+    recorded: dict[str, Any] = {"audio_features": trained_audio_features(cache)}
+    if temperature is not None:
+        recorded["calibration_temperature"] = temperature
+    for part in [model, *getattr(model, "members", [])]:
+        for name, value in recorded.items():
+            setattr(part.config, name, value)
 
 
 def trained_audio_features(cache: Path) -> str | None:
