@@ -13,7 +13,10 @@ fold model is scored on the rows of the speakers it held out, the same rows for 
   each cut set twice: "batch", each speaker normalised over all its cut utterances on that line, and "live",
   with the speaker statistics the live path has in a call of --call-turns of its clips (`data.call_statistics`:
   none for a call's first two utterances, then running), weighed as the scorer weighs them (`--prior`,
-  `score.speaker_view_weight`).
+  `score.speaker_view_weight`), the answer without them standardised over the site, as a scorer does once it
+  has scored enough of one (`score.SiteStatistics`; here each corpus on each line is a site, and a speaker's site
+  statistics are those of the other held-out speakers' rows of it, never their own; `--no-sites`: over the
+  training set).
 Figures per scored row (a clip cut in two counts twice; a clip cut to nothing counts as lost, unscored), and per
 recording ("per recording": one answer per clip, the mean of its utterances', as `emostream evaluate` scores), the
 held-out predictions of the folds pooled: WAR, UAR, ECE, and ECE after the recipe's own temperature (fitted as
@@ -100,23 +103,32 @@ def materials(whole_rows: list[dict[str, Any]], live_rows: list[dict[str, Any]])
 
 
 def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str, Any]]], call_turns: int,  # type: ignore[no-untyped-def]
-               pooled: dict[str, HeldOut], prior: float) -> None:
-    """Add a fold model's predictions on its held-out speakers' rows of every material to `pooled`."""
+               pooled: dict[str, HeldOut], prior: float, sites: bool) -> None:
+    """Add a fold model's predictions on its held-out speakers' rows of every material to `pooled` (with `sites`, the
+    view without speaker statistics standardised over the other held-out speakers' rows of the utterance's corpus and
+    line, when there are `score.SiteStatistics`' minimum of them)."""
     from emostream.models.score import speaker_floor
     from emostream.training.data import call_statistics, samples_from_rows
-    from emostream.training.evaluate import per_clip, predict
+    from emostream.training.evaluate import per_clip, predict, site_of
 
     labels = list(model.config.labels)
     for material, rows in rows_by_material.items():
         held = [r for r in rows if r["speaker"] in fold]
-        corpus = {r["key"]: r["dataset"] for r in held}
+        corpus, speaker_of = {r["key"]: r["dataset"] for r in held}, {r["key"]: r["speaker"] for r in held}
         # every held-out row counts in its speaker's statistics (EmoDB's boredom too); labelled ones are scored
         batch = samples_from_rows(held, labels, model.config.label_set)
         regimes = {material: batch} if material == "whole clips" else {
             f"{material}, batch": batch, f"{material}, live": call_statistics(batch, speaker_floor(model), call_turns)}
         for name, samples in regimes.items():
             labelled = [s for s in samples if s.label >= 0]
-            probabilities, _, _ = predict(model, labelled, prior)
+            probabilities = np.zeros((len(labelled), len(labels)), np.float32)
+            # each corpus on each line a site of its own (score.SiteStatistics), as a scorer knows it from the other
+            # callers: a speaker's site statistics are those of the corpus's other held-out speakers' utterances
+            for line, speaker in sorted({(corpus[s.key], speaker_of[s.key]) for s in labelled}):
+                scored = [i for i, s in enumerate(labelled) if (corpus[s.key], speaker_of[s.key]) == (line, speaker)]
+                others = [s for s in samples if corpus[s.key] == line and speaker_of[s.key] != speaker]
+                site = site_of(model, others) if sites else None
+                probabilities[scored] = predict(model, [labelled[i] for i in scored], prior, site)[0]
             recordings, (pooled_probabilities,) = per_clip(labelled, probabilities)
             for key, scored, answers in ((name, labelled, probabilities),
                                          (f"{name}, per recording", recordings, pooled_probabilities)):
@@ -152,7 +164,7 @@ def cell(f: dict[str, float]) -> str:
 
 
 def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[dict[str, Any]]], labelled: set[str],
-            corpora: list[str], call_turns: int, prior: float, results: Path) -> None:
+            corpora: list[str], call_turns: int, prior: float, sites: bool, results: Path) -> None:
     """Score every recipe's fold models (each with the speakers it held out) on the held-out rows of every material,
     print the two recipes side by side and append the figures to `results`."""
     from emostream.training.metrics import fit_temperature
@@ -160,13 +172,14 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
     pooled: dict[str, dict[str, HeldOut]] = {name: {} for name in RECIPES}
     for name in RECIPES:
         for fold, model in models[name]:
-            score_fold(model, fold, rows, call_turns, pooled[name], prior)
+            score_fold(model, fold, rows, call_turns, pooled[name], prior, sites)
     labels = list(models["whole"][0][1].config.labels)
     temperature = {name: fit_temperature(np.stack(pooled[name][OWN_MATERIAL[name]].probabilities),
                                          np.array(pooled[name][OWN_MATERIAL[name]].truth)) for name in RECIPES}
     counts = cut_counts(rows, labelled)
     print(f"# {len(labelled)} labelled clips, {len(models['whole'])} folds (the same for both); speaker view prior "
-          f"{prior:g} (score.speaker_view_weight); temperatures: whole "
+          f"{prior:g} (score.speaker_view_weight); sites "
+          f"{'on' if sites else 'off'}; temperatures: whole "
           f"{temperature['whole']:.2f}, live {temperature['live']:.2f}; cut: "
           + "; ".join(f"{m}: {c['lost']} lost, {c['split']} split" for m, c in counts.items()), flush=True)
     print("\n| held out | corpus | rows | whole-clip training: WAR / UAR / ECE → calibrated | live-path training |")
@@ -180,7 +193,7 @@ def compare(models: dict[str, list[tuple[set[str], Any]]], rows: dict[str, list[
                     continue
                 cells = {recipe: figures(pooled[recipe][material], mask, labels, temperature[recipe]) for recipe in RECIPES}
                 for recipe, figured in cells.items():
-                    out.write(json.dumps({"recipe": recipe, "material": material, "corpus": name, "prior": prior,
+                    out.write(json.dumps({"recipe": recipe, "material": material, "corpus": name, "prior": prior, "sites": sites,
                                           "temperature": temperature[recipe], **figured}) + "\n")
                 print(f"| {material} | {name} | {cells['whole']['rows']} | {cell(cells['whole'])} | {cell(cells['live'])} |",
                       flush=True)
@@ -204,6 +217,8 @@ def main() -> None:
                         "corpus scored by a model of the recipe trained on the others (train.corpus_folds)")
     parser.add_argument("--prior", type=float, default=SPEAKER_VIEW_PRIOR,
                         help="how the running statistics' view is weighed (score.speaker_view_weight; 0: alone, as before)")
+    parser.add_argument("--no-sites", action="store_true", help="the view without speaker statistics standardised over "
+                        "the training set, as before site statistics (score.SiteStatistics)")
     parser.add_argument("--cpus", type=int, default=2)
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -233,7 +248,7 @@ def main() -> None:
         raise SystemExit("the two recipes dealt different folds (a speaker lost entirely by the live cut?): not comparable")
     rows = materials(cached_rows(caches["whole"], keys), cached_rows(caches["live"], keys))
     compare(models, rows, labelled, corpus_order(configs["whole"], rows["whole clips"]), args.call_turns, args.prior,
-            args.out / "results.jsonl")
+            not args.no_sites, args.out / "results.jsonl")
 
 
 if __name__ == "__main__":

@@ -161,6 +161,11 @@ class VoiceSettings(_Section):
         return self
 
 
+# The scorer's view of the voice without speaker statistics is standardised over the site's own utterances (every one
+# that scorer has scored) once there are this many, over the training set before (models/score.py SiteStatistics).
+SITE_MIN_UTTERANCES = 30
+
+
 class ServeSettings(_Section):
     """The Ray Serve application: HTTP ingress, limits, the emotion model it serves."""
 
@@ -175,6 +180,9 @@ class ServeSettings(_Section):
     bearer_token: str | None = None  # when set, every /v1 call but healthz needs "Authorization: Bearer <token>"
     model: Path | None = None  # emotion model folder or preset name; default: the embedded lite-ravdess checkpoint
     model_name: str | None = None  # reported in events and /v1/model (default: from the checkpoint)
+    # after this many utterances, a scorer standardises voices without speaker statistics over all it has scored (a
+    # new line or microphone moves every voice feature); 0: always over the training set (e.g. a replica shared by sites)
+    site_after_utterances: int = Field(SITE_MIN_UTTERANCES, ge=0)
     max_batch_size: int = Field(16, ge=1)  # utterances the model deployment batches across requests
     batch_wait_seconds: float = Field(0.01, ge=0)
     # A checkpoint with a language model (e.g. a fine-tuned mllm export) writing open-vocabulary words and the measured

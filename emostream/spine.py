@@ -64,7 +64,8 @@ class Spine:
     @property
     def scorer(self) -> Score:
         if self._scorer is None:
-            self._scorer = load_scorer(self.settings.serve.model, self.settings.serve.model_name)
+            self._scorer = load_scorer(self.settings.serve.model, self.settings.serve.model_name,
+                                       self.settings.serve.site_after_utterances)
         return self._scorer
 
     # -- stages after per-segment perception ------------------------------------------------------

@@ -96,3 +96,55 @@ def test_call_statistics_record_how_many_utterances_came_before(model: EmotionMo
     early = [i for i, s in enumerate(called) if s.speaker_count < 2]
     np.testing.assert_allclose(with_mix[early], without_mix[early], rtol=1e-5, atol=1e-6)
     assert not np.allclose(with_mix[late], without_mix[late])
+
+
+# -- the site's statistics: the view without speaker statistics, standardised over what the scorer has scored ------
+
+def shifted(bundle, offset: np.ndarray):  # type: ignore[no-untyped-def]
+    """The bundle as another line or microphone would give it: every Whisper feature moved by `offset`."""
+    return replace(bundle, audio_embedding=bundle.audio_embedding + offset)
+
+
+@torch.inference_mode()
+def test_site_statistics_standardise_the_voice_over_what_the_scorer_scored(model: EmotionModel) -> None:
+    from emostream.models.inputs import voice_vector
+    from emostream.models.score import SiteStatistics
+
+    bundles = [random_bundle(seed=i, face=False, frames=False) for i in range(5)]
+    inputs = collate(bundles[:2] + [random_bundle(seed=9, audio=False, face=False, frames=False)], model.config)
+    site = SiteStatistics(model, after=3)
+    site.add(bundles[:2])
+    assert site.standardise(inputs) is inputs  # two utterances: still the training set's standardisation
+    assert not site.known
+    site.add(bundles[2:])
+    assert site.known
+    moved = site.standardise(inputs)
+    vectors = np.stack([voice_vector(b) for b in bundles])
+    std = np.maximum(vectors.std(axis=0, ddof=1), speaker_floor(model))
+    adapter = model.audio_adapter
+    got = (moved.voice[:2] - adapter.voice_mean) / adapter.voice_std  # what the model's standardisation reads
+    np.testing.assert_allclose(got.numpy(), (vectors[:2] - vectors.mean(axis=0)) / std, rtol=1e-4, atol=1e-4)
+    torch.testing.assert_close(moved.voice[2], inputs.voice[2])  # no audio: nothing to move
+    assert SiteStatistics(model, after=0).standardise(inputs) is inputs  # 0: off
+
+
+@torch.inference_mode()
+def test_a_new_line_that_moves_every_voice_feature_gives_the_same_first_answers_once_the_site_is_known(
+        model: EmotionModel) -> None:
+    """A site whose line adds the same offset to every Whisper feature: once the scorer has scored enough of it, a new
+    speaker's first utterance (no statistics of their own) gets the answer it would get on the original line.
+    Standardised over the training set instead, the offset changes the answer."""
+    offset = np.random.default_rng(1).normal(0, 2.0, 768).astype(np.float32)
+    site = [replace(random_bundle(seed=i, face=False, frames=False), stream_id=f"call-{i}") for i in range(6)]
+    newcomer = replace(random_bundle(seed=42, face=False, frames=False), stream_id="call-new")
+
+    def first_answer(after: int, move: np.ndarray) -> np.ndarray:
+        scorer = EmotionScorer(model, "tiny", "test", site_after=after)
+        for bundle in site:
+            scorer.score([shifted(bundle, move)], StreamContexts())
+        event = scorer.score([shifted(newcomer, move)], StreamContexts())[0]
+        return np.array([event.probabilities[label] for label in model.config.labels])
+
+    zero = np.zeros_like(offset)
+    np.testing.assert_allclose(first_answer(5, offset), first_answer(5, zero), atol=1e-5)
+    assert not np.allclose(first_answer(0, offset), first_answer(0, zero), atol=1e-3)

@@ -57,7 +57,8 @@ def file_events(
     from emostream.models.score import load_scorer
     from emostream.spine import Spine
 
-    scorer = load_scorer(settings.serve.model, settings.serve.model_name)  # first: a wrong --model fails fast
+    # first: a wrong --model fails fast
+    scorer = load_scorer(settings.serve.model, settings.serve.model_name, settings.serve.site_after_utterances)
     yield from Spine(settings, scorer=scorer).file_events(path, stream_id, channels)
 
 

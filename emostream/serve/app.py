@@ -176,7 +176,7 @@ class Scorer:
         from emostream.models.score import load_scorer  # noqa: PLC0415
 
         settings = Settings.model_validate_json(settings_json).serve
-        self.scorer = load_scorer(settings.model, settings.model_name)
+        self.scorer = load_scorer(settings.model, settings.model_name, settings.site_after_utterances)
         self.score_batch.set_max_batch_size(settings.max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(settings.batch_wait_seconds)
 

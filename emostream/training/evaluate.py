@@ -5,7 +5,9 @@ speaker's statistics over all their utterances (a finished call, as backfill
 sees it); "live" feeds each speaker's utterances one by one in a fixed random
 order through the scorer's own running statistics, as the live job does (the
 first two utterances of each speaker have none, and the next ones' answers lean
-on them only as they grow: `score.speaker_view_weight`).
+on them only as they grow: `score.speaker_view_weight`; the answer without them
+is standardised over every utterance scored so far once there are enough:
+`score.SiteStatistics`).
 
 A clip is one answer whatever it was cut into: the live path may cut a clip into
 several utterances (`features.Augment.live_cut`), and the clip's answer is the
@@ -18,26 +20,44 @@ import numpy as np
 import torch
 
 from emostream.models.model import ScoringModel
-from emostream.models.score import SPEAKER_VIEW_PRIOR, StreamContexts, as_scored, speaker_floor, speaker_view_weight, views_forward
+from emostream.models.score import (
+    SPEAKER_VIEW_PRIOR,
+    SiteStatistics,
+    StreamContexts,
+    as_scored,
+    speaker_floor,
+    speaker_view_weight,
+    views_forward,
+)
 from emostream.training.data import Sample, batch
 from emostream.training.metrics import Report, evaluate_predictions
 
 BATCH = 64
 
 
+def site_of(model: ScoringModel, samples: list[Sample]) -> SiteStatistics:
+    """The site statistics of a scorer that has scored every one of `samples` (one line, room or corpus), known as
+    the scorer would know them (from `SITE_MIN_UTTERANCES` on)."""
+    site = SiteStatistics(model)
+    site.add([s.bundle for s in samples])
+    return site
+
+
 @torch.inference_mode()
-def predict(model: ScoringModel, samples: list[Sample],
-            prior: float = SPEAKER_VIEW_PRIOR) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def predict(model: ScoringModel, samples: list[Sample], prior: float = SPEAKER_VIEW_PRIOR,
+            site: SiteStatistics | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Probabilities, valence and arousal for samples, with the speaker statistics they carry (whole-speaker ones
     from `samples_from_rows`, a call's from `call_statistics`), scored as the scorer scores (`views_forward`, with
-    `speaker_view_weight(count, prior)`)."""
+    `speaker_view_weight(count, prior)`; the view without speaker statistics standardised over `site`, when given,
+    as a scorer standardises it once it has scored enough of a site: `SiteStatistics`)."""
     model.eval()
     probabilities, valence, arousal = [], [], []
     for first in range(0, len(samples), BATCH):
         part = samples[first : first + BATCH]
         inputs, _ = batch(part, model.config)
+        inputs = as_scored(inputs, model.config)
         weight = torch.tensor([1.0 if s.speaker_count is None else speaker_view_weight(s.speaker_count, prior) for s in part])
-        output = views_forward(model, as_scored(inputs, model.config).to(model.device), weight)
+        output = views_forward(model, (site.standardise(inputs) if site else inputs).to(model.device), weight)
         probabilities.append(output.probabilities.cpu().numpy())
         valence.append(output.valence.cpu().numpy())
         arousal.append(output.arousal.cpu().numpy())
@@ -48,9 +68,10 @@ def predict(model: ScoringModel, samples: list[Sample],
 
 @torch.inference_mode()
 def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> np.ndarray:
-    """Probabilities when each speaker's utterances arrive one at a time (running speaker statistics)."""
+    """Probabilities when each speaker's utterances arrive one at a time, as one scorer scores them: the running
+    speaker statistics, and the site's (`SiteStatistics`, every utterance scored so far) once there are enough."""
     model.eval()
-    contexts = StreamContexts()
+    contexts, site = StreamContexts(), SiteStatistics(model)
     floor = speaker_floor(model)
     order = np.random.default_rng(seed).permutation(len(samples))
     probabilities = np.zeros((len(samples), len(model.config.labels)), np.float32)
@@ -59,7 +80,9 @@ def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> n
         z, earlier = contexts.speaker_z(sample.bundle, floor)
         weight = torch.tensor([speaker_view_weight(earlier)])
         inputs, _ = batch([Sample(**{**sample.__dict__, "speaker_z": z})], model.config)
-        probabilities[i] = views_forward(model, as_scored(inputs, model.config).to(model.device), weight).probabilities[0].cpu().numpy()
+        inputs = site.standardise(as_scored(inputs, model.config))
+        site.add([sample.bundle])
+        probabilities[i] = views_forward(model, inputs.to(model.device), weight).probabilities[0].cpu().numpy()
     return probabilities
 
 
