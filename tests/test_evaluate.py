@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from emostream.cli import main
+from emostream.models.presets import DEFAULT_CHECKPOINT
 from emostream.training.data import Sample
 from emostream.training.evaluate import per_clip
 from tests.model_helpers import random_bundle
@@ -75,6 +76,16 @@ def test_evaluate_scores_whole_recordings_and_the_phone_line_when_asked(
     assert "3 labelled recordings of 1 speakers, cut as the live path cuts them (after an 8 kHz phone line)" in \
         capsys.readouterr().out
     assert len(list(cache.iterdir())) == 2  # whole and phone-line features are cached apart
+
+
+def test_evaluate_reads_a_training_configs_validation_speakers(
+        tess_sample: Path, tmp_path: Path, ray_local, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    config = tmp_path / "train.yaml"
+    config.write_text(f"preset: lite\nlabel_set: ravdess8\ndata:\n  dataset: tess\n  path: {tess_sample}\n"
+                      f"  validation_speakers: [tess-YAF]\nfeature_cache: {tmp_path / 'cache'}\nexport: {tmp_path / 'none'}\n"
+                      "stages: [{name: all, epochs: 1}]\n")
+    assert main(["evaluate", str(config), "--model", str(DEFAULT_CHECKPOINT)]) == 0
+    assert "3 labelled recordings of 1 speakers, cut as the live path cuts them" in capsys.readouterr().out
 
 
 def test_evaluate_names_what_is_missing(tess_sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
