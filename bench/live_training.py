@@ -125,10 +125,10 @@ def score_fold(model, fold: set[str], rows_by_material: dict[str, list[dict[str,
             # each corpus on each line a site of its own (score.SiteStatistics), as a scorer knows it from the other
             # callers: a speaker's site statistics are those of the corpus's other held-out speakers' utterances
             for line, speaker in sorted({(corpus[s.key], speaker_of[s.key]) for s in labelled}):
-                scored = [i for i, s in enumerate(labelled) if (corpus[s.key], speaker_of[s.key]) == (line, speaker)]
+                theirs = [i for i, s in enumerate(labelled) if (corpus[s.key], speaker_of[s.key]) == (line, speaker)]
                 others = [s for s in samples if corpus[s.key] == line and speaker_of[s.key] != speaker]
                 site = site_of(model, others) if sites else None
-                probabilities[scored] = predict(model, [labelled[i] for i in scored], prior, site)[0]
+                probabilities[theirs] = predict(model, [labelled[i] for i in theirs], prior, site)[0]
             recordings, (pooled_probabilities,) = per_clip(labelled, probabilities)
             for key, scored, answers in ((name, labelled, probabilities),
                                          (f"{name}, per recording", recordings, pooled_probabilities)):

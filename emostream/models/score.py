@@ -58,10 +58,6 @@ class SiteStatistics:
         self._stats = RunningStats(len(self._model_mean), speaker_floor(model))
 
     @property
-    def count(self) -> int:
-        return self._stats.count
-
-    @property
     def known(self) -> bool:
         """Whether the view without speaker statistics is standardised over the site (`standardise`)."""
         return 0 < self.after <= self._stats.count

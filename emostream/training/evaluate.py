@@ -57,7 +57,7 @@ def predict(model: ScoringModel, samples: list[Sample], prior: float = SPEAKER_V
         inputs, _ = batch(part, model.config)
         inputs = as_scored(inputs, model.config)
         weight = torch.tensor([1.0 if s.speaker_count is None else speaker_view_weight(s.speaker_count, prior) for s in part])
-        output = views_forward(model, (site.standardise(inputs) if site else inputs).to(model.device), weight)
+        output = views_forward(model, (site.standardise(inputs) if site is not None else inputs).to(model.device), weight)
         probabilities.append(output.probabilities.cpu().numpy())
         valence.append(output.valence.cpu().numpy())
         arousal.append(output.arousal.cpu().numpy())
