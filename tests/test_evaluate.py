@@ -88,7 +88,7 @@ def test_evaluate_reads_a_training_configs_validation_speakers(
     assert "3 labelled recordings of 1 speakers, cut as the live path cuts them" in capsys.readouterr().out
 
 
-def test_evaluate_names_what_is_missing(tess_sample: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_evaluate_names_what_is_missing(tess_sample: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     assert main(["evaluate", str(tess_sample)]) == 2
     assert "--dataset" in capsys.readouterr().err
     assert main(["evaluate", str(tess_sample), "--dataset", "emodb"]) == 1
@@ -96,3 +96,7 @@ def test_evaluate_names_what_is_missing(tess_sample: Path, capsys: pytest.Captur
     assert "is not an EmoDB name" in error and str(tess_sample) in error
     assert main(["evaluate", str(tess_sample), "--dataset", "tess", "--speakers", "tess-XYZ"]) == 2
     assert "tess-XYZ" in capsys.readouterr().err
+    config = tmp_path / "train.yaml"
+    config.write_text(f"data:\n  dataset: tess\n  path: {tess_sample}\nstages: [{{name: all, epochs: 1}}]\n")
+    assert main(["evaluate", str(config), "--dataset", "emodb"]) == 2  # a config names its own readers
+    assert "is a training config" in capsys.readouterr().err

@@ -100,6 +100,10 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
         print(f"{source} is not a training config (.yaml): say which reader labels it, --dataset "
               f"{{{','.join(EVALUATE_READERS)}}}", file=sys.stderr)
         return 2
+    if config is not None and args.dataset is not None:
+        print(f"{source} is a training config: it names its corpora and their readers itself; --dataset is for a "
+              "labelled folder or manifest", file=sys.stderr)
+        return 2
     model_name = args.model or (config.export if config is not None else None)
     model = load_model(model_name)
     settings = load_settings(args.config)  # the features the evaluated model reads (voice.audio_features unset: its own)
