@@ -180,24 +180,17 @@ def fold_models(recipe: Path, runs: Path | None, cache_root: Path | None, folder
     and the speakers of `corpus` the fold held out (inside an initialised Ray)."""
     from emostream.settings import load_settings
     from emostream.training.features import extract_features
-    from emostream.training.train import cross_validate, fold_model, load_train_config, read_dataset, record_export
+    from emostream.training.train import export_fold_models, load_train_config, read_dataset
 
     config = load_train_config(recipe)
     config = config.model_copy(update={"run_dir": runs or config.run_dir, "feature_cache": cache_root or config.feature_cache})
     if config.calibration_folds < 2:
         raise SystemExit(f"{recipe} trains no fold models (calibration_folds: {config.calibration_folds})")
     examples = read_dataset(config.data, config.label_set)
-    keys = {e.key for e in examples}
     cache = extract_features(examples, load_settings(), config.feature_cache, config.augment, workers=config.feature_workers)
-    calibration = cross_validate(config, cache, keys)  # the fold runs, and the temperature fitted on their predictions
-    exported = []
-    for k, fold in enumerate(calibration["folds"], start=1):
-        _, model = fold_model(config, k, set(fold), cache, keys)
-        record_export(model, cache, calibration["temperature"])
-        model.save_pretrained(folder / f"fold-{k}")
-        exported.append((str(folder / f"fold-{k}"), sorted(s for s in fold if s.startswith(f"{corpus}-"))))
-    print(f"# {recipe}: {len(exported)} fold models of runs {config.run_dir}/{config.name}-fold-*, temperature "
-          f"{calibration['temperature']:.2f}")
+    exported = [(str(path), [s for s in fold if s.startswith(f"{corpus}-")])
+                for path, fold in export_fold_models(config, cache, {e.key for e in examples}, folder)]
+    print(f"# {recipe}: {len(exported)} fold models of runs {config.run_dir}/{config.name}-fold-*")
     return exported
 
 

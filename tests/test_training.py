@@ -20,7 +20,7 @@ from emostream.models.score import EmotionScorer, StreamContexts
 from emostream.training.data import SpeakerPools, batch, samples_from_rows
 from emostream.training.datasets import Example
 from emostream.training.features import bundle_row, read_features
-from emostream.training.train import TrainConfig, _loss, fit
+from emostream.training.train import TrainConfig, _loss, fit, start_from
 from tests.model_helpers import random_bundle
 
 pytestmark = pytest.mark.broker  # starts Ray: run in the loopback-only namespace like the broker tests
@@ -129,6 +129,30 @@ def test_calibration_folds_cross_validate_fit_a_temperature_and_the_export_appli
         config(tmp_path, epochs=1, calibration_folds=1, data={"path": str(tmp_path)})
     with pytest.raises(ValueError, match="leave data.validation_speakers empty"):
         config(tmp_path, epochs=1, calibration_folds=2)
+
+
+def test_a_run_starts_from_a_trained_classifier_and_its_frozen_blocks_stay_as_trained(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
+    cache = synthetic_cache(tmp_path / "cache", speakers=2, per_speaker=8, captions=True)
+    data = {"path": str(tmp_path), "validation_speakers": []}
+    classifier, _ = fit(config(tmp_path, epochs=2, workers=1, zero_stage=0, data=data), cache)
+    blocks = ["cls", "visual_encoder", "qformer", "audio_adapter", "text_adapter", "modality", "fusion", "norm", "emotion_head",
+              "voice_head", "valence_arousal_head"]
+    describer = config(tmp_path, epochs=2, preset="tiny-llm", workers=1, zero_stage=0, data=data, name="describer",
+                       export=str(tmp_path / "describer"), initial_model=str(classifier),
+                       stages=[{"name": "read", "epochs": 2, "learning_rate": 3e-3, "lora": True, "freeze": blocks}])
+    exported, _ = fit(describer, cache)
+    trained, read = load_model(classifier).state_dict(), load_model(exported).state_dict()
+    for name, value in trained.items():  # every block, head and voice statistic: the classifier's, untouched
+        torch.testing.assert_close(read[name], value, rtol=0, atol=0, msg=name)
+    torch.manual_seed(describer.seed)
+    fresh = tiny(llm=True).state_dict()
+    assert not torch.equal(read["llm_projection.weight"], fresh["llm_projection.weight"])  # what reads them learnt
+
+    with pytest.raises(ValueError, match="not a model folder"):  # refused before any worker starts
+        fit(describer.model_copy(update={"initial_model": tmp_path / "nowhere"}), cache)
+    wide = tiny(llm=True, audio_embedding=3840)
+    with pytest.raises(ValueError, match="do not fit this preset's blocks"):
+        start_from(wide, classifier)
 
 
 def test_llm_captions_train_with_lora_and_the_merged_export_generates(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]

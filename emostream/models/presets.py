@@ -71,7 +71,7 @@ def lite(label_set: str = "ravdess8", audio_embedding: int | None = None, **llm:
     ))
 
 
-def mllm(label_set: str = "ravdess8") -> EmotionModel:
+def mllm(label_set: str = "ravdess8", audio_embedding: int | None = None) -> EmotionModel:
     """lite's encoders, Q-Former and fusion; its fused tokens projected into the embedding space of SmolLM2-135M-Instruct
     (pretrained; converted at install time, see models/smollm.py), which writes the answer (models/instructions.py).
     SmolLM2's weights are referenced by name, not saved in the checkpoint; fine-tuning adds LoRA adapters, which are."""
@@ -80,7 +80,7 @@ def mllm(label_set: str = "ravdess8") -> EmotionModel:
     from emostream.models import smollm  # noqa: PLC0415
 
     llm_config = AutoConfig.from_pretrained(str(smollm.checkpoint_path()), local_files_only=True).to_dict()
-    model = lite(label_set, llm_config=llm_config, llm_path=smollm.NAME)
+    model = lite(label_set, audio_embedding, llm_config=llm_config, llm_path=smollm.NAME)
     model.load_language_model()
     return model
 
@@ -136,7 +136,7 @@ PRESETS: dict[str, Preset] = {
     "tiny": Preset(tiny),
     "tiny-llm": Preset(tiny_llm),
     "lite": Preset(lite, ("audio_embedding",)),
-    "mllm": Preset(mllm),
+    "mllm": Preset(mllm, ("audio_embedding",)),
     "large": Preset(large, ("vision_path", "audio_path", "llm_path", "hidden_size")),
 }
 

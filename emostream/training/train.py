@@ -110,6 +110,11 @@ class TrainConfig(_Section):
     # their predictions on the held-out speakers are the model's own cross-validation (cv.json beside the export:
     # WAR, UAR, ECE before and after calibration) and fit the softmax temperature the export applies (config.calibration_temperature).
     calibration_folds: int = Field(0, ge=0)
+    # A trained classifier export (`emostream train`'s, of the same blocks: lite's for mllm) whose weights, voice
+    # statistics included, the run starts from instead of fresh ones; an ensemble gives its first member. Parts it
+    # lacks (the mllm's projector and language model) start as the preset builds them. With a stage's `freeze`, its
+    # blocks stay as trained and only the rest learns to read them (mllm: the projector and the LoRA adapters).
+    initial_model: Path | None = None
     run_dir: Path = Path(".emostream/runs")
     name: str = "emotion"
     export: Path = Path(".emostream/models/emotion")
@@ -296,6 +301,8 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     mean, std = voice_statistics(train_samples)
     model.audio_adapter.voice_mean.copy_(mean)
     model.audio_adapter.voice_std.copy_(std)
+    if config.initial_model is not None:
+        start_from(model, config.initial_model)
     pools = SpeakerPools(train_samples, speaker_floor(model)) if config.early_speaker_fraction > 0 else None
     if config.data.call_turns:
         train_samples = call_statistics(train_samples, speaker_floor(model), config.data.call_turns)
@@ -377,6 +384,27 @@ def train_loop(loop_config: dict[str, Any]) -> None:
             ray.train.report(metrics, checkpoint=ray.train.Checkpoint.from_directory(directory))
     if writer is not None:
         writer.close()
+
+
+def start_from(model, path: Path) -> None:  # type: ignore[no-untyped-def]
+    """Load a trained classifier's weights into `model` (TrainConfig.initial_model): every block, head and buffer the
+    two share; the model's own language model and projector, which a classifier lacks, stay as built."""
+    from emostream.models.model import EmotionEnsemble  # noqa: PLC0415
+    from emostream.models.presets import load_model  # noqa: PLC0415
+
+    trained = load_model(path)
+    if isinstance(trained, EmotionEnsemble):
+        trained = trained.members[0]
+    if list(trained.config.labels) != list(model.config.labels):
+        raise ValueError(f"initial_model {path}: labels {list(trained.config.labels)}, the run's are {list(model.config.labels)}")
+    own = model.state_dict()
+    weights = trained.state_dict()
+    unfit = sorted(name for name, value in weights.items() if name not in own or own[name].shape != value.shape)
+    missing = sorted(name for name in own if name not in weights and not name.startswith(("language_model.", "llm_projection.")))
+    if unfit or missing:
+        raise ValueError(f"initial_model {path}: its weights do not fit this preset's blocks (not here or another shape: "
+                         f"{unfit[:3]}; not in it: {missing[:3]}): was it trained with the same preset_arguments?")
+    model.load_state_dict(weights, strict=False)
 
 
 def _check_audio_width(rows: list[dict[str, Any]], width: int, config: TrainConfig) -> None:
@@ -502,6 +530,11 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
 
     The figures are those of single fold models; the exported ensemble applies the temperature to each member
     before averaging, so its held-out confidence can only be lower than a member's (averaging softens)."""
+    return _cross_validate(config, cache, keys)[0]
+
+
+def _cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> tuple[dict[str, Any], list[Any]]:
+    """cross_validate's figures, and its fold models in fold order."""
     from emostream.training.evaluate import predict  # noqa: PLC0415
     from emostream.training.metrics import fit_temperature, held_out_figures  # noqa: PLC0415
 
@@ -509,8 +542,10 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
     folds = calibration_folds(config, rows)
     held_out: list[tuple[str, int, np.ndarray]] = []  # (corpus, truth, probabilities) per labelled held-out clip
     labels: list[str] = []
+    models = []
     for k, fold in enumerate(folds, start=1):
         run, model = fold_model(config, k, fold, cache, keys)
+        models.append(model)
         labels = list(model.config.labels)
         samples = [s for s in validation_samples(rows, run, labels) if s.label >= 0]
         corpus = {row["key"]: row["dataset"] for row in rows}
@@ -528,7 +563,7 @@ def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> d
               "pooled": figures(np.ones(len(truth), bool)),
               "per_corpus": {name: figures(corpora == name) for name in corpus_order(config, rows) if (corpora == name).any()}}
     log.info("cross-validation over %d speaker folds: %s", len(folds), result)
-    return result
+    return result, models
 
 
 def calibration_folds(config: TrainConfig, rows: list[dict[str, Any]]) -> list[set[str]]:
@@ -561,6 +596,19 @@ def held_out_model(config: TrainConfig, name: str, held_out: set[str], cache: Pa
                                     "data": config.data.model_copy(update={"validation_speakers": sorted(held_out)})})
     model, _ = _fit_run(run, cache, keys)
     return run, model
+
+
+def export_fold_models(config: TrainConfig, cache: Path, keys: set[str] | None, folder: Path) -> list[tuple[Path, list[str]]]:
+    """The recipe's `calibration_folds` fold models (trained, or reused when finished), each exported into
+    folder/fold-<k> as `emostream train` exports a model (the temperature fitted on their held-out predictions), with
+    the speakers it held out."""
+    calibration, models = _cross_validate(config, cache, keys)
+    exported = []
+    for k, (fold, model) in enumerate(zip(calibration["folds"], models, strict=True), start=1):
+        record_export(model, cache, calibration["temperature"])
+        model.save_pretrained(folder / f"fold-{k}")
+        exported.append((folder / f"fold-{k}", sorted(fold)))
+    return exported
 
 
 @dataclass(frozen=True)
@@ -638,6 +686,11 @@ def _fit_run(config: TrainConfig, cache: Path, keys: set[str] | None = None):  #
 
     if config.deepspeed is not None:  # workers run in their own folders: hand them an absolute path
         config = config.model_copy(update={"deepspeed": config.deepspeed.resolve()})
+    if config.initial_model is not None:  # checked here, before any worker starts
+        if not (config.initial_model / "config.json").is_file():
+            raise ValueError(f"initial_model {config.initial_model}: not a model folder (no config.json): give an "
+                             "`emostream train` export")
+        config = config.model_copy(update={"initial_model": config.initial_model.resolve()})
     # the same for the preset's checkpoint folders (large: vision_path, audio_path, llm_path)
     folders = {name: str(Path(value).resolve()) for name, value in config.preset_arguments.items() if name.endswith("_path") and value}
     config = config.model_copy(update={"preset_arguments": {**config.preset_arguments, **folders}})
