@@ -39,12 +39,18 @@ def test_a_labelled_clip_cites_only_cues_measured_for_it() -> None:
     assert labelled_answer("neutral", "ravdess8", "normal", flat).because == NO_CUE  # nothing notable: nothing invented
 
 
-def test_a_generated_answer_keeps_only_the_cues_measured_for_its_utterance() -> None:
+def test_a_generated_answer_keeps_only_the_cues_measured_for_its_utterance_in_their_measured_wording() -> None:
     bundle = random_bundle(seed=6, face=False, frames=False)
     bundle = replace(bundle, prosody_z={**{name: 0.0 for name in PROSODY_NAMES}, "f0_mean": -1.4})
     written = Answer("sad", "strong", ("grief", "sadness"), "pitch -1.4 σ below this speaker's norm; louder than usual (+3.0 σ)")
     assert grounded(written, bundle).because == "pitch -1.4 σ below this speaker's norm"  # the loudness was never measured
     assert grounded(replace(written, because="louder than usual (+3.0 σ)"), bundle).because == NO_CUE
+    # the measured cue named with another number: kept, in its measured wording; the other direction is not it
+    roughly = replace(written, because="pitch -2.0 σ below this speaker's norm")
+    assert grounded(roughly, bundle).because == "pitch -1.4 σ below this speaker's norm"
+    twice = replace(written, because="pitch -2.0 σ below this speaker's norm; pitch -1.4 σ below this speaker's norm")
+    assert grounded(twice, bundle).because == "pitch -1.4 σ below this speaker's norm"  # one cue, cited once
+    assert grounded(replace(written, because="pitch +1.4 σ above this speaker's norm"), bundle).because == NO_CUE
 
 
 @pytest.mark.parametrize("answer", [

@@ -53,11 +53,21 @@ def measured_because(bundle: UtteranceBundle) -> str:
 
 
 def grounded(answer: Answer, bundle: UtteranceBundle) -> Answer:
-    """The answer with its `because` cut down to the cues that were measured for this utterance: a generated cue
-    that no measurement backs (the LM can write any number) is dropped; nothing left gives NO_CUE."""
-    measured = {cue.detail for cue in voice_cues(bundle) + face_cues(bundle)}
-    kept = [part.strip() for part in answer.because.split(";") if part.strip() in measured]
+    """The answer with its `because` cut down to cues that were measured for this utterance, each in its measured
+    wording: a generated cue names a measured one when the two read the same but for their numbers ("pitch +1.5 σ
+    above this speaker's norm" for a measured +1.9 σ), and the measured one is kept; a cue that no measurement backs
+    is dropped; nothing left gives NO_CUE."""
+    measured = {_unnumbered(cue.detail): cue.detail for cue in voice_cues(bundle) + face_cues(bundle)}
+    cited = [measured.get(_unnumbered(part.strip())) for part in answer.because.split(";")]
+    kept = list(dict.fromkeys(cue for cue in cited if cue is not None))
     return Answer(answer.emotion, answer.intensity, answer.words, "; ".join(kept) or NO_CUE)
+
+
+_NUMBER = re.compile(r"[+-]?\d+(?:\.\d+)?")
+
+
+def _unnumbered(cue: str) -> str:
+    return _NUMBER.sub("#", cue)
 
 
 def read_answers(texts: list[str], bundles: list[UtteranceBundle]) -> list[Answer | None]:
