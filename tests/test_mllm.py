@@ -81,3 +81,14 @@ def test_base_weights_changed_by_training_are_refused_rather_than_lost(mllm: Emo
     finally:
         with torch.no_grad():
             weight[0, 0] -= 1.0
+
+
+def test_the_describer_recipe_starts_from_the_default_classifier_and_freezes_every_part_of_it(mllm: EmotionModel) -> None:
+    from emostream.training.train import load_train_config  # noqa: PLC0415
+
+    recipe = load_train_config(Path(__file__).parent.parent / "deployments" / "train-mllm.yaml")
+    assert recipe.preset == "mllm" and recipe.initial_model == Path("emostream/models/checkpoints/lite-ravdess")
+    (stage,) = recipe.stages
+    parts = {name.split(".")[0] for name, _ in mllm.named_parameters()}
+    # what learns is the projector and the adapters (lora) on SmolLM2; everything lite has stays as the classifier trained it
+    assert stage.lora and set(stage.freeze) == parts - {"language_model", "llm_projection"}
