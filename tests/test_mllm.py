@@ -84,7 +84,7 @@ def test_base_weights_changed_by_training_are_refused_rather_than_lost(mllm: Emo
 
 
 def test_the_describer_recipe_starts_from_the_default_classifier_and_freezes_every_part_of_it(mllm: EmotionModel) -> None:
-    from emostream.training.train import load_train_config  # noqa: PLC0415
+    from emostream.training.train import load_train_config, start_from  # noqa: PLC0415
 
     recipe = load_train_config(Path(__file__).parent.parent / "deployments" / "train-mllm.yaml")
     assert recipe.preset == "mllm" and recipe.initial_model == Path("emostream/models/checkpoints/lite-ravdess")
@@ -92,3 +92,10 @@ def test_the_describer_recipe_starts_from_the_default_classifier_and_freezes_eve
     parts = {name.split(".")[0] for name, _ in mllm.named_parameters()}
     # what learns is the projector and the adapters (lora) on SmolLM2; everything lite has stays as the classifier trained it
     assert stage.lora and set(stage.freeze) == parts - {"language_model", "llm_projection"}
+    # its preset arguments fit the embedded default: the describer starts from its first member, weight for weight
+    describer = build_preset(recipe.preset, recipe.label_set, recipe.preset_arguments)
+    root = Path(__file__).parent.parent
+    start_from(describer, root / recipe.initial_model)
+    member = load_model(root / recipe.initial_model).members[0]
+    loaded = describer.state_dict()
+    assert all(torch.equal(loaded[name], value) for name, value in member.state_dict().items())
