@@ -50,21 +50,21 @@ READINGS = ("classifier", "generated", "label scored")
 
 def per_speaker(rows: list[dict[str, Any]], per_class: int, rng: np.random.Generator) -> list[str]:
     """Keys of `per_class` random clips of each label of each speaker (a fold's training subset)."""
-    groups: dict[tuple[str, str], list[str]] = {}
-    for row in sorted(rows, key=lambda r: r["key"]):
-        groups.setdefault((row["label"], row["speaker"]), []).append(row["key"])
-    return [key for keys in groups.values() for key in rng.permutation(keys)[:per_class]]
+    groups: dict[tuple[str, str], set[str]] = {}  # a clip cut into pieces has a row per piece, all of one key
+    for row in rows:
+        groups.setdefault((row["label"], row["speaker"]), set()).add(row["key"])
+    return [key for group in sorted(groups) for key in rng.permutation(sorted(groups[group]))[:per_class]]
 
 
 def spread_over_speakers(rows: list[dict[str, Any]], per_class: int, rng: np.random.Generator) -> list[str]:
     """Keys of `per_class` random clips of each label over all the rows' speakers (a fold's test subset), dealt
     round-robin from a different speaker for each label, so every speaker gives about as many as the others."""
-    actors = sorted({row["speaker"] for row in rows})
+    speakers = sorted({row["speaker"] for row in rows})
     chosen = []
     for index, label in enumerate(LABELS):
-        queues = [list(rng.permutation(sorted(r["key"] for r in rows if r["label"] == label and r["speaker"] == actor)))
-                  for actor in actors]
-        shift = index * per_class % len(actors)
+        queues = [list(rng.permutation(sorted({r["key"] for r in rows if r["label"] == label and r["speaker"] == speaker})))
+                  for speaker in speakers]
+        shift = index * per_class % len(speakers)
         queues = queues[shift:] + queues[:shift]
         picked: list[str] = []
         while len(picked) < per_class and any(queues):
