@@ -301,7 +301,7 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     mean, std = voice_statistics(train_samples)
     model.audio_adapter.voice_mean.copy_(mean)
     model.audio_adapter.voice_std.copy_(std)
-    if config.initial_model is not None:
+    if config.initial_model is not None:  # after the statistics: the classifier's own replace them, as its blocks were trained on
         start_from(model, config.initial_model)
     pools = SpeakerPools(train_samples, speaker_floor(model)) if config.early_speaker_fraction > 0 else None
     if config.data.call_turns:
