@@ -19,7 +19,7 @@ from typing import Protocol
 from emostream.contracts import UtteranceEmotionEvent
 from emostream.media.decode import DecodedSegment
 from emostream.media.records import file_segments
-from emostream.models.score import StreamContexts, load_scorer
+from emostream.models.score import StreamContexts, serve_scorer
 from emostream.perception.encode import UtteranceEncoder, scoring_voice
 from emostream.perception.segment import PerceivedSegment, SegmentPerceiver
 from emostream.perception.session import StreamSessions
@@ -64,8 +64,7 @@ class Spine:
     @property
     def scorer(self) -> Score:
         if self._scorer is None:
-            self._scorer = load_scorer(self.settings.serve.model, self.settings.serve.model_name,
-                                       self.settings.serve.site_after_utterances)
+            self._scorer = serve_scorer(self.settings.serve)
         return self._scorer
 
     # -- stages after per-segment perception ------------------------------------------------------

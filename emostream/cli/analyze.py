@@ -54,11 +54,10 @@ def file_events(
 ) -> Iterator[UtteranceEmotionEvent]:
     """The file's events, each as soon as its utterance ends, scored as the live job scores a stream: segment by
     segment, with one context for the file so the model's memory and each speaker's voice statistics carry over."""
-    from emostream.models.score import load_scorer
+    from emostream.models.score import serve_scorer
     from emostream.spine import Spine
 
-    # first: a wrong --model fails fast
-    scorer = load_scorer(settings.serve.model, settings.serve.model_name, settings.serve.site_after_utterances)
+    scorer = serve_scorer(settings.serve)  # first: a wrong --model fails fast
     yield from Spine(settings, scorer=scorer).file_events(path, stream_id, channels)
 
 

@@ -25,7 +25,7 @@ from emostream.models.instructions import NO_CUE, read_answers
 from emostream.models.model import EmotionOutput, ScoringModel
 from emostream.perception.running_stats import RunningStats
 from emostream.perception.utterance import UtteranceBundle
-from emostream.settings import SITE_MIN_UTTERANCES
+from emostream.settings import SITE_MIN_UTTERANCES, ServeSettings
 
 MAX_STREAMS = 10_000  # contexts kept; the least recently used stream is forgotten first
 VOICE_STD_FLOOR = 1e-3  # smallest per-speaker standard deviation of a voice feature, when nothing better is known
@@ -66,6 +66,13 @@ class SiteStatistics:
         for bundle in bundles:
             if (vector := voice_vector(bundle)) is not None:
                 self._stats.add(vector)
+
+    def score(self, inputs: ModelInputs, bundles: list[UtteranceBundle]) -> ModelInputs:
+        """The inputs of these utterances standardised over the site's earlier ones, which these then join (as a
+        speaker's statistics count an utterance after it is scored)."""
+        standardised = self.standardise(inputs)
+        self.add(bundles)
+        return standardised
 
     def standardise(self, inputs: ModelInputs) -> ModelInputs:
         """The inputs with the voice moved so that the model's training-set standardisation of it gives its
@@ -252,8 +259,7 @@ class EmotionScorer:
         speaker_z = [z for z, _ in statistics]
         weight = torch.tensor([speaker_view_weight(earlier) for _, earlier in statistics])
         inputs = collate(bundles, config, model.audio_adapter.encoder is not None, speaker_z).to(model.device)
-        inputs = self.site.standardise(as_scored(inputs, config))
-        self.site.add(bundles)  # after this round's standardisation, as a speaker's statistics count an utterance after it
+        inputs = self.site.score(as_scored(inputs, config), bundles)
         fusing = self.face_map is not None
         has_face = inputs.face_mask.any(1) | inputs.frame_mask.any(1)
         if fusing:  # the face goes to its own expert, not to model weights never fitted to faces
@@ -347,6 +353,11 @@ class EmotionScorer:
 def default_scorer() -> EmotionScorer:
     """The embedded default model, ready to score."""
     return load_scorer(None)
+
+
+def serve_scorer(serve: ServeSettings) -> EmotionScorer:
+    """The scorer `serve` settings describe: its model, the name events report, when the site's statistics count."""
+    return load_scorer(serve.model, serve.model_name, serve.site_after_utterances)
 
 
 def load_scorer(model: str | Path | None, model_name: str | None = None, site_after: int = SITE_MIN_UTTERANCES) -> EmotionScorer:

@@ -173,10 +173,10 @@ class Scorer:
     """The emotion model (`EmotionScorer`); utterance lists of concurrent requests are scored in one batch."""
 
     def __init__(self, settings_json: str) -> None:
-        from emostream.models.score import load_scorer  # noqa: PLC0415
+        from emostream.models.score import serve_scorer  # noqa: PLC0415
 
         settings = Settings.model_validate_json(settings_json).serve
-        self.scorer = load_scorer(settings.model, settings.model_name, settings.site_after_utterances)
+        self.scorer = serve_scorer(settings)
         self.score_batch.set_max_batch_size(settings.max_batch_size)
         self.score_batch.set_batch_wait_timeout_s(settings.batch_wait_seconds)
 

@@ -80,8 +80,7 @@ def predict_live(model: ScoringModel, samples: list[Sample], seed: int = 0) -> n
         z, earlier = contexts.speaker_z(sample.bundle, floor)
         weight = torch.tensor([speaker_view_weight(earlier)])
         inputs, _ = batch([Sample(**{**sample.__dict__, "speaker_z": z})], model.config)
-        inputs = site.standardise(as_scored(inputs, model.config))
-        site.add([sample.bundle])
+        inputs = site.score(as_scored(inputs, model.config), [sample.bundle])
         probabilities[i] = views_forward(model, inputs.to(model.device), weight).probabilities[0].cpu().numpy()
     return probabilities
 
