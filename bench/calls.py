@@ -178,18 +178,12 @@ def run_calls(calls: Sequence[Call], folder: Path, model: str | None, gap: float
 def fold_models(recipe: Path, runs: Path | None, cache_root: Path | None, folder: Path, corpus: str) -> list[tuple[str, list[str]]]:
     """Per calibration fold of `recipe`: its fold model, exported into `folder` as `emostream train` exports a model,
     and the speakers of `corpus` the fold held out (inside an initialised Ray)."""
-    from emostream.settings import load_settings
-    from emostream.training.features import extract_features
-    from emostream.training.train import export_fold_models, load_train_config, read_dataset
+    from emostream.training.train import export_fold_models, load_train_config
 
     config = load_train_config(recipe)
     config = config.model_copy(update={"run_dir": runs or config.run_dir, "feature_cache": cache_root or config.feature_cache})
-    if config.calibration_folds < 2:
-        raise SystemExit(f"{recipe} trains no fold models (calibration_folds: {config.calibration_folds})")
-    examples = read_dataset(config.data, config.label_set)
-    cache = extract_features(examples, load_settings(), config.feature_cache, config.augment, workers=config.feature_workers)
-    exported = [(str(path), [s for s in fold if s.startswith(f"{corpus}-")])
-                for path, fold in export_fold_models(config, cache, {e.key for e in examples}, folder)]
+    _, _, folds = export_fold_models(config, folder)
+    exported = [(str(path), [s for s in fold if s.startswith(f"{corpus}-")]) for path, fold in folds]
     print(f"# {recipe}: {len(exported)} fold models of runs {config.run_dir}/{config.name}-fold-*")
     return exported
 

@@ -205,20 +205,13 @@ def main() -> None:
         report({int(path.parent.name.split("-")[1]): json.loads(path.read_text()) for path in folds}, args)
         return
     from emostream.cli.common import ray_local
-    from emostream.settings import load_settings
-    from emostream.training.features import extract_features
-    from emostream.training.train import cached_rows, export_fold_models, load_train_config, read_dataset
+    from emostream.training.train import cached_rows, export_fold_models, load_train_config
 
     recipe = load_train_config(args.recipe)
     recipe = recipe.model_copy(update={"run_dir": args.runs or recipe.run_dir, "feature_cache": args.cache or recipe.feature_cache})
-    if recipe.calibration_folds < 2:
-        raise SystemExit(f"{args.recipe} trains no fold models (calibration_folds: {recipe.calibration_folds})")
     describer = load_train_config(args.describer)
     ray_local(args.cpus, log_to_driver=False)
-    examples = read_dataset(recipe.data, recipe.label_set)
-    keys = {e.key for e in examples}
-    cache = extract_features(examples, load_settings(), recipe.feature_cache, recipe.augment, workers=recipe.feature_workers)
-    classifiers = export_fold_models(recipe, cache, keys, args.out / "classifiers")
+    cache, keys, classifiers = export_fold_models(recipe, args.out / "classifiers")
     rows = cached_rows(cache, keys)
     finished = {}
     for k, (classifier, fold) in enumerate(classifiers, start=1):

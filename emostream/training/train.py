@@ -298,11 +298,12 @@ def train_loop(loop_config: dict[str, Any]) -> None:
     _check_audio_width(rows, model.config.audio_embedding, config)
     train_samples = samples_from_rows([r for r in rows if r["speaker"] not in validation], labels, config.label_set)
     val_samples = validation_samples(rows, config, labels)
-    mean, std = voice_statistics(train_samples)
-    model.audio_adapter.voice_mean.copy_(mean)
-    model.audio_adapter.voice_std.copy_(std)
-    if config.initial_model is not None:  # after the statistics: the classifier's own replace them, as its blocks were trained on
+    if config.initial_model is not None:  # its voice statistics too: those its blocks were trained on
         start_from(model, config.initial_model)
+    else:
+        mean, std = voice_statistics(train_samples)
+        model.audio_adapter.voice_mean.copy_(mean)
+        model.audio_adapter.voice_std.copy_(std)
     pools = SpeakerPools(train_samples, speaker_floor(model)) if config.early_speaker_fraction > 0 else None
     if config.data.call_turns:
         train_samples = call_statistics(train_samples, speaker_floor(model), config.data.call_turns)
@@ -598,17 +599,26 @@ def held_out_model(config: TrainConfig, name: str, held_out: set[str], cache: Pa
     return run, model
 
 
-def export_fold_models(config: TrainConfig, cache: Path, keys: set[str] | None, folder: Path) -> list[tuple[Path, list[str]]]:
+def export_fold_models(config: TrainConfig, folder: Path) -> tuple[Path, set[str], list[tuple[Path, list[str]]]]:
     """The recipe's `calibration_folds` fold models (trained, or reused when finished), each exported into
-    folder/fold-<k> as `emostream train` exports a model (the temperature fitted on their held-out predictions), with
-    the speakers it held out."""
+    folder/fold-<k> as `emostream train` exports a model (the temperature fitted on their held-out predictions), after
+    its examples' features are extracted (cached), as `train` extracts them. Returns the feature cache folder, the
+    examples' keys, and per fold the export with the speakers it held out. Inside ray.init()."""
+    from emostream.settings import load_settings  # noqa: PLC0415
+    from emostream.training.features import extract_features  # noqa: PLC0415
+
+    if config.calibration_folds < 2:
+        raise ValueError(f"{config.name}: the recipe trains no fold models (calibration_folds: {config.calibration_folds})")
+    examples = read_dataset(config.data, config.label_set)
+    keys = {example.key for example in examples}
+    cache = extract_features(examples, load_settings(), config.feature_cache, config.augment, workers=config.feature_workers)
     calibration, models = _cross_validate(config, cache, keys)
     exported = []
     for k, (fold, model) in enumerate(zip(calibration["folds"], models, strict=True), start=1):
         record_export(model, cache, calibration["temperature"])
         model.save_pretrained(folder / f"fold-{k}")
         exported.append((folder / f"fold-{k}", sorted(fold)))
-    return exported
+    return cache, keys, exported
 
 
 @dataclass(frozen=True)
