@@ -20,7 +20,10 @@ the load, divided by the seconds of media sent (streams × media length): the Ra
 perception actors, the session actors, the Serve replicas, the driver (the job's own loop and threads),
 Ray's own processes (raylet, GCS, Serve controller and proxy, idle workers), and, outside the job, the
 broker and the publisher. A figure of 0.2 means a stream keeps a fifth of a core busy in that process. The
-same is printed for the idle job (running, nothing arriving) as cores busy.
+same is printed for the idle job (running, nothing arriving) as cores busy, with its floor: the number of Ray
+worker processes times what a bare idle actor, started beside them, costs over the same window (Ray's core worker
+wakes every worker's main thread 100 times a second to check for signals, whatever the worker does), plus what
+Ray's daemons (GCS, raylet, agents, log monitor) took.
 Figures are printed, never asserted. Run inside a loopback-only namespace:
     unshare -n sh -c 'ip link set lo up && exec env RAY_AUTH_MODE=disabled .venv/bin/python bench/live.py'
 """
@@ -184,11 +187,12 @@ def process_cpu() -> dict[int, tuple[str, float]]:
 
 
 def cpu_by_kind(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]],
-                publisher: int | None = None, ray_detail: bool = False) -> dict[str, float]:
+                publisher: int | None = None, ray_detail: bool = False, ignore: frozenset[int] = frozenset()) -> dict[str, float]:
     """CPU seconds spent between two `process_cpu` samples, per kind of process (a process that ended in between
-    is not counted; one that started counts from zero). `ray_detail`: Ray's own processes by name, not as one."""
+    is not counted; one that started counts from zero). `ray_detail`: Ray's own processes by name, not as one;
+    `ignore`: processes left out (the bench's own bare actor)."""
     ours = os.getpid()
-    session = _ray_session_pids()
+    session = _ray_session_pids() - ignore
     kinds: dict[str, float] = {}
     for pid, (title, seconds) in after.items():
         kind = _kind(pid, title, ours, publisher, session)
@@ -221,6 +225,41 @@ def _kind(pid: int, title: str, ours: int, publisher: int | None, session: set[i
         if marker in lowered:
             return kind
     return "ray"
+
+
+RAY_AGENTS = ("ray::DashboardAgent", "ray::RuntimeEnvAgent")  # Ray's per-node agents: daemons, not workers
+
+
+def ray_floor(before: dict[int, tuple[str, float]], after: dict[int, tuple[str, float]], bare_pid: int,
+              wall: float) -> tuple[int, float, float]:
+    """What the idle job costs before it does anything: (how many Ray worker processes it has: actors, replicas,
+    tasks and idle workers; the cores a bare idle actor took over the same `wall` seconds, which each of them
+    costs at least; the cores Ray's daemons took: GCS, raylet, agents, log monitor)."""
+    session = _ray_session_pids() - {bare_pid}
+    workers, daemons = 0, 0.0
+    for pid, (title, seconds) in after.items():
+        if pid not in session or "tansu" in title.lower():
+            continue
+        if title.startswith("ray::") and not title.startswith(RAY_AGENTS):
+            workers += 1
+        else:
+            daemons += seconds - before.get(pid, (title, 0.0))[1]
+    return workers, (after[bare_pid][1] - before[bare_pid][1]) / wall, daemons / wall
+
+
+def bare_actor() -> tuple[Any, int]:
+    """An actor that does nothing, and its pid: what any Ray worker process costs while idle. Ray's core worker wakes
+    its main thread every 10 ms to check for signals (`CoreWorker.CheckSignal`, not configurable; ~100 wakeups a
+    second per idle worker on this machine), so every actor, replica and task of the job costs that much anyway."""
+    import ray  # noqa: PLC0415
+
+    @ray.remote(num_cpus=0)
+    class BareActor:
+        def pid(self) -> int:
+            return os.getpid()
+
+    actor = BareActor.remote()  # type: ignore[attr-defined]
+    return actor, ray.get(actor.pid.remote())
 
 
 def _stage_totals(metrics: Metrics) -> dict[str, tuple[float, float]]:
@@ -297,16 +336,23 @@ def main() -> None:
         ensure_topics(settings.kafka)
         job, stop, runner, warm = start_job(settings, media)
         print(f"warm-up stream: p50 {warm['p50']:.2f} s (first use of every model)")
+        bare, bare_pid = bare_actor()
+        ignore = frozenset({bare_pid})
         before, processes, started = _busy_cpu_seconds(), process_cpu(), time.monotonic()
         time.sleep(args.idle_seconds)
         wall = time.monotonic() - started
         idle = (_busy_cpu_seconds() - before) / wall
         after = process_cpu()
-        idle_kinds = cpu_by_kind(processes, after)
+        ray.kill(bare)
+        idle_kinds = cpu_by_kind(processes, after, ignore=ignore)
         print(f"idle job (no streams, {args.idle_seconds:g} s): {_job_total(idle_kinds) / wall:.3f} cores "
               f"({_kinds_text(idle_kinds, wall)}); machine: {idle:.2f} of {psutil.cpu_count()} CPUs busy")
-        ray_kinds = sorted((-v, k) for k, v in cpu_by_kind(processes, after, ray_detail=True).items() if k.startswith("ray:"))
+        ray_kinds = sorted((-v, k) for k, v in cpu_by_kind(processes, after, ray_detail=True, ignore=ignore).items()
+                           if k.startswith("ray:"))
         print("  of which Ray's own: " + "  ".join(f"{k[4:]} {-v / wall:.3f}" for v, k in ray_kinds[:8]))
+        workers, each, daemons = ray_floor(processes, after, bare_pid, wall)
+        print(f"  its floor: {workers} Ray worker processes × {each:.4f} core (a bare idle actor beside them) + Ray's "
+              f"daemons {daemons:.3f} = {workers * each + daemons:.3f} core before the job does anything")
         print("streams  events  p50_s  p95_s  drift_s  max_lag  cpu_busy  cpu_s/utt  drafts_used  real_time  mean stage seconds")
         sustained = 0
         results: list[dict[str, object]] = []
