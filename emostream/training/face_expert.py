@@ -35,6 +35,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from emostream.labels import FERPLUS8, canonical_labels, label_set
+from emostream.perception.faces.analyze import FaceAnalyzer
 from emostream.perception.faces.expression import (
     FERPLUS_WEIGHTS,
     ExpressionModel,
@@ -43,6 +44,7 @@ from emostream.perception.faces.expression import (
     default_weights_path,
     save_checkpoint,
 )
+from emostream.settings import FaceSettings
 from emostream.training.face_data import (
     FaceSet,
     ferplus_faces,
@@ -70,10 +72,12 @@ class FaceEvaluation:
     ece: float  # expected calibration error of the top-1 probability (15 equal-width bins, Guo et al. 2017)
     temperature: float  # the softmax temperature the probabilities were made with
     dropped: dict[str, int]  # images of the source left out, by reason
+    read_whole: int = 0  # folder images in which no face was found, taken whole as a face crop
 
     def format(self) -> str:
         dropped = ", ".join(f"{count} {reason}" for reason, count in self.dropped.items()) or "none"
-        return f"ECE          {self.ece:.4f}\nleft out     {dropped}\n{self.report.format()}"
+        return (f"ECE          {self.ece:.4f}\nleft out     {dropped}\nread whole   {self.read_whole} (no face found)\n"
+                f"{self.report.format()}")
 
 
 def predict(model: ExpressionModel, images: np.ndarray, target: str) -> np.ndarray:
@@ -84,19 +88,24 @@ def predict(model: ExpressionModel, images: np.ndarray, target: str) -> np.ndarr
 
 def evaluate_face_expert(model: ExpressionModel, source: str | Path) -> FaceEvaluation:
     """Evaluate `model` on a FER+ split (`.npz`: its majority-labelled images, scored in ferplus8) or on a folder
-    of face crops with one sub-folder per label (names read in the model's own label set).
+    of face images with one sub-folder per label (names read in the model's own label set): each image's largest
+    face is detected and aligned as the live analyser cuts it from a frame, or, when none is found, the image is
+    read whole as a face crop (`face_data.folder_faces`).
 
     A model whose label set differs from the data's has its probabilities mapped into the data's set
     (labels.map_probabilities): the FER-2013 network never predicts contempt, so FER+'s contempt faces count
     against it, as they would live.
     """
     source = Path(source)
-    faces: FaceSet = ferplus_faces(source) if source.suffix == ".npz" else folder_faces(source, model.label_set)
+    if source.suffix == ".npz":
+        faces: FaceSet = ferplus_faces(source)
+    else:
+        faces = folder_faces(source, model.label_set, FaceAnalyzer(FaceSettings(), expression=model).expression_crop)
     probabilities = predict(model, faces.images, faces.label_set)
     names = label_set(faces.label_set)
     report = evaluate_predictions([names[i] for i in faces.labels], [names[i] for i in probabilities.argmax(axis=1)], names)
     ece = expected_calibration_error(probabilities, faces.labels)
-    return FaceEvaluation(report, ece, float(model.network.temperature), faces.dropped)
+    return FaceEvaluation(report, ece, float(model.network.temperature), faces.dropped, faces.read_whole)
 
 
 # ---------------------------------------------------------------------------------------------------- training
@@ -259,7 +268,8 @@ def evaluate_named_expert(
     if out is not None:
         json_path, _ = write_report(evaluation.report, out)
         metrics = json.loads(json_path.read_text(encoding="utf-8"))
-        metrics.update(ece=evaluation.ece, temperature=evaluation.temperature, dropped=evaluation.dropped)
+        metrics.update(ece=evaluation.ece, temperature=evaluation.temperature, dropped=evaluation.dropped,
+                       read_whole=evaluation.read_whole)
         json_path.write_text(json.dumps(metrics, indent=2) + "\n", encoding="utf-8")
     return evaluation
 

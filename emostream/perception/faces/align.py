@@ -1,9 +1,8 @@
 """Aligned face crops: a similarity transform from the five keypoints to a fixed template.
 
 The template is the usual 112x112 ArcFace one, so crops line up with what face
-recognition models expect; expression crops use the same template with some
-margin, since the FER network was trained on looser crops (brow to chin, with
-some hair and cheek).
+recognition models expect; expression crops use the same template (`margin`
+0, analyze.EXPRESSION_MARGIN): it frames a face as FER's images are framed.
 """
 
 from __future__ import annotations
