@@ -9,7 +9,8 @@ with the same speech; built at run time in a temporary folder) or `--media FILE`
 time by a separate process; the streams start together (or `--stagger` seconds apart). For each load we report the
 end-to-end latency (utterance end on the media clock → its event sent) p50/p95, the drift
 between the first and second half of the run (a growing latency means the job falls
-behind), the largest consumer lag seen, how busy the machine's CPUs were and the CPU time spent per
+behind; `--repeat N` makes every stream N times longer, to measure it over a longer run), the largest
+consumer lag seen, how busy the machine's CPUs were and the CPU time spent per
 utterance (machine-wide: run it on a quiet machine), how many closed utterances found their Whisper result
 prepared from a draft (used/prepared; `--drafts both` runs each load with drafts and then without, in the same
 job), and whether the load stayed real time (p95 ≤ 1.5 s, no drift beyond 0.5 s).
@@ -303,6 +304,9 @@ def main() -> None:
     parser.add_argument("--media", nargs="?", const="av", default=None, metavar="FILE",
                         help="stream this file instead of read speech; without FILE: the AV meeting (the shared face "
                              "video looped at 640x360, 24 fps, a key frame every 0.5 s, with the read speech)")
+    parser.add_argument("--repeat", type=int, default=1, metavar="N",
+                        help="each stream reads the speech N times over (the meeting's video loops along): a longer "
+                             "run, so the drift between its halves says whether a load is sustained")
     parser.add_argument("--idle-seconds", type=float, default=IDLE_SECONDS,
                         help="how long the running job's CPU use is measured with nothing arriving")
     parser.add_argument("--set", action="append", default=[], metavar="SECTION.KEY=VALUE",
@@ -310,7 +314,7 @@ def main() -> None:
     args = parser.parse_args()
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     with tempfile.TemporaryDirectory() as tmp, EmbeddedBroker(free_port(), Path(tmp) / "broker") as broker:
-        media = speech_track(sorted(SPEECH.glob("*.wav")), Path(tmp) / "talk.wav")
+        media = speech_track(sorted(SPEECH.glob("*.wav")) * args.repeat, Path(tmp) / "talk.wav")
         if args.media == "av":
             media = meeting(Path(tmp) / "meeting.mp4", media)
         elif args.media:
