@@ -1,4 +1,4 @@
-"""How the live expression crop frames FER+ faces: accuracy of both face experts by crop margin.
+"""How the live expression crop frames FER+ faces: accuracy (and UAR) of both face experts by crop margin.
 
 The live analyser aligns each face to the ArcFace template with a margin around it (`analyze.EXPRESSION_MARGIN`)
 and feeds that crop to the expression network, which was trained on FER's own 48x48 framing. Here each
@@ -45,12 +45,15 @@ def main() -> None:
     print(f"# face crop bench: {platform.machine()}, {args.split.name}: {len(found)} of {len(kept)} "
           f"majority-labelled faces found in their frames ({time.perf_counter() - started:.0f} s); live margin "
           f"{EXPRESSION_MARGIN:g}")
-    print("expert    resized whole  " + "  ".join(f"margin {m:+.2f}" for m in margins))
+    print("expert    resized whole  " + "  ".join(f"   margin {m:+.2f}" for m in margins) + "   (UAR)")
     for name, model in experts.items():
-        def accuracy(faces: np.ndarray, model: ExpressionModel = model) -> float:
-            return float(np.mean(model(faces).probabilities_in("ferplus8").argmax(axis=1) == truth))
+        def scores(faces: np.ndarray, model: ExpressionModel = model) -> str:
+            """Accuracy (UAR over the classes present) of the model's answers."""
+            right = model(faces).probabilities_in("ferplus8").argmax(axis=1) == truth
+            uar = np.mean([right[truth == c].mean() for c in np.unique(truth)])
+            return f"{right.mean():.1%} ({uar:.1%})"
 
-        print(f"{name:8s}  {accuracy(whole):13.1%}  " + "  ".join(f"{accuracy(crops[m]):12.1%}" for m in margins))
+        print(f"{name:8s}  {scores(whole):>13s}  " + "  ".join(f"{scores(crops[m]):>15s}" for m in margins))
 
 
 if __name__ == "__main__":

