@@ -60,7 +60,8 @@ def cmd_demo(args: argparse.Namespace) -> int:
         print(f"1. starting the embedded Kafka broker (Tansu) on 127.0.0.1:{args.port}", flush=True)
         with EmbeddedBroker(args.port, Path(tmp) / "broker", settings.kafka, settings.broker.start_timeout_seconds):
             print("2. starting Ray and the Serve app: perception, Whisper, sentence embeddings and the emotion model "
-                  "(the embedded default, lite trained on RAVDESS speech)", flush=True)
+                  "(the embedded default: lite on the speech of RAVDESS, TESS and EmoDB, fused with the FER+ face "
+                  "expert)", flush=True)
             ray_local(args.cpus, settings.live.spill_directory)
             try:
                 job = live_job(settings)
