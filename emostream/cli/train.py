@@ -70,7 +70,8 @@ def add_evaluate(commands: Commands) -> None:
                           help="feature cache (default: the config's feature_cache, else .emostream/features)")
     evaluate.add_argument("--faces", metavar="PATH", type=Path,
                           help="evaluate the face expert instead: a FER+ split (.npz) or a folder with one sub-folder "
-                               "of photos or face crops per label (each image's largest face aligned as live)")
+                               "of photos or face crops per label (each image's largest face aligned as live; one "
+                               "with no face found read whole)")
     evaluate.add_argument("--expression-model", choices=["fer2013", "ferplus"], default="ferplus",
                           help="with --faces: which expression weights (default: ferplus)")
     evaluate.add_argument("--temperature", type=float, metavar="T",
