@@ -31,6 +31,7 @@ from emostream.training.face_expert import (
     evaluate_face_expert,
     expected_calibration_error,
     fit_temperature,
+    live_face_finder,
     main,
     network_inputs,
     train,
@@ -250,8 +251,9 @@ def test_training_is_seeded_and_writes_loadable_weights(shared_data: Path, tmp_p
         assert torch.equal(a, b), name
     checkpoint = torch.load(tmp_path / "a.pt", weights_only=True)
     # read through the live crop (the default): every usable face the analyser finds, and only those
-    usable = read_ferplus(data / "train.npz")[0][vote_distribution(read_ferplus(data / "train.npz")[1])[1]]
-    found, _ = network_inputs(usable, live_crop=True)
+    train_images, train_votes = read_ferplus(data / "train.npz")
+    usable = train_images[vote_distribution(train_votes)[1]]
+    found, _ = network_inputs(usable, live_face_finder())
     assert checkpoint["recipe"]["train_images"] == len(found) and 80 < len(found) < len(usable)
     assert checkpoint["recipe"]["seed"] == 3 and checkpoint["recipe"]["live_crop"] is True
     assert float(first.network.temperature) == pytest.approx(checkpoint["recipe"]["temperature"], rel=1e-3)

@@ -19,11 +19,12 @@ of its own):
 Live-style inputs
 -----------------
 Live, a face is warped straight to a 64 x 64 grey crop (align.py, bilinear) and fed to the network. Given the live
-analyser's crop (`FaceAnalyzer.expression_crop`), every labelled image is read that way: a photo's largest face is
-found and aligned exactly as live frames are, and a FER+ 48 x 48 face is first shown as a frame would show it
-(`as_frame`). Without it, or where no face is found (a tight crop can hide one from the detector), an image is taken
-as a face crop already and brought to 64 x 64 (`to_network_input`: bilinear, cv2.INTER_LINEAR, when enlarging, as
-`fer` itself resizes its crops; INTER_AREA when shrinking, align.to_grey's choice).
+analyser (its `expression_crop` for photos, its `largest_face` for FER+ faces), every labelled image is read that
+way: a photo's largest face is found and aligned exactly as live frames are, and a FER+ 48 x 48 face is first shown
+as a frame would show it (`as_frame`, `live_crops`). Without it, or where no face is found (a tight crop can hide
+one from the detector), an image is taken as a face crop already and brought to 64 x 64 (`to_network_input`:
+bilinear, cv2.INTER_LINEAR, when enlarging, as `fer` itself resizes its crops; INTER_AREA when shrinking,
+align.to_grey's choice).
 """
 
 from __future__ import annotations
@@ -36,7 +37,7 @@ import cv2
 import numpy as np
 
 from emostream.labels import FERPLUS8, label_set, parse_label
-from emostream.perception.faces.analyze import expression_crops
+from emostream.perception.faces.analyze import EXPRESSION_MARGIN, expression_crops
 from emostream.perception.faces.expression import INPUT_SIZE
 
 VOTE_COLUMNS = (*FERPLUS8, "unknown", "not-a-face")  # the 10 columns of FER+'s `votes`, in order
@@ -131,11 +132,12 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
     return np.where(majority & (top < len(FERPLUS8)), top, -1).astype(np.int64)
 
 
-def ferplus_faces(path: str | Path, crop: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FaceSet:
+def ferplus_faces(path: str | Path, find: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FaceSet:
     """The images of a FER+ split with a majority label (see `majority_labels`), as network inputs.
 
-    crop : as for `folder_faces`; each face is shown to it as a frame would show it (`as_frame`). Faces it finds no
-    face in, or all faces without it, are resized whole (counted in `read_whole` when a crop was given).
+    find : as for `live_crops` (`FaceAnalyzer.largest_face`); each face is then read through the live crop at
+    `analyze.EXPRESSION_MARGIN`. Faces it finds no face in, or all faces without it, are resized whole (counted in
+    `read_whole` when `find` was given).
     """
     images, votes = read_ferplus(path)
     top, majority = _majority(votes)
@@ -148,13 +150,10 @@ def ferplus_faces(path: str | Path, crop: Callable[[np.ndarray], np.ndarray | No
     kept = labels >= 0
     faces = to_network_input(images[kept])
     whole = 0
-    if crop is not None:
-        for i, image in enumerate(images[kept]):
-            face = crop(as_frame(image))
-            if face is None:
-                whole += 1
-            else:
-                faces[i] = face
+    if find is not None:
+        found, crops = live_crops(images[kept], find, [EXPRESSION_MARGIN])
+        faces[found] = crops[EXPRESSION_MARGIN]
+        whole = len(faces) - len(found)
     return FaceSet(faces, labels[kept], "ferplus8", dropped, whole)
 
 

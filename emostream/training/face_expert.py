@@ -26,6 +26,7 @@ import json
 import logging
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -99,8 +100,11 @@ def evaluate_face_expert(model: ExpressionModel, source: str | Path) -> FaceEval
     against it, as they would live.
     """
     source = Path(source)
-    crop = FaceAnalyzer(FaceSettings(), expression=model).expression_crop
-    faces = ferplus_faces(source, crop) if source.suffix == ".npz" else folder_faces(source, model.label_set, crop)
+    analyzer = FaceAnalyzer(FaceSettings(), expression=model)
+    if source.suffix == ".npz":
+        faces = ferplus_faces(source, analyzer.largest_face)
+    else:
+        faces = folder_faces(source, model.label_set, analyzer.expression_crop)
     probabilities = predict(model, faces.images, faces.label_set)
     names = label_set(faces.label_set)
     report = evaluate_predictions([names[i] for i in faces.labels], [names[i] for i in probabilities.argmax(axis=1)], names)
@@ -171,17 +175,23 @@ def _augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> tor
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def network_inputs(images: np.ndarray, live_crop: bool) -> tuple[np.ndarray, np.ndarray]:
+def network_inputs(images: np.ndarray, find: Callable[[np.ndarray], np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
     """FER+ faces (n, 48, 48) as the network's inputs: (the indices of the faces kept, their inputs (k, 64, 64) uint8).
 
-    live_crop: each face shown as a frame would show it, found and cut by the live analyser's own crop
-    (`face_data.live_crops` at `analyze.EXPRESSION_MARGIN`), so the network learns the framing it reads live; faces
-    the analyser does not find (about 5%) are left out. Otherwise every face, resized whole (`to_network_input`).
+    find (`FaceAnalyzer.largest_face`): each face shown as a frame would show it, found and cut by the live analyser's
+    own crop (`face_data.live_crops` at `analyze.EXPRESSION_MARGIN`), so the network learns the framing it reads live;
+    faces it does not find (about 5%) are left out. None: every face, resized whole (`to_network_input`).
     """
-    if not live_crop:
+    if find is None:
         return np.arange(len(images)), to_network_input(images)
-    found, crops = live_crops(images, FaceAnalyzer(FaceSettings()).largest_face, [EXPRESSION_MARGIN])
+    found, crops = live_crops(images, find, [EXPRESSION_MARGIN])
     return found, crops[EXPRESSION_MARGIN]
+
+
+def live_face_finder() -> Callable[[np.ndarray], np.ndarray | None]:
+    """The live analyser's face finder, for reading training faces through the live crop. Its expression network is
+    fer's own (which training starts from), so training never needs the weights it is about to write."""
+    return FaceAnalyzer(FaceSettings(), expression=ExpressionModel.load("fer2013")).largest_face
 
 
 @torch.inference_mode()
@@ -212,12 +222,13 @@ def train(data: Path, out: Path, recipe: Recipe) -> Path:
     images = images[kept]
     if recipe.limit:
         images, targets = images[: recipe.limit], targets[: recipe.limit]
-    found, inputs = network_inputs(images, recipe.live_crop)
+    find = live_face_finder() if recipe.live_crop else None
+    found, inputs = network_inputs(images, find)
     train_images, train_targets = torch.from_numpy(inputs), torch.from_numpy(targets[found])
     valid_images, valid_votes = read_ferplus(data / "valid.npz")
     labelled = majority_labels(valid_votes)
     labelled_images, labelled = valid_images[labelled >= 0], labelled[labelled >= 0]
-    valid_found, valid_images = network_inputs(labelled_images, recipe.live_crop)
+    valid_found, valid_images = network_inputs(labelled_images, find)
     valid_labels = torch.from_numpy(labelled[valid_found])
     log.info("train: %d images (%d left out: not a face or no emotion vote; %d: no face found); valid: %d "
              "majority-labelled (%d: no face found)", len(train_images), int((~kept).sum()), len(images) - len(found),
