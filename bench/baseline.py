@@ -23,8 +23,8 @@ from sklearn.metrics import accuracy_score, balanced_accuracy_score
 from emostream.models.presets import DEFAULT_CHECKPOINT
 from emostream.settings import load_settings
 from emostream.training.data import Sample, batch, samples_from_rows
-from emostream.training.features import cache_key, read_features
-from emostream.training.train import build_model, load_train_config
+from emostream.training.features import cache_folder, read_features
+from emostream.training.train import build_model, load_train_config, read_dataset
 
 GRID = (0.001, 0.003, 0.01, 0.03, 0.1)
 FOLDS = 4
@@ -46,7 +46,7 @@ def main() -> None:
     parser.add_argument("config_file", nargs="?", default="deployments/train-lite.yaml", help="the training config")
     args = parser.parse_args()
     config = load_train_config(args.config_file)
-    cache = config.feature_cache / cache_key(load_settings(), config.augment)
+    cache = cache_folder(config.feature_cache, load_settings(), config.augment, read_dataset(config.data, config.label_set))
     if not cache.is_dir():
         raise SystemExit(f"no feature cache at {cache}: run `emostream train {args.config_file}` first")
     model_config = build_model(config).config

@@ -52,7 +52,7 @@ from emostream.models.presets import build_preset
 from emostream.settings import load_settings
 from emostream.training.data import Sample, batch, samples_from_rows
 from emostream.training.datasets import splits
-from emostream.training.features import Augment, cache_key, extract_features, read_features
+from emostream.training.features import Augment, cache_folder, extract_features, read_features
 from emostream.training.metrics import evaluate_predictions, expected_calibration_error
 from emostream.training.train import (
     CorpusConfig,
@@ -270,7 +270,7 @@ def main() -> None:
     examples = read_dataset(DataConfig(**first.model_dump(), more_corpora=more), LABEL_SET)
     keys = {e.key for e in examples}
     recipes = [RECIPES[i] for i in args.recipes] if args.recipes else list(MODEL_RECIPES if args.model else RECIPES)
-    folders = {kind: args.cache / cache_key(load_settings(voice={"audio_features": kind}), Augment())
+    folders = {kind: cache_folder(args.cache, load_settings(voice={"audio_features": kind}), Augment(), examples)
                for kind in sorted({r.audio_features for r in recipes})}
     if args.extract or args.model:
         import ray  # noqa: PLC0415

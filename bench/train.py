@@ -18,8 +18,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-from emostream.training.features import cache_key
-from emostream.training.train import fit, load_train_config
+from emostream.training.features import cache_folder
+from emostream.training.train import fit, load_train_config, read_dataset
 
 
 def main() -> None:
@@ -32,7 +32,7 @@ def main() -> None:
     from emostream.settings import load_settings
 
     config = load_train_config(args.config)
-    cache = config.feature_cache / cache_key(load_settings(), config.augment)
+    cache = cache_folder(config.feature_cache, load_settings(), config.augment, read_dataset(config.data, config.label_set))
     if not any(cache.glob("*.parquet")):
         sys.exit(f"no feature cache at {cache}: run `emostream train {args.config}` first")
     os.environ.setdefault("RAY_AUTH_MODE", "disabled")

@@ -14,7 +14,7 @@ import soundfile as sf
 from emostream.media.telephone import telephone_band, telephone_copy
 from emostream.models.score import StreamContexts
 from emostream.perception.voice.prosody import SpeakerProsodyStats
-from emostream.settings import load_settings
+from emostream.settings import Settings, load_settings
 from emostream.training.data import call_statistics, samples_from_rows
 from emostream.training.datasets import Example
 from emostream.training.features import (
@@ -22,6 +22,7 @@ from emostream.training.features import (
     FEATURE_VERSION,
     Augment,
     bundle_row,
+    cache_folder,
     cache_key,
     feature_settings,
 )
@@ -93,6 +94,28 @@ def test_settings_only_the_cut_reads_key_live_cut_caches_alone() -> None:
     assert cache_key(read_changed, Augment()) != cache_key(base, Augment())
     assert cache_key(read_changed, Augment(live_cut=True)) != cache_key(base, Augment(live_cut=True))
     assert set(CUT_ONLY_VOICE_FIELDS) <= set(base.voice.model_dump())  # no field renamed out from under the list
+
+
+def test_a_face_setting_keys_the_caches_of_media_with_pictures_alone(tmp_path: Path) -> None:
+    """A voice corpus's cache (sound files only: no row can hold a face) keeps its folder when a face setting
+    changes, as when the default face expert changed; a cache of video files does not."""
+    def examples(suffix: str) -> list[Example]:
+        return [Example(media=Path(f"/data/clip-{k}{suffix}"), start=None, end=None, speaker="s", label="angry",
+                        valence=None, arousal=None, transcript=None, explanation=None, open_vocabulary=(),
+                        dataset="d", key=f"k{k}") for k in range(2)]
+
+    base = load_settings()
+    faces_changed = load_settings(faces={"min_confidence": 0.7})
+    def folder(settings: Settings, media: list[Example]) -> Path:
+        return cache_folder(tmp_path, settings, Augment(), media)
+
+    for suffix in (".wav", ".FLAC", ".mp3", ".m4a", ".opus"):
+        assert folder(faces_changed, examples(suffix)) == folder(base, examples(suffix))
+    video = examples(".mp4")
+    assert folder(faces_changed, video) != folder(base, video)
+    assert folder(base, examples(".wav") + video[:1]) == folder(base, video)  # one file with pictures keys them all
+    voice_changed = load_settings(voice={"diarize_threshold": 0.7})  # a voice setting keys both
+    assert folder(voice_changed, examples(".wav")) != folder(base, examples(".wav"))
 
 
 def test_the_default_recipe_trains_on_what_the_live_path_sees(tmp_path: Path) -> None:

@@ -31,7 +31,7 @@ def write_config(tmp_path: Path) -> Path:
               "stages": [{"name": "all", "epochs": 1, "learning_rate": 3e-3}], "run_dir": str(tmp_path / "runs"),
               "name": "cluster-run", "export": str(tmp_path / "export"), "unknown_speaker_fraction": 0.0}
     # The cache folder the command will look in: same settings (this environment) and augmentation recipe.
-    synthetic_cache(tmp_path / "features" / cache_key(load_settings(), Augment(copies=0, seed=0)))
+    synthetic_cache(tmp_path / "features" / cache_key(load_settings(), Augment(copies=0, seed=0), faces=False))  # .wav: sound only
     path = tmp_path / "train.yaml"
     path.write_text(yaml.safe_dump(config))
     return path

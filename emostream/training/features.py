@@ -3,8 +3,9 @@
 Each example's media span goes through the same perception operators as the
 live path (decode, faces, prosody, Whisper, voice and sentence embeddings),
 in an actor pool so the models load once per actor. Rows land in
-`<cache>/<key>/` where the key hashes the operator settings and the
-augmentation recipe: change either and a new cache is built; run the job
+`<cache>/<key>/` where the key hashes the operator settings (the face settings
+only when the media can carry pictures) and the augmentation recipe: change
+either and a new cache is built; run the job
 again and examples already in the cache are skipped (resumable).
 
 Augmented copies of audio-only examples (speed, gain, added noise) multiply
@@ -28,7 +29,7 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -81,18 +82,37 @@ CUT_ONLY_VOICE_FIELDS = ("vad_onset", "vad_offset", "merge_gap_seconds", "turn_m
                          "min_resume_seconds", "min_utterance_seconds", "max_utterance_seconds", "idle_seconds")
 
 
-def cache_key(settings: Settings, augment: Augment) -> str:
-    """Hash of everything that changes the features: the version, face and voice settings (of the voice's, those
-    only the live cut reads when the rows are its utterances), augmentation."""
+# File types that carry sound alone. When every example of an extraction is one, no row can hold a face, so the face
+# settings stay out of its cache key: a new face default must not cost a voice corpus its extraction (half an hour
+# for the default recipe's live cut here).
+AUDIO_ONLY_SUFFIXES = (".wav", ".flac", ".mp3", ".m4a", ".opus")
+
+
+def may_hold_faces(examples: Iterable[Example]) -> bool:
+    """Whether any example's media is of a file type that can carry pictures."""
+    return any(example.media.suffix.lower() not in AUDIO_ONLY_SUFFIXES for example in examples)
+
+
+def cache_key(settings: Settings, augment: Augment, faces: bool = True) -> str:
+    """Hash of everything that changes the features: the version, the face settings (unless `faces` is False: media
+    without pictures), the voice settings (of those, the ones only the live cut reads when the rows are its
+    utterances), augmentation."""
     settings = feature_settings(settings)
     defaults = asdict(Augment())
     voice = settings.voice.model_dump(mode="json")
     if not augment.live_cut:
         voice = {name: value for name, value in voice.items() if name not in CUT_ONLY_VOICE_FIELDS}
-    recipe = {"version": FEATURE_VERSION, "faces": settings.faces.model_dump(mode="json"), "voice": voice,
-              "augment": {name: value for name, value in asdict(augment).items()
-                          if name not in LATER_FIELDS or value != defaults[name]}}
+    recipe: dict[str, Any] = {"version": FEATURE_VERSION, "voice": voice,
+                              "augment": {name: value for name, value in asdict(augment).items()
+                                          if name not in LATER_FIELDS or value != defaults[name]}}
+    if faces:
+        recipe["faces"] = settings.faces.model_dump(mode="json")
     return hashlib.sha1(json.dumps(recipe, sort_keys=True).encode()).hexdigest()[:12]
+
+
+def cache_folder(cache_root: Path, settings: Settings, augment: Augment, examples: Iterable[Example]) -> Path:
+    """The folder under `cache_root` that holds (or will hold) the features of `examples` for these settings."""
+    return Path(cache_root) / cache_key(settings, augment, faces=may_hold_faces(examples))
 
 
 def example_to_json(example: Example) -> str:
@@ -330,7 +350,7 @@ def extract_features(examples: list[Example], settings: Settings, cache_root: Pa
 
     settings = feature_settings(settings)
     augment = augment or Augment()
-    folder = Path(cache_root) / cache_key(settings, augment)
+    folder = cache_folder(cache_root, settings, augment, examples)
     folder.mkdir(parents=True, exist_ok=True)
     (folder / "recipe.json").write_text(json.dumps({"version": FEATURE_VERSION, "augment": asdict(augment),
                                                     "settings": json.loads(settings.model_dump_json())}, indent=1))
