@@ -22,6 +22,7 @@ from emostream.training.face_data import (
     folder_faces,
     live_crops,
     majority_labels,
+    network_inputs,
     read_ferplus,
     to_network_input,
     vote_distribution,
@@ -33,7 +34,6 @@ from emostream.training.face_expert import (
     fit_temperature,
     live_face_finder,
     main,
-    network_inputs,
     train,
 )
 from tests.face_helpers import read_image

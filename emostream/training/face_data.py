@@ -93,6 +93,19 @@ def live_crops(faces: np.ndarray, find: Callable[[np.ndarray], np.ndarray | None
     return np.array(found, np.int64), {margin: np.stack(kept) if kept else empty for margin, kept in crops.items()}
 
 
+def network_inputs(images: np.ndarray, find: Callable[[np.ndarray], np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """FER+ faces (n, 48, 48) as the network's inputs: (the indices of the faces kept, their inputs (k, 64, 64) uint8).
+
+    find (`FaceAnalyzer.largest_face`): each face shown as a frame would show it, found and cut by the live analyser's
+    own crop (`live_crops` at `analyze.EXPRESSION_MARGIN`), so the network reads the framing it reads live; faces it
+    does not find (about 5%) are left out. None: every face, resized whole (`to_network_input`).
+    """
+    if find is None:
+        return np.arange(len(images)), to_network_input(images)
+    found, crops = live_crops(images, find, [EXPRESSION_MARGIN])
+    return found, crops[EXPRESSION_MARGIN]
+
+
 def read_ferplus(path: str | Path) -> tuple[np.ndarray, np.ndarray]:
     """(images (n, 48, 48) uint8, votes (n, 10) int64) of one FER+ split file."""
     path = Path(path)
@@ -135,9 +148,8 @@ def majority_labels(votes: np.ndarray) -> np.ndarray:
 def ferplus_faces(path: str | Path, find: Callable[[np.ndarray], np.ndarray | None] | None = None) -> FaceSet:
     """The images of a FER+ split with a majority label (see `majority_labels`), as network inputs.
 
-    find : as for `live_crops` (`FaceAnalyzer.largest_face`); each face is then read through the live crop at
-    `analyze.EXPRESSION_MARGIN`. Faces it finds no face in, or all faces without it, are resized whole (counted in
-    `read_whole` when `find` was given).
+    find : as for `network_inputs` (`FaceAnalyzer.largest_face`): each face is read through the live crop. Faces it
+    finds no face in, or all faces without it, are resized whole (counted in `read_whole` when `find` was given).
     """
     images, votes = read_ferplus(path)
     top, majority = _majority(votes)
@@ -151,8 +163,8 @@ def ferplus_faces(path: str | Path, find: Callable[[np.ndarray], np.ndarray | No
     faces = to_network_input(images[kept])
     whole = 0
     if find is not None:
-        found, crops = live_crops(images[kept], find, [EXPRESSION_MARGIN])
-        faces[found] = crops[EXPRESSION_MARGIN]
+        found, crops = network_inputs(images[kept], find)
+        faces[found] = crops
         whole = len(faces) - len(found)
     return FaceSet(faces, labels[kept], "ferplus8", dropped, whole)
 

@@ -10,7 +10,7 @@ Commands (run from the project root; data in ../shared/data/ferplus, see face_da
     # accuracy (WAR), UAR, ECE and the confusion matrix of a face expert on a FER+ split or an image folder
     python -m emostream.training.face_expert evaluate --faces ../shared/data/ferplus/test.npz --expression-model ferplus
 
-The recipe: every face read through the live analyser's own crop (`network_inputs`: shown as a frame, found and
+The recipe: every face read through the live analyser's own crop (`face_data.network_inputs`: shown as a frame, found and
 aligned as a frame is; `--no-live-crop` resizes faces whole, as the weights before 2026-12-06 were trained), start
 from fer's weights with the classifier's seven rows copied into the FERPLUS8 classes that share their concept
 (contempt starts from disgust's row), AdamW with a cosine schedule, soft-target cross-entropy, and augmentation
@@ -37,7 +37,7 @@ from scipy.optimize import minimize_scalar
 from torch import nn
 
 from emostream.labels import FERPLUS8, canonical_labels, label_set
-from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
+from emostream.perception.faces.analyze import FaceAnalyzer
 from emostream.perception.faces.expression import (
     FERPLUS_WEIGHTS,
     ExpressionModel,
@@ -50,10 +50,9 @@ from emostream.settings import FaceSettings
 from emostream.training.face_data import (
     ferplus_faces,
     folder_faces,
-    live_crops,
     majority_labels,
+    network_inputs,
     read_ferplus,
-    to_network_input,
     vote_distribution,
 )
 from emostream.training.metrics import Report, evaluate_predictions, expected_calibration_error, write_report
@@ -128,7 +127,7 @@ class Recipe:
     max_shift: float = 0.08  # shift uniform in +- this fraction of the side
     seed: int = 0
     limit: int = 0  # train on the first `limit` usable images only (0 = all): for quick experiments
-    live_crop: bool = True  # read every image through the live crop (`network_inputs`); False: resized whole
+    live_crop: bool = True  # read every image through the live crop (`face_data.network_inputs`); False: resized whole
 
 
 def ferplus_head(network: MiniXception) -> MiniXception:
@@ -175,19 +174,6 @@ def _augment(x: torch.Tensor, recipe: Recipe, generator: torch.Generator) -> tor
     return F.grid_sample(x, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def network_inputs(images: np.ndarray, find: Callable[[np.ndarray], np.ndarray | None] | None) -> tuple[np.ndarray, np.ndarray]:
-    """FER+ faces (n, 48, 48) as the network's inputs: (the indices of the faces kept, their inputs (k, 64, 64) uint8).
-
-    find (`FaceAnalyzer.largest_face`): each face shown as a frame would show it, found and cut by the live analyser's
-    own crop (`face_data.live_crops` at `analyze.EXPRESSION_MARGIN`), so the network learns the framing it reads live;
-    faces it does not find (about 5%) are left out. None: every face, resized whole (`to_network_input`).
-    """
-    if find is None:
-        return np.arange(len(images)), to_network_input(images)
-    found, crops = live_crops(images, find, [EXPRESSION_MARGIN])
-    return found, crops[EXPRESSION_MARGIN]
-
-
 def live_face_finder() -> Callable[[np.ndarray], np.ndarray | None]:
     """The live analyser's face finder, for reading training faces through the live crop. Its expression network is
     fer's own (which training starts from), so training never needs the weights it is about to write."""
@@ -226,13 +212,13 @@ def train(data: Path, out: Path, recipe: Recipe) -> Path:
     found, inputs = network_inputs(images, find)
     train_images, train_targets = torch.from_numpy(inputs), torch.from_numpy(targets[found])
     valid_images, valid_votes = read_ferplus(data / "valid.npz")
-    labelled = majority_labels(valid_votes)
-    labelled_images, labelled = valid_images[labelled >= 0], labelled[labelled >= 0]
-    valid_found, valid_images = network_inputs(labelled_images, find)
-    valid_labels = torch.from_numpy(labelled[valid_found])
+    valid_majority = majority_labels(valid_votes)
+    labelled = valid_majority >= 0
+    valid_found, valid_images = network_inputs(valid_images[labelled], find)
+    valid_labels = torch.from_numpy(valid_majority[labelled][valid_found])
     log.info("train: %d images (%d left out: not a face or no emotion vote; %d: no face found); valid: %d "
              "majority-labelled (%d: no face found)", len(train_images), int((~kept).sum()), len(images) - len(found),
-             len(valid_labels), len(labelled) - len(valid_found))
+             len(valid_labels), int(labelled.sum()) - len(valid_found))
 
     network = ferplus_head(MiniXception.from_keras(default_weights_path()))
     optimizer = torch.optim.AdamW(network.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
