@@ -47,6 +47,8 @@ before text embeddings followed the served model: perception/encode.scoring_voic
 look-ahead; the bench swaps UtteranceCutter._merge_gap_ahead for its runs). Each setup's Smart Turn calls are counted.
 When two setups are compared, both are loaded and prepared first, then they take turns run by run, so that the load's
 drift on a shared machine weighs on both alike.
+Another Whisper model's features with tiny.en's transcripts: EMOSTREAM_VOICE__FEATURE_MODEL_DIR=DIR (e.g. Whisper base's
+joined folder) with --audio-features every_layer; the embedding-alone rows then time that model's encoder.
 Timings are printed, never asserted.
 Run: .venv/bin/python bench/speech.py [--runs 3] [--audio-features every_layer | --compare-checkpoint PATH | --compare-float32
                                       | --compare-text-embeddings | --compare-turn-look-ahead]
@@ -233,13 +235,13 @@ class Models:
         assert voice.audio_features is not None  # resolved against the model in main()
         encoder = UtteranceEncoder(voice, Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size,
                                                       language=voice.asr_language, audio_features=voice.audio_features,
-                                                      layers_precision=precision))
-        model_dir = encoder.transcriber.model_dir
+                                                      layers_precision=precision, feature_model_dir=voice.feature_model_dir))
+        model_dir, layers_dir = encoder.transcriber.model_dir, encoder.transcriber.feature_model_dir
         ways: dict[str, Callable[[np.ndarray], object]] = {}
         if embedders:
             last_layer = Transcriber(model_dir, audio_features="last_layer")
             ways = dict(zip(EMBEDDINGS, (PaddedLastLayer(model_dir), lambda audio: last_layer(audio, transcribe=False),
-                                         WhisperLayers(model_dir, "int8"), WhisperLayers(model_dir, "float32")), strict=True))
+                                         WhisperLayers(layers_dir, "int8"), WhisperLayers(layers_dir, "float32")), strict=True))
         return cls(settings, SegmentPerceiver(settings), encoder, VoiceEmbedder(), ways, every_pause)
 
 
@@ -573,7 +575,8 @@ def main() -> None:
             print(f"# speech bench: {platform.processor() or platform.machine()}, 1 thread, median of {args.runs} runs{turns}, "
                   f"{started}–{ended}, load average {load_before:.1f} → {load_after:.1f}; "
                   f"model loading excluded (loaded and warmed up first); {setup.ingest.segment_seconds:g} s segments, "
-                  f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, diarize={voice.diarize}, "
+                  f"ASR {voice.asr_model_dir or 'Whisper tiny.en (bundled)'} beam {voice.asr_beam_size}, "
+                  f"{f'features from {voice.feature_model_dir}, ' if voice.feature_model_dir else ''}diarize={voice.diarize}, "
                   f"{setup_name(voice, precision, every_pause)}")
             print(f"# thread pools limited to 1 thread (by default: {pools})")
             for item, work in zip(inputs, works[k], strict=True):

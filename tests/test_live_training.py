@@ -20,6 +20,7 @@ from emostream.training.datasets import Example
 from emostream.training.features import (
     CUT_ONLY_VOICE_FIELDS,
     FEATURE_VERSION,
+    LATER_VOICE_FIELDS,
     Augment,
     bundle_row,
     cache_folder,
@@ -74,9 +75,11 @@ def test_the_cache_key_changes_with_the_live_options() -> None:
         Augment(), Augment(live_cut=True), Augment(telephone_copies=1), Augment(telephone_copies=2),
         Augment(telephone_copies=1, telephone_snr_db=(10.0, 20.0)), Augment(live_cut=True, telephone_copies=1))}
     assert len(keys) == 6
-    # without the live options, the key is the version, the faces, the voice but what only the cut reads, the copies
+    # without the live options, the key is the version, the faces, the voice but what only the cut reads (and the
+    # fields added since, unset), the copies
     resolved = feature_settings(settings)
-    voice = {name: value for name, value in resolved.voice.model_dump(mode="json").items() if name not in CUT_ONLY_VOICE_FIELDS}
+    voice = {name: value for name, value in resolved.voice.model_dump(mode="json").items()
+             if name not in CUT_ONLY_VOICE_FIELDS + LATER_VOICE_FIELDS}
     before = {"version": FEATURE_VERSION, "faces": resolved.faces.model_dump(mode="json"), "voice": voice,
               "augment": {"copies": 2, "speed": [0.9, 1.1], "gain_db": [-6.0, 6.0], "noise_snr_db": [15.0, 35.0], "seed": 3}}
     expected = hashlib.sha1(json.dumps(before, sort_keys=True).encode()).hexdigest()[:12]
@@ -94,6 +97,16 @@ def test_settings_only_the_cut_reads_key_live_cut_caches_alone() -> None:
     assert cache_key(read_changed, Augment()) != cache_key(base, Augment())
     assert cache_key(read_changed, Augment(live_cut=True)) != cache_key(base, Augment(live_cut=True))
     assert set(CUT_ONLY_VOICE_FIELDS) <= set(base.voice.model_dump())  # no field renamed out from under the list
+
+
+def test_a_feature_model_keys_the_cache_only_when_set(tmp_path: Path) -> None:
+    """voice.feature_model_dir arrived after caches existed: unset, the keys are what they were; set, the features
+    differ, and so do the keys of whole-clip and live-cut caches."""
+    base = load_settings()
+    other = load_settings(voice={"feature_model_dir": tmp_path})
+    assert set(LATER_VOICE_FIELDS) <= set(base.voice.model_dump())
+    for augment in (Augment(), Augment(live_cut=True)):
+        assert cache_key(other, augment) != cache_key(base, augment)
 
 
 def test_a_face_setting_keys_the_caches_of_media_with_pictures_alone(tmp_path: Path) -> None:

@@ -249,3 +249,18 @@ def test_whisper_base_from_its_packages_transcribes_and_gives_every_layer(
     base = WhisperLayers(whisper_base, precision="float32")
     hidden, _ = base.hidden_states(read_mono(clip))
     assert cosines(hidden[-1], ctranslate2_encoder_output(whisper_base, base.log_mel(read_mono(clip)))).min() > 0.999
+
+
+def test_features_from_another_whisper_model_leave_the_transcript_to_the_asr_model(whisper_base: Path, librivox: list[Path]) -> None:
+    """voice.feature_model_dir: every layer of base's encoder (base's own features, exactly), tiny.en's transcript."""
+    audio = read_mono(librivox[0])
+    tiny = Transcriber(audio_features="every_layer")
+    mixed = Transcriber(audio_features="every_layer", feature_model_dir=whisper_base)
+    alone, both = tiny(audio), mixed(audio)
+    assert both.text == alone.text and both.text
+    assert both.audio_embedding.shape == (2 * 7 * 512,)
+    np.testing.assert_allclose(both.audio_embedding, WhisperLayers(whisper_base)(audio), rtol=1e-5, atol=1e-5)
+    with pytest.raises(ValueError, match="every_layer"):
+        Transcriber(audio_features="last_layer", feature_model_dir=whisper_base)
+    voice = load_settings(voice={"audio_features": "every_layer", "feature_model_dir": whisper_base}).voice
+    assert speech_recogniser(voice).feature_model_dir == whisper_base  # the setting reaches the live path's Whisper

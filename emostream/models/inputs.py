@@ -105,8 +105,9 @@ def check_audio_width(bundle: UtteranceBundle, config: EmotionConfig) -> None:
     if width != config.audio_embedding:
         raise ValueError(
             f"utterance {bundle.utterance_id!r}: its Whisper embedding has {width} values, the model reads {config.audio_embedding} "
-            f"(768: voice.audio_features last_layer, tiny.en; 3,840: every_layer); set voice.audio_features to the one the model "
-            "was trained on, or extract the features again with it"
+            f"(768: voice.audio_features last_layer, tiny.en; 3,840: every_layer; 7,168: every_layer with voice.feature_model_dir "
+            "Whisper base); set voice.audio_features (and feature_model_dir) to what the model was trained on, or extract the "
+            "features again with them"
         )
 
 

@@ -137,11 +137,11 @@ def scoring_voice(settings: Settings) -> VoiceSettings:
 
 def speech_recogniser(voice: VoiceSettings) -> Transcriber:
     """Whisper as the settings ask for it (model, threads, beam, language, which audio features: resolved against
-    the scoring model first, `voice_for_model`)."""
+    the scoring model first, `voice_for_model`; the every-layer features' own model, if any)."""
     if voice.audio_features is None:
         raise ValueError("voice.audio_features is unset: resolve it against the scoring model first (voice_for_model)")
     return Transcriber(voice.asr_model_dir, threads=voice.asr_threads, beam_size=voice.asr_beam_size, language=voice.asr_language,
-                       audio_features=voice.audio_features)
+                       audio_features=voice.audio_features, feature_model_dir=voice.feature_model_dir)
 
 
 def text_embedder(voice: VoiceSettings) -> SentenceEmbedder | None:

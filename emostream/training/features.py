@@ -80,6 +80,9 @@ LATER_FIELDS = ("telephone_copies", "telephone_snr_db", "live_cut")
 # key only with `Augment.live_cut`; changing them must not cost a whole-clip cache its half hour of extraction.
 CUT_ONLY_VOICE_FIELDS = ("vad_onset", "vad_offset", "merge_gap_seconds", "turn_model", "turn_pause_seconds", "turn_threshold",
                          "min_resume_seconds", "min_utterance_seconds", "max_utterance_seconds", "idle_seconds")
+# Voice settings added after caches existed: they count in the cache key only when set, so their arrival keeps the
+# keys of the caches extracted without them.
+LATER_VOICE_FIELDS = ("feature_model_dir",)
 
 
 # File types that carry sound alone. When every example of an extraction is one, no row can hold a face, so the face
@@ -100,6 +103,7 @@ def cache_key(settings: Settings, augment: Augment, faces: bool = True) -> str:
     settings = feature_settings(settings)
     defaults = asdict(Augment())
     voice = settings.voice.model_dump(mode="json")
+    voice = {name: value for name, value in voice.items() if name not in LATER_VOICE_FIELDS or value is not None}
     if not augment.live_cut:
         voice = {name: value for name, value in voice.items() if name not in CUT_ONLY_VOICE_FIELDS}
     recipe: dict[str, Any] = {"version": FEATURE_VERSION, "voice": voice,

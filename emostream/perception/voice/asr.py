@@ -25,6 +25,9 @@ states with silence states after them, it repeated itself: 7.0% -> 23% word
 error rate on 270 real utterances). What they share is the log-mel: the
 window's is the torch pass's padded with silence (with_silence; the same up to float32
 rounding of the mel product, one step in 73 of 80,000 values seen once).
+`feature_model_dir` takes the every-layer features from another Whisper model's
+encoder (e.g. base's, while tiny.en writes the transcripts); the log-mel is
+shared when both read the same mel bands.
 """
 
 from __future__ import annotations
@@ -81,8 +84,10 @@ class Transcriber:
     """Whisper over one utterance at a time. One instance per thread."""
 
     def __init__(self, model_dir: Path | None = None, threads: int = 1, beam_size: int = 1, language: str = "en",
-                 audio_features: AudioFeatures = "last_layer", layers_precision: Precision = "int8") -> None:
-        """layers_precision: of the every-layer encoder (WhisperLayers; "float32" to compare against)."""
+                 audio_features: AudioFeatures = "last_layer", layers_precision: Precision = "int8",
+                 feature_model_dir: Path | None = None) -> None:
+        """layers_precision: of the every-layer encoder (WhisperLayers; "float32" to compare against).
+        feature_model_dir: every_layer from this CTranslate2 Whisper model's encoder (default: model_dir's)."""
         from faster_whisper import WhisperModel  # noqa: PLC0415 (heavy; loaded on use)
         from faster_whisper.tokenizer import Tokenizer  # noqa: PLC0415
 
@@ -92,10 +97,16 @@ class Transcriber:
         for part in ("model.bin", "config.json", "tokenizer.json"):
             if not (path / part).is_file():
                 raise missing_model_error(path, part)
+        if feature_model_dir is not None and audio_features != "every_layer":
+            raise ValueError(f"a feature model ({feature_model_dir}) gives every_layer features; audio_features is {audio_features}")
         self.model_dir = path
+        self.feature_model_dir = Path(feature_model_dir) if feature_model_dir else path
         self.audio_features = audio_features
-        self._layers = WhisperLayers(path, layers_precision) if audio_features == "every_layer" else None
+        self._layers = WhisperLayers(self.feature_model_dir, layers_precision) if audio_features == "every_layer" else None
         self._whisper = WhisperModel(str(path), device="cpu", compute_type="int8", cpu_threads=threads)
+        # the windows' log-mel is the features' padded with silence where both models hear the same mel bands
+        bands = self._whisper.feature_extractor.mel_filters.shape[0]
+        self._share_mel = self._layers is not None and self._layers.config.num_mel_bins == bands
         self._tokenizer = Tokenizer(self._whisper.hf_tokenizer, self._whisper.model.is_multilingual, task="transcribe", language=language)
         self._prompt = [*self._tokenizer.sot_sequence, self._tokenizer.no_timestamps]
         self.beam_size = beam_size
@@ -121,7 +132,7 @@ class Transcriber:
         embeddings = [self._layers(audio, mel) for audio, mel in zip(clipped, mels, strict=True)]
         if not transcribe:
             return [_untranscribed(embedding) for embedding in embeddings]
-        transcribed = self._recognise_windows(clipped, transcribe=True, mels=mels)
+        transcribed = self._recognise_windows(clipped, transcribe=True, mels=mels if self._share_mel else None)
         return [replace(result, audio_embedding=embedding) for result, embedding in zip(transcribed, embeddings, strict=True)]
 
     def _recognise_windows(self, audios: list[np.ndarray], transcribe: bool,
