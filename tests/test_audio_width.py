@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from dataclasses import replace
 from pathlib import Path
 
@@ -13,11 +14,14 @@ from emostream.models.inputs import collate
 from emostream.models.presets import build_preset, load_model
 from emostream.models.score import EmotionScorer, StreamContexts
 from emostream.perception.encode import model_audio_features, speech_recogniser, voice_for_model
+from emostream.perception.voice.whisper_base import whisper_base_dir
 from emostream.settings import load_settings
 from emostream.spine import Spine
+from emostream.training.train import record_export
 from tests.model_helpers import random_bundle
 
 EVERY_LAYER = 3840  # tiny.en: 5 hidden states x 384 values, mean and std pooled
+BASE_EVERY_LAYER = 7168  # Whisper base: 7 hidden states x 512
 
 
 def every_layer_bundle(seed: int):  # type: ignore[no-untyped-def]
@@ -84,3 +88,26 @@ def test_a_spine_serving_an_every_layer_model_encodes_every_layer_without_being_
     assert events and all(set(e.probabilities) == set(load_model(every).config.labels) for e in events)
     with pytest.raises(ValueError, match=r"trained on every_layer"):
         Spine(load_settings(voice={"audio_features": "last_layer"}, serve={"model": str(every)}))
+
+
+def test_a_model_trained_on_another_whisper_models_features_is_served_with_them(tmp_path: Path) -> None:
+    """Training records the features' Whisper model (Whisper base by name: each machine installs it in its own place);
+    serving follows it when voice.feature_model_dir is unset, and a different one set is an error naming the fix."""
+    cache = tmp_path / "cache"
+    cache.mkdir()
+    voice = {"audio_features": "every_layer", "feature_model_dir": str(whisper_base_dir())}
+    (cache / "recipe.json").write_text(json.dumps({"settings": {"voice": voice}}))
+    model = build_preset("lite", arguments={"audio_embedding": BASE_EVERY_LAYER})
+    record_export(model, cache, None)
+    assert (model.config.audio_features, model.config.audio_feature_model) == ("every_layer", "whisper-base")
+    model.save_pretrained(tmp_path / "base")
+    served = voice_for_model(load_settings().voice, tmp_path / "base")
+    assert (served.audio_features, served.feature_model_dir) == ("every_layer", whisper_base_dir())
+    with pytest.raises(ValueError, match=r"voice\.feature_model_dir is .*trained on the features of whisper-base.*unset"):
+        voice_for_model(load_settings(voice={"feature_model_dir": tmp_path}).voice, tmp_path / "base")
+    # a model of the transcripts' own features records none, and leaves the setting as it is
+    (cache / "recipe.json").write_text(json.dumps({"settings": {"voice": {"audio_features": "every_layer", "feature_model_dir": None}}}))
+    plain = build_preset("lite", arguments={"audio_embedding": EVERY_LAYER})
+    record_export(plain, cache, None)
+    assert getattr(plain.config, "audio_feature_model", None) is None
+    assert voice_for_model(load_settings().voice, saved_model(tmp_path / "every", EVERY_LAYER, "every_layer")).feature_model_dir is None

@@ -18,6 +18,7 @@ import numpy as np
 from emostream.perception.utterance import UtteranceBundle
 from emostream.perception.voice.asr import AUDIO_FEATURES, AudioFeatures, Recognised, Transcriber
 from emostream.perception.voice.text import SentenceEmbedder
+from emostream.perception.voice.whisper_base import feature_model_folder
 from emostream.settings import Settings, VoiceSettings
 
 
@@ -103,16 +104,26 @@ def model_audio_features(model: str | Path | None) -> AudioFeatures:
 
 
 def voice_for_model(voice: VoiceSettings, model: str | Path | None) -> VoiceSettings:
-    """The voice settings with the Whisper features the scoring model was trained on: unset, they follow the model;
-    set to another kind, the model would read features it was not trained on, which is an error naming the fix."""
+    """The voice settings with the Whisper features the scoring model was trained on: unset, they follow the model (the
+    kind, and the Whisper model they come from when its config records one: `audio_feature_model`); set to others,
+    the model would read features it was not trained on, which is an error naming the fix."""
     kind = model_audio_features(model)
     if voice.audio_features is None:
-        return voice.model_copy(update={"audio_features": kind})
+        voice = voice.model_copy(update={"audio_features": kind})
     if voice.audio_features != kind:
         raise ValueError(f"voice.audio_features is {voice.audio_features}, but the emotion model "
                          f"{model or 'emostream-lite (the default)'} was trained on {kind} features: leave "
                          f"voice.audio_features unset (it follows the model), or set it to {kind}, or use a model "
                          f"trained on {voice.audio_features}")
+    recorded = model_config(model).get("audio_feature_model")
+    if recorded is None:  # the features of the transcripts' Whisper model, or of voice.feature_model_dir as set
+        return voice
+    folder = feature_model_folder(recorded)
+    if voice.feature_model_dir is None:
+        return voice.model_copy(update={"feature_model_dir": folder})
+    if Path(voice.feature_model_dir).resolve() != folder.resolve():
+        raise ValueError(f"voice.feature_model_dir is {voice.feature_model_dir}, but the emotion model {model} was trained on "
+                         f"the features of {recorded} ({folder}): leave voice.feature_model_dir unset (it follows the model)")
     return voice
 
 

@@ -32,6 +32,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emostream.models.presets import build_preset, check_preset
+from emostream.perception.voice.whisper_base import recorded_feature_model
 from emostream.training.features import Augment
 
 if TYPE_CHECKING:
@@ -509,8 +510,12 @@ def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple
 
 def record_export(model, cache: Path, temperature: float | None) -> None:  # type: ignore[no-untyped-def]
     """Record in the model's config (and each ensemble member's, which score with their own) what serving must know:
-    the Whisper features it was trained on and, when its recipe was cross-validated, the fitted softmax temperature."""
+    the Whisper features it was trained on (and their Whisper model, when not the transcripts'), and, when its recipe
+    was cross-validated, the fitted softmax temperature."""
     recorded: dict[str, Any] = {"audio_features": trained_audio_features(cache)}
+    feature_model = trained_voice(cache).get("feature_model_dir")
+    if feature_model is not None:  # every_layer from another Whisper model than the transcripts': serving follows it
+        recorded["audio_feature_model"] = recorded_feature_model(Path(feature_model))
     if temperature is not None:
         recorded["calibration_temperature"] = temperature
     for part in [model, *getattr(model, "members", [])]:
@@ -521,8 +526,13 @@ def record_export(model, cache: Path, temperature: float | None) -> None:  # typ
 def trained_audio_features(cache: Path) -> str | None:
     """voice.audio_features of a feature cache (the recipe.json the extraction job writes): what the model trained
     on it reads. None for a cache without one (features written by other means)."""
+    return trained_voice(cache).get("audio_features")
+
+
+def trained_voice(cache: Path) -> dict[str, Any]:
+    """The voice settings a feature cache was extracted with (its recipe.json); {} for a cache without one."""
     recipe = cache / "recipe.json"
-    return json.loads(recipe.read_text())["settings"]["voice"]["audio_features"] if recipe.is_file() else None
+    return dict(json.loads(recipe.read_text())["settings"]["voice"]) if recipe.is_file() else {}
 
 
 def cross_validate(config: TrainConfig, cache: Path, keys: set[str] | None) -> dict[str, Any]:

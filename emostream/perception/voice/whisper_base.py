@@ -35,6 +35,20 @@ def whisper_base_dir() -> Path:
     return Path(sys.prefix) / "share" / "emostream" / "whisper-base"
 
 
+BASE_NAME = "whisper-base"  # how an exported model records that its features come from this model
+
+
+def recorded_feature_model(folder: Path) -> str:
+    """How an exported emotion model records the Whisper model of its features (`voice.feature_model_dir`): Whisper
+    base by name (each machine's install step puts it in its own environment), any other model by its folder."""
+    return BASE_NAME if Path(folder).resolve() == whisper_base_dir().resolve() else str(folder)
+
+
+def feature_model_folder(recorded: str) -> Path:
+    """The folder of a recorded feature model (recorded_feature_model) on this machine."""
+    return whisper_base_dir() if recorded == BASE_NAME else Path(recorded)
+
+
 def package_data_dirs() -> list[Path]:
     """The `data` folders of the two installed packages, part 1 first."""
     found = []
@@ -83,7 +97,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", type=Path, default=whisper_base_dir(), help=f"model folder to write (default: {whisper_base_dir()})")
     args = parser.parse_args(argv)
     folder = join_model(args.target)
-    print(f"Whisper base is in {folder}; use it with voice.asr_model_dir: {folder} (and voice.asr_language)")
+    print(f"Whisper base is in {folder}; use it with voice.asr_model_dir: {folder} (and voice.asr_language), "
+          f"or for the emotion features alone with voice.feature_model_dir: {folder}")
 
 
 if __name__ == "__main__":
