@@ -148,8 +148,8 @@ class VoiceSettings(_Section):
     # trained on (its config records it; the default model's is every_layer). Set to another kind: an error.
     audio_features: Literal["last_layer", "every_layer"] | None = None
     # every_layer from another CTranslate2 Whisper model than the transcripts' (e.g. Whisper base's folder, from
-    # `python -m emostream.perception.voice.whisper_base`); unset: the ASR model's. A model trained on them reads
-    # their width (base: 7,168) and must be served with the same setting.
+    # `python -m emostream.perception.voice.whisper_base`); unset: the ASR model's, or the one the scoring model's
+    # config records (`audio_feature_model`: serving follows it). A model trained on them reads their width (base: 7,168).
     feature_model_dir: Path | None = None
     text_embeddings: bool = True  # sentence embeddings of transcripts (all-MiniLM-L6-v2)
     global_frames_per_second: float = Field(1.0, ge=0)  # whole-frame thumbnails kept per second of video for the model
