@@ -94,7 +94,11 @@ def model_audio_features(model: str | Path | None) -> AudioFeatures:
     """The Whisper features a scoring model reads (None: the embedded default; a preset name: fresh weights of the
     default width, last_layer). A checkpoint records them in its config (`audio_features`, set by training); one
     saved before that reads 768 values, the last layer."""
-    config = model_config(model)
+    return recorded_audio_features(model_config(model), model)
+
+
+def recorded_audio_features(config: dict[str, Any], model: str | Path | None) -> AudioFeatures:
+    """model_audio_features from the model's config as read (`model` names it in the error)."""
     kind = config.get("audio_features") or ("last_layer" if config.get("audio_embedding", 768) == 768 else None)
     if kind not in AUDIO_FEATURES:
         raise ValueError(f"the emotion model at {model if model is not None else 'the embedded default'} does not say "
@@ -107,7 +111,8 @@ def voice_for_model(voice: VoiceSettings, model: str | Path | None) -> VoiceSett
     """The voice settings with the Whisper features the scoring model was trained on: unset, they follow the model (the
     kind, and the Whisper model they come from when its config records one: `audio_feature_model`); set to others,
     the model would read features it was not trained on, which is an error naming the fix."""
-    kind = model_audio_features(model)
+    config = model_config(model)
+    kind = recorded_audio_features(config, model)
     if voice.audio_features is None:
         voice = voice.model_copy(update={"audio_features": kind})
     if voice.audio_features != kind:
@@ -115,7 +120,7 @@ def voice_for_model(voice: VoiceSettings, model: str | Path | None) -> VoiceSett
                          f"{model or 'emostream-lite (the default)'} was trained on {kind} features: leave "
                          f"voice.audio_features unset (it follows the model), or set it to {kind}, or use a model "
                          f"trained on {voice.audio_features}")
-    recorded = model_config(model).get("audio_feature_model")
+    recorded = config.get("audio_feature_model")
     if recorded is None:  # the features of the transcripts' Whisper model, or of voice.feature_model_dir as set
         return voice
     folder = feature_model_folder(recorded)

@@ -512,8 +512,9 @@ def record_export(model, cache: Path, temperature: float | None) -> None:  # typ
     """Record in the model's config (and each ensemble member's, which score with their own) what serving must know:
     the Whisper features it was trained on (and their Whisper model, when not the transcripts'), and, when its recipe
     was cross-validated, the fitted softmax temperature."""
-    recorded: dict[str, Any] = {"audio_features": trained_audio_features(cache)}
-    feature_model = trained_voice(cache).get("feature_model_dir")
+    voice = trained_voice(cache)
+    recorded: dict[str, Any] = {"audio_features": voice.get("audio_features")}
+    feature_model = voice.get("feature_model_dir")
     if feature_model is not None:  # every_layer from another Whisper model than the transcripts': serving follows it
         recorded["audio_feature_model"] = recorded_feature_model(Path(feature_model))
     if temperature is not None:
@@ -521,12 +522,6 @@ def record_export(model, cache: Path, temperature: float | None) -> None:  # typ
     for part in [model, *getattr(model, "members", [])]:
         for name, value in recorded.items():
             setattr(part.config, name, value)
-
-
-def trained_audio_features(cache: Path) -> str | None:
-    """voice.audio_features of a feature cache (the recipe.json the extraction job writes): what the model trained
-    on it reads. None for a cache without one (features written by other means)."""
-    return trained_voice(cache).get("audio_features")
 
 
 def trained_voice(cache: Path) -> dict[str, Any]:
