@@ -50,7 +50,6 @@ import torch
 from emostream.cli.common import ray_local
 from emostream.labels import LABEL_SETS
 from emostream.models.score import SPEAKER_VIEW_PRIOR
-from emostream.settings import load_settings
 from emostream.training.features import extract_features
 from emostream.training.train import (
     TrainConfig,
@@ -62,6 +61,7 @@ from emostream.training.train import (
     fold_model,
     load_train_config,
     read_dataset,
+    recipe_settings,
 )
 
 DEPLOYMENTS = Path(__file__).resolve().parent.parent / "deployments"
@@ -231,12 +231,12 @@ def main() -> None:
     keys = {e.key for e in examples}
     labelled = {e.key for e in examples if e.label in LABEL_SETS[configs["whole"].label_set]}
     ray_local(args.cpus, log_to_driver=False)
-    settings = load_settings()
     names = [args.only] if args.only else list(RECIPES)
     caches, models = {}, {}
     for name in names:
         config = configs[name]
-        caches[name] = extract_features(examples, settings, config.feature_cache, config.augment, workers=config.feature_workers)
+        caches[name] = extract_features(examples, recipe_settings(config), config.feature_cache, config.augment,
+                                        workers=config.feature_workers)
         recorded = [r for r in cached_rows(caches[name], keys) if r["variant"] == 0]
         models[name] = corpus_models(config, recorded, caches[name], keys) if args.loco else [
             (fold, fold_model(config, k, fold, caches[name], keys)[1])

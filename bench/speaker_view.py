@@ -28,9 +28,16 @@ import numpy as np
 import torch
 
 from emostream.cli.common import ray_local
-from emostream.settings import load_settings
 from emostream.training.features import extract_features
-from emostream.training.train import cached_rows, calibration_folds, corpus_order, fold_model, load_train_config, read_dataset
+from emostream.training.train import (
+    cached_rows,
+    calibration_folds,
+    corpus_order,
+    fold_model,
+    load_train_config,
+    read_dataset,
+    recipe_settings,
+)
 
 DEFAULT_RECIPE = Path(__file__).resolve().parent.parent / "deployments" / "train-lite.yaml"
 PLACES = ((0, 2), (2, 4), (4, 7), (7, 1_000))  # earlier utterances of the speaker in the call
@@ -58,7 +65,7 @@ def main() -> None:
     examples = read_dataset(config.data, config.label_set)
     keys = {e.key for e in examples}
     ray_local(args.cpus, log_to_driver=False)
-    cache = extract_features(examples, load_settings(), config.feature_cache, config.augment, workers=config.feature_workers)
+    cache = extract_features(examples, recipe_settings(config), config.feature_cache, config.augment, workers=config.feature_workers)
     rows = [r for r in cached_rows(cache, keys) if r["variant"] == 0]
     folds = calibration_folds(config, rows)
     priors = [float(p) for p in args.priors.split(",")]

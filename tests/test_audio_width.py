@@ -17,7 +17,7 @@ from emostream.perception.encode import model_audio_features, speech_recogniser,
 from emostream.perception.voice.whisper_base import whisper_base_dir
 from emostream.settings import load_settings
 from emostream.spine import Spine
-from emostream.training.train import record_export
+from emostream.training.train import TrainConfig, recipe_settings, record_export
 from tests.model_helpers import random_bundle
 
 EVERY_LAYER = 3840  # tiny.en: 5 hidden states x 384 values, mean and std pooled
@@ -111,3 +111,23 @@ def test_a_model_trained_on_another_whisper_models_features_is_served_with_them(
     record_export(plain, cache, None)
     assert getattr(plain.config, "audio_feature_model", None) is None
     assert voice_for_model(load_settings().voice, saved_model(tmp_path / "every", EVERY_LAYER, "every_layer")).feature_model_dir is None
+
+
+def test_a_recipe_names_the_whisper_model_of_its_features(tmp_path: Path) -> None:
+    """`audio_feature_model` in a training config makes its extraction read every layer of that Whisper model, whatever
+    the served model reads; settings asking for other features, or a model not installed, are errors naming them."""
+    recipe = {"preset": "lite", "preset_arguments": {"audio_embedding": BASE_EVERY_LAYER}, "data": {"path": "/data"},
+              "stages": [{"name": "all", "epochs": 1}], "name": "base-voice"}
+    config = TrainConfig.model_validate({**recipe, "audio_feature_model": "whisper-base"})
+    voice = recipe_settings(config, load_settings()).voice
+    assert (voice.audio_features, voice.feature_model_dir) == ("every_layer", whisper_base_dir())
+    assert recipe_settings(config, load_settings(voice={"feature_model_dir": str(whisper_base_dir())})).voice == voice
+    with pytest.raises(ValueError, match=r"base-voice: .*whisper-base.*voice\.feature_model_dir is .*leave it unset"):
+        recipe_settings(config, load_settings(voice={"feature_model_dir": str(tmp_path)}))
+    with pytest.raises(ValueError, match=r"every layer of whisper-base.*last_layer"):
+        recipe_settings(config, load_settings(voice={"audio_features": "last_layer"}))
+    missing = TrainConfig.model_validate({**recipe, "audio_feature_model": str(tmp_path / "absent")})
+    with pytest.raises(FileNotFoundError, match=r"no Whisper model at .*absent.*whisper_base"):
+        recipe_settings(missing, load_settings())
+    unnamed = TrainConfig.model_validate(recipe)  # no feature model named: the settings' own features
+    assert recipe_settings(unnamed, load_settings()) == load_settings()

@@ -32,11 +32,12 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from emostream.models.presets import build_preset, check_preset
-from emostream.perception.voice.whisper_base import recorded_feature_model
+from emostream.perception.voice.whisper_base import feature_model_folder, recorded_feature_model
 from emostream.training.features import Augment
 
 if TYPE_CHECKING:
     from emostream.models.model import EmotionModel
+    from emostream.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +117,11 @@ class TrainConfig(_Section):
     # lacks (the mllm's projector and language model) start as the preset builds them. With a stage's `freeze`, its
     # blocks stay as trained and only the rest learns to read them (mllm: the projector and the LoRA adapters).
     initial_model: Path | None = None
+    # The Whisper model whose every encoder layer the recipe's voice features come from, when not the transcripts'
+    # (voice.asr_model_dir's): "whisper-base" (the install step's Whisper base) or a CTranslate2 model folder. The
+    # export records it (`audio_feature_model`), and serving follows it. Unset: the settings' features (the served
+    # model's, or voice.feature_model_dir as set).
+    audio_feature_model: str | None = None
     run_dir: Path = Path(".emostream/runs")
     name: str = "emotion"
     export: Path = Path(".emostream/models/emotion")
@@ -470,13 +476,35 @@ def consolidate(checkpoint: Path, config: TrainConfig):  # type: ignore[no-untyp
 
 def train(config: TrainConfig, examples: list | None = None) -> tuple[Path, dict[str, Any]]:
     """Extract features (cached), train with Ray Train + DeepSpeed (resuming a stopped run), export. Inside ray.init()."""
-    from emostream.settings import load_settings  # noqa: PLC0415
     from emostream.training.features import extract_features  # noqa: PLC0415
 
     examples = examples if examples is not None else read_dataset(config.data, config.label_set)
-    settings = load_settings()
-    cache = extract_features(examples, settings, config.feature_cache, config.augment, workers=config.feature_workers)
+    cache = extract_features(examples, recipe_settings(config), config.feature_cache, config.augment, workers=config.feature_workers)
     return fit(config, cache, {example.key for example in examples})
+
+
+def recipe_settings(config: TrainConfig, settings: Settings | None = None) -> Settings:
+    """The settings the recipe's features are extracted with (default: `load_settings()`'s): with its
+    `audio_feature_model`, when it names one, every layer of that Whisper model. Settings that ask for other
+    features (voice.audio_features last_layer, or another voice.feature_model_dir) are an error naming both."""
+    from emostream.settings import load_settings  # noqa: PLC0415
+
+    settings = settings if settings is not None else load_settings()
+    if config.audio_feature_model is None:
+        return settings
+    folder = feature_model_folder(config.audio_feature_model)
+    voice = settings.voice
+    if voice.audio_features == "last_layer":
+        raise ValueError(f"{config.name}: the recipe trains on every layer of {config.audio_feature_model}, but "
+                         "voice.audio_features is last_layer: leave it unset")
+    if voice.feature_model_dir is not None and Path(voice.feature_model_dir).resolve() != folder.resolve():
+        raise ValueError(f"{config.name}: the recipe trains on the features of {config.audio_feature_model} ({folder}), but "
+                         f"voice.feature_model_dir is {voice.feature_model_dir}: leave it unset")
+    if not (folder / "model.bin").is_file():
+        raise FileNotFoundError(f"{config.name}: no Whisper model at {folder} for audio_feature_model "
+                                f"{config.audio_feature_model!r}: run `python -m emostream.perception.voice.whisper_base` "
+                                "(make install does), or name a CTranslate2 Whisper folder")
+    return settings.model_copy(update={"voice": voice.model_copy(update={"audio_features": "every_layer", "feature_model_dir": folder})})
 
 
 def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple[Path, dict[str, Any]]:
@@ -609,14 +637,13 @@ def export_fold_models(config: TrainConfig, folder: Path) -> tuple[Path, set[str
     folder/fold-<k> as `emostream train` exports a model (the temperature fitted on their held-out predictions), after
     its examples' features are extracted (cached), as `train` extracts them. Returns the feature cache folder, the
     examples' keys, and per fold the export with the speakers it held out. Inside ray.init()."""
-    from emostream.settings import load_settings  # noqa: PLC0415
     from emostream.training.features import extract_features  # noqa: PLC0415
 
     if config.calibration_folds < 2:
         raise ValueError(f"{config.name}: the recipe trains no fold models (calibration_folds: {config.calibration_folds})")
     examples = read_dataset(config.data, config.label_set)
     keys = {example.key for example in examples}
-    cache = extract_features(examples, load_settings(), config.feature_cache, config.augment, workers=config.feature_workers)
+    cache = extract_features(examples, recipe_settings(config), config.feature_cache, config.augment, workers=config.feature_workers)
     calibration, models = _cross_validate(config, cache, keys)
     exported = []
     for k, (fold, model) in enumerate(zip(calibration["folds"], models, strict=True), start=1):
