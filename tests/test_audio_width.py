@@ -122,12 +122,12 @@ def test_a_recipe_names_the_whisper_model_of_its_features(tmp_path: Path) -> Non
     voice = recipe_settings(config, load_settings()).voice
     assert (voice.audio_features, voice.feature_model_dir) == ("every_layer", whisper_base_dir())
     assert recipe_settings(config, load_settings(voice={"feature_model_dir": str(whisper_base_dir())})).voice == voice
-    with pytest.raises(ValueError, match=r"base-voice: .*whisper-base.*voice\.feature_model_dir is .*leave it unset"):
+    with pytest.raises(ValueError, match=r"voice\.feature_model_dir is .*recipe base-voice trains on the features of whisper-base.*unset"):
         recipe_settings(config, load_settings(voice={"feature_model_dir": str(tmp_path)}))
     with pytest.raises(ValueError, match=r"every layer of whisper-base.*last_layer"):
         recipe_settings(config, load_settings(voice={"audio_features": "last_layer"}))
     missing = TrainConfig.model_validate({**recipe, "audio_feature_model": str(tmp_path / "absent")})
-    with pytest.raises(FileNotFoundError, match=r"no Whisper model at .*absent.*whisper_base"):
+    with pytest.raises(FileNotFoundError, match=r"absent: no model\.bin for recipe base-voice's audio_feature_model.*whisper_base"):
         recipe_settings(missing, load_settings())
     unnamed = TrainConfig.model_validate(recipe)  # no feature model named: the settings' own features
     assert recipe_settings(unnamed, load_settings()) == load_settings()

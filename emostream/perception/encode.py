@@ -123,12 +123,19 @@ def voice_for_model(voice: VoiceSettings, model: str | Path | None) -> VoiceSett
     recorded = config.get("audio_feature_model")
     if recorded is None:  # the features of the transcripts' Whisper model, or of voice.feature_model_dir as set
         return voice
-    folder = feature_model_folder(recorded)
+    return with_feature_model(voice, recorded, f"the emotion model {model} was trained on")
+
+
+def with_feature_model(voice: VoiceSettings, feature_model: str, user: str) -> VoiceSettings:
+    """The voice settings reading the features of Whisper `feature_model` (a recorded name or folder:
+    `feature_model_folder`), which `user` ("the emotion model X was trained on", "recipe X trains on") needs:
+    voice.feature_model_dir set to its folder when unset; set to another folder, an error naming both."""
+    folder = feature_model_folder(feature_model)
     if voice.feature_model_dir is None:
         return voice.model_copy(update={"feature_model_dir": folder})
     if Path(voice.feature_model_dir).resolve() != folder.resolve():
-        raise ValueError(f"voice.feature_model_dir is {voice.feature_model_dir}, but the emotion model {model} was trained on "
-                         f"the features of {recorded} ({folder}): leave voice.feature_model_dir unset (it follows the model)")
+        raise ValueError(f"voice.feature_model_dir is {voice.feature_model_dir}, but {user} the features of "
+                         f"{feature_model} ({folder}): leave voice.feature_model_dir unset (it follows the model)")
     return voice
 
 

@@ -487,24 +487,21 @@ def recipe_settings(config: TrainConfig, settings: Settings | None = None) -> Se
     """The settings the recipe's features are extracted with (default: `load_settings()`'s): with its
     `audio_feature_model`, when it names one, every layer of that Whisper model. Settings that ask for other
     features (voice.audio_features last_layer, or another voice.feature_model_dir) are an error naming both."""
+    from emostream.perception.encode import with_feature_model  # noqa: PLC0415
+    from emostream.perception.voice.whisper_layers import missing_model_error  # noqa: PLC0415
     from emostream.settings import load_settings  # noqa: PLC0415
 
     settings = settings if settings is not None else load_settings()
     if config.audio_feature_model is None:
         return settings
-    folder = feature_model_folder(config.audio_feature_model)
-    voice = settings.voice
-    if voice.audio_features == "last_layer":
+    if settings.voice.audio_features == "last_layer":
         raise ValueError(f"{config.name}: the recipe trains on every layer of {config.audio_feature_model}, but "
                          "voice.audio_features is last_layer: leave it unset")
-    if voice.feature_model_dir is not None and Path(voice.feature_model_dir).resolve() != folder.resolve():
-        raise ValueError(f"{config.name}: the recipe trains on the features of {config.audio_feature_model} ({folder}), but "
-                         f"voice.feature_model_dir is {voice.feature_model_dir}: leave it unset")
+    voice = with_feature_model(settings.voice, config.audio_feature_model, f"recipe {config.name} trains on")
+    folder = feature_model_folder(config.audio_feature_model)
     if not (folder / "model.bin").is_file():
-        raise FileNotFoundError(f"{config.name}: no Whisper model at {folder} for audio_feature_model "
-                                f"{config.audio_feature_model!r}: run `python -m emostream.perception.voice.whisper_base` "
-                                "(make install does), or name a CTranslate2 Whisper folder")
-    return settings.model_copy(update={"voice": voice.model_copy(update={"audio_features": "every_layer", "feature_model_dir": folder})})
+        raise missing_model_error(folder, f"model.bin for recipe {config.name}'s audio_feature_model")
+    return settings.model_copy(update={"voice": voice.model_copy(update={"audio_features": "every_layer"})})
 
 
 def fit(config: TrainConfig, cache: Path, keys: set[str] | None = None) -> tuple[Path, dict[str, Any]]:
