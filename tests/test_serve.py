@@ -175,9 +175,11 @@ def test_media_longer_than_the_limit_is_refused(server: str) -> None:
     assert call(f"{server}/v1/analyze", silence_wav(10.0))[0] == 200
 
 
-@serve.deployment(max_ongoing_requests=1, max_queued_requests=1)
+@serve.deployment(max_ongoing_requests=1, max_queued_requests=1, graceful_shutdown_timeout_s=0.5,
+                  graceful_shutdown_wait_loop_s=0.5)
 class Hung:
-    """Stands in for every deployment behind the ingress, and never answers."""
+    """Stands in for every deployment behind the ingress, and never answers (so deleting it does not wait the
+    default 20 s for its requests to finish)."""
 
     async def _forever(self, *args: object) -> None:
         await asyncio.sleep(3600)
