@@ -107,6 +107,7 @@ __all__ = [
     "label_set",
     "map_probabilities",
     "mapping_matrix",
+    "near_labels",
     "open_words",
     "parse_label",
 ]
@@ -394,6 +395,18 @@ def mapping_matrix(source: str, target: str) -> npt.NDArray[np.float64]:
     _labels(source)  # clear errors for unknown names (before the cache sees them)
     _labels(target)
     return _mapping(source, target).copy()
+
+
+def near_labels(name: str) -> npt.NDArray[np.bool_]:
+    """Shape (n, n) bool: [k, j] is True when label j is among NEAREST's neighbours of label k's concept (calm ->
+    neutral, happy in ravdess8): where a corpus without k has a clip labelled j, that clip may well have been k."""
+    concepts = canonical_labels(name)
+    near = np.zeros((len(concepts), len(concepts)), bool)
+    for k, concept in enumerate(concepts):
+        for neighbour, _ in NEAREST.get(concept, ()):
+            if neighbour in concepts:
+                near[k, concepts.index(neighbour)] = True
+    return near
 
 
 def _as_probabilities(probabilities: npt.ArrayLike, name: str) -> np.ndarray:

@@ -9,7 +9,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from emostream.labels import LABEL_SETS
+from emostream.labels import LABEL_SETS, near_labels
 from emostream.models.presets import tiny
 from emostream.training.data import batch, samples_from_rows
 from emostream.training.datasets import Example, corpus_classes
@@ -23,6 +23,7 @@ from emostream.training.train import (
     cached_rows,
     corpus_cross_entropy,
     load_train_config,
+    loss_classes,
     read_dataset,
 )
 from tests.model_helpers import random_bundle
@@ -48,6 +49,22 @@ def test_a_class_the_corpus_lacks_is_left_out_of_its_softmax() -> None:
     assert logits.grad[0, 1] == 0  # a large calm logit is not pushed down by a corpus that has no calm
     kept = [i for i in range(8) if i != 1]
     assert torch.allclose(loss, F.cross_entropy(logits[:, kept], torch.tensor([0])))
+
+
+def test_near_only_leaves_an_absent_class_out_only_where_the_label_could_have_been_it() -> None:
+    near = near_labels("ravdess8")
+    assert [LABELS[j] for j in np.flatnonzero(near[LABELS.index("calm")])] == ["neutral", "happy"]  # labels.NEAREST's
+    assert [LABELS[j] for j in np.flatnonzero(near[LABELS.index("surprised")])] == ["happy", "fearful"]
+    truth = torch.tensor([LABELS.index(label) for label in ("neutral", "angry", "happy", "fearful", "sad")])
+    present = torch.tensor([corpus_classes(dataset, "ravdess8") for dataset in ("tess", "tess", "emodb", "emodb", "ravdess")])
+    recipe = {"preset": "tiny", "data": {"path": "/data"}, "stages": [{"name": "all", "epochs": 1}]}
+    left_out = TrainConfig.model_validate(recipe)
+    assert torch.equal(loss_classes(present, truth, left_out), present)  # the default: absent from every clip's loss
+    classes = loss_classes(present, truth, TrainConfig.model_validate({**recipe, "absent_classes": "near_only"}))
+    calm, surprised = LABELS.index("calm"), LABELS.index("surprised")
+    assert classes[:, calm].tolist() == [False, True, False, True, True]  # a neutral TESS clip may have been calm; an angry one was not
+    assert classes[:, surprised].tolist() == [True, True, False, False, True]  # EmoDB's happy and fearful clips may have been surprised
+    assert torch.equal(classes & present, present)  # a class the corpus has is never left out
 
 
 def test_corpus_classes_follow_the_label_mapping() -> None:

@@ -31,6 +31,7 @@ import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
+from emostream.labels import near_labels
 from emostream.models.presets import build_preset, check_preset
 from emostream.perception.voice.whisper_base import feature_model_folder, recorded_feature_model
 from emostream.training.features import Augment
@@ -100,6 +101,10 @@ class TrainConfig(_Section):
     # each loss), so the model sums two experts that each can classify, rather than a deep path that leaves the rest
     # to a read-out that stopped learning once the deep path fit the training speakers.
     expert_weight: float = Field(0.0, ge=0)
+    # A class a clip's corpus lacks (TESS and EmoDB have no calm): "left_out" of every such clip's loss; "near_only":
+    # left out only where the clip's label is the class's neighbour in labels.NEAREST (calm for a neutral or happy
+    # TESS clip), a plain negative for the corpus's other clips (an angry TESS clip is not calm).
+    absent_classes: Literal["left_out", "near_only"] = "left_out"
     language_weight: float = Field(1.0, ge=0)  # LLM presets: the captioning loss next to the classification loss
     unknown_speaker_fraction: float = Field(0.15, ge=0, le=1)  # shown without speaker statistics, as at a stream's start
     early_speaker_fraction: float = Field(0.0, ge=0, le=1)  # z-scored against a few of the speaker's utterances, as early in a stream
@@ -250,6 +255,17 @@ def corpus_cross_entropy(logits, truth, classes, weights=None, label_smoothing: 
     return ((1 - label_smoothing) * picked + label_smoothing * spread).sum() / w[truth].sum()
 
 
+def loss_classes(present, truth, config: TrainConfig):  # type: ignore[no-untyped-def]
+    """The classes in each labelled example's cross-entropy, shape = (B, n_labels) bool, from the classes its corpus
+    has (`present`, same shape) and its label (`truth`, shape = (B,)), as `config.absent_classes` says."""
+    import torch  # noqa: PLC0415
+
+    if config.absent_classes == "left_out":
+        return present
+    near = torch.from_numpy(near_labels(config.label_set)).to(present.device)  # [k, j]: a clip labelled j may be k
+    return present | ~near[:, truth].T
+
+
 def _loss(model, output, targets, weights, config: TrainConfig, samples, tokenizer):  # type: ignore[no-untyped-def]
     import torch  # noqa: PLC0415
     import torch.nn.functional as F  # noqa: PLC0415
@@ -257,7 +273,8 @@ def _loss(model, output, targets, weights, config: TrainConfig, samples, tokeniz
     labelled = targets["label"] >= 0
     loss = torch.zeros((), device=output.logits.device)
     if labelled.any():
-        truth, classes = targets["label"][labelled], targets["classes"][labelled]
+        truth = targets["label"][labelled]
+        classes = loss_classes(targets["classes"][labelled], truth, config)
         loss = loss + corpus_cross_entropy(output.logits[labelled], truth, classes, weights)
         if config.expert_weight > 0:
             voice = output.voice_logits[labelled]
