@@ -20,7 +20,7 @@ from emostream.models.score import EmotionScorer, StreamContexts
 from emostream.training.data import SpeakerPools, batch, samples_from_rows
 from emostream.training.datasets import Example
 from emostream.training.features import bundle_row, read_features
-from emostream.training.train import TrainConfig, _loss, fit, start_from
+from emostream.training.train import TrainConfig, _loss, fit, run_recipe, start_from
 from tests.model_helpers import random_bundle
 
 pytestmark = pytest.mark.broker  # starts Ray: run in the loopback-only namespace like the broker tests
@@ -83,6 +83,14 @@ def test_two_workers_zero2_train_stop_resume_and_export(tmp_path: Path, ray_loca
     assert events[0].label in LABELS and metrics["epoch"] == 3
 
 
+def test_a_runs_recipe_is_what_its_weights_depend_on(tmp_path: Path) -> None:
+    recipe = run_recipe(config(tmp_path, epochs=2))
+    assert recipe == run_recipe(config(tmp_path, epochs=5, export=str(tmp_path / "elsewhere"), feature_workers=4))  # longer: resumable
+    assert "path" not in recipe["data"] and recipe["data"]["validation_speakers"] == ["spk3"]
+    assert recipe != run_recipe(config(tmp_path, epochs=2, weight_decay=0.5))
+    assert recipe != run_recipe(config(tmp_path, epochs=2, workers=1))  # another effective batch
+
+
 def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_average(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]
     cache = synthetic_cache(tmp_path / "cache")
     cfg = config(tmp_path, epochs=2, workers=1, zero_stage=0, ensemble_size=2)
@@ -98,6 +106,10 @@ def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_aver
     fit(cfg, cache)
     assert [len(list(csv.DictReader(run.open()))) for run in runs] == [2, 2]
     torch.testing.assert_close(load_model(exported).members[1].emotion_head.weight, second, rtol=0, atol=0)
+    # Another recipe under a finished run's name is refused, naming what differs, before anything trains.
+    with pytest.raises(ValueError, match=r"another recipe \(absent_classes, weight_decay differ\)"):
+        fit(config(tmp_path, epochs=2, workers=1, zero_stage=0, ensemble_size=2, weight_decay=0.5, absent_classes="near_only"), cache)
+    assert [len(list(csv.DictReader(run.open()))) for run in runs] == [2, 2]
     with pytest.raises(ValueError, match="cannot be ensembled"):  # refused before any training
         config(tmp_path, epochs=2, preset="tiny-llm", ensemble_size=2)
 

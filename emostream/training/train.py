@@ -735,6 +735,38 @@ def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:
     return [row for row in read_features(cache) if keys is None or row["key"] in keys]
 
 
+# Settings a run's weights do not depend on: where things are kept, how many processes read features, what is done
+# with the run afterwards. Stage lengths are left out too: a run may be continued with more epochs.
+_NOT_THE_RECIPE = {"feature_cache", "feature_workers", "deepspeed", "run_dir", "export", "ensemble_size", "calibration_folds"}
+
+
+def run_recipe(config: TrainConfig) -> dict[str, Any]:
+    """What a run's weights depend on, as JSON: the config without `_NOT_THE_RECIPE`, stage lengths and data folders."""
+    recipe = config.model_dump(mode="json", exclude=_NOT_THE_RECIPE)
+    for stage in recipe["stages"]:
+        del stage["epochs"]
+    for corpus in [recipe["data"], *recipe["data"]["more_corpora"]]:
+        corpus.pop("path"), corpus.pop("media", None)
+    return recipe
+
+
+def check_run_recipe(run_path: Path, config: TrainConfig) -> None:
+    """A run folder records the recipe it was started with (recipe.json); reusing or resuming it under another
+    recipe would pass off its weights as the new recipe's, so that is an error naming the settings that differ."""
+    path = run_path / "recipe.json"
+    recipe = run_recipe(config)
+    if path.is_file():
+        before = json.loads(path.read_text())
+        changed = sorted(key for key in recipe.keys() | before.keys() if recipe.get(key) != before.get(key))
+        if changed:
+            raise ValueError(f"run {run_path} was trained with another recipe ({', '.join(changed)} differ): give this "
+                             "recipe another name or run_dir, or delete that run folder to train it again")
+    elif latest_checkpoint(run_path) is None:
+        path.write_text(json.dumps(recipe, indent=1, sort_keys=True) + "\n")
+    else:
+        log.warning("run %s has checkpoints but no recipe.json (it predates recorded recipes): reused as it is", run_path)
+
+
 def _fit_run(config: TrainConfig, cache: Path, keys: set[str] | None = None):  # type: ignore[no-untyped-def]
     """One Ray Train run (resumed from its latest checkpoint, if any): the consolidated model and the last epoch's metrics."""
     from ray.train import CheckpointConfig, RunConfig, ScalingConfig  # noqa: PLC0415
@@ -754,6 +786,7 @@ def _fit_run(config: TrainConfig, cache: Path, keys: set[str] | None = None):  #
     run_dir = config.run_dir.resolve()
     run_path = run_dir / config.name
     run_path.mkdir(parents=True, exist_ok=True)
+    check_run_recipe(run_path, config)
     (run_path / "deepspeed.json").write_text(json.dumps(deepspeed_config(config), indent=1))
     resume = latest_checkpoint(run_path)
     if resume is not None and json.loads((resume / "progress.json").read_text())["epoch"] >= config.epochs - 1:
