@@ -20,7 +20,7 @@ from emostream.models.score import EmotionScorer, StreamContexts
 from emostream.training.data import SpeakerPools, batch, samples_from_rows
 from emostream.training.datasets import Example
 from emostream.training.features import bundle_row, read_features
-from emostream.training.train import TrainConfig, _loss, fit, run_recipe, start_from
+from emostream.training.train import TrainConfig, _loss, fit, recipe_differences, run_recipe, start_from
 from tests.model_helpers import random_bundle
 
 pytestmark = pytest.mark.broker  # starts Ray: run in the loopback-only namespace like the broker tests
@@ -89,6 +89,12 @@ def test_a_runs_recipe_is_what_its_weights_depend_on(tmp_path: Path) -> None:
     assert "path" not in recipe["data"] and recipe["data"]["validation_speakers"] == ["spk3"]
     assert recipe != run_recipe(config(tmp_path, epochs=2, weight_decay=0.5))
     assert recipe != run_recipe(config(tmp_path, epochs=2, workers=1))  # another effective batch
+    slower = run_recipe(config(tmp_path, epochs=2, weight_decay=0.5, stages=[{"name": "all", "epochs": 2, "learning_rate": 1e-3}]))
+    assert recipe_differences(recipe, slower) == ["weight_decay", "stages[0].learning_rate"]
+    recorded = {key: value for key, value in recipe.items() if key != "absent_classes"}  # a run recorded before a setting existed
+    recorded["data"] = {key: value for key, value in recipe["data"].items() if key != "call_turns"}
+    assert recipe_differences(recorded, recipe) == []
+    assert recipe_differences(recipe, recorded) == ["data.call_turns", "absent_classes"]  # a setting the run had is gone
 
 
 def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_average(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]

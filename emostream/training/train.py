@@ -746,8 +746,23 @@ def run_recipe(config: TrainConfig) -> dict[str, Any]:
     for stage in recipe["stages"]:
         del stage["epochs"]
     for corpus in [recipe["data"], *recipe["data"]["more_corpora"]]:
-        corpus.pop("path"), corpus.pop("media", None)
+        corpus.pop("path")
+        corpus.pop("media", None)
     return recipe
+
+
+def recipe_differences(recorded: Any, current: Any, name: str = "") -> list[str]:
+    """The recorded recipe's settings that the current one changes or lacks, by dotted name (stages[0].learning_rate).
+    A setting only the current recipe has is not one: a newer emostream may add settings, at defaults that keep the
+    behaviour the run was trained with."""
+    if isinstance(recorded, dict) and isinstance(current, dict):
+        named = {key: f"{name}.{key}" if name else key for key in recorded}
+        return [difference for key, value in recorded.items()
+                for difference in (recipe_differences(value, current[key], named[key]) if key in current else [named[key]])]
+    if isinstance(recorded, list) and isinstance(current, list) and len(recorded) == len(current):
+        return [difference for k, (before, now) in enumerate(zip(recorded, current, strict=True))
+                for difference in recipe_differences(before, now, f"{name}[{k}]")]
+    return [] if recorded == current else [name]
 
 
 def check_run_recipe(run_path: Path, config: TrainConfig) -> None:
@@ -756,8 +771,7 @@ def check_run_recipe(run_path: Path, config: TrainConfig) -> None:
     path = run_path / "recipe.json"
     recipe = run_recipe(config)
     if path.is_file():
-        before = json.loads(path.read_text())
-        changed = sorted(key for key in recipe.keys() | before.keys() if recipe.get(key) != before.get(key))
+        changed = recipe_differences(json.loads(path.read_text()), recipe)
         if changed:
             raise ValueError(f"run {run_path} was trained with another recipe ({', '.join(changed)} differ): give this "
                              "recipe another name or run_dir, or delete that run folder to train it again")
