@@ -95,6 +95,14 @@ def test_a_runs_recipe_is_what_its_weights_depend_on(tmp_path: Path) -> None:
     recorded["data"] = {key: value for key, value in recipe["data"].items() if key != "call_turns"}
     assert recipe_differences(recorded, recipe) == []
     assert recipe_differences(recipe, recorded) == ["data.call_turns", "absent_classes"]  # a setting the run had is gone
+    # A DeepSpeed file counts by what it says, not by where it is.
+    for name, learning_rate in (("a.json", 1e-3), ("b.json", 1e-3), ("c.json", 2e-3)):
+        (tmp_path / name).write_text(json.dumps({"optimizer": {"type": "AdamW", "params": {"lr": learning_rate}}}))
+    adamw = run_recipe(config(tmp_path, epochs=2, deepspeed=str(tmp_path / "a.json")))
+    assert adamw == run_recipe(config(tmp_path, epochs=2, deepspeed=str(tmp_path / "b.json")))
+    assert recipe_differences(adamw, run_recipe(config(tmp_path, epochs=2, deepspeed=str(tmp_path / "c.json")))) == [
+        "deepspeed.optimizer.params.lr"]
+    assert "optimizer" not in recipe["deepspeed"] and recipe_differences(recipe, adamw) != []
 
 
 def test_an_ensemble_trains_each_member_from_its_own_seed_and_exports_their_average(tmp_path: Path, ray_local) -> None:  # type: ignore[no-untyped-def]

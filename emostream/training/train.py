@@ -736,13 +736,16 @@ def cached_rows(cache: Path, keys: set[str] | None) -> list[dict[str, Any]]:
 
 
 # Settings a run's weights do not depend on: where things are kept, how many processes read features, what is done
-# with the run afterwards. Stage lengths are left out too: a run may be continued with more epochs.
+# with the run afterwards. Stage lengths are left out too: a run may be continued with more epochs. The DeepSpeed
+# file counts by what it says (its optimizer, scheduler, precision), not by where it is.
 _NOT_THE_RECIPE = {"feature_cache", "feature_workers", "deepspeed", "run_dir", "export", "ensemble_size", "calibration_folds"}
 
 
 def run_recipe(config: TrainConfig) -> dict[str, Any]:
-    """What a run's weights depend on, as JSON: the config without `_NOT_THE_RECIPE`, stage lengths and data folders."""
+    """What a run's weights depend on, as JSON: the config without `_NOT_THE_RECIPE`, stage lengths and data folders,
+    with the DeepSpeed JSON the run trains with (`deepspeed_config`)."""
     recipe = config.model_dump(mode="json", exclude=_NOT_THE_RECIPE)
+    recipe["deepspeed"] = deepspeed_config(config)
     for stage in recipe["stages"]:
         del stage["epochs"]
     for corpus in [recipe["data"], *recipe["data"]["more_corpora"]]:
