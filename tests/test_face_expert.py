@@ -170,6 +170,10 @@ def test_a_folder_of_photos_is_read_as_the_live_analyser_reads_frames(shared_dat
     for label, name in PYFEAT_STILLS.items():
         (tmp_path / label).mkdir()
         (tmp_path / label / name).write_bytes((shared_data / "faces-pyfeat" / name).read_bytes())
+    # face sets come as TIFF too (e.g. JAFFE's): the same pixels, losslessly
+    tiff = tmp_path / "surprise" / "still.tiff"
+    cv2.imwrite(str(tiff), cv2.imread(str(tmp_path / "surprise" / PYFEAT_STILLS["surprise"])))
+    (tmp_path / "surprise" / PYFEAT_STILLS["surprise"]).unlink()
     analyzer = FaceAnalyzer(FaceSettings(expression_model="ferplus"), expression=ferplus)
     faces = folder_faces(tmp_path, "ferplus8", analyzer.expression_crop)
     assert faces.read_whole == 0 and faces.dropped == {"unreadable": 0}

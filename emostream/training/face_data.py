@@ -42,7 +42,7 @@ from emostream.perception.faces.expression import INPUT_SIZE
 
 VOTE_COLUMNS = (*FERPLUS8, "unknown", "not-a-face")  # the 10 columns of FER+'s `votes`, in order
 UNKNOWN, NOT_A_FACE = 8, 9  # their indices
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp", ".pgm", ".ppm")  # what OpenCV reads
 
 
 @dataclass(frozen=True)
