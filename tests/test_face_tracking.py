@@ -2,10 +2,19 @@
 
 from __future__ import annotations
 
+import cv2
 import numpy as np
 import pytest
 
-from emostream.perception.faces.align import TEMPLATE_112, align_faces, similarity_transform
+from emostream.perception.faces.align import (
+    MAX_OVERSAMPLING,
+    TEMPLATE_112,
+    align_faces,
+    grey_faces,
+    oversampling,
+    similarity_transform,
+    template,
+)
 from emostream.perception.faces.dynamics import find_micro_expressions, local_baseline, track_series
 from emostream.perception.faces.geometry import GEOMETRY_NAMES, face_geometry, rigid_shape
 from emostream.perception.faces.tracking import FaceTracks
@@ -197,3 +206,21 @@ def test_alignment_puts_the_keypoints_on_the_template() -> None:
     for x, y in TEMPLATE_112:
         assert np.min(np.hypot(bright[:, 1] - x, bright[:, 0] - y)) < 1.5
     assert align_faces(frame, []).shape == (0, 112, 112, 3)
+
+
+def test_a_face_larger_than_its_grey_crop_is_warped_finer_then_area_averaged() -> None:
+    frame = np.zeros((400, 400, 3), np.uint8)
+    frame[:, ::2] = 255  # stripes 2 pixels a period: what a straight warp aliases most
+    keypoints = template(64) * 3.3 + 40  # a face 3.3 frame pixels per crop pixel
+    assert oversampling(keypoints, 64) == 4 and oversampling(template(64) * 20, 64) == MAX_OVERSAMPLING
+    straight = cv2.cvtColor(align_faces(frame, [keypoints], size=64)[0], cv2.COLOR_RGB2GRAY)
+    fine = cv2.cvtColor(align_faces(frame, [keypoints], size=256)[0], cv2.COLOR_RGB2GRAY)
+    averaged = grey_faces(frame, [keypoints], 64)[0]
+    np.testing.assert_array_equal(averaged, cv2.resize(fine, (64, 64), interpolation=cv2.INTER_AREA))
+    assert np.abs(averaged - 127.5).mean() < np.abs(straight - 127.5).mean() / 2  # nearer the stripes' mean grey
+    # a face no larger than the crop is warped as before, once
+    small = template(64) * 0.8 + 10
+    assert oversampling(small, 64) == 1
+    np.testing.assert_array_equal(grey_faces(frame, [small], 64)[0],
+                                  cv2.cvtColor(align_faces(frame, [small], size=64)[0], cv2.COLOR_RGB2GRAY))
+    assert grey_faces(frame, [], 64).shape == (0, 64, 64)

@@ -18,13 +18,14 @@ of its own):
 
 Live-style inputs
 -----------------
-Live, a face is warped straight to a 64 x 64 grey crop (align.py, bilinear) and fed to the network. Given the live
+Live, a face is aligned into a 64 x 64 grey crop (align.grey_faces: warped at a resolution no coarser than the
+face's own, then area-averaged down, so a large face does not alias) and fed to the network. Given the live
 analyser (its `expression_crop` for photos, its `largest_face` for FER+ faces), every labelled image is read that
 way: a photo's largest face is found and aligned exactly as live frames are, and a FER+ 48 x 48 face is first shown
 as a frame would show it (`as_frame`, `live_crops`). Without it, or where no face is found (a tight crop can hide
 one from the detector), an image is taken as a face crop already and brought to 64 x 64 (`to_network_input`:
 bilinear, cv2.INTER_LINEAR, when enlarging, as `fer` itself resizes its crops; INTER_AREA when shrinking,
-align.to_grey's choice).
+align.grey_faces' choice).
 """
 
 from __future__ import annotations

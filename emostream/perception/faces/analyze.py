@@ -19,7 +19,7 @@ import cv2
 import numpy as np
 
 from emostream.media.decode import DecodedSegment, analysed_frame_indices
-from emostream.perception.faces.align import align_faces, to_grey
+from emostream.perception.faces.align import align_faces, grey_faces
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
 from emostream.perception.faces.geometry import face_geometry, rigid_shape
 from emostream.perception.faces.types import AnalysedFrame, Detection, FaceBackend, FaceMeasurement, Landmarks, SegmentFaces, short_side
@@ -52,7 +52,7 @@ def make_backend(settings: FaceSettings) -> FaceBackend:
 def expression_crops(frame: np.ndarray, keypoints: list[np.ndarray], margin: float = EXPRESSION_MARGIN) -> np.ndarray:
     """The expression network's inputs for the faces at these five-point keypoints (each shape = (5, 2) pixels) in an
     RGB frame: aligned grey crops, shape = (n, INPUT_SIZE, INPUT_SIZE) uint8 (another `margin` only to measure it)."""
-    return to_grey(align_faces(frame, keypoints, size=INPUT_SIZE, margin=margin), INPUT_SIZE)
+    return grey_faces(frame, keypoints, INPUT_SIZE, margin)
 
 
 def box_iou(a: np.ndarray, b: np.ndarray) -> float:
