@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from emostream.labels import FER7, FERPLUS8
-from emostream.perception.faces.align import align_faces, oversampling, similarity_transform, template
+from emostream.perception.faces.align import align_faces, crop_scale, oversampling
 from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
 from emostream.perception.faces.expression import INPUT_SIZE, ExpressionModel
 from emostream.settings import FaceSettings
@@ -196,7 +196,7 @@ def test_a_large_photo_face_is_cut_as_if_the_photo_were_first_shrunk_to_the_crop
     analyzer = FaceAnalyzer(FaceSettings(expression_model="ferplus"), expression=ferplus)
     keypoints = analyzer.largest_face(still)
     assert keypoints is not None and oversampling(keypoints, INPUT_SIZE, EXPRESSION_MARGIN) >= 5
-    shrink = 1 / np.sqrt(abs(np.linalg.det(similarity_transform(keypoints, template(INPUT_SIZE, EXPRESSION_MARGIN))[:, :2])))
+    shrink = 1 / crop_scale(keypoints, INPUT_SIZE, EXPRESSION_MARGIN)
     shrunk = cv2.resize(still, None, fx=1 / shrink, fy=1 / shrink, interpolation=cv2.INTER_AREA)
     scale = shrunk.shape[1] / still.shape[1]
     reference = cv2.cvtColor(align_faces(shrunk, [keypoints * scale], size=INPUT_SIZE)[0], cv2.COLOR_RGB2GRAY)

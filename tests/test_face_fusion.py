@@ -27,7 +27,7 @@ from emostream.models.inputs import collate
 from emostream.models.model import EmotionModel
 from emostream.models.presets import tiny
 from emostream.models.score import EmotionScorer, StreamContexts, default_scorer
-from emostream.perception.faces.align import CROP_SIZE, TEMPLATE_112, similarity_transform
+from emostream.perception.faces.align import crop_scale
 from emostream.perception.faces.analyze import EXPRESSION_MARGIN, FaceAnalyzer
 from emostream.perception.faces.expression import INPUT_SIZE
 from emostream.perception.faces.geometry import GEOMETRY_NAMES
@@ -182,8 +182,7 @@ def test_a_smaller_or_blurred_face_reads_as_lower_quality(shared_data: Path) -> 
     # FULL_DETAIL_PIXELS is the face's width in the expression crop (as analyze.py aligns it): there the crop is 1:1
     face = faces["as is"]
     assert face.landmarks is not None
-    target = ((TEMPLATE_112 - CROP_SIZE / 2) / (1 + 2 * EXPRESSION_MARGIN) + CROP_SIZE / 2) * (INPUT_SIZE / CROP_SIZE)
-    scale = float(np.sqrt(abs(np.linalg.det(similarity_transform(face.landmarks.keypoints, target)[:, :2]))))
+    scale = crop_scale(face.landmarks.keypoints, INPUT_SIZE, EXPRESSION_MARGIN)
     width = float(min(face.box[2] - face.box[0], face.box[3] - face.box[1]))
     assert width * scale == pytest.approx(FULL_DETAIL_PIXELS, rel=0.1)
 

@@ -58,11 +58,16 @@ def align_faces(frame: np.ndarray, keypoints: list[np.ndarray], size: int = CROP
     return crops
 
 
+def crop_scale(keypoints: np.ndarray, size: int, margin: float = 0.0) -> float:
+    """Crop pixels per frame pixel when this face is aligned into a `size` crop (below 1: the face is larger)."""
+    matrix = similarity_transform(keypoints.astype(np.float32), template(size, margin))
+    return float(np.sqrt(abs(np.linalg.det(matrix[:, :2]))))
+
+
 def oversampling(keypoints: np.ndarray, size: int, margin: float = 0.0) -> int:
     """How many times finer than `size` to warp this face so that no frame pixel is skipped: the frame's pixels per
     crop pixel, rounded up, 1 for a face no larger than the crop, at most MAX_OVERSAMPLING."""
-    matrix = similarity_transform(keypoints.astype(np.float32), template(size, margin))
-    shrink = 1.0 / max(float(np.sqrt(abs(np.linalg.det(matrix[:, :2])))), 1e-6)  # frame pixels per crop pixel
+    shrink = 1.0 / max(crop_scale(keypoints, size, margin), 1e-6)  # frame pixels per crop pixel
     return int(min(MAX_OVERSAMPLING, max(1, np.ceil(shrink - 0.01))))
 
 
